@@ -1,0 +1,670 @@
+//! Entities and attributes: the one in-memory shape of context information.
+//!
+//! Everything is kept with **expanded** names (attribute names, types and
+//! vocab values are IRIs), so that two requests using different @contexts
+//! see the same data. Parsing accepts the normalized and the concise
+//! representations (GS CIM 009, clause 4.5); [`crate::render`] turns an entity
+//! back into any representation for a given context.
+
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::{NgsiError, Result};
+use crate::jsonld::ActiveContext;
+use crate::time::{self, Timestamp};
+
+/// The kinds of attribute of NGSI-LD (clause 4.5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum AttributeKind {
+    Property,
+    Relationship,
+    GeoProperty,
+    LanguageProperty,
+    VocabProperty,
+    ListProperty,
+    ListRelationship,
+    JsonProperty,
+}
+
+impl AttributeKind {
+    pub const ALL: [AttributeKind; 8] = [
+        Self::Property,
+        Self::Relationship,
+        Self::GeoProperty,
+        Self::LanguageProperty,
+        Self::VocabProperty,
+        Self::ListProperty,
+        Self::ListRelationship,
+        Self::JsonProperty,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Property => "Property",
+            Self::Relationship => "Relationship",
+            Self::GeoProperty => "GeoProperty",
+            Self::LanguageProperty => "LanguageProperty",
+            Self::VocabProperty => "VocabProperty",
+            Self::ListProperty => "ListProperty",
+            Self::ListRelationship => "ListRelationship",
+            Self::JsonProperty => "JsonProperty",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        let name = name.strip_prefix("https://uri.etsi.org/ngsi-ld/").unwrap_or(name);
+        let name = name.strip_prefix("ngsi-ld:").unwrap_or(name);
+        Self::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    /// The member that holds the attribute's value in the normalized form.
+    pub fn value_key(self) -> &'static str {
+        match self {
+            Self::Property | Self::GeoProperty => "value",
+            Self::Relationship => "object",
+            Self::LanguageProperty => "languageMap",
+            Self::VocabProperty => "vocab",
+            Self::ListProperty => "valueList",
+            Self::ListRelationship => "objectList",
+            Self::JsonProperty => "json",
+        }
+    }
+
+    fn from_value_key(key: &str) -> Option<Self> {
+        Some(match key {
+            "value" => Self::Property,
+            "object" => Self::Relationship,
+            "languageMap" => Self::LanguageProperty,
+            "vocab" => Self::VocabProperty,
+            "valueList" => Self::ListProperty,
+            "objectList" => Self::ListRelationship,
+            "json" => Self::JsonProperty,
+            _ => return None,
+        })
+    }
+}
+
+/// Members of an attribute that are not sub-attributes.
+pub const ATTRIBUTE_MEMBERS: &[&str] = &[
+    "type",
+    "value",
+    "object",
+    "languageMap",
+    "vocab",
+    "valueList",
+    "objectList",
+    "json",
+    "datasetId",
+    "observedAt",
+    "unitCode",
+    "objectType",
+    "createdAt",
+    "modifiedAt",
+    "deletedAt",
+    "instanceId",
+    "lang",
+    "previousValue",
+    "previousObject",
+    "previousLanguageMap",
+    "previousVocab",
+    "previousValueList",
+    "previousObjectList",
+    "previousJson",
+    "@context",
+];
+
+/// One instance of an attribute (an attribute with several `datasetId`s has
+/// several instances).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Attribute {
+    pub kind: AttributeKind,
+    /// The content of the kind's value member (`value`, `object`, `languageMap`...).
+    pub value: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit_code: Option<String>,
+    /// Relationship `objectType`, expanded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_type: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "time::serde_opt")]
+    pub created_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "time::serde_opt")]
+    pub modified_at: Option<Timestamp>,
+    /// Sub-attributes by expanded name.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub sub: IndexMap<String, Attribute>,
+}
+
+impl Attribute {
+    pub fn new(kind: AttributeKind, value: Value) -> Self {
+        Self {
+            kind,
+            value,
+            dataset_id: None,
+            observed_at: None,
+            unit_code: None,
+            object_type: None,
+            created_at: None,
+            modified_at: None,
+            sub: IndexMap::new(),
+        }
+    }
+
+    /// Whether this instance carries an NGSI-LD Null, i.e. asks for deletion
+    /// in a merge.
+    pub fn is_null(&self) -> bool {
+        is_ngsi_null(&self.value)
+    }
+
+    /// Stamps system attributes: `createdAt` is kept from `previous` when
+    /// the instance replaces an existing one.
+    pub fn stamp(&mut self, now: Timestamp, previous_created: Option<Timestamp>) {
+        self.created_at = Some(previous_created.unwrap_or(now));
+        self.modified_at = Some(now);
+        for sub in self.sub.values_mut() {
+            sub.stamp(now, None);
+        }
+    }
+
+    /// Merges `patch` into this instance: members present in the patch
+    /// replace ours, sub-attributes are merged one level down, and
+    /// NGSI-LD Nulls delete sub-attributes.
+    pub fn merge_from(&mut self, patch: Attribute, now: Timestamp) {
+        self.kind = patch.kind;
+        self.value = patch.value;
+        if patch.observed_at.is_some() {
+            self.observed_at = patch.observed_at;
+        }
+        if patch.unit_code.is_some() {
+            self.unit_code = patch.unit_code;
+        }
+        if patch.object_type.is_some() {
+            self.object_type = patch.object_type;
+        }
+        for (name, mut sub) in patch.sub {
+            if sub.is_null() {
+                self.sub.shift_remove(&name);
+                continue;
+            }
+            let created = self.sub.get(&name).and_then(|s| s.created_at);
+            sub.stamp(now, created);
+            self.sub.insert(name, sub);
+        }
+        self.modified_at = Some(now);
+    }
+}
+
+/// `null`, or the NGSI-LD Null string, in any value member.
+pub fn is_ngsi_null(value: &Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::String(s) => s == "urn:ngsi-ld:null",
+        Value::Object(map) => map.len() == 1 && map.get("@value").is_some_and(|v| v.is_null()),
+        Value::Array(items) => items.len() == 1 && is_ngsi_null(&items[0]),
+        _ => false,
+    }
+}
+
+/// An entity: id, types, scopes and attributes (expanded names).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Entity {
+    pub id: String,
+    pub types: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scope: Vec<String>,
+    #[serde(default)]
+    pub attributes: IndexMap<String, Vec<Attribute>>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "time::serde_opt")]
+    pub created_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "time::serde_opt")]
+    pub modified_at: Option<Timestamp>,
+}
+
+impl Entity {
+    pub fn new(id: impl Into<String>, types: Vec<String>) -> Self {
+        Self {
+            id: id.into(),
+            types,
+            scope: Vec::new(),
+            attributes: IndexMap::new(),
+            created_at: None,
+            modified_at: None,
+        }
+    }
+
+    /// The instance of `name` with the given dataset id.
+    pub fn instance(&self, name: &str, dataset_id: Option<&str>) -> Option<&Attribute> {
+        self.attributes
+            .get(name)?
+            .iter()
+            .find(|a| a.dataset_id.as_deref() == dataset_id)
+    }
+
+    /// Stamps every system attribute of a freshly created entity.
+    pub fn stamp_new(&mut self, now: Timestamp) {
+        self.created_at = Some(now);
+        self.modified_at = Some(now);
+        for instances in self.attributes.values_mut() {
+            for instance in instances {
+                instance.stamp(now, None);
+            }
+        }
+    }
+}
+
+/// What a request body must contain to be read as an entity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EntityShape {
+    /// A whole entity: `id` and `type` are mandatory.
+    Complete,
+    /// A fragment (attributes to append, update or merge): `id` and `type`
+    /// are optional.
+    Fragment,
+}
+
+/// Options of the parser.
+#[derive(Clone, Copy, Debug)]
+pub struct ParseOptions {
+    pub shape: EntityShape,
+    /// Whether NGSI-LD Null values are accepted (merge patches), to mean deletion.
+    pub allow_null: bool,
+}
+
+impl ParseOptions {
+    pub const CREATE: ParseOptions = ParseOptions {
+        shape: EntityShape::Complete,
+        allow_null: false,
+    };
+    pub const FRAGMENT: ParseOptions = ParseOptions {
+        shape: EntityShape::Fragment,
+        allow_null: false,
+    };
+    pub const MERGE: ParseOptions = ParseOptions {
+        shape: EntityShape::Fragment,
+        allow_null: true,
+    };
+}
+
+/// Whether `text` is an absolute URI, as entity ids and relationship objects must be.
+pub fn is_uri(text: &str) -> bool {
+    let Some((scheme, rest)) = text.split_once(':') else {
+        return false;
+    };
+    let mut chars = scheme.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+        && !rest.is_empty()
+        && !text.chars().any(|c| {
+            c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | '"' | '{' | '}' | '|' | '\\' | '^' | '`')
+        })
+}
+
+/// Whether a term is acceptable as an attribute or type name (clause 4.6.2:
+/// no characters that the query languages reserve).
+pub fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.chars().any(|c| {
+            c.is_whitespace()
+                || c.is_control()
+                || matches!(
+                    c,
+                    '<' | '>'
+                        | '"'
+                        | '\''
+                        | '='
+                        | ';'
+                        | '('
+                        | ')'
+                        | '['
+                        | ']'
+                        | '{'
+                        | '}'
+                        | '|'
+                        | '\\'
+                        | '^'
+                        | '`'
+                        | '!'
+                        | '~'
+                        | ','
+                )
+        })
+}
+
+/// Parses an entity (or fragment) in the normalized or concise representation.
+pub fn parse_entity(body: &Value, context: &ActiveContext, options: ParseOptions) -> Result<Entity> {
+    let Value::Object(members) = body else {
+        return Err(NgsiError::bad_request("an entity must be a JSON object"));
+    };
+    let id = match members.get("id").or_else(|| members.get("@id")) {
+        Some(Value::String(id)) if is_uri(id) => id.clone(),
+        Some(Value::String(id)) => return Err(NgsiError::bad_request(format!("entity id '{id}' is not a URI"))),
+        Some(_) => return Err(NgsiError::bad_request("entity id must be a string")),
+        None if options.shape == EntityShape::Complete => return Err(NgsiError::bad_request("entity id is missing")),
+        None => String::new(),
+    };
+    let types = match members.get("type").or_else(|| members.get("@type")) {
+        Some(value) => parse_types(value, context)?,
+        None if options.shape == EntityShape::Complete => return Err(NgsiError::bad_request("entity type is missing")),
+        None => Vec::new(),
+    };
+    let mut entity = Entity::new(id, types);
+    for (key, value) in members {
+        match key.as_str() {
+            "id" | "@id" | "type" | "@type" | "@context" | "createdAt" | "modifiedAt" | "deletedAt" => {}
+            "scope" => entity.scope = parse_scope(value)?,
+            name => {
+                if !is_valid_name(name) {
+                    return Err(NgsiError::bad_request(format!("invalid attribute name '{name}'")));
+                }
+                let expanded = context.expand(name);
+                if expanded == "@id" || expanded == "@type" {
+                    continue;
+                }
+                let instances = parse_attribute(name, value, context, options.allow_null)?;
+                entity.attributes.insert(expanded, instances);
+            }
+        }
+    }
+    Ok(entity)
+}
+
+/// Parses the `type` member of an entity: a type name or an array of them.
+pub fn parse_types(value: &Value, context: &ActiveContext) -> Result<Vec<String>> {
+    let names: Vec<&str> = match value {
+        Value::String(s) => vec![s.as_str()],
+        Value::Array(items) if !items.is_empty() => items
+            .iter()
+            .map(|i| {
+                i.as_str()
+                    .ok_or_else(|| NgsiError::bad_request("entity types must be strings"))
+            })
+            .collect::<Result<_>>()?,
+        _ => {
+            return Err(NgsiError::bad_request(
+                "entity type must be a string or a non-empty array of strings",
+            ))
+        }
+    };
+    let mut types = Vec::with_capacity(names.len());
+    for name in names {
+        if !is_valid_name(name) {
+            return Err(NgsiError::bad_request(format!("invalid entity type '{name}'")));
+        }
+        let expanded = context.expand(name);
+        if !types.contains(&expanded) {
+            types.push(expanded);
+        }
+    }
+    Ok(types)
+}
+
+fn parse_scope(value: &Value) -> Result<Vec<String>> {
+    let scopes: Vec<String> = match value {
+        Value::String(s) => vec![s.clone()],
+        Value::Array(items) => items
+            .iter()
+            .map(|i| {
+                i.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| NgsiError::bad_request("scopes must be strings"))
+            })
+            .collect::<Result<_>>()?,
+        _ => return Err(NgsiError::bad_request("scope must be a string or an array of strings")),
+    };
+    for scope in &scopes {
+        let valid = scope.starts_with('/')
+            && scope.len() > 1
+            && !scope.ends_with('/')
+            && scope[1..]
+                .split('/')
+                .all(|level| !level.is_empty() && is_valid_name(level) && !level.contains('#') && !level.contains('+'));
+        if !valid {
+            return Err(NgsiError::bad_request(format!("invalid scope '{scope}'")));
+        }
+    }
+    Ok(scopes)
+}
+
+/// Parses one attribute's JSON (normalized or concise; one instance or an
+/// array of instances) into its instances.
+pub fn parse_attribute(name: &str, value: &Value, context: &ActiveContext, allow_null: bool) -> Result<Vec<Attribute>> {
+    if let Value::Array(items) = value {
+        if !items.is_empty() && items.iter().all(looks_like_attribute) {
+            let mut instances: Vec<Attribute> = Vec::with_capacity(items.len());
+            for item in items {
+                let instance = parse_instance(name, item, context, allow_null)?;
+                if instances.iter().any(|i| i.dataset_id == instance.dataset_id) {
+                    return Err(NgsiError::bad_request(format!(
+                        "attribute '{name}' has two instances with the same datasetId"
+                    )));
+                }
+                instances.push(instance);
+            }
+            return Ok(instances);
+        }
+    }
+    Ok(vec![parse_instance(name, value, context, allow_null)?])
+}
+
+/// Whether a JSON value is an attribute in the normalized or the concise
+/// object form (as opposed to a plain value).
+fn looks_like_attribute(value: &Value) -> bool {
+    let Value::Object(map) = value else {
+        return false;
+    };
+    if let Some(Value::String(t)) = map.get("type") {
+        if AttributeKind::from_name(t).is_some() {
+            return true;
+        }
+    }
+    map.keys().any(|k| AttributeKind::from_value_key(k).is_some())
+}
+
+fn parse_instance(name: &str, value: &Value, context: &ActiveContext, allow_null: bool) -> Result<Attribute> {
+    let members = match value {
+        Value::Object(map) => map,
+        Value::Null if allow_null => return Ok(Attribute::new(AttributeKind::Property, Value::Null)),
+        Value::Null => return Err(NgsiError::bad_request(format!("attribute '{name}' has a null value"))),
+        // Concise form: a plain value is a Property.
+        plain => return Ok(Attribute::new(AttributeKind::Property, plain.clone())),
+    };
+    let declared_kind = match members.get("type") {
+        Some(Value::String(t)) => AttributeKind::from_name(t),
+        _ => None,
+    };
+    let kind = match declared_kind {
+        Some(kind) => kind,
+        None if is_geometry(value) => return Ok(Attribute::new(AttributeKind::GeoProperty, value.clone())),
+        None if members.contains_key("type") => {
+            return Err(NgsiError::bad_request(format!(
+                "attribute '{name}' has an unknown type {}",
+                members["type"]
+            )))
+        }
+        None => match members.keys().find_map(|k| AttributeKind::from_value_key(k)) {
+            Some(AttributeKind::Property) if members.get("value").is_some_and(is_geometry) => {
+                AttributeKind::GeoProperty
+            }
+            Some(kind) => kind,
+            // Concise form: a JSON object with no attribute members is a compound value.
+            None => return Ok(Attribute::new(AttributeKind::Property, value.clone())),
+        },
+    };
+    let raw = members.get(kind.value_key());
+    let mut attribute = Attribute::new(kind, Value::Null);
+    attribute.value = match raw {
+        None if allow_null => Value::Null,
+        None => {
+            return Err(NgsiError::bad_request(format!(
+                "attribute '{name}' of type {} has no '{}' member",
+                kind.name(),
+                kind.value_key()
+            )))
+        }
+        Some(v) if is_ngsi_null(v) => {
+            if !allow_null {
+                return Err(NgsiError::bad_request(format!("attribute '{name}' has a null value")));
+            }
+            Value::Null
+        }
+        Some(v) => validate_value(name, kind, v, context)?,
+    };
+    for (key, member) in members {
+        match key.as_str() {
+            "datasetId" => match member {
+                Value::String(s) if is_uri(s) => attribute.dataset_id = Some(s.clone()),
+                _ => return Err(NgsiError::bad_request(format!("datasetId of '{name}' must be a URI"))),
+            },
+            "observedAt" => match member.as_str().filter(|s| time::parse(s).is_some()) {
+                Some(s) => attribute.observed_at = Some(s.to_owned()),
+                None => {
+                    return Err(NgsiError::bad_request(format!(
+                        "observedAt of '{name}' must be a DateTime"
+                    )))
+                }
+            },
+            "unitCode" => match member {
+                Value::String(s) => attribute.unit_code = Some(s.clone()),
+                _ => return Err(NgsiError::bad_request(format!("unitCode of '{name}' must be a string"))),
+            },
+            "objectType" => attribute.object_type = Some(expand_vocab(member, context)?),
+            key if ATTRIBUTE_MEMBERS.contains(&key) => {}
+            sub_name => {
+                if !is_valid_name(sub_name) {
+                    return Err(NgsiError::bad_request(format!(
+                        "invalid sub-attribute name '{sub_name}'"
+                    )));
+                }
+                let expanded = context.expand(sub_name);
+                let sub = parse_instance(sub_name, member, context, allow_null)?;
+                attribute.sub.insert(expanded, sub);
+            }
+        }
+    }
+    Ok(attribute)
+}
+
+fn validate_value(name: &str, kind: AttributeKind, value: &Value, context: &ActiveContext) -> Result<Value> {
+    let bad = |why: &str| NgsiError::bad_request(format!("attribute '{name}': {why}"));
+    match kind {
+        AttributeKind::Property | AttributeKind::JsonProperty => Ok(value.clone()),
+        AttributeKind::GeoProperty => {
+            if is_geometry(value) {
+                Ok(value.clone())
+            } else {
+                Err(bad("a GeoProperty value must be a valid GeoJSON geometry"))
+            }
+        }
+        AttributeKind::Relationship => match value {
+            Value::String(s) if is_uri(s) => Ok(value.clone()),
+            Value::Array(items) if !items.is_empty() && items.iter().all(|i| i.as_str().is_some_and(is_uri)) => {
+                Ok(value.clone())
+            }
+            _ => Err(bad("a Relationship object must be a URI")),
+        },
+        AttributeKind::LanguageProperty => match value {
+            Value::Object(map)
+                if map
+                    .values()
+                    .all(|v| v.is_string() || v.as_array().is_some_and(|a| a.iter().all(Value::is_string))) =>
+            {
+                Ok(value.clone())
+            }
+            _ => Err(bad("a languageMap must map language tags to strings")),
+        },
+        AttributeKind::VocabProperty => expand_vocab(value, context),
+        AttributeKind::ListProperty => match value {
+            Value::Array(_) => Ok(value.clone()),
+            Value::Object(map) if map.get("@list").is_some_and(Value::is_array) => Ok(map["@list"].clone()),
+            _ => Err(bad("a valueList must be an array")),
+        },
+        AttributeKind::ListRelationship => {
+            let items = match value {
+                Value::Array(items) => items,
+                Value::Object(map) => match map.get("@list") {
+                    Some(Value::Array(items)) => items,
+                    _ => return Err(bad("an objectList must be an array")),
+                },
+                _ => return Err(bad("an objectList must be an array")),
+            };
+            let objects: Vec<Value> = items
+                .iter()
+                .map(|item| match item {
+                    Value::String(s) if is_uri(s) => Ok(Value::String(s.clone())),
+                    Value::Object(o) => match o.get("object") {
+                        Some(Value::String(s)) if is_uri(s) => Ok(Value::String(s.clone())),
+                        _ => Err(bad("objectList members must be URIs")),
+                    },
+                    _ => Err(bad("objectList members must be URIs")),
+                })
+                .collect::<Result<_>>()?;
+            Ok(Value::Array(objects))
+        }
+    }
+}
+
+fn expand_vocab(value: &Value, context: &ActiveContext) -> Result<Value> {
+    match value {
+        Value::String(s) => Ok(Value::String(context.expand(s))),
+        Value::Array(items) if !items.is_empty() => items
+            .iter()
+            .map(|item| match item {
+                Value::String(s) => Ok(Value::String(context.expand(s))),
+                _ => Err(NgsiError::bad_request("vocab values must be strings")),
+            })
+            .collect::<Result<Vec<_>>>()
+            .map(Value::Array),
+        _ => Err(NgsiError::bad_request("vocab must be a string or an array of strings")),
+    }
+}
+
+/// Whether `value` is a valid GeoJSON geometry (RFC 7946, section 3.1).
+pub fn is_geometry(value: &Value) -> bool {
+    let Value::Object(map) = value else {
+        return false;
+    };
+    let Some(Value::String(kind)) = map.get("type") else {
+        return false;
+    };
+    if kind == "GeometryCollection" {
+        return map
+            .get("geometries")
+            .and_then(Value::as_array)
+            .is_some_and(|g| g.iter().all(is_geometry));
+    }
+    let Some(coordinates) = map.get("coordinates") else {
+        return false;
+    };
+    match kind.as_str() {
+        "Point" => is_position(coordinates),
+        "MultiPoint" => all_of(coordinates, 0, is_position),
+        "LineString" => all_of(coordinates, 2, is_position),
+        "MultiLineString" => all_of(coordinates, 0, |l| all_of(l, 2, is_position)),
+        "Polygon" => all_of(coordinates, 1, is_linear_ring),
+        "MultiPolygon" => all_of(coordinates, 0, |p| all_of(p, 1, is_linear_ring)),
+        _ => false,
+    }
+}
+
+fn all_of(value: &Value, minimum: usize, check: impl Fn(&Value) -> bool) -> bool {
+    value
+        .as_array()
+        .is_some_and(|items| items.len() >= minimum && items.iter().all(check))
+}
+
+fn is_position(value: &Value) -> bool {
+    value
+        .as_array()
+        .is_some_and(|p| (2..=3).contains(&p.len()) && p.iter().all(|c| c.as_f64().is_some_and(f64::is_finite)))
+}
+
+fn is_linear_ring(value: &Value) -> bool {
+    all_of(value, 4, is_position) && value.as_array().is_some_and(|ring| ring.first() == ring.last())
+}
+
+#[cfg(test)]
+mod tests;

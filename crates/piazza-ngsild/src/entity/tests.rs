@@ -1,0 +1,135 @@
+use serde_json::json;
+
+use super::*;
+use crate::error::ErrorKind;
+use crate::render::{render_entity, Format, RenderOptions};
+
+fn core() -> std::sync::Arc<ActiveContext> {
+    ActiveContext::core()
+}
+
+#[test]
+fn parses_every_attribute_kind_in_normalized_form() {
+    let body = json!({
+        "id": "urn:ngsi-ld:Thing:1",
+        "type": "Thing",
+        "p": {"type": "Property", "value": 21.5, "unitCode": "CEL", "observedAt": "2024-01-01T00:00:00Z"},
+        "r": {"type": "Relationship", "object": "urn:ngsi-ld:Other:1"},
+        "location": {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [11.25, 43.77]}},
+        "l": {"type": "LanguageProperty", "languageMap": {"it": "ciao", "en": "hello"}},
+        "v": {"type": "VocabProperty", "vocab": "Yes"},
+        "lp": {"type": "ListProperty", "valueList": [1, 2]},
+        "lr": {"type": "ListRelationship", "objectList": [{"object": "urn:a:1"}]},
+        "j": {"type": "JsonProperty", "json": {"any": {"thing": 1}}},
+    });
+    let entity = parse_entity(&body, &core(), ParseOptions::CREATE).unwrap();
+    let kinds: Vec<_> = entity.attributes.values().map(|i| i[0].kind).collect();
+    assert_eq!(kinds, AttributeKind::ALL.to_vec());
+    assert_eq!(entity.types, vec![core().expand("Thing")]);
+    let vocab = &entity.attributes[&core().expand("v")][0].value;
+    assert_eq!(vocab, &json!(core().expand("Yes")));
+    assert_eq!(entity.attributes[&core().expand("lr")][0].value, json!(["urn:a:1"]));
+}
+
+#[test]
+fn concise_values_are_inferred() {
+    let body = json!({
+        "id": "urn:x:1", "type": "T",
+        "plain": 3,
+        "compound": {"a": 1},
+        "rel": {"object": "urn:y:1"},
+        "location": {"type": "Point", "coordinates": [1.0, 2.0]},
+        "withMeta": {"value": 1, "unitCode": "C"},
+    });
+    let entity = parse_entity(&body, &core(), ParseOptions::CREATE).unwrap();
+    let kind = |n: &str| entity.attributes[&core().expand(n)][0].kind;
+    assert_eq!(kind("plain"), AttributeKind::Property);
+    assert_eq!(kind("compound"), AttributeKind::Property);
+    assert_eq!(kind("rel"), AttributeKind::Relationship);
+    assert_eq!(kind("location"), AttributeKind::GeoProperty);
+    assert_eq!(
+        entity.attributes[&core().expand("withMeta")][0].unit_code.as_deref(),
+        Some("C")
+    );
+}
+
+#[test]
+fn multi_instance_attributes_and_sub_attributes() {
+    let body = json!({
+        "id": "urn:x:1", "type": "T",
+        "speed": [
+            {"type": "Property", "value": 1, "accuracy": {"type": "Property", "value": 0.1}},
+            {"type": "Property", "value": 2, "datasetId": "urn:ds:gps"},
+        ],
+    });
+    let entity = parse_entity(&body, &core(), ParseOptions::CREATE).unwrap();
+    let speed = &entity.attributes[&core().expand("speed")];
+    assert_eq!(speed.len(), 2);
+    assert!(speed[0].sub.contains_key(&core().expand("accuracy")));
+    assert_eq!(speed[1].dataset_id.as_deref(), Some("urn:ds:gps"));
+    let duplicate = json!({"id": "urn:x:1", "type": "T", "s": [{"value": 1}, {"value": 2}]});
+    assert!(parse_entity(&duplicate, &core(), ParseOptions::CREATE).is_err());
+}
+
+#[test]
+fn rejects_bad_input_with_bad_request_data() {
+    let cases = [
+        json!([]),
+        json!({"type": "T"}),
+        json!({"id": "not a uri", "type": "T"}),
+        json!({"id": "urn:x:1"}),
+        json!({"id": "urn:x:1", "type": 3}),
+        json!({"id": "urn:x:1", "type": "T", "p": null}),
+        json!({"id": "urn:x:1", "type": "T", "p": {"type": "Property"}}),
+        json!({"id": "urn:x:1", "type": "T", "r": {"type": "Relationship", "object": "no uri"}}),
+        json!({"id": "urn:x:1", "type": "T", "g": {"type": "GeoProperty", "value": {"type": "Point", "coordinates": ["a"]}}}),
+        json!({"id": "urn:x:1", "type": "T", "bad(name)": 1}),
+        json!({"id": "urn:x:1", "type": "T", "p": {"type": "Property", "value": 1, "observedAt": "yesterday"}}),
+        json!({"id": "urn:x:1", "type": "T", "p": {"type": "Unknown", "value": 1}}),
+    ];
+    for case in cases {
+        let error = parse_entity(&case, &core(), ParseOptions::CREATE).unwrap_err();
+        assert_eq!(error.kind, ErrorKind::BadRequestData, "{case}");
+    }
+}
+
+#[test]
+fn render_round_trips_normalized_and_simplifies() {
+    let body = json!({
+        "id": "urn:x:1", "type": "T",
+        "p": {"type": "Property", "value": 1},
+        "r": {"type": "Relationship", "object": "urn:y:1"},
+        "l": {"type": "LanguageProperty", "languageMap": {"it": "ciao", "en": "hello"}},
+    });
+    let entity = parse_entity(&body, &core(), ParseOptions::CREATE).unwrap();
+    let normalized = render_entity(&entity, &core(), &RenderOptions::default());
+    assert_eq!(serde_json::Value::Object(normalized), body);
+    let key_values = render_entity(
+        &entity,
+        &core(),
+        &RenderOptions {
+            format: Format::KeyValues,
+            ..Default::default()
+        },
+    );
+    assert_eq!(key_values["p"], json!(1));
+    assert_eq!(key_values["r"], json!("urn:y:1"));
+    let concise = render_entity(
+        &entity,
+        &core(),
+        &RenderOptions {
+            format: Format::Concise,
+            ..Default::default()
+        },
+    );
+    assert_eq!(concise["r"], json!({"object": "urn:y:1"}));
+    let italian = render_entity(
+        &entity,
+        &core(),
+        &RenderOptions {
+            lang: Some("it".into()),
+            ..Default::default()
+        },
+    );
+    assert_eq!(italian["l"], json!({"type": "Property", "value": "ciao", "lang": "it"}));
+}

@@ -1,0 +1,72 @@
+//! Entity selection (clause 4.9 onwards): which entities a query, a
+//! subscription or a batch operation is about, and which of their
+//! attributes it returns.
+
+pub mod geo;
+pub mod q;
+pub mod scope;
+pub mod types;
+
+use regex::Regex;
+
+use crate::entity::Entity;
+pub use geo::GeoQuery;
+pub use q::Query;
+pub use scope::ScopeQuery;
+pub use types::TypeSelector;
+
+/// Everything that filters entities. An empty query matches every entity.
+#[derive(Clone, Debug, Default)]
+pub struct EntityQuery {
+    /// Entity ids (any of).
+    pub ids: Vec<String>,
+    pub id_pattern: Option<Regex>,
+    pub types: Option<TypeSelector>,
+    /// Expanded attribute names: an entity matches if it has any of them.
+    pub attrs: Vec<String>,
+    pub q: Option<Query>,
+    pub geo: Option<GeoQuery>,
+    pub scope: Option<ScopeQuery>,
+}
+
+impl EntityQuery {
+    /// Whether `entity` is selected.
+    pub fn matches(&self, entity: &Entity) -> bool {
+        (self.ids.is_empty() || self.ids.iter().any(|id| *id == entity.id))
+            && self.id_pattern.as_ref().is_none_or(|p| p.is_match(&entity.id))
+            && self.types.as_ref().is_none_or(|t| t.matches(&entity.types))
+            && (self.attrs.is_empty() || self.attrs.iter().any(|a| entity.attributes.contains_key(a)))
+            && self.q.as_ref().is_none_or(|q| q.matches(entity))
+            && self.scope.as_ref().is_none_or(|s| s.matches(&entity.scope))
+            && self.geo.as_ref().is_none_or(|g| g.matches(entity))
+    }
+
+    /// Whether only ids, id patterns and types are used, i.e. the storage
+    /// can answer without looking inside entities.
+    pub fn is_structural(&self) -> bool {
+        self.attrs.is_empty() && self.q.is_none() && self.geo.is_none() && self.scope.is_none()
+    }
+}
+
+/// Which attributes of the selected entities are returned (`attrs`, `pick`, `omit`).
+#[derive(Clone, Debug, Default)]
+pub struct Projection {
+    /// Expanded names to keep; `None` keeps all. May contain `id`, `type`, `scope`.
+    pub pick: Option<Vec<String>>,
+    /// Expanded names to drop.
+    pub omit: Vec<String>,
+}
+
+impl Projection {
+    pub fn is_identity(&self) -> bool {
+        self.pick.is_none() && self.omit.is_empty()
+    }
+
+    /// Applies the projection to an entity in place.
+    pub fn apply(&self, entity: &mut Entity) {
+        if let Some(pick) = &self.pick {
+            entity.attributes.retain(|name, _| pick.contains(name));
+        }
+        entity.attributes.retain(|name, _| !self.omit.contains(name));
+    }
+}
