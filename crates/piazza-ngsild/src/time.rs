@@ -1,12 +1,15 @@
 //! Timestamps: NGSI-LD DateTime values, always UTC.
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, SecondsFormat, Timelike, Utc};
 
 pub type Timestamp = DateTime<Utc>;
 
-/// The current time, the one clock every system attribute is stamped with.
+/// The current time, the one clock every system attribute is stamped with,
+/// truncated to the microseconds that storage keeps (so that a stored and a
+/// fresh copy of an entity compare equal).
 pub fn now() -> Timestamp {
-    Utc::now()
+    let now = Utc::now();
+    now.with_nanosecond(now.timestamp_subsec_micros() * 1000).unwrap_or(now)
 }
 
 /// Formats a timestamp the way the API returns system attributes.

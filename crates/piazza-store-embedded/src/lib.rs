@@ -1,1 +1,434 @@
-//! piazza-store-embedded
+//! The embedded backend: one SQLite file per data dir (WAL mode), written by
+//! one thread with group commit, read by a small pool of connections.
+//!
+//! Why one writer: SQLite serialises writers anyway; doing it in one thread
+//! lets us batch every write that arrives while the previous commit is
+//! syncing into the next transaction (group commit), so the fsync cost is
+//! shared. Each edit runs inside its own SAVEPOINT, so a failing edit never
+//! leaves half an entity behind, whatever else is in the batch.
+//!
+//! Layout (see `schema.sql`): `entities` holds each entity as JSON (expanded
+//! names), `entity_types` and `entity_attrs` index types and attribute names
+//! for type queries and discovery; `contexts` holds @context documents.
+
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread;
+
+use async_trait::async_trait;
+use piazza_ngsild::query::EntityQuery;
+use piazza_ngsild::{AttributeKind, Entity, NgsiError};
+use piazza_store::{
+    Applied, AttributeSummary, ContextKind, Edit, NewState, Page, QueryResult, Store, StoreError, StoreResult,
+    StoredContext, Tenant, TypeSummary,
+};
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use tokio::sync::oneshot;
+
+mod read;
+
+const SCHEMA: &str = include_str!("schema.sql");
+/// How many queued write jobs one transaction may absorb.
+const MAX_GROUP: usize = 256;
+const READERS: usize = 4;
+
+type EditResults = StoreResult<Vec<Result<Applied, NgsiError>>>;
+
+enum WriteJob {
+    Edits {
+        tenant: Tenant,
+        edits: Vec<Edit>,
+        reply: oneshot::Sender<EditResults>,
+    },
+    Exec {
+        run: Box<dyn FnOnce(&Transaction<'_>) -> rusqlite::Result<()> + Send>,
+        reply: oneshot::Sender<StoreResult<()>>,
+    },
+}
+
+/// The SQLite store.
+pub struct EmbeddedStore {
+    writer: Mutex<mpsc::Sender<WriteJob>>,
+    readers: Arc<Mutex<Vec<Connection>>>,
+    path: PathBuf,
+}
+
+impl EmbeddedStore {
+    /// Opens (creating if needed) the store in `data_dir`.
+    pub fn open(data_dir: &Path) -> StoreResult<Self> {
+        std::fs::create_dir_all(data_dir).map_err(|e| backend(format!("cannot create {}: {e}", data_dir.display())))?;
+        let path = data_dir.join("piazza.sqlite");
+        let connection = open_connection(&path)?;
+        connection.execute_batch(SCHEMA).map_err(sql)?;
+        let (sender, receiver) = mpsc::channel();
+        thread::Builder::new()
+            .name("piazza-sqlite-writer".into())
+            .spawn(move || writer_loop(connection, receiver))
+            .map_err(|e| backend(format!("cannot start the writer thread: {e}")))?;
+        Ok(Self {
+            writer: Mutex::new(sender),
+            readers: Arc::new(Mutex::new(Vec::new())),
+            path,
+        })
+    }
+
+    /// The database file (for operators: `sqlite3 <path>`).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn send(&self, job: WriteJob) -> StoreResult<()> {
+        let sender = self.writer.lock().map_err(|_| backend("writer channel poisoned"))?;
+        sender.send(job).map_err(|_| backend("the writer thread has stopped"))
+    }
+
+    async fn exec(
+        &self,
+        run: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<()> + Send + 'static,
+    ) -> StoreResult<()> {
+        let (reply, answer) = oneshot::channel();
+        self.send(WriteJob::Exec {
+            run: Box::new(run),
+            reply,
+        })?;
+        answer.await.map_err(|_| backend("the writer thread dropped a job"))?
+    }
+
+    /// Runs a read on a pooled connection, off the async runtime.
+    async fn read<T: Send + 'static>(
+        &self,
+        run: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let readers = self.readers.clone();
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let pooled = readers.lock().map_err(|_| backend("reader pool poisoned"))?.pop();
+            let connection = match pooled {
+                Some(c) => c,
+                None => open_connection(&path)?,
+            };
+            let result = run(&connection);
+            if let Ok(mut pool) = readers.lock() {
+                if pool.len() < READERS {
+                    pool.push(connection);
+                }
+            }
+            result
+        })
+        .await
+        .map_err(|e| backend(format!("read task failed: {e}")))?
+    }
+}
+
+fn open_connection(path: &Path) -> StoreResult<Connection> {
+    let connection = Connection::open(path).map_err(sql)?;
+    // FULL makes every acknowledged commit survive power loss, not only a
+    // crash of the process; group commit pays for the extra fsync.
+    connection
+        .execute_batch(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=10000;",
+        )
+        .map_err(sql)?;
+    Ok(connection)
+}
+
+fn writer_loop(mut connection: Connection, receiver: mpsc::Receiver<WriteJob>) {
+    while let Ok(first) = receiver.recv() {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match receiver.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
+        run_group(&mut connection, group);
+    }
+}
+
+enum Pending {
+    Edits(oneshot::Sender<EditResults>, Vec<Result<Applied, NgsiError>>),
+    Exec(oneshot::Sender<StoreResult<()>>, StoreResult<()>),
+}
+
+fn run_group(connection: &mut Connection, group: Vec<WriteJob>) {
+    let transaction = match connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
+        Ok(t) => t,
+        Err(e) => return fail_group(group, &format!("cannot begin a transaction: {e}")),
+    };
+    let mut pending = Vec::with_capacity(group.len());
+    for job in group {
+        match job {
+            WriteJob::Edits { tenant, edits, reply } => {
+                let results = edits
+                    .into_iter()
+                    .map(|edit| apply_edit(&transaction, &tenant, edit))
+                    .collect();
+                pending.push(Pending::Edits(reply, results));
+            }
+            WriteJob::Exec { run, reply } => {
+                let result = in_savepoint(&transaction, |tx| run(tx)).map_err(sql);
+                pending.push(Pending::Exec(reply, result));
+            }
+        }
+    }
+    if let Err(e) = transaction.commit() {
+        tracing::error!(error = %e, "commit failed");
+        for job in pending {
+            match job {
+                Pending::Edits(reply, _) => drop(reply.send(Err(backend(format!("commit failed: {e}"))))),
+                Pending::Exec(reply, _) => drop(reply.send(Err(backend(format!("commit failed: {e}"))))),
+            }
+        }
+        return;
+    }
+    // Replies only after the commit: an acknowledged write is durable.
+    for job in pending {
+        match job {
+            Pending::Edits(reply, results) => drop(reply.send(Ok(results))),
+            Pending::Exec(reply, result) => drop(reply.send(result)),
+        }
+    }
+}
+
+fn fail_group(group: Vec<WriteJob>, why: &str) {
+    tracing::error!(error = why, "write group failed");
+    for job in group {
+        match job {
+            WriteJob::Edits { reply, .. } => drop(reply.send(Err(backend(why)))),
+            WriteJob::Exec { reply, .. } => drop(reply.send(Err(backend(why)))),
+        }
+    }
+}
+
+fn in_savepoint<T>(
+    transaction: &Transaction<'_>,
+    run: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    transaction.execute_batch("SAVEPOINT edit")?;
+    match run(transaction) {
+        Ok(value) => {
+            transaction.execute_batch("RELEASE edit")?;
+            Ok(value)
+        }
+        Err(e) => {
+            transaction.execute_batch("ROLLBACK TO edit; RELEASE edit")?;
+            Err(e)
+        }
+    }
+}
+
+fn apply_edit(transaction: &Transaction<'_>, tenant: &Tenant, edit: Edit) -> Result<Applied, NgsiError> {
+    let stored = load(transaction, tenant, &edit.entity_id).map_err(|e| NgsiError::internal(e.to_string()))?;
+    let (eid, before) = match stored {
+        Some((eid, entity)) => (Some(eid), Some(entity)),
+        None => (None, None),
+    };
+    let outcome = (edit.apply)(before.as_ref())?;
+    let after = match outcome.state {
+        NewState::Keep => before.clone(),
+        NewState::Put(entity) => {
+            in_savepoint(transaction, |tx| put(tx, tenant, eid, &entity))
+                .map_err(|e| NgsiError::internal(format!("storage failure: {e}")))?;
+            Some(entity)
+        }
+        NewState::Delete => {
+            if let Some(eid) = eid {
+                in_savepoint(transaction, |tx| delete(tx, eid))
+                    .map_err(|e| NgsiError::internal(format!("storage failure: {e}")))?;
+            }
+            None
+        }
+    };
+    Ok(Applied {
+        before,
+        after,
+        report: outcome.report,
+    })
+}
+
+fn load(transaction: &Transaction<'_>, tenant: &Tenant, id: &str) -> StoreResult<Option<(i64, Entity)>> {
+    let row: Option<(i64, String)> = transaction
+        .prepare_cached("SELECT eid, doc FROM entities WHERE tenant = ?1 AND id = ?2")
+        .and_then(|mut s| {
+            s.query_row(params![tenant.name(), id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+        })
+        .map_err(sql)?;
+    row.map(|(eid, doc)| Ok((eid, decode(&doc)?))).transpose()
+}
+
+fn put(transaction: &Transaction<'_>, tenant: &Tenant, eid: Option<i64>, entity: &Entity) -> rusqlite::Result<()> {
+    let doc = serde_json::to_string(entity).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+    let eid = match eid {
+        Some(eid) => {
+            transaction
+                .prepare_cached("UPDATE entities SET doc = ?1 WHERE eid = ?2")?
+                .execute(params![doc, eid])?;
+            transaction
+                .prepare_cached("DELETE FROM entity_types WHERE eid = ?1")?
+                .execute([eid])?;
+            transaction
+                .prepare_cached("DELETE FROM entity_attrs WHERE eid = ?1")?
+                .execute([eid])?;
+            eid
+        }
+        None => {
+            transaction
+                .prepare_cached("INSERT OR IGNORE INTO tenants(name) VALUES (?1)")?
+                .execute([tenant.name()])?;
+            transaction
+                .prepare_cached("INSERT INTO entities(tenant, id, doc) VALUES (?1, ?2, ?3)")?
+                .execute(params![tenant.name(), entity.id, doc])?;
+            transaction.last_insert_rowid()
+        }
+    };
+    let mut insert_type =
+        transaction.prepare_cached("INSERT OR IGNORE INTO entity_types(eid, tenant, type) VALUES (?1, ?2, ?3)")?;
+    for entity_type in &entity.types {
+        insert_type.execute(params![eid, tenant.name(), entity_type])?;
+    }
+    let mut insert_attr = transaction
+        .prepare_cached("INSERT OR IGNORE INTO entity_attrs(eid, tenant, name, kind) VALUES (?1, ?2, ?3, ?4)")?;
+    for (name, instances) in &entity.attributes {
+        for instance in instances {
+            insert_attr.execute(params![eid, tenant.name(), name, instance.kind.name()])?;
+        }
+    }
+    Ok(())
+}
+
+fn delete(transaction: &Transaction<'_>, eid: i64) -> rusqlite::Result<()> {
+    transaction
+        .prepare_cached("DELETE FROM entity_types WHERE eid = ?1")?
+        .execute([eid])?;
+    transaction
+        .prepare_cached("DELETE FROM entity_attrs WHERE eid = ?1")?
+        .execute([eid])?;
+    transaction
+        .prepare_cached("DELETE FROM entities WHERE eid = ?1")?
+        .execute([eid])?;
+    Ok(())
+}
+
+fn decode(doc: &str) -> StoreResult<Entity> {
+    serde_json::from_str(doc).map_err(|e| StoreError::Corrupt(format!("entity document: {e}")))
+}
+
+fn sql(error: rusqlite::Error) -> StoreError {
+    StoreError::Backend(error.to_string())
+}
+
+fn backend(why: impl Into<String>) -> StoreError {
+    StoreError::Backend(why.into())
+}
+
+fn kind_of(name: &str) -> StoreResult<AttributeKind> {
+    AttributeKind::from_name(name).ok_or_else(|| StoreError::Corrupt(format!("unknown attribute kind {name}")))
+}
+
+#[async_trait]
+impl Store for EmbeddedStore {
+    async fn edit(&self, tenant: &Tenant, edits: Vec<Edit>) -> StoreResult<Vec<Result<Applied, NgsiError>>> {
+        let (reply, answer) = oneshot::channel();
+        self.send(WriteJob::Edits {
+            tenant: tenant.clone(),
+            edits,
+            reply,
+        })?;
+        answer.await.map_err(|_| backend("the writer thread dropped a job"))?
+    }
+
+    async fn get(&self, tenant: &Tenant, id: &str) -> StoreResult<Option<Entity>> {
+        let (tenant, id) = (tenant.clone(), id.to_owned());
+        self.read(move |c| read::get(c, &tenant, &id)).await
+    }
+
+    async fn query(&self, tenant: &Tenant, query: Arc<EntityQuery>, page: Page) -> StoreResult<QueryResult> {
+        let tenant = tenant.clone();
+        self.read(move |c| read::query(c, &tenant, &query, page)).await
+    }
+
+    async fn tenant_exists(&self, tenant: &Tenant) -> StoreResult<bool> {
+        let tenant = tenant.clone();
+        self.read(move |c| {
+            c.prepare_cached("SELECT 1 FROM tenants WHERE name = ?1")
+                .and_then(|mut s| s.exists([tenant.name()]))
+                .map_err(sql)
+        })
+        .await
+    }
+
+    async fn types(&self, tenant: &Tenant) -> StoreResult<Vec<TypeSummary>> {
+        let tenant = tenant.clone();
+        self.read(move |c| read::types(c, &tenant)).await
+    }
+
+    async fn attributes(&self, tenant: &Tenant) -> StoreResult<Vec<AttributeSummary>> {
+        let tenant = tenant.clone();
+        self.read(move |c| read::attributes(c, &tenant)).await
+    }
+
+    async fn put_context(&self, tenant: &Tenant, context: StoredContext) -> StoreResult<()> {
+        let tenant = tenant.clone();
+        self.exec(move |tx| {
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO contexts(tenant, id, url, kind, document, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![
+                tenant.name(),
+                context.id,
+                context.url,
+                context.kind.name(),
+                context.document.to_string(),
+                piazza_ngsild::time::format(&context.created_at)
+            ])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_context(&self, tenant: &Tenant, id: &str) -> StoreResult<Option<StoredContext>> {
+        let (tenant, id) = (tenant.clone(), id.to_owned());
+        self.read(move |c| Ok(read::contexts(c, &tenant, Some(&id))?.pop()))
+            .await
+    }
+
+    async fn list_contexts(&self, tenant: &Tenant) -> StoreResult<Vec<StoredContext>> {
+        let tenant = tenant.clone();
+        self.read(move |c| read::contexts(c, &tenant, None)).await
+    }
+
+    async fn delete_context(&self, tenant: &Tenant, id: &str) -> StoreResult<bool> {
+        let (tenant, id) = (tenant.clone(), id.to_owned());
+        let deleted = Arc::new(Mutex::new(false));
+        let flag = deleted.clone();
+        self.exec(move |tx| {
+            let n = tx
+                .prepare_cached("DELETE FROM contexts WHERE tenant = ?1 AND id = ?2")?
+                .execute(params![tenant.name(), id])?;
+            if let Ok(mut f) = flag.lock() {
+                *f = n > 0;
+            }
+            Ok(())
+        })
+        .await?;
+        let result = deleted.lock().map(|f| *f).unwrap_or(false);
+        Ok(result)
+    }
+}
+
+fn context_kind(name: &str) -> StoreResult<ContextKind> {
+    ContextKind::from_name(name).ok_or_else(|| StoreError::Corrupt(format!("unknown context kind {name}")))
+}
+
+#[cfg(test)]
+mod tests {
+    piazza_store::conformance_suite!(async || {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = super::EmbeddedStore::open(dir.path()).expect("open store");
+        (
+            std::sync::Arc::new(store) as std::sync::Arc<dyn piazza_store::Store>,
+            dir,
+        )
+    });
+}

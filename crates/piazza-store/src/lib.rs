@@ -1,1 +1,225 @@
-//! piazza-store
+//! The storage port: the one small trait every backend implements.
+//!
+//! The broker talks to storage only through [`Store`], used as
+//! `Arc<dyn Store>`. Every call names its [`Tenant`], so isolation is enforced
+//! here, at the port, not in handlers. Writes are expressed as [`Edit`]s: a
+//! closure that turns the current state of one entity into its new state,
+//! which the backend runs inside its transaction. That keeps the NGSI-LD
+//! update semantics in `piazza-ngsild` and makes read-modify-write atomic on
+//! every backend (one writer thread on SQLite, row locks on PostgreSQL).
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use piazza_ngsild::query::EntityQuery;
+use piazza_ngsild::update::UpdateOutcome;
+use piazza_ngsild::{AttributeKind, Entity, NgsiError};
+use serde_json::Value;
+
+pub mod conformance;
+
+/// A tenant (the `NGSILD-Tenant` header); the default tenant has an empty name.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Tenant(String);
+
+impl Tenant {
+    /// Validates a tenant name from the wire: short, and only characters that
+    /// are safe in URLs, logs and file names.
+    pub fn parse(name: &str) -> Result<Tenant, NgsiError> {
+        let valid = name.len() <= 64
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':' | '/'));
+        if valid {
+            Ok(Tenant(name.to_owned()))
+        } else {
+            Err(NgsiError::bad_request(format!("invalid tenant name '{name}'")))
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_default(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Display for Tenant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_empty() { "(default)" } else { &self.0 })
+    }
+}
+
+/// What an edit decided the entity becomes.
+#[derive(Debug)]
+pub enum NewState {
+    /// Nothing to write.
+    Keep,
+    Put(Entity),
+    Delete,
+}
+
+/// The result of running an edit closure.
+#[derive(Debug)]
+pub struct EditOutcome {
+    pub state: NewState,
+    pub report: UpdateOutcome,
+}
+
+impl EditOutcome {
+    pub fn put(entity: Entity, report: UpdateOutcome) -> Self {
+        Self {
+            state: NewState::Put(entity),
+            report,
+        }
+    }
+}
+
+/// The closure of an edit: sees the entity as stored (`None` if absent).
+pub type EditFn = Box<dyn FnOnce(Option<&Entity>) -> Result<EditOutcome, NgsiError> + Send>;
+
+/// A change to one entity, applied atomically.
+pub struct Edit {
+    pub entity_id: String,
+    pub apply: EditFn,
+}
+
+impl Edit {
+    pub fn new(
+        entity_id: impl Into<String>,
+        apply: impl FnOnce(Option<&Entity>) -> Result<EditOutcome, NgsiError> + Send + 'static,
+    ) -> Self {
+        Self {
+            entity_id: entity_id.into(),
+            apply: Box::new(apply),
+        }
+    }
+}
+
+/// What an applied edit did.
+#[derive(Debug)]
+pub struct Applied {
+    pub before: Option<Entity>,
+    pub after: Option<Entity>,
+    pub report: UpdateOutcome,
+}
+
+/// The window of results a query returns.
+#[derive(Clone, Copy, Debug)]
+pub struct Page {
+    pub offset: usize,
+    pub limit: usize,
+    /// Whether the total number of matches is wanted (`count=true`).
+    pub count: bool,
+}
+
+#[derive(Debug, Default)]
+pub struct QueryResult {
+    pub entities: Vec<Entity>,
+    /// Total matches, when asked for.
+    pub total: Option<u64>,
+}
+
+/// An entity type as discovered in the data (`/types`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TypeSummary {
+    /// Expanded type name.
+    pub name: String,
+    pub entity_count: u64,
+    /// Expanded attribute names used by entities of this type, with their kinds.
+    pub attributes: Vec<(String, Vec<AttributeKind>)>,
+}
+
+/// An attribute as discovered in the data (`/attributes`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct AttributeSummary {
+    /// Expanded attribute name.
+    pub name: String,
+    pub entity_count: u64,
+    pub kinds: Vec<AttributeKind>,
+    /// Expanded names of the types of the entities that have it.
+    pub types: Vec<String>,
+}
+
+/// How a stored @context came to be (clause 5.13).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ContextKind {
+    /// Posted by a user to `/jsonldContexts`.
+    Hosted,
+    /// Fetched from its URL and kept.
+    Cached,
+    /// Created by the broker from an inline @context.
+    ImplicitlyCreated,
+}
+
+impl ContextKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Hosted => "Hosted",
+            Self::Cached => "Cached",
+            Self::ImplicitlyCreated => "ImplicitlyCreated",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Self::Hosted, Self::Cached, Self::ImplicitlyCreated]
+            .into_iter()
+            .find(|k| k.name() == name)
+    }
+}
+
+/// A stored @context document.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredContext {
+    /// The local identifier (served at `/jsonldContexts/{id}`).
+    pub id: String,
+    /// Where it came from (Cached) or is served (Hosted).
+    pub url: String,
+    pub kind: ContextKind,
+    pub document: Value,
+    pub created_at: piazza_ngsild::time::Timestamp,
+}
+
+/// A storage failure that is not the requester's fault.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage failure: {0}")]
+    Backend(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The storage port.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Applies edits in order, each atomically; an edit whose closure fails
+    /// changes nothing and reports its error in its slot.
+    async fn edit(&self, tenant: &Tenant, edits: Vec<Edit>) -> StoreResult<Vec<Result<Applied, NgsiError>>>;
+
+    /// One entity by id.
+    async fn get(&self, tenant: &Tenant, id: &str) -> StoreResult<Option<Entity>>;
+
+    /// The entities matching `query`, in a stable order (creation order).
+    async fn query(&self, tenant: &Tenant, query: Arc<EntityQuery>, page: Page) -> StoreResult<QueryResult>;
+
+    /// Whether anything was ever written in `tenant`.
+    async fn tenant_exists(&self, tenant: &Tenant) -> StoreResult<bool>;
+
+    async fn types(&self, tenant: &Tenant) -> StoreResult<Vec<TypeSummary>>;
+
+    async fn attributes(&self, tenant: &Tenant) -> StoreResult<Vec<AttributeSummary>>;
+
+    async fn put_context(&self, tenant: &Tenant, context: StoredContext) -> StoreResult<()>;
+
+    async fn get_context(&self, tenant: &Tenant, id: &str) -> StoreResult<Option<StoredContext>>;
+
+    async fn list_contexts(&self, tenant: &Tenant) -> StoreResult<Vec<StoredContext>>;
+
+    /// Returns whether a context was deleted.
+    async fn delete_context(&self, tenant: &Tenant, id: &str) -> StoreResult<bool>;
+}
