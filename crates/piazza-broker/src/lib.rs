@@ -1,1 +1,527 @@
-//! piazza-broker
+//! Application services: the only write path of Piazza.
+//!
+//! HTTP handlers and importers both call [`Broker`]; it validates input with
+//! `piazza-ngsild`, runs the update semantics inside a storage transaction
+//! through the [`Store`] port, and (in later layers) records history and
+//! enqueues notifications. It knows nothing of HTTP.
+
+use std::sync::Arc;
+
+use piazza_ngsild::entity::{parse_attribute, parse_entity, ParseOptions};
+use piazza_ngsild::query::EntityQuery;
+use piazza_ngsild::update::{self, UpdateOutcome};
+use piazza_ngsild::{time, ActiveContext, Entity, ErrorKind, NgsiError};
+use piazza_store::{Applied, Edit, EditOutcome, NewState, Page, QueryResult, Store, StoreError, Tenant};
+use serde_json::Value;
+
+mod contexts;
+pub mod jsonld_contexts;
+
+pub use contexts::{HOSTED_PATH, MAX_CONTEXT_BYTES};
+pub use piazza_store;
+
+/// A failure of a broker operation: the requester's (NGSI-LD problem) or ours.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error(transparent)]
+    Ngsi(#[from] NgsiError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl BrokerError {
+    /// The problem type this failure maps to.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Ngsi(e) => e.kind,
+            Self::Store(_) => ErrorKind::InternalError,
+        }
+    }
+}
+
+pub type BrokerResult<T> = Result<T, BrokerError>;
+
+/// Documented limits; every one can be changed in configuration.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Page size when `limit` is absent.
+    pub default_page_size: usize,
+    /// The largest `limit` accepted (larger is 400 TooManyResults... see http).
+    pub max_page_size: usize,
+    /// The most entities one batch operation may carry.
+    pub max_batch_size: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            default_page_size: 20,
+            max_page_size: 1000,
+            max_batch_size: 10_000,
+        }
+    }
+}
+
+/// The outcome of one entity in a batch operation.
+#[derive(Debug)]
+pub struct BatchItem {
+    pub entity_id: String,
+    pub result: Result<BatchSuccess, NgsiError>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchSuccess {
+    Created,
+    Updated,
+    Deleted,
+}
+
+/// A request body together with the context it is to be read with.
+pub struct Payload {
+    pub body: Value,
+    pub context: Arc<ActiveContext>,
+}
+
+/// The broker.
+pub struct Broker {
+    store: Arc<dyn Store>,
+    contexts: contexts::ContextResolver,
+    limits: Limits,
+}
+
+impl Broker {
+    pub fn new(store: Arc<dyn Store>, limits: Limits) -> Self {
+        Self {
+            contexts: contexts::ContextResolver::new(store.clone()),
+            store,
+            limits,
+        }
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The active context for a request: its `Link` header or `@context` member.
+    pub async fn context(&self, tenant: &Tenant, local: Option<&Value>) -> BrokerResult<Arc<ActiveContext>> {
+        self.contexts.resolve(tenant, local).await
+    }
+
+    /// Fails with NonexistentTenant when a read targets a tenant nobody wrote to.
+    pub async fn require_tenant(&self, tenant: &Tenant) -> BrokerResult<()> {
+        if tenant.is_default() || self.store.tenant_exists(tenant).await? {
+            Ok(())
+        } else {
+            Err(NgsiError::new(ErrorKind::NonexistentTenant, format!("tenant {tenant} does not exist")).into())
+        }
+    }
+
+    async fn edit_one(&self, tenant: &Tenant, edit: Edit) -> BrokerResult<Applied> {
+        let mut results = self.store.edit(tenant, vec![edit]).await?;
+        match results.pop() {
+            Some(result) => Ok(result?),
+            None => Err(NgsiError::internal("the store returned no result").into()),
+        }
+    }
+
+    /// Create Entity (clause 5.6.1).
+    pub async fn create_entity(&self, tenant: &Tenant, payload: Payload) -> BrokerResult<Entity> {
+        let mut entity = parse_entity(&payload.body, &payload.context, ParseOptions::CREATE)?;
+        entity.stamp_new(time::now());
+        let id = entity.id.clone();
+        let applied = self.edit_one(tenant, Edit::new(id, move |existing| create(existing, entity))).await?;
+        applied.after.ok_or_else(|| NgsiError::internal("created entity missing").into())
+    }
+
+    /// Retrieve Entity (clause 5.7.1).
+    pub async fn entity(&self, tenant: &Tenant, id: &str) -> BrokerResult<Entity> {
+        check_id(id)?;
+        self.require_tenant(tenant).await?;
+        self.store
+            .get(tenant, id)
+            .await?
+            .ok_or_else(|| NgsiError::not_found(format!("entity {id} not found")).into())
+    }
+
+    /// Query Entities (clause 5.7.2).
+    pub async fn query(&self, tenant: &Tenant, query: EntityQuery, page: Page) -> BrokerResult<QueryResult> {
+        self.require_tenant(tenant).await?;
+        Ok(self.store.query(tenant, Arc::new(query), page).await?)
+    }
+
+    /// Delete Entity (clause 5.6.6).
+    pub async fn delete_entity(&self, tenant: &Tenant, id: &str) -> BrokerResult<()> {
+        check_id(id)?;
+        self.require_tenant(tenant).await?;
+        self.edit_one(tenant, delete_edit(id)).await.map(drop)
+    }
+
+    /// Replace Entity (clause 5.6.18).
+    pub async fn replace_entity(&self, tenant: &Tenant, id: &str, payload: Payload) -> BrokerResult<()> {
+        check_id(id)?;
+        let mut replacement = parse_entity(&payload.body, &payload.context, ParseOptions::FRAGMENT)?;
+        check_body_id(&replacement, id)?;
+        if replacement.types.is_empty() {
+            return Err(NgsiError::bad_request("a replacement entity needs a type").into());
+        }
+        replacement.id = id.to_owned();
+        self.require_tenant(tenant).await?;
+        let edit = Edit::new(id, move |existing| {
+            let mut entity = existing.cloned().ok_or_else(|| not_found(&replacement.id))?;
+            update::replace_entity(&mut entity, replacement, time::now());
+            Ok(EditOutcome::put(entity, UpdateOutcome::default()))
+        });
+        self.edit_one(tenant, edit).await.map(drop)
+    }
+
+    /// Merge Entity (clause 5.6.17).
+    pub async fn merge_entity(&self, tenant: &Tenant, id: &str, payload: Payload) -> BrokerResult<()> {
+        check_id(id)?;
+        let fragment = parse_entity(&payload.body, &payload.context, ParseOptions::MERGE)?;
+        check_body_id(&fragment, id)?;
+        self.require_tenant(tenant).await?;
+        let id_owned = id.to_owned();
+        let edit = Edit::new(id, move |existing| {
+            let mut entity = existing.cloned().ok_or_else(|| not_found(&id_owned))?;
+            let report = update::merge_entity(&mut entity, fragment, time::now());
+            Ok(EditOutcome::put(entity, report))
+        });
+        self.edit_one(tenant, edit).await.map(drop)
+    }
+
+    /// Append Entity Attributes (clause 5.6.3).
+    pub async fn append_attributes(
+        &self,
+        tenant: &Tenant,
+        id: &str,
+        payload: Payload,
+        no_overwrite: bool,
+    ) -> BrokerResult<UpdateOutcome> {
+        check_id(id)?;
+        let fragment = parse_entity(&payload.body, &payload.context, ParseOptions::FRAGMENT)?;
+        check_body_id(&fragment, id)?;
+        self.require_tenant(tenant).await?;
+        let id_owned = id.to_owned();
+        let edit = Edit::new(id, move |existing| {
+            let mut entity = existing.cloned().ok_or_else(|| not_found(&id_owned))?;
+            let report = update::append_attributes(&mut entity, fragment, no_overwrite, time::now());
+            Ok(EditOutcome::put(entity, report))
+        });
+        Ok(self.edit_one(tenant, edit).await?.report)
+    }
+
+    /// Update Entity Attributes (clause 5.6.2).
+    pub async fn update_attributes(&self, tenant: &Tenant, id: &str, payload: Payload) -> BrokerResult<UpdateOutcome> {
+        check_id(id)?;
+        let fragment = parse_entity(&payload.body, &payload.context, ParseOptions::FRAGMENT)?;
+        check_body_id(&fragment, id)?;
+        self.require_tenant(tenant).await?;
+        let id_owned = id.to_owned();
+        let edit = Edit::new(id, move |existing| {
+            let mut entity = existing.cloned().ok_or_else(|| not_found(&id_owned))?;
+            let report = update::update_attributes(&mut entity, fragment, time::now());
+            let state = if report.updated.is_empty() { NewState::Keep } else { NewState::Put(entity) };
+            Ok(EditOutcome { state, report })
+        });
+        Ok(self.edit_one(tenant, edit).await?.report)
+    }
+
+    /// Partial Attribute Update (clause 5.6.4).
+    pub async fn partial_update_attribute(&self, tenant: &Tenant, id: &str, attr: &str, payload: Payload) -> BrokerResult<()> {
+        let (name, instances) = attribute_payload(id, attr, &payload)?;
+        self.require_tenant(tenant).await?;
+        let id_owned = id.to_owned();
+        let edit = Edit::new(id, move |existing| {
+            let mut entity = existing.cloned().ok_or_else(|| not_found(&id_owned))?;
+            update::partial_update_attribute(&mut entity, &name, instances, time::now())?;
+            Ok(EditOutcome::put(entity, UpdateOutcome::default()))
+        });
+        self.edit_one(tenant, edit).await.map(drop)
+    }
+
+    /// Replace Attribute (clause 5.6.19).
+    pub async fn replace_attribute(&self, tenant: &Tenant, id: &str, attr: &str, payload: Payload) -> BrokerResult<()> {
+        let (name, instances) = attribute_payload(id, attr, &payload)?;
+        self.require_tenant(tenant).await?;
+        let id_owned = id.to_owned();
+        let edit = Edit::new(id, move |existing| {
+            let mut entity = existing.cloned().ok_or_else(|| not_found(&id_owned))?;
+            update::replace_attribute(&mut entity, &name, instances, time::now())?;
+            Ok(EditOutcome::put(entity, UpdateOutcome::default()))
+        });
+        self.edit_one(tenant, edit).await.map(drop)
+    }
+
+    /// Delete Entity Attribute (clause 5.6.5).
+    pub async fn delete_attribute(
+        &self,
+        tenant: &Tenant,
+        id: &str,
+        attr: &str,
+        context: &ActiveContext,
+        dataset_id: Option<String>,
+        delete_all: bool,
+    ) -> BrokerResult<()> {
+        check_id(id)?;
+        check_attribute_name(attr)?;
+        self.require_tenant(tenant).await?;
+        let name = context.expand(attr);
+        let id_owned = id.to_owned();
+        let edit = Edit::new(id, move |existing| {
+            let mut entity = existing.cloned().ok_or_else(|| not_found(&id_owned))?;
+            update::delete_attribute(&mut entity, &name, dataset_id.as_deref(), delete_all, time::now())?;
+            Ok(EditOutcome::put(entity, UpdateOutcome::default()))
+        });
+        self.edit_one(tenant, edit).await.map(drop)
+    }
+
+    /// Batch Entity Creation (clause 5.6.7).
+    pub async fn batch_create(&self, tenant: &Tenant, payloads: Vec<Payload>) -> BrokerResult<Vec<BatchItem>> {
+        self.check_batch(payloads.len())?;
+        let now = time::now();
+        let mut items = Vec::new();
+        let mut edits = Vec::new();
+        let mut slots = Vec::new();
+        for payload in payloads {
+            match parse_entity(&payload.body, &payload.context, ParseOptions::CREATE) {
+                Ok(mut entity) => {
+                    entity.stamp_new(now);
+                    let id = entity.id.clone();
+                    slots.push(items.len());
+                    items.push(BatchItem { entity_id: id.clone(), result: Ok(BatchSuccess::Created) });
+                    edits.push(Edit::new(id, move |existing| create(existing, entity)));
+                }
+                Err(error) => items.push(BatchItem { entity_id: body_id(&payload.body), result: Err(error) }),
+            }
+        }
+        self.run_batch(tenant, edits, slots, items, |_| BatchSuccess::Created).await
+    }
+
+    /// Batch Entity Upsert (clause 5.6.8): `replace` (default) or update existing entities.
+    pub async fn batch_upsert(&self, tenant: &Tenant, payloads: Vec<Payload>, replace: bool) -> BrokerResult<Vec<BatchItem>> {
+        self.check_batch(payloads.len())?;
+        let now = time::now();
+        let mut items = Vec::new();
+        let mut edits = Vec::new();
+        let mut slots = Vec::new();
+        for payload in payloads {
+            match parse_entity(&payload.body, &payload.context, ParseOptions::CREATE) {
+                Ok(entity) => {
+                    let id = entity.id.clone();
+                    slots.push(items.len());
+                    items.push(BatchItem { entity_id: id.clone(), result: Ok(BatchSuccess::Created) });
+                    edits.push(Edit::new(id, move |existing| upsert(existing, entity, replace, now)));
+                }
+                Err(error) => items.push(BatchItem { entity_id: body_id(&payload.body), result: Err(error) }),
+            }
+        }
+        self.run_batch(tenant, edits, slots, items, |applied| {
+            if applied.before.is_some() {
+                BatchSuccess::Updated
+            } else {
+                BatchSuccess::Created
+            }
+        })
+        .await
+    }
+
+    /// Batch Entity Update (clause 5.6.9): append attributes to existing entities.
+    pub async fn batch_update(&self, tenant: &Tenant, payloads: Vec<Payload>, no_overwrite: bool) -> BrokerResult<Vec<BatchItem>> {
+        self.check_batch(payloads.len())?;
+        let now = time::now();
+        let mut items = Vec::new();
+        let mut edits = Vec::new();
+        let mut slots = Vec::new();
+        for payload in payloads {
+            match parse_entity(&payload.body, &payload.context, ParseOptions::CREATE) {
+                Ok(fragment) => {
+                    let id = fragment.id.clone();
+                    slots.push(items.len());
+                    items.push(BatchItem { entity_id: id.clone(), result: Ok(BatchSuccess::Updated) });
+                    edits.push(Edit::new(id.clone(), move |existing| {
+                        let mut entity = existing.cloned().ok_or_else(|| not_found(&id))?;
+                        let report = update::append_attributes(&mut entity, fragment, no_overwrite, now);
+                        if !report.is_complete() {
+                            let names: Vec<_> = report.not_updated.iter().map(|n| n.name.as_str()).collect();
+                            return Err(NgsiError::bad_request(format!("attributes not updated: {}", names.join(", "))));
+                        }
+                        Ok(EditOutcome::put(entity, report))
+                    }));
+                }
+                Err(error) => items.push(BatchItem { entity_id: body_id(&payload.body), result: Err(error) }),
+            }
+        }
+        self.run_batch(tenant, edits, slots, items, |_| BatchSuccess::Updated).await
+    }
+
+    /// Batch Entity Merge (clause 5.6.20).
+    pub async fn batch_merge(&self, tenant: &Tenant, payloads: Vec<Payload>) -> BrokerResult<Vec<BatchItem>> {
+        self.check_batch(payloads.len())?;
+        let now = time::now();
+        let mut items = Vec::new();
+        let mut edits = Vec::new();
+        let mut slots = Vec::new();
+        for payload in payloads {
+            let parsed = parse_entity(&payload.body, &payload.context, ParseOptions::MERGE).and_then(|f| {
+                if f.id.is_empty() {
+                    Err(NgsiError::bad_request("entity id is missing"))
+                } else {
+                    Ok(f)
+                }
+            });
+            match parsed {
+                Ok(fragment) => {
+                    let id = fragment.id.clone();
+                    slots.push(items.len());
+                    items.push(BatchItem { entity_id: id.clone(), result: Ok(BatchSuccess::Updated) });
+                    edits.push(Edit::new(id.clone(), move |existing| {
+                        let mut entity = existing.cloned().ok_or_else(|| not_found(&id))?;
+                        let report = update::merge_entity(&mut entity, fragment, now);
+                        Ok(EditOutcome::put(entity, report))
+                    }));
+                }
+                Err(error) => items.push(BatchItem { entity_id: body_id(&payload.body), result: Err(error) }),
+            }
+        }
+        self.run_batch(tenant, edits, slots, items, |_| BatchSuccess::Updated).await
+    }
+
+    /// Batch Entity Delete (clause 5.6.10).
+    pub async fn batch_delete(&self, tenant: &Tenant, ids: Vec<Value>) -> BrokerResult<Vec<BatchItem>> {
+        self.check_batch(ids.len())?;
+        let mut items = Vec::new();
+        let mut edits = Vec::new();
+        let mut slots = Vec::new();
+        for id in ids {
+            match id.as_str().filter(|s| piazza_ngsild::entity::is_uri(s)) {
+                Some(id) => {
+                    slots.push(items.len());
+                    items.push(BatchItem { entity_id: id.to_owned(), result: Ok(BatchSuccess::Deleted) });
+                    edits.push(delete_edit(id));
+                }
+                None => items.push(BatchItem {
+                    entity_id: id.as_str().map(str::to_owned).unwrap_or_else(|| id.to_string()),
+                    result: Err(NgsiError::bad_request("entity id must be a URI")),
+                }),
+            }
+        }
+        self.run_batch(tenant, edits, slots, items, |_| BatchSuccess::Deleted).await
+    }
+
+    fn check_batch(&self, size: usize) -> BrokerResult<()> {
+        if size > self.limits.max_batch_size {
+            return Err(NgsiError::bad_request(format!(
+                "a batch may carry at most {} entities",
+                self.limits.max_batch_size
+            ))
+            .into());
+        }
+        Ok(())
+    }
+
+    async fn run_batch(
+        &self,
+        tenant: &Tenant,
+        edits: Vec<Edit>,
+        slots: Vec<usize>,
+        mut items: Vec<BatchItem>,
+        success: impl Fn(&Applied) -> BatchSuccess,
+    ) -> BrokerResult<Vec<BatchItem>> {
+        if edits.is_empty() {
+            return Ok(items);
+        }
+        let results = self.store.edit(tenant, edits).await?;
+        for (slot, result) in slots.into_iter().zip(results) {
+            items[slot].result = result.map(|applied| success(&applied));
+        }
+        Ok(items)
+    }
+}
+
+fn create(existing: Option<&Entity>, entity: Entity) -> Result<EditOutcome, NgsiError> {
+    match existing {
+        Some(_) => Err(NgsiError::already_exists(format!("entity {} already exists", entity.id))),
+        None => Ok(EditOutcome::put(entity, UpdateOutcome::default())),
+    }
+}
+
+fn upsert(existing: Option<&Entity>, mut entity: Entity, replace: bool, now: time::Timestamp) -> Result<EditOutcome, NgsiError> {
+    match existing {
+        None => {
+            entity.stamp_new(now);
+            Ok(EditOutcome::put(entity, UpdateOutcome::default()))
+        }
+        Some(current) => {
+            let mut updated = current.clone();
+            let report = if replace {
+                update::replace_entity(&mut updated, entity, now);
+                UpdateOutcome::default()
+            } else {
+                update::append_attributes(&mut updated, entity, false, now)
+            };
+            Ok(EditOutcome::put(updated, report))
+        }
+    }
+}
+
+fn delete_edit(id: &str) -> Edit {
+    let id_owned = id.to_owned();
+    Edit::new(id, move |existing| match existing {
+        Some(_) => Ok(EditOutcome { state: NewState::Delete, report: UpdateOutcome::default() }),
+        None => Err(not_found(&id_owned)),
+    })
+}
+
+fn not_found(id: &str) -> NgsiError {
+    NgsiError::not_found(format!("entity {id} not found"))
+}
+
+/// Ids in URLs must be URIs too (clause 6.3.x: 400 otherwise).
+fn check_id(id: &str) -> Result<(), NgsiError> {
+    if piazza_ngsild::entity::is_uri(id) {
+        Ok(())
+    } else {
+        Err(NgsiError::bad_request(format!("entity id '{id}' is not a URI")))
+    }
+}
+
+fn check_attribute_name(attr: &str) -> Result<(), NgsiError> {
+    if piazza_ngsild::entity::is_valid_name(attr) {
+        Ok(())
+    } else {
+        Err(NgsiError::bad_request(format!("invalid attribute name '{attr}'")))
+    }
+}
+
+/// A fragment may repeat the entity id, but not contradict the URL.
+fn check_body_id(fragment: &Entity, id: &str) -> Result<(), NgsiError> {
+    if fragment.id.is_empty() || fragment.id == id {
+        Ok(())
+    } else {
+        Err(NgsiError::bad_request(format!("the body's id {} does not match {id}", fragment.id)))
+    }
+}
+
+fn attribute_payload(id: &str, attr: &str, payload: &Payload) -> Result<(String, Vec<piazza_ngsild::Attribute>), NgsiError> {
+    check_id(id)?;
+    check_attribute_name(attr)?;
+    let name = payload.context.expand(attr);
+    let body = match &payload.body {
+        Value::Object(map) => {
+            let mut map = map.clone();
+            map.remove("@context");
+            Value::Object(map)
+        }
+        other => other.clone(),
+    };
+    let instances = parse_attribute(attr, &body, &payload.context, false)?;
+    Ok((name, instances))
+}
+
+fn body_id(body: &Value) -> String {
+    body.get("id").and_then(Value::as_str).unwrap_or_default().to_owned()
+}

@@ -22,6 +22,9 @@ impl GeoQuery {
             "geo-queries are not supported yet",
         ))
     }
+    pub fn from_json(_value: &Value, _context: &ActiveContext) -> Result<GeoQuery> {
+        Err(NgsiError::new(ErrorKind::OperationNotSupported, "geo-queries are not supported yet"))
+    }
     pub fn matches(&self, _entity: &Entity) -> bool {
         false
     }

@@ -1,0 +1,242 @@
+//! What every NGSI-LD request carries besides its path: the tenant, the
+//! user @context (Link header or body), the accepted representation, and a
+//! JSON body checked against its media type and size limit.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, Method};
+use piazza_ngsild::{ActiveContext, ErrorKind};
+use piazza_store::Tenant;
+use serde_json::Value;
+
+use crate::error::ApiError;
+use crate::AppState;
+
+pub const TENANT_HEADER: &str = "NGSILD-Tenant";
+pub const JSONLD_CONTEXT_REL: &str = "http://www.w3.org/ns/json-ld#context";
+
+/// Media types the API answers with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MediaType {
+    Json,
+    JsonLd,
+    GeoJson,
+}
+
+impl MediaType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Json => "application/json",
+            Self::JsonLd => "application/ld+json",
+            Self::GeoJson => "application/geo+json",
+        }
+    }
+}
+
+/// The request's metadata.
+pub struct Meta {
+    pub tenant: Tenant,
+    /// The URL of the `Link` header's context, if any.
+    pub link: Option<String>,
+    /// The raw `Accept` header.
+    accept: Option<String>,
+}
+
+impl Meta {
+    /// Chooses the response media type from `Accept` (clause 6.3.4):
+    /// the highest quality wins; `*/*` and `application/*` mean JSON.
+    pub fn accept(&self, geo_allowed: bool) -> Result<MediaType, ApiError> {
+        let Some(accept) = self.accept.as_deref().filter(|a| !a.trim().is_empty()) else {
+            return Ok(MediaType::Json);
+        };
+        let mut best: Option<(f32, usize, MediaType)> = None;
+        for (position, range) in accept.split(',').enumerate() {
+            let mut pieces = range.split(';');
+            let media = pieces.next().unwrap_or("").trim().to_ascii_lowercase();
+            let quality = pieces
+                .filter_map(|p| p.trim().strip_prefix("q=").map(str::to_owned))
+                .find_map(|q| q.trim().parse::<f32>().ok())
+                .unwrap_or(1.0);
+            let candidate = match media.as_str() {
+                "application/json" | "application/*" | "*/*" => Some(MediaType::Json),
+                "application/ld+json" => Some(MediaType::JsonLd),
+                "application/geo+json" if geo_allowed => Some(MediaType::GeoJson),
+                _ => None,
+            };
+            let Some(candidate) = candidate else { continue };
+            if quality <= 0.0 {
+                continue;
+            }
+            // Higher quality wins; on a tie the more specific type wins, then the first listed.
+            let specific = !media.contains('*');
+            let rank = (quality, if specific { 0 } else { 1 } + position * 2);
+            if best.is_none_or(|(q, r, _)| rank.0 > q || (rank.0 == q && rank.1 < r)) {
+                best = Some((rank.0, rank.1, candidate));
+            }
+        }
+        best.map(|(_, _, media)| media).ok_or_else(|| {
+            ApiError::new(ErrorKind::NotAcceptable, format!("none of the accepted media types ({accept}) is served here"))
+        })
+    }
+}
+
+impl FromRequestParts<Arc<AppState>> for Meta {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+        let tenant = match header_text(&parts.headers, TENANT_HEADER)? {
+            Some(name) => Tenant::parse(name)?,
+            None => Tenant::default(),
+        };
+        let link = context_link(&parts.headers)?;
+        let accept = header_text(&parts.headers, header::ACCEPT.as_str())?.map(str::to_owned);
+        Ok(Meta { tenant, link, accept })
+    }
+}
+
+fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ApiError> {
+    match headers.get(name) {
+        None => Ok(None),
+        Some(value) => value
+            .to_str()
+            .map(Some)
+            .map_err(|_| ApiError::bad_request(format!("header {name} is not valid text"))),
+    }
+}
+
+/// The URL of the JSON-LD context `Link` header (clause 6.3.5).
+fn context_link(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let mut found = None;
+    for value in headers.get_all(header::LINK) {
+        let text = value.to_str().map_err(|_| ApiError::bad_request("Link header is not valid text"))?;
+        for link in text.split(',') {
+            let link = link.trim();
+            let Some(rest) = link.strip_prefix('<') else {
+                return Err(ApiError::bad_request(format!("invalid Link header '{link}'")));
+            };
+            let Some((url, params)) = rest.split_once('>') else {
+                return Err(ApiError::bad_request(format!("invalid Link header '{link}'")));
+            };
+            let is_context = params.split(';').any(|p| {
+                p.trim()
+                    .strip_prefix("rel=")
+                    .is_some_and(|rel| rel.trim_matches('"') == JSONLD_CONTEXT_REL)
+            });
+            if is_context {
+                if found.is_some() {
+                    return Err(ApiError::bad_request("more than one JSON-LD context Link header"));
+                }
+                if !piazza_ngsild::entity::is_uri(url) {
+                    return Err(ApiError::bad_request(format!("Link header context '{url}' is not a URI")));
+                }
+                found = Some(url.to_owned());
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// A JSON request body, checked against its `Content-Type`.
+pub struct JsonBody {
+    pub value: Value,
+    /// Whether it was sent as `application/ld+json` (its @context is inline).
+    pub json_ld: bool,
+    /// Whether it was sent as `application/merge-patch+json`.
+    pub merge_patch: bool,
+}
+
+impl FromRequest<Arc<AppState>> for JsonBody {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+        let method = request.method().clone();
+        let content_type = header_text(request.headers(), header::CONTENT_TYPE.as_str())?
+            .map(|c| c.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+        let (json_ld, merge_patch) = match content_type.as_deref() {
+            Some("application/json") => (false, false),
+            Some("application/ld+json") => (true, false),
+            Some("application/merge-patch+json") if method == Method::PATCH => (false, true),
+            Some(other) => {
+                return Err(ApiError::new(
+                    ErrorKind::UnsupportedMediaType,
+                    format!("content type {other} is not supported here; use application/json or application/ld+json"),
+                ))
+            }
+            None => {
+                return Err(ApiError::new(
+                    ErrorKind::UnsupportedMediaType,
+                    "a Content-Type header (application/json or application/ld+json) is required",
+                ))
+            }
+        };
+        let limit = state.max_body_bytes;
+        let bytes = axum::body::to_bytes(request.into_body(), limit).await.map_err(|e| {
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|s| s.to_string().contains("length limit"))
+                || e.to_string().contains("length limit");
+            if too_large {
+                ApiError::new(ErrorKind::PayloadTooLarge, format!("request bodies are limited to {limit} bytes"))
+            } else {
+                ApiError::invalid_request(format!("cannot read the request body: {e}"))
+            }
+        })?;
+        let value = parse_json(&bytes)?;
+        Ok(JsonBody { value, json_ld, merge_patch })
+    }
+}
+
+fn parse_json(bytes: &Bytes) -> Result<Value, ApiError> {
+    if bytes.is_empty() {
+        return Err(ApiError::invalid_request("the request body is empty"));
+    }
+    serde_json::from_slice(bytes).map_err(|e| ApiError::invalid_request(format!("the request body is not valid JSON: {e}")))
+}
+
+impl JsonBody {
+    /// The user context a body item is to be read with: its inline
+    /// `@context` (ld+json), else the `Link` header's.
+    pub fn local_context<'a>(&self, item: &'a Value, meta: &'a Meta) -> Result<Option<LocalContext<'a>>, ApiError> {
+        let inline = item.get("@context");
+        if self.json_ld {
+            if meta.link.is_some() {
+                return Err(ApiError::bad_request(
+                    "a JSON-LD context Link header must not be sent with application/ld+json",
+                ));
+            }
+            return match inline {
+                Some(context) => Ok(Some(LocalContext::Inline(context))),
+                None => Err(ApiError::bad_request("an application/ld+json body must contain an @context")),
+            };
+        }
+        if inline.is_some() {
+            return Err(ApiError::bad_request(
+                "an application/json body must not contain @context; send it in a Link header",
+            ));
+        }
+        Ok(meta.link.as_deref().map(LocalContext::Link))
+    }
+}
+
+/// Where a request's user context comes from.
+pub enum LocalContext<'a> {
+    Inline(&'a Value),
+    Link(&'a str),
+}
+
+impl LocalContext<'_> {
+    pub fn to_value(&self) -> Value {
+        match self {
+            Self::Inline(v) => (*v).clone(),
+            Self::Link(url) => Value::String((*url).to_owned()),
+        }
+    }
+}
+
+/// The active context of a request without a body (Link header or core).
+pub async fn link_context(state: &AppState, meta: &Meta) -> Result<Arc<ActiveContext>, ApiError> {
+    let local = meta.link.as_ref().map(|url| Value::String(url.clone()));
+    Ok(state.broker.context(&meta.tenant, local.as_ref()).await?)
+}

@@ -1,0 +1,218 @@
+//! Query-string parameters and what they mean: entity selection,
+//! projection, representation and paging.
+
+use piazza_broker::Limits;
+use piazza_ngsild::query::{EntityQuery, GeoQuery, Projection, Query, ScopeQuery, TypeSelector};
+use piazza_ngsild::render::{Format, RenderOptions};
+use piazza_ngsild::{ActiveContext, ErrorKind};
+use piazza_store::Page;
+use serde_json::Value;
+
+use crate::error::{ApiError, ApiResult};
+
+/// The longest query string accepted: hostile queries fail fast.
+const MAX_QUERY_LEN: usize = 64 * 1024;
+
+/// Decoded query parameters, in order.
+pub struct Params(Vec<(String, String)>);
+
+impl Params {
+    pub fn parse(raw: Option<&str>) -> ApiResult<Params> {
+        let raw = raw.unwrap_or("");
+        if raw.len() > MAX_QUERY_LEN {
+            return Err(ApiError::bad_request(format!("query strings are limited to {MAX_QUERY_LEN} bytes")));
+        }
+        let pairs: Vec<(String, String)> =
+            form_urlencoded::parse(raw.as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+        Ok(Params(pairs))
+    }
+
+    /// Rejects parameters this endpoint does not know (clause 6.3.x).
+    pub fn allow_only(&self, known: &[&str]) -> ApiResult<()> {
+        for (name, _) in &self.0 {
+            if !known.contains(&name.as_str()) {
+                return Err(ApiError::bad_request(format!("unknown query parameter '{name}'")));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    /// A comma-separated list parameter; empty items are an error.
+    pub fn list(&self, name: &str) -> ApiResult<Option<Vec<String>>> {
+        let Some(raw) = self.get(name) else { return Ok(None) };
+        let items: Vec<String> = raw.split(',').map(|s| s.trim().to_owned()).collect();
+        if items.iter().any(String::is_empty) {
+            return Err(ApiError::bad_request(format!("parameter {name} has an empty item")));
+        }
+        Ok(Some(items))
+    }
+
+    pub fn options(&self) -> Vec<String> {
+        self.get("options")
+            .map(|o| o.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect())
+            .unwrap_or_default()
+    }
+
+    pub fn has_option(&self, option: &str) -> bool {
+        self.options().iter().any(|o| o == option)
+    }
+
+    pub fn flag(&self, name: &str) -> ApiResult<bool> {
+        match self.get(name) {
+            None => Ok(false),
+            Some("true") => Ok(true),
+            Some("false") => Ok(false),
+            Some(other) => Err(ApiError::bad_request(format!("parameter {name} must be true or false, not '{other}'"))),
+        }
+    }
+
+    pub fn number(&self, name: &str) -> ApiResult<Option<i64>> {
+        self.get(name)
+            .map(|v| v.parse::<i64>().map_err(|_| ApiError::bad_request(format!("parameter {name} must be an integer"))))
+            .transpose()
+    }
+}
+
+/// Which entities: `id`, `idPattern`, `type`, `attrs`, `q`, `scopeQ` and the geo-query.
+pub fn entity_query(params: &Params, context: &ActiveContext) -> ApiResult<EntityQuery> {
+    let mut query = EntityQuery::default();
+    if let Some(ids) = params.list("id")? {
+        for id in &ids {
+            if !piazza_ngsild::entity::is_uri(id) {
+                return Err(ApiError::bad_request(format!("id '{id}' is not a URI")));
+            }
+        }
+        query.ids = ids;
+    }
+    if let Some(pattern) = params.get("idPattern") {
+        query.id_pattern = Some(compile_pattern(pattern)?);
+    }
+    if let Some(types) = params.get("type") {
+        query.types = Some(TypeSelector::parse(types, context)?);
+    }
+    if let Some(attrs) = params.list("attrs")? {
+        query.attrs = expand_names(&attrs, context)?;
+    }
+    if let Some(q) = params.get("q") {
+        query.q = Some(Query::parse(q, context)?);
+    }
+    if let Some(scope) = params.get("scopeQ") {
+        query.scope = Some(ScopeQuery::parse(scope)?);
+    }
+    query.geo = geo_query(params, context)?;
+    Ok(query)
+}
+
+pub fn compile_pattern(pattern: &str) -> ApiResult<regex::Regex> {
+    regex::RegexBuilder::new(pattern)
+        .size_limit(1 << 20)
+        .build()
+        .map_err(|e| ApiError::bad_request(format!("invalid idPattern: {e}")))
+}
+
+fn geo_query(params: &Params, context: &ActiveContext) -> ApiResult<Option<GeoQuery>> {
+    let georel = params.get("georel");
+    let geometry = params.get("geometry");
+    let coordinates = params.get("coordinates");
+    match (georel, geometry, coordinates) {
+        (None, None, None) => Ok(None),
+        (Some(georel), Some(geometry), Some(coordinates)) => Ok(Some(GeoQuery::parse(
+            georel,
+            geometry,
+            &Value::String(coordinates.to_owned()),
+            params.get("geoproperty"),
+            context,
+        )?)),
+        _ => Err(ApiError::bad_request("a geo-query needs georel, geometry and coordinates together")),
+    }
+}
+
+/// Expands attribute names, rejecting invalid ones.
+pub fn expand_names(names: &[String], context: &ActiveContext) -> ApiResult<Vec<String>> {
+    names
+        .iter()
+        .map(|name| {
+            if piazza_ngsild::entity::is_valid_name(name) {
+                Ok(context.expand(name))
+            } else {
+                Err(ApiError::bad_request(format!("invalid attribute name '{name}'")))
+            }
+        })
+        .collect()
+}
+
+/// Which attributes to return: `attrs`/`pick` keep, `omit` drops.
+pub fn projection(params: &Params, context: &ActiveContext) -> ApiResult<Projection> {
+    let mut projection = Projection::default();
+    let pick = match (params.list("pick")?, params.list("attrs")?) {
+        (Some(_), Some(_)) => return Err(ApiError::bad_request("pick and attrs cannot be used together")),
+        (Some(pick), None) | (None, Some(pick)) => Some(pick),
+        (None, None) => None,
+    };
+    if let Some(pick) = pick {
+        projection.pick = Some(expand_names(&pick, context)?);
+    }
+    if let Some(omit) = params.list("omit")? {
+        if projection.pick.is_some() && params.get("pick").is_some() {
+            return Err(ApiError::bad_request("pick and omit cannot be used together"));
+        }
+        projection.omit = expand_names(&omit, context)?;
+    }
+    Ok(projection)
+}
+
+/// `options`, `format` and `lang`.
+pub fn render_options(params: &Params) -> ApiResult<RenderOptions> {
+    let mut options = RenderOptions::default();
+    for option in params.options() {
+        match option.as_str() {
+            "sysAttrs" => options.sys_attrs = true,
+            "keyValues" | "simplified" | "concise" | "normalized" => {
+                options.format = Format::from_option(&option).unwrap_or_default()
+            }
+            // Options of other operations are accepted and have no effect here.
+            "noOverwrite" | "replace" | "update" | "temporalValues" | "aggregatedValues" | "audit" | "noHistory" => {}
+            other => return Err(ApiError::bad_request(format!("unknown option '{other}'"))),
+        }
+    }
+    if let Some(format) = params.get("format") {
+        options.format = Format::from_option(format)
+            .ok_or_else(|| ApiError::bad_request(format!("unknown format '{format}'")))?;
+    }
+    if let Some(lang) = params.get("lang") {
+        if lang.is_empty() {
+            return Err(ApiError::bad_request("lang must not be empty"));
+        }
+        options.lang = Some(lang.to_owned());
+    }
+    Ok(options)
+}
+
+/// `limit`, `offset` and `count`.
+pub fn page(params: &Params, limits: &Limits) -> ApiResult<Page> {
+    let limit = match params.number("limit")? {
+        None => limits.default_page_size,
+        Some(n) if n < 0 => return Err(ApiError::bad_request("limit must not be negative")),
+        Some(n) if n as u64 > limits.max_page_size as u64 => {
+            return Err(ApiError::new(
+                ErrorKind::TooManyResults,
+                format!("limit may be at most {}", limits.max_page_size),
+            ))
+        }
+        Some(n) => n as usize,
+    };
+    let offset = match params.number("offset")? {
+        None => 0,
+        Some(n) if n < 0 => return Err(ApiError::bad_request("offset must not be negative")),
+        Some(n) => n as usize,
+    };
+    let count = params.flag("count")?;
+    if limit == 0 && !count {
+        return Err(ApiError::bad_request("limit=0 is only allowed with count=true"));
+    }
+    Ok(Page { offset, limit, count })
+}

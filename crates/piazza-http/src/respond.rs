@@ -1,0 +1,79 @@
+//! Response bodies in the negotiated media type, with the @context where
+//! the spec puts it: in a `Link` header for JSON, in the body for JSON-LD.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use piazza_ngsild::jsonld::CORE_CONTEXT_URL;
+use serde_json::{Map, Value};
+
+use crate::extract::{MediaType, JSONLD_CONTEXT_REL};
+
+/// How to send entity-shaped bodies back to one requester.
+pub struct Responder {
+    pub media: MediaType,
+    /// The requester's @context: a URL (Link or core) or an inline value.
+    pub context: Value,
+}
+
+impl Responder {
+    pub fn new(media: MediaType, link: Option<&str>) -> Self {
+        Self {
+            media,
+            context: Value::String(link.unwrap_or(CORE_CONTEXT_URL).to_owned()),
+        }
+    }
+
+    /// One object (an entity, a type, ...).
+    pub fn object(&self, status: StatusCode, mut body: Map<String, Value>) -> Response {
+        if self.media == MediaType::JsonLd {
+            body.insert("@context".into(), self.context.clone());
+        }
+        self.send(status, Value::Object(body))
+    }
+
+    /// A list of objects; each carries the @context in JSON-LD.
+    pub fn list(&self, status: StatusCode, items: Vec<Map<String, Value>>) -> Response {
+        let items = items
+            .into_iter()
+            .map(|mut item| {
+                if self.media == MediaType::JsonLd {
+                    item.insert("@context".into(), self.context.clone());
+                }
+                Value::Object(item)
+            })
+            .collect();
+        self.send(status, Value::Array(items))
+    }
+
+    /// A GeoJSON document (Feature or FeatureCollection).
+    pub fn geojson(&self, status: StatusCode, mut body: Map<String, Value>) -> Response {
+        body.insert("@context".into(), self.context.clone());
+        self.send(status, Value::Object(body))
+    }
+
+    pub fn send(&self, status: StatusCode, body: Value) -> Response {
+        let mut response = (status, axum::Json(body)).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(self.media.as_str()));
+        if self.media == MediaType::Json {
+            if let Some(link) = self.context.as_str().and_then(|url| link_header(url)) {
+                headers.insert(header::LINK, link);
+            }
+        }
+        response
+    }
+}
+
+/// A `Link` header naming a JSON-LD context.
+pub fn link_header(url: &str) -> Option<HeaderValue> {
+    HeaderValue::from_str(&format!("<{url}>; rel=\"{JSONLD_CONTEXT_REL}\"; type=\"application/ld+json\"")).ok()
+}
+
+/// 201 Created with a Location.
+pub fn created(location: &str) -> Response {
+    let mut response = StatusCode::CREATED.into_response();
+    if let Ok(value) = HeaderValue::from_str(location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    response
+}

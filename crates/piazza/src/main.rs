@@ -1,0 +1,130 @@
+//! The `piazza` binary: command line, configuration, tracing and wiring.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use piazza_broker::{Broker, Limits};
+use piazza_http::AppState;
+use piazza_store_embedded::EmbeddedStore;
+use tokio::net::TcpListener;
+
+/// Piazza: a regional smart-city data platform speaking ETSI NGSI-LD.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the NGSI-LD context broker.
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "PIAZZA_ADDR", default_value = "127.0.0.1:1026")]
+    addr: SocketAddr,
+    /// Folder of the embedded store (created if missing).
+    #[arg(long, env = "PIAZZA_DATA_DIR", default_value = "./piazza-data")]
+    data_dir: PathBuf,
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "PIAZZA_MAX_BODY_BYTES", default_value_t = piazza_http::DEFAULT_MAX_BODY_BYTES)]
+    max_body_bytes: usize,
+    /// Page size when a query gives no `limit`.
+    #[arg(long, env = "PIAZZA_DEFAULT_PAGE_SIZE", default_value_t = Limits::default().default_page_size)]
+    default_page_size: usize,
+    /// Largest `limit` a query may ask for.
+    #[arg(long, env = "PIAZZA_MAX_PAGE_SIZE", default_value_t = Limits::default().max_page_size)]
+    max_page_size: usize,
+    /// Most entities in one batch operation.
+    #[arg(long, env = "PIAZZA_MAX_BATCH_SIZE", default_value_t = Limits::default().max_batch_size)]
+    max_batch_size: usize,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PIAZZA_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("piazza: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("piazza: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let store = EmbeddedStore::open(&args.data_dir)
+        .with_context(|| format!("cannot open the store in {}", args.data_dir.display()))?;
+    tracing::info!(path = %store.path().display(), "embedded store open");
+    let limits = Limits {
+        default_page_size: args.default_page_size,
+        max_page_size: args.max_page_size,
+        max_batch_size: args.max_batch_size,
+    };
+    let broker = Arc::new(Broker::new(Arc::new(store), limits));
+    let state = Arc::new(AppState {
+        broker,
+        max_body_bytes: args.max_body_bytes,
+    });
+    let listener = TcpListener::bind(args.addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.addr))?;
+    tracing::info!(addr = %listener.local_addr()?, "NGSI-LD API ready");
+    piazza_http::serve(listener, state, shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::warn!(error = %error, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(error = %error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down");
+}
