@@ -16,6 +16,9 @@ use axum::Router;
 use piazza_broker::Broker;
 use piazza_ngsild::ErrorKind;
 use tokio::net::TcpListener;
+use axum::ServiceExt;
+use tower::Layer;
+use tower_http::normalize_path::NormalizePathLayer;
 
 mod batch;
 mod contexts;
@@ -106,5 +109,10 @@ pub async fn serve(
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+    // Clients (the ETSI suite among them) write `/entities/`: trailing
+    // slashes are trimmed before routing.
+    let service = NormalizePathLayer::trim_trailing_slash().layer(router(state));
+    axum::serve(listener, ServiceExt::<Request>::into_make_service(service))
+        .with_graceful_shutdown(shutdown)
+        .await
 }
