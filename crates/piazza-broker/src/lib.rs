@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use piazza_ngsild::entity::{parse_attribute, parse_entity, ParseOptions};
+use piazza_ngsild::entity::{parse_attribute, parse_attribute_patch, parse_entity, ParseOptions};
 use piazza_ngsild::query::EntityQuery;
 use piazza_ngsild::update::{self, UpdateOutcome};
 use piazza_ngsild::{time, ActiveContext, Entity, ErrorKind, NgsiError};
@@ -224,15 +224,17 @@ impl Broker {
         let edit = Edit::new(id, move |existing| {
             let mut entity = existing.cloned().ok_or_else(|| not_found(&id_owned))?;
             let report = update::update_attributes(&mut entity, fragment, time::now());
-            let state = if report.updated.is_empty() { NewState::Keep } else { NewState::Put(entity) };
-            Ok(EditOutcome { state, report })
+            Ok(EditOutcome::put(entity, report))
         });
         Ok(self.edit_one(tenant, edit).await?.report)
     }
 
     /// Partial Attribute Update (clause 5.6.4).
     pub async fn partial_update_attribute(&self, tenant: &Tenant, id: &str, attr: &str, payload: Payload) -> BrokerResult<()> {
-        let (name, instances) = attribute_payload(id, attr, &payload)?;
+        check_id(id)?;
+        check_attribute_name(attr)?;
+        let name = payload.context.expand(attr);
+        let instances = parse_attribute_patch(attr, &without_context(&payload.body), &payload.context)?;
         self.require_tenant(tenant).await?;
         let id_owned = id.to_owned();
         let edit = Edit::new(id, move |existing| {
@@ -267,9 +269,14 @@ impl Broker {
         delete_all: bool,
     ) -> BrokerResult<()> {
         check_id(id)?;
-        check_attribute_name(attr)?;
+        // `scope` is not an attribute, but it can be deleted like one.
+        let name = if attr == "scope" {
+            attr.to_owned()
+        } else {
+            check_attribute_name(attr)?;
+            context.expand(attr)
+        };
         self.require_tenant(tenant).await?;
-        let name = context.expand(attr);
         let id_owned = id.to_owned();
         let edit = Edit::new(id, move |existing| {
             let mut entity = existing.cloned().ok_or_else(|| not_found(&id_owned))?;
@@ -298,7 +305,7 @@ impl Broker {
                 Err(error) => items.push(BatchItem { entity_id: body_id(&payload.body), result: Err(error) }),
             }
         }
-        self.run_batch(tenant, edits, slots, items, |_| BatchSuccess::Created).await
+        self.run_batch(tenant, edits, slots, items, |_| Ok(BatchSuccess::Created)).await
     }
 
     /// Batch Entity Upsert (clause 5.6.8): `replace` (default) or update existing entities.
@@ -320,11 +327,11 @@ impl Broker {
             }
         }
         self.run_batch(tenant, edits, slots, items, |applied| {
-            if applied.before.is_some() {
+            Ok(if applied.before.is_some() {
                 BatchSuccess::Updated
             } else {
                 BatchSuccess::Created
-            }
+            })
         })
         .await
     }
@@ -345,17 +352,20 @@ impl Broker {
                     edits.push(Edit::new(id.clone(), move |existing| {
                         let mut entity = existing.cloned().ok_or_else(|| not_found(&id))?;
                         let report = update::append_attributes(&mut entity, fragment, no_overwrite, now);
-                        if !report.is_complete() {
-                            let names: Vec<_> = report.not_updated.iter().map(|n| n.name.as_str()).collect();
-                            return Err(NgsiError::bad_request(format!("attributes not updated: {}", names.join(", "))));
-                        }
                         Ok(EditOutcome::put(entity, report))
                     }));
                 }
                 Err(error) => items.push(BatchItem { entity_id: body_id(&payload.body), result: Err(error) }),
             }
         }
-        self.run_batch(tenant, edits, slots, items, |_| BatchSuccess::Updated).await
+        self.run_batch(tenant, edits, slots, items, |applied| {
+            if applied.report.is_complete() {
+                return Ok(BatchSuccess::Updated);
+            }
+            let names: Vec<_> = applied.report.not_updated.iter().map(|n| n.name.as_str()).collect();
+            Err(NgsiError::bad_request(format!("attributes not updated: {}", names.join(", "))))
+        })
+        .await
     }
 
     /// Batch Entity Merge (clause 5.6.20).
@@ -387,7 +397,7 @@ impl Broker {
                 Err(error) => items.push(BatchItem { entity_id: body_id(&payload.body), result: Err(error) }),
             }
         }
-        self.run_batch(tenant, edits, slots, items, |_| BatchSuccess::Updated).await
+        self.run_batch(tenant, edits, slots, items, |_| Ok(BatchSuccess::Updated)).await
     }
 
     /// Batch Entity Delete (clause 5.6.10).
@@ -409,7 +419,39 @@ impl Broker {
                 }),
             }
         }
-        self.run_batch(tenant, edits, slots, items, |_| BatchSuccess::Deleted).await
+        self.run_batch(tenant, edits, slots, items, |_| Ok(BatchSuccess::Deleted)).await
+    }
+
+    /// Purge Entities (clause 5.6.21): deletes every matching entity, or with
+    /// `drop`/`keep` (expanded names) removes or keeps only those attributes.
+    pub async fn purge(&self, tenant: &Tenant, query: EntityQuery, drop: Vec<String>, keep: Vec<String>) -> BrokerResult<()> {
+        self.require_tenant(tenant).await?;
+        let everything = Page { offset: 0, limit: usize::MAX >> 1, count: false };
+        let matched = self.store.query(tenant, Arc::new(query), everything).await?;
+        let now = time::now();
+        let edits = matched
+            .entities
+            .into_iter()
+            .map(|entity| {
+                let (drop, keep) = (drop.clone(), keep.clone());
+                Edit::new(entity.id.clone(), move |existing| {
+                    let Some(existing) = existing else {
+                        return Ok(EditOutcome { state: NewState::Keep, report: UpdateOutcome::default() });
+                    };
+                    if drop.is_empty() && keep.is_empty() {
+                        return Ok(EditOutcome { state: NewState::Delete, report: UpdateOutcome::default() });
+                    }
+                    let mut entity = existing.clone();
+                    entity.attributes.retain(|name, _| !drop.contains(name) && (keep.is_empty() || keep.contains(name)));
+                    entity.modified_at = Some(now);
+                    Ok(EditOutcome::put(entity, UpdateOutcome::default()))
+                })
+            })
+            .collect();
+        for result in self.store.edit(tenant, edits).await? {
+            result?;
+        }
+        Ok(())
     }
 
     fn check_batch(&self, size: usize) -> BrokerResult<()> {
@@ -429,14 +471,14 @@ impl Broker {
         edits: Vec<Edit>,
         slots: Vec<usize>,
         mut items: Vec<BatchItem>,
-        success: impl Fn(&Applied) -> BatchSuccess,
+        success: impl Fn(&Applied) -> Result<BatchSuccess, NgsiError>,
     ) -> BrokerResult<Vec<BatchItem>> {
         if edits.is_empty() {
             return Ok(items);
         }
         let results = self.store.edit(tenant, edits).await?;
         for (slot, result) in slots.into_iter().zip(results) {
-            items[slot].result = result.map(|applied| success(&applied));
+            items[slot].result = result.and_then(|applied| success(&applied));
         }
         Ok(items)
     }
@@ -490,7 +532,7 @@ fn check_id(id: &str) -> Result<(), NgsiError> {
 }
 
 fn check_attribute_name(attr: &str) -> Result<(), NgsiError> {
-    if piazza_ngsild::entity::is_valid_name(attr) {
+    if piazza_ngsild::entity::is_valid_name(attr) && attr != "scope" {
         Ok(())
     } else {
         Err(NgsiError::bad_request(format!("invalid attribute name '{attr}'")))
@@ -510,16 +552,19 @@ fn attribute_payload(id: &str, attr: &str, payload: &Payload) -> Result<(String,
     check_id(id)?;
     check_attribute_name(attr)?;
     let name = payload.context.expand(attr);
-    let body = match &payload.body {
+    let instances = parse_attribute(attr, &without_context(&payload.body), &payload.context, false)?;
+    Ok((name, instances))
+}
+
+fn without_context(body: &Value) -> Value {
+    match body {
         Value::Object(map) => {
             let mut map = map.clone();
             map.remove("@context");
             Value::Object(map)
         }
         other => other.clone(),
-    };
-    let instances = parse_attribute(attr, &body, &payload.context, false)?;
-    Ok((name, instances))
+    }
 }
 
 fn body_id(body: &Value) -> String {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use piazza_broker::{BatchItem, BatchSuccess, Payload};
+use piazza_broker::{BatchItem, BatchSuccess, BrokerError, Payload};
 use piazza_ngsild::query::{EntityQuery, GeoQuery, Query, ScopeQuery, TypeSelector};
 use serde_json::{json, Value};
 
@@ -16,18 +16,35 @@ use crate::extract::{JsonBody, Meta};
 use crate::params::{self, Params};
 use crate::AppState;
 
-async fn payloads(state: &AppState, meta: &Meta, body: &JsonBody) -> ApiResult<Vec<Payload>> {
+/// The entities of a batch, each read with its own context. Items whose
+/// context is wrong fail alone (they are returned as errors), but a body
+/// that is not a non-empty array of objects fails the whole request.
+async fn payloads(state: &AppState, meta: &Meta, body: &JsonBody) -> ApiResult<(Vec<Payload>, Vec<BatchItem>)> {
     let Value::Array(items) = &body.value else {
         return Err(ApiError::bad_request("a batch operation needs a JSON array of entities"));
     };
     if items.is_empty() {
         return Err(ApiError::bad_request("a batch operation needs at least one entity"));
     }
-    let mut payloads = Vec::with_capacity(items.len());
-    for item in items {
-        payloads.push(payload(state, meta, body, item).await?);
+    if items.iter().any(|i| !i.is_object()) {
+        return Err(ApiError::bad_request("every item of a batch must be an entity object"));
     }
-    Ok(payloads)
+    if body.json_ld && meta.link.is_some() {
+        return Err(ApiError::bad_request("a JSON-LD context Link header must not be sent with application/ld+json"));
+    }
+    let mut payloads = Vec::with_capacity(items.len());
+    let mut failed = Vec::new();
+    for item in items {
+        match payload(state, meta, body, item).await {
+            Ok(payload) => payloads.push(payload),
+            Err(ApiError(BrokerError::Ngsi(error))) => failed.push(BatchItem {
+                entity_id: item.get("id").and_then(Value::as_str).unwrap_or_default().to_owned(),
+                result: Err(error),
+            }),
+            Err(other) => return Err(other),
+        }
+    }
+    Ok((payloads, failed))
 }
 
 /// BatchOperationResult (clause 5.2.16).
@@ -62,8 +79,9 @@ fn no_content_or_207(items: &[BatchItem]) -> Response {
 }
 
 pub async fn create(State(state): State<Arc<AppState>>, meta: Meta, body: JsonBody) -> ApiResult<Response> {
-    let payloads = payloads(&state, &meta, &body).await?;
-    let items = state.broker.batch_create(&meta.tenant, payloads).await?;
+    let (payloads, failed) = payloads(&state, &meta, &body).await?;
+    let mut items = state.broker.batch_create(&meta.tenant, payloads).await?;
+    items.extend(failed);
     if has_errors(&items) {
         return Ok(multi_status(&items));
     }
@@ -79,8 +97,9 @@ pub async fn upsert(
 ) -> ApiResult<Response> {
     let params = Params::parse(raw.as_deref())?;
     let replace = !params.has_option("update");
-    let payloads = payloads(&state, &meta, &body).await?;
-    let items = state.broker.batch_upsert(&meta.tenant, payloads, replace).await?;
+    let (payloads, failed) = payloads(&state, &meta, &body).await?;
+    let mut items = state.broker.batch_upsert(&meta.tenant, payloads, replace).await?;
+    items.extend(failed);
     if has_errors(&items) {
         return Ok(multi_status(&items));
     }
@@ -104,14 +123,16 @@ pub async fn update(
 ) -> ApiResult<Response> {
     let params = Params::parse(raw.as_deref())?;
     let no_overwrite = params.has_option("noOverwrite");
-    let payloads = payloads(&state, &meta, &body).await?;
-    let items = state.broker.batch_update(&meta.tenant, payloads, no_overwrite).await?;
+    let (payloads, failed) = payloads(&state, &meta, &body).await?;
+    let mut items = state.broker.batch_update(&meta.tenant, payloads, no_overwrite).await?;
+    items.extend(failed);
     Ok(no_content_or_207(&items))
 }
 
 pub async fn merge(State(state): State<Arc<AppState>>, meta: Meta, body: JsonBody) -> ApiResult<Response> {
-    let payloads = payloads(&state, &meta, &body).await?;
-    let items = state.broker.batch_merge(&meta.tenant, payloads).await?;
+    let (payloads, failed) = payloads(&state, &meta, &body).await?;
+    let mut items = state.broker.batch_merge(&meta.tenant, payloads).await?;
+    items.extend(failed);
     Ok(no_content_or_207(&items))
 }
 

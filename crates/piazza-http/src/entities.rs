@@ -10,7 +10,8 @@ use piazza_broker::Payload;
 use piazza_ngsild::query::Projection;
 use piazza_ngsild::render::{render_entity, render_feature, RenderOptions};
 use piazza_ngsild::update::UpdateOutcome;
-use piazza_ngsild::{ActiveContext, Entity};
+use piazza_ngsild::query::TypeSelector;
+use piazza_ngsild::{ActiveContext, Entity, NgsiError};
 use serde_json::{json, Map, Value};
 
 use crate::error::{ApiError, ApiResult};
@@ -38,7 +39,16 @@ pub async fn payload(state: &AppState, meta: &Meta, body: &JsonBody, item: &Valu
     Ok(Payload { body: item.clone(), context })
 }
 
-pub async fn create(State(state): State<Arc<AppState>>, meta: Meta, body: JsonBody) -> ApiResult<Response> {
+pub async fn create(
+    State(state): State<Arc<AppState>>,
+    meta: Meta,
+    RawQuery(raw): RawQuery,
+    body: JsonBody,
+) -> ApiResult<Response> {
+    Params::parse(raw.as_deref())?.allow_only(&["local"])?;
+    if !body.value.is_object() {
+        return Err(ApiError::invalid_request("the body must be a JSON object (one entity)"));
+    }
     let payload = payload(&state, &meta, &body, &body.value).await?;
     let entity = state.broker.create_entity(&meta.tenant, payload).await?;
     Ok(created(&format!("{ENTITIES_PATH}{}", entity.id)))
@@ -69,26 +79,47 @@ impl View {
         })
     }
 
-    fn render(&self, mut entity: Entity) -> Map<String, Value> {
+    /// Renders an entity; `None` when the projection leaves nothing.
+    fn render(&self, mut entity: Entity) -> Option<Map<String, Value>> {
         self.projection.apply(&mut entity);
-        if self.responder.media == MediaType::GeoJson {
+        let geojson = self.responder.media == MediaType::GeoJson;
+        let mut body = if geojson {
             render_feature(&entity, &self.context, &self.options, &self.geometry_property)
         } else {
             render_entity(&entity, &self.context, &self.options)
+        };
+        if !self.projection.is_identity() {
+            let members = if geojson {
+                body.get_mut("properties").and_then(Value::as_object_mut)
+            } else {
+                Some(&mut body)
+            };
+            if let Some(members) = members {
+                members.retain(|key, _| {
+                    matches!(key.as_str(), "createdAt" | "modifiedAt") || self.projection.keeps(&self.context.expand(key))
+                });
+                if members.is_empty() {
+                    return None;
+                }
+            }
         }
+        Some(body)
     }
 
-    pub fn one(&self, entity: Entity) -> Response {
-        let body = self.render(entity);
-        if self.responder.media == MediaType::GeoJson {
+    pub fn one(&self, entity: Entity) -> ApiResult<Response> {
+        let id = entity.id.clone();
+        let body = self
+            .render(entity)
+            .ok_or_else(|| NgsiError::not_found(format!("entity {id} has none of the requested members")))?;
+        Ok(if self.responder.media == MediaType::GeoJson {
             self.responder.geojson(StatusCode::OK, body)
         } else {
             self.responder.object(StatusCode::OK, body)
-        }
+        })
     }
 
     pub fn many(&self, entities: Vec<Entity>) -> Response {
-        let items: Vec<Map<String, Value>> = entities.into_iter().map(|e| self.render(e)).collect();
+        let items: Vec<Map<String, Value>> = entities.into_iter().filter_map(|e| self.render(e)).collect();
         if self.responder.media == MediaType::GeoJson {
             let mut collection = Map::new();
             collection.insert("type".into(), json!("FeatureCollection"));
@@ -97,6 +128,19 @@ impl View {
         } else {
             self.responder.list(StatusCode::OK, items)
         }
+    }
+}
+
+/// `?type=` on an entity operation: the entity must be of that type (else 404).
+pub async fn type_gate(state: &AppState, meta: &Meta, id: &str, params: &Params) -> ApiResult<()> {
+    let Some(types) = params.get("type") else { return Ok(()) };
+    let context = link_context(state, meta).await?;
+    let selector = TypeSelector::parse(types, &context)?;
+    let entity = state.broker.entity(&meta.tenant, id).await?;
+    if selector.matches(&entity.types) {
+        Ok(())
+    } else {
+        Err(NgsiError::not_found(format!("entity {id} is not of type {types}")).into())
     }
 }
 
@@ -109,16 +153,15 @@ pub async fn retrieve(
     let params = Params::parse(raw.as_deref())?;
     params.allow_only(RETRIEVE_PARAMS)?;
     let view = View::new(&state, &meta, &params).await?;
+    type_gate(&state, &meta, &id, &params).await?;
     let entity = state.broker.entity(&meta.tenant, &id).await?;
-    if let Some(types) = params.get("type") {
-        let selector = piazza_ngsild::query::TypeSelector::parse(types, &view.context)?;
-        if !selector.matches(&entity.types) {
-            return Err(ApiError::from(piazza_ngsild::NgsiError::not_found(format!(
-                "entity {id} is not of type {types}"
-            ))));
+    if let Some(attrs) = params.list("attrs")? {
+        let wanted = params::expand_names(&attrs, &view.context)?;
+        if !wanted.iter().any(|a| entity.attributes.contains_key(a)) {
+            return Err(NgsiError::not_found(format!("entity {id} has none of the attributes {}", attrs.join(","))).into());
         }
     }
-    Ok(view.one(entity))
+    view.one(entity)
 }
 
 pub async fn query(State(state): State<Arc<AppState>>, meta: Meta, RawQuery(raw): RawQuery) -> ApiResult<Response> {
@@ -126,17 +169,10 @@ pub async fn query(State(state): State<Arc<AppState>>, meta: Meta, RawQuery(raw)
     params.allow_only(QUERY_PARAMS)?;
     let view = View::new(&state, &meta, &params).await?;
     let query = params::entity_query(&params, &view.context)?;
-    if query.ids.is_empty()
-        && query.id_pattern.is_none()
-        && query.types.is_none()
-        && query.attrs.is_empty()
-        && query.q.is_none()
-        && query.geo.is_none()
-        && params.get("local").is_none()
-    {
-        return Err(ApiError::bad_request(
-            "a query needs at least one of id, idPattern, type, attrs, q or a geo-query",
-        ));
+    let user_attrs = query.attrs.iter().any(|a| !is_system_attribute(a));
+    let local = params.flag("local")?;
+    if query.types.is_none() && !user_attrs && query.q.is_none() && query.geo.is_none() && !local {
+        return Err(ApiError::bad_request("a query needs at least one of type, attrs, q, a geo-query or local=true"));
     }
     let page = params::page(&params, state.broker.limits())?;
     let result = state.broker.query(&meta.tenant, query, page).await?;
@@ -148,7 +184,15 @@ pub async fn query(State(state): State<Arc<AppState>>, meta: Meta, RawQuery(raw)
     Ok(response)
 }
 
-pub async fn delete(State(state): State<Arc<AppState>>, meta: Meta, Path(id): Path<String>) -> ApiResult<Response> {
+pub async fn delete(
+    State(state): State<Arc<AppState>>,
+    meta: Meta,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
+    let params = Params::parse(raw.as_deref())?;
+    params.allow_only(&["type", "local"])?;
+    type_gate(&state, &meta, &id, &params).await?;
     state.broker.delete_entity(&meta.tenant, &id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -183,34 +227,39 @@ pub async fn append_attributes(
     body: JsonBody,
 ) -> ApiResult<Response> {
     let params = Params::parse(raw.as_deref())?;
+    params.allow_only(&["options", "type", "local"])?;
     let no_overwrite = params.has_option("noOverwrite");
     let payload = payload(&state, &meta, &body, &body.value).await?;
-    let context = payload.context.clone();
+    type_gate(&state, &meta, &id, &params).await?;
     let outcome = state.broker.append_attributes(&meta.tenant, &id, payload, no_overwrite).await?;
-    Ok(update_result(outcome, &context))
+    Ok(update_result(outcome))
 }
 
 pub async fn update_attributes(
     State(state): State<Arc<AppState>>,
     meta: Meta,
     Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
     body: JsonBody,
 ) -> ApiResult<Response> {
+    let params = Params::parse(raw.as_deref())?;
+    params.allow_only(&["options", "type", "local"])?;
     let payload = payload(&state, &meta, &body, &body.value).await?;
-    let context = payload.context.clone();
+    type_gate(&state, &meta, &id, &params).await?;
     let outcome = state.broker.update_attributes(&meta.tenant, &id, payload).await?;
-    Ok(update_result(outcome, &context))
+    Ok(update_result(outcome))
 }
 
 /// 204 when everything was updated, else 207 with an UpdateResult (clause 5.2.18).
-fn update_result(outcome: UpdateOutcome, context: &ActiveContext) -> Response {
+/// Attribute names are given expanded, as the spec's UpdateResult holds IRIs.
+fn update_result(outcome: UpdateOutcome) -> Response {
     if outcome.is_complete() {
         return StatusCode::NO_CONTENT.into_response();
     }
     let body = json!({
-        "updated": outcome.updated.iter().map(|n| context.compact(n)).collect::<Vec<_>>(),
+        "updated": outcome.updated,
         "notUpdated": outcome.not_updated.iter().map(|n| json!({
-            "attributeName": context.compact(&n.name),
+            "attributeName": n.name,
             "reason": n.reason,
         })).collect::<Vec<_>>(),
     });
@@ -221,9 +270,13 @@ pub async fn partial_update_attribute(
     State(state): State<Arc<AppState>>,
     meta: Meta,
     Path((id, attr)): Path<(String, String)>,
+    RawQuery(raw): RawQuery,
     body: JsonBody,
 ) -> ApiResult<Response> {
+    let params = Params::parse(raw.as_deref())?;
+    params.allow_only(&["type", "local"])?;
     let payload = payload(&state, &meta, &body, &body.value).await?;
+    type_gate(&state, &meta, &id, &params).await?;
     state.broker.partial_update_attribute(&meta.tenant, &id, &attr, payload).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -246,13 +299,46 @@ pub async fn delete_attribute(
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Response> {
     let params = Params::parse(raw.as_deref())?;
-    params.allow_only(&["datasetId", "deleteAll"])?;
+    params.allow_only(&["datasetId", "deleteAll", "type", "local"])?;
     let context = link_context(&state, &meta).await?;
+    type_gate(&state, &meta, &id, &params).await?;
     let dataset_id = params.get("datasetId").map(str::to_owned);
     let delete_all = params.flag("deleteAll")?;
     state
         .broker
         .delete_attribute(&meta.tenant, &id, &attr, &context, dataset_id, delete_all)
         .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// System attributes cannot select entities on their own.
+fn is_system_attribute(expanded: &str) -> bool {
+    ["createdAt", "modifiedAt", "deletedAt", "observedAt"]
+        .iter()
+        .any(|s| expanded.strip_prefix("https://uri.etsi.org/ngsi-ld/") == Some(s))
+}
+
+/// `PUT` or `PATCH /entities` without an id: a request error, not a missing route.
+pub async fn missing_id() -> ApiError {
+    ApiError::bad_request("the entity id is missing from the path")
+}
+
+/// Purge Entities (clause 6.4.3.3): `DELETE /entities` with a query.
+pub async fn purge(State(state): State<Arc<AppState>>, meta: Meta, RawQuery(raw): RawQuery) -> ApiResult<Response> {
+    let params = Params::parse(raw.as_deref())?;
+    params.allow_only(&["id", "idPattern", "type", "attrs", "q", "scopeQ", "drop", "keep", "local"])?;
+    let context = link_context(&state, &meta).await?;
+    let query = params::entity_query(&params, &context)?;
+    let drop = params.list("drop")?.map(|d| params::expand_names(&d, &context)).transpose()?.unwrap_or_default();
+    let keep = params.list("keep")?.map(|k| params::expand_names(&k, &context)).transpose()?.unwrap_or_default();
+    if !drop.is_empty() && !keep.is_empty() {
+        return Err(ApiError::bad_request("drop and keep cannot be used together"));
+    }
+    let user_attrs = query.attrs.iter().any(|a| !is_system_attribute(a));
+    let q_on_user_attrs = query.q.as_ref().is_some_and(|q| q.attribute_names().iter().any(|a| !is_system_attribute(a)));
+    if query.types.is_none() && !user_attrs && !q_on_user_attrs && query.scope.is_none() && !params.flag("local")? {
+        return Err(ApiError::bad_request("a purge needs at least one of type, attrs, q, scopeQ or local=true"));
+    }
+    state.broker.purge(&meta.tenant, query, drop, keep).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -44,7 +44,14 @@ pub struct AppState {
 /// The whole API as an axum router.
 pub fn router(state: Arc<AppState>) -> Router {
     let api = Router::new()
-        .route("/entities", get(entities::query).post(entities::create))
+        .route(
+            "/entities",
+            get(entities::query)
+                .post(entities::create)
+                .delete(entities::purge)
+                .put(entities::missing_id)
+                .patch(entities::missing_id),
+        )
         .route(
             "/entities/{id}",
             get(entities::retrieve).delete(entities::delete).put(entities::replace).patch(entities::merge),

@@ -31,7 +31,7 @@ impl Params {
     pub fn allow_only(&self, known: &[&str]) -> ApiResult<()> {
         for (name, _) in &self.0 {
             if !known.contains(&name.as_str()) {
-                return Err(ApiError::bad_request(format!("unknown query parameter '{name}'")));
+                return Err(ApiError::invalid_request(format!("unknown query parameter '{name}'")));
             }
         }
         Ok(())
@@ -136,8 +136,9 @@ pub fn expand_names(names: &[String], context: &ActiveContext) -> ApiResult<Vec<
     names
         .iter()
         .map(|name| {
-            if piazza_ngsild::entity::is_valid_name(name) {
-                Ok(context.expand(name))
+            let expanded = context.expand(name);
+            if piazza_ngsild::entity::is_valid_name(name) && !expanded.starts_with('@') {
+                Ok(expanded)
             } else {
                 Err(ApiError::bad_request(format!("invalid attribute name '{name}'")))
             }
@@ -145,24 +146,51 @@ pub fn expand_names(names: &[String], context: &ActiveContext) -> ApiResult<Vec<
         .collect()
 }
 
-/// Which attributes to return: `attrs`/`pick` keep, `omit` drops.
+/// Which members to return: `attrs`/`pick` keep, `omit` drops (expanded
+/// names; `id` and `type` expand to `@id` and `@type`).
 pub fn projection(params: &Params, context: &ActiveContext) -> ApiResult<Projection> {
-    let mut projection = Projection::default();
-    let pick = match (params.list("pick")?, params.list("attrs")?) {
-        (Some(_), Some(_)) => return Err(ApiError::bad_request("pick and attrs cannot be used together")),
-        (Some(pick), None) | (None, Some(pick)) => Some(pick),
-        (None, None) => None,
-    };
-    if let Some(pick) = pick {
-        projection.pick = Some(expand_names(&pick, context)?);
+    let pick = projection_list(params, "pick")?;
+    let omit = projection_list(params, "omit")?;
+    let attrs = params.list("attrs")?;
+    if attrs.is_some() && (pick.is_some() || omit.is_some()) {
+        return Err(ApiError::bad_request("attrs cannot be combined with pick or omit"));
     }
-    if let Some(omit) = params.list("omit")? {
-        if projection.pick.is_some() && params.get("pick").is_some() {
-            return Err(ApiError::bad_request("pick and omit cannot be used together"));
+    let mut projection = Projection {
+        keep_core: attrs.is_some(),
+        ..Projection::default()
+    };
+    if let Some(pick) = pick.or(attrs) {
+        projection.pick = Some(expand_members(&pick, context)?);
+    }
+    if let Some(omit) = omit {
+        projection.omit = expand_members(&omit, context)?;
+    }
+    if let Some(pick) = &projection.pick {
+        if pick.iter().any(|p| projection.omit.contains(p)) {
+            return Err(ApiError::bad_request("the same member cannot be both picked and omitted"));
         }
-        projection.omit = expand_names(&omit, context)?;
     }
     Ok(projection)
+}
+
+/// `pick`/`omit`: members separated by `,` or `|`.
+fn projection_list(params: &Params, name: &str) -> ApiResult<Option<Vec<String>>> {
+    let Some(raw) = params.get(name) else { return Ok(None) };
+    let items: Vec<String> = raw.split([',', '|']).map(|s| s.trim().to_owned()).collect();
+    if items.iter().any(String::is_empty) {
+        return Err(ApiError::bad_request(format!("{name} has an empty member")));
+    }
+    Ok(Some(items))
+}
+
+fn expand_members(names: &[String], context: &ActiveContext) -> ApiResult<Vec<String>> {
+    names
+        .iter()
+        .map(|name| match name.as_str() {
+            "id" | "type" | "scope" => Ok(context.expand(name)),
+            _ => expand_names(std::slice::from_ref(name), context).map(|mut v| v.remove(0)),
+        })
+        .collect()
 }
 
 /// `options`, `format` and `lang`.
@@ -176,12 +204,12 @@ pub fn render_options(params: &Params) -> ApiResult<RenderOptions> {
             }
             // Options of other operations are accepted and have no effect here.
             "noOverwrite" | "replace" | "update" | "temporalValues" | "aggregatedValues" | "audit" | "noHistory" => {}
-            other => return Err(ApiError::bad_request(format!("unknown option '{other}'"))),
+            other => return Err(ApiError::invalid_request(format!("unknown option '{other}'"))),
         }
     }
     if let Some(format) = params.get("format") {
         options.format = Format::from_option(format)
-            .ok_or_else(|| ApiError::bad_request(format!("unknown format '{format}'")))?;
+            .ok_or_else(|| ApiError::invalid_request(format!("unknown format '{format}'")))?;
     }
     if let Some(lang) = params.get("lang") {
         if lang.is_empty() {

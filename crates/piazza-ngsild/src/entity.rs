@@ -157,7 +157,8 @@ impl Attribute {
     /// Whether this instance carries an NGSI-LD Null, i.e. asks for deletion
     /// in a merge.
     pub fn is_null(&self) -> bool {
-        is_ngsi_null(&self.value)
+        // The parser turns every NGSI-LD Null into a JSON null.
+        self.value.is_null()
     }
 
     /// Stamps system attributes: `createdAt` is kept from `previous` when
@@ -175,7 +176,16 @@ impl Attribute {
     /// NGSI-LD Nulls delete sub-attributes.
     pub fn merge_from(&mut self, patch: Attribute, now: Timestamp) {
         self.kind = patch.kind;
-        self.value = patch.value;
+        self.value = match (std::mem::take(&mut self.value), patch.value) {
+            // Compound values merge as JSON merge patches (RFC 7396).
+            (Value::Object(mut old), Value::Object(new)) if self.kind == AttributeKind::Property => {
+                merge_patch(&mut old, new);
+                Value::Object(old)
+            }
+            // No value in the patch: the instance keeps its own.
+            (old, Value::Null) => old,
+            (_, new) => new,
+        };
         if patch.observed_at.is_some() {
             self.observed_at = patch.observed_at;
         }
@@ -198,13 +208,48 @@ impl Attribute {
     }
 }
 
-/// `null`, or the NGSI-LD Null string, in any value member.
+fn merge_patch(target: &mut serde_json::Map<String, Value>, patch: serde_json::Map<String, Value>) {
+    for (key, value) in patch {
+        match value {
+            Value::Null => {
+                target.remove(&key);
+            }
+            Value::Object(inner) => match target.get_mut(&key) {
+                Some(Value::Object(existing)) => merge_patch(existing, inner),
+                _ => {
+                    let mut fresh = serde_json::Map::new();
+                    merge_patch(&mut fresh, inner);
+                    target.insert(key, Value::Object(fresh));
+                }
+            },
+            other => {
+                target.insert(key, other);
+            }
+        }
+    }
+}
+
+/// The NGSI-LD Null (clause 4.5.x): the marker that deletes in a merge or
+/// an update. A JSON `null` is never one: it is invalid as an attribute value.
 pub fn is_ngsi_null(value: &Value) -> bool {
     match value {
-        Value::Null => true,
-        Value::String(s) => s == "urn:ngsi-ld:null",
-        Value::Object(map) => map.len() == 1 && map.get("@value").is_some_and(|v| v.is_null()),
+        Value::String(s) => s == NGSI_NULL,
+        Value::Object(map) => map.len() == 1 && map.values().next().is_some_and(is_ngsi_null),
         Value::Array(items) => items.len() == 1 && is_ngsi_null(&items[0]),
+        _ => false,
+    }
+}
+
+/// The NGSI-LD Null string.
+pub const NGSI_NULL: &str = "urn:ngsi-ld:null";
+
+/// Whether a JSON value holds a JSON `null` or an NGSI-LD Null anywhere.
+fn contains_null(value: &Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::String(s) => s == NGSI_NULL,
+        Value::Array(items) => items.iter().any(contains_null),
+        Value::Object(map) => map.values().any(contains_null),
         _ => false,
     }
 }
@@ -270,7 +315,7 @@ pub enum EntityShape {
 #[derive(Clone, Copy, Debug)]
 pub struct ParseOptions {
     pub shape: EntityShape,
-    /// Whether NGSI-LD Null values are accepted (merge patches), to mean deletion.
+    /// Whether NGSI-LD Nulls are accepted (merges and updates), to mean deletion.
     pub allow_null: bool,
 }
 
@@ -289,6 +334,15 @@ impl ParseOptions {
     };
 }
 
+/// Characters that make an identifier look like something it is not
+/// (bidi overrides, invisible and filler characters, noncharacters).
+fn is_deceptive(c: char) -> bool {
+    matches!(c as u32,
+        0x00A0 | 0x115F | 0x1160 | 0x180E | 0x200B..=0x200F | 0x2028..=0x202E | 0x2060..=0x2069
+        | 0x2800 | 0x3164 | 0xFE00..=0xFE0F | 0xFEFF | 0xFFA0 | 0xFDD0..=0xFDEF | 0xE0100..=0xE01EF)
+        || (c as u32 & 0xFFFE) == 0xFFFE
+}
+
 /// Whether `text` is an absolute URI, as entity ids and relationship objects must be.
 pub fn is_uri(text: &str) -> bool {
     let Some((scheme, rest)) = text.split_once(':') else {
@@ -299,40 +353,45 @@ pub fn is_uri(text: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
         && !rest.is_empty()
         && !text.chars().any(|c| {
-            c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | '"' | '{' | '}' | '|' | '\\' | '^' | '`')
+            c.is_whitespace()
+                || c.is_control()
+                || is_deceptive(c)
+                || matches!(c, '<' | '>' | '"' | '{' | '}' | '|' | '\\' | '^' | '`')
         })
 }
 
 /// Whether a term is acceptable as an attribute or type name (clause 4.6.2:
-/// no characters that the query languages reserve).
+/// no characters that the query languages reserve). Full IRIs are allowed.
 pub fn is_valid_name(name: &str) -> bool {
-    !name.is_empty()
+    let Some(first) = name.chars().next() else {
+        return false;
+    };
+    if is_uri(name) && name.contains("://") {
+        return true;
+    }
+    (first.is_alphabetic() || first == '_')
         && !name.chars().any(|c| {
             c.is_whitespace()
                 || c.is_control()
+                || is_deceptive(c)
                 || matches!(
                     c,
-                    '<' | '>'
-                        | '"'
-                        | '\''
-                        | '='
-                        | ';'
-                        | '('
-                        | ')'
-                        | '['
-                        | ']'
-                        | '{'
-                        | '}'
-                        | '|'
-                        | '\\'
-                        | '^'
-                        | '`'
-                        | '!'
-                        | '~'
-                        | ','
+                    '<' | '>' | '"' | '\'' | '=' | ';' | '(' | ')' | '[' | ']' | '{' | '}' | '|' | '\\' | '^' | '`'
+                        | '!' | '~' | ',' | '@' | '&' | '?' | '*'
                 )
         })
 }
+
+/// Entity members that are not attributes; an attribute may not be named
+/// like an attribute member either (it would be ambiguous in concise form).
+const RESERVED_ATTRIBUTE_NAMES: &[&str] = &[
+    "datasetId", "instanceId", "observedAt", "unitCode", "value", "object", "languageMap", "vocab", "valueList",
+    "objectList", "json", "objectType", "lang", "previousValue", "previousObject", "previousLanguageMap",
+    "previousVocab", "previousValueList", "previousObjectList", "previousJson",
+];
+
+/// The core GeoProperties: they can only be GeoProperties.
+const GEO_NAMES: &[&str] = &["location", "observationSpace", "operationSpace"];
 
 /// Parses an entity (or fragment) in the normalized or concise representation.
 pub fn parse_entity(body: &Value, context: &ActiveContext, options: ParseOptions) -> Result<Entity> {
@@ -340,7 +399,7 @@ pub fn parse_entity(body: &Value, context: &ActiveContext, options: ParseOptions
         return Err(NgsiError::bad_request("an entity must be a JSON object"));
     };
     let id = match members.get("id").or_else(|| members.get("@id")) {
-        Some(Value::String(id)) if is_uri(id) => id.clone(),
+        Some(Value::String(id)) if is_uri(id) && id != NGSI_NULL => id.clone(),
         Some(Value::String(id)) => return Err(NgsiError::bad_request(format!("entity id '{id}' is not a URI"))),
         Some(_) => return Err(NgsiError::bad_request("entity id must be a string")),
         None if options.shape == EntityShape::Complete => return Err(NgsiError::bad_request("entity id is missing")),
@@ -355,16 +414,24 @@ pub fn parse_entity(body: &Value, context: &ActiveContext, options: ParseOptions
     for (key, value) in members {
         match key.as_str() {
             "id" | "@id" | "type" | "@type" | "@context" | "createdAt" | "modifiedAt" | "deletedAt" => {}
-            "scope" => entity.scope = parse_scope(value)?,
+            "scope" => {
+                if options.allow_null && is_ngsi_null(value) {
+                    continue;
+                }
+                entity.scope = parse_scope(value)?
+            }
             name => {
-                if !is_valid_name(name) {
+                if !is_valid_name(name) || RESERVED_ATTRIBUTE_NAMES.contains(&name) {
                     return Err(NgsiError::bad_request(format!("invalid attribute name '{name}'")));
                 }
                 let expanded = context.expand(name);
-                if expanded == "@id" || expanded == "@type" {
-                    continue;
+                if expanded.starts_with('@') {
+                    return Err(NgsiError::bad_request(format!("attribute name '{name}' is a JSON-LD keyword")));
                 }
                 let instances = parse_attribute(name, value, context, options.allow_null)?;
+                if GEO_NAMES.contains(&name) && instances.iter().any(|i| i.kind != AttributeKind::GeoProperty && !i.is_null()) {
+                    return Err(NgsiError::bad_request(format!("'{name}' must be a GeoProperty")));
+                }
                 entity.attributes.insert(expanded, instances);
             }
         }
@@ -378,16 +445,9 @@ pub fn parse_types(value: &Value, context: &ActiveContext) -> Result<Vec<String>
         Value::String(s) => vec![s.as_str()],
         Value::Array(items) if !items.is_empty() => items
             .iter()
-            .map(|i| {
-                i.as_str()
-                    .ok_or_else(|| NgsiError::bad_request("entity types must be strings"))
-            })
+            .map(|i| i.as_str().ok_or_else(|| NgsiError::bad_request("entity types must be strings")))
             .collect::<Result<_>>()?,
-        _ => {
-            return Err(NgsiError::bad_request(
-                "entity type must be a string or a non-empty array of strings",
-            ))
-        }
+        _ => return Err(NgsiError::bad_request("entity type must be a string or a non-empty array of strings")),
     };
     let mut types = Vec::with_capacity(names.len());
     for name in names {
@@ -395,6 +455,9 @@ pub fn parse_types(value: &Value, context: &ActiveContext) -> Result<Vec<String>
             return Err(NgsiError::bad_request(format!("invalid entity type '{name}'")));
         }
         let expanded = context.expand(name);
+        if expanded.starts_with('@') {
+            return Err(NgsiError::bad_request(format!("entity type '{name}' is a JSON-LD keyword")));
+        }
         if !types.contains(&expanded) {
             types.push(expanded);
         }
@@ -402,16 +465,13 @@ pub fn parse_types(value: &Value, context: &ActiveContext) -> Result<Vec<String>
     Ok(types)
 }
 
-fn parse_scope(value: &Value) -> Result<Vec<String>> {
+/// Parses `scope`: one scope or an array (clause 4.18).
+pub fn parse_scope(value: &Value) -> Result<Vec<String>> {
     let scopes: Vec<String> = match value {
         Value::String(s) => vec![s.clone()],
-        Value::Array(items) => items
+        Value::Array(items) if !items.is_empty() => items
             .iter()
-            .map(|i| {
-                i.as_str()
-                    .map(str::to_owned)
-                    .ok_or_else(|| NgsiError::bad_request("scopes must be strings"))
-            })
+            .map(|i| i.as_str().map(str::to_owned).ok_or_else(|| NgsiError::bad_request("scopes must be strings")))
             .collect::<Result<_>>()?,
         _ => return Err(NgsiError::bad_request("scope must be a string or an array of strings")),
     };
@@ -419,9 +479,9 @@ fn parse_scope(value: &Value) -> Result<Vec<String>> {
         let valid = scope.starts_with('/')
             && scope.len() > 1
             && !scope.ends_with('/')
-            && scope[1..]
-                .split('/')
-                .all(|level| !level.is_empty() && is_valid_name(level) && !level.contains('#') && !level.contains('+'));
+            && scope[1..].split('/').all(|level| {
+                !level.is_empty() && is_valid_name(level) && !level.contains(['#', '+', '-', '/', ':'])
+            });
         if !valid {
             return Err(NgsiError::bad_request(format!("invalid scope '{scope}'")));
         }
@@ -432,11 +492,12 @@ fn parse_scope(value: &Value) -> Result<Vec<String>> {
 /// Parses one attribute's JSON (normalized or concise; one instance or an
 /// array of instances) into its instances.
 pub fn parse_attribute(name: &str, value: &Value, context: &ActiveContext, allow_null: bool) -> Result<Vec<Attribute>> {
+    let mode = Mode { allow_null, partial: false };
     if let Value::Array(items) = value {
         if !items.is_empty() && items.iter().all(looks_like_attribute) {
             let mut instances: Vec<Attribute> = Vec::with_capacity(items.len());
             for item in items {
-                let instance = parse_instance(name, item, context, allow_null)?;
+                let instance = parse_instance(name, item, context, mode)?.attribute;
                 if instances.iter().any(|i| i.dataset_id == instance.dataset_id) {
                     return Err(NgsiError::bad_request(format!(
                         "attribute '{name}' has two instances with the same datasetId"
@@ -447,7 +508,38 @@ pub fn parse_attribute(name: &str, value: &Value, context: &ActiveContext, allow
             return Ok(instances);
         }
     }
-    Ok(vec![parse_instance(name, value, context, allow_null)?])
+    Ok(vec![parse_instance(name, value, context, mode)?.attribute])
+}
+
+/// A fragment for a Partial Attribute Update (clause 5.6.4): any subset of
+/// an attribute's members.
+#[derive(Clone, Debug)]
+pub struct AttributePatch {
+    pub attribute: Attribute,
+    /// Whether the fragment named the attribute's type.
+    pub has_kind: bool,
+    /// Whether the fragment carried a value member.
+    pub has_value: bool,
+}
+
+/// Parses a Partial Attribute Update fragment: one instance or several (by datasetId).
+pub fn parse_attribute_patch(name: &str, value: &Value, context: &ActiveContext) -> Result<Vec<AttributePatch>> {
+    let mode = Mode { allow_null: true, partial: true };
+    let items: Vec<&Value> = match value {
+        Value::Array(items) if !items.is_empty() => items.iter().collect(),
+        Value::Object(map) if !map.keys().any(|k| k != "@context") => {
+            return Err(NgsiError::bad_request("an attribute fragment must not be empty"))
+        }
+        Value::Object(_) => vec![value],
+        _ => return Err(NgsiError::bad_request("an attribute fragment must be a JSON object")),
+    };
+    items.into_iter().map(|item| parse_instance(name, item, context, mode)).collect()
+}
+
+#[derive(Clone, Copy)]
+struct Mode {
+    allow_null: bool,
+    partial: bool,
 }
 
 /// Whether a JSON value is an attribute in the normalized or the concise
@@ -464,40 +556,63 @@ fn looks_like_attribute(value: &Value) -> bool {
     map.keys().any(|k| AttributeKind::from_value_key(k).is_some())
 }
 
-fn parse_instance(name: &str, value: &Value, context: &ActiveContext, allow_null: bool) -> Result<Attribute> {
+/// Value members that the given kind must not carry.
+fn prohibited_members(kind: AttributeKind) -> impl Iterator<Item = &'static str> {
+    let own = kind.value_key();
+    let extra: &[&str] = match kind {
+        AttributeKind::Relationship | AttributeKind::ListRelationship | AttributeKind::JsonProperty => &["unitCode"],
+        _ => &[],
+    };
+    ["value", "object", "languageMap", "vocab", "valueList", "objectList", "json"]
+        .into_iter()
+        .filter(move |k| *k != own)
+        .chain(extra.iter().copied())
+        .chain(["previousValue", "previousObject", "previousLanguageMap", "previousVocab", "previousValueList", "previousObjectList", "previousJson", "entityIdSealed", "entityTypeSealed"])
+}
+
+fn parse_instance(name: &str, value: &Value, context: &ActiveContext, mode: Mode) -> Result<AttributePatch> {
+    let bare = |attribute| Ok(AttributePatch { attribute, has_kind: false, has_value: true });
     let members = match value {
         Value::Object(map) => map,
-        Value::Null if allow_null => return Ok(Attribute::new(AttributeKind::Property, Value::Null)),
         Value::Null => return Err(NgsiError::bad_request(format!("attribute '{name}' has a null value"))),
+        plain if is_ngsi_null(plain) && mode.allow_null => return bare(Attribute::new(AttributeKind::Property, Value::Null)),
+        plain if contains_null(plain) => return Err(NgsiError::bad_request(format!("attribute '{name}' has a null value"))),
         // Concise form: a plain value is a Property.
-        plain => return Ok(Attribute::new(AttributeKind::Property, plain.clone())),
+        plain => return bare(Attribute::new(AttributeKind::Property, plain.clone())),
     };
+    if members.contains_key("@context") {
+        return Err(NgsiError::bad_request(format!("attribute '{name}' must not embed an @context")));
+    }
     let declared_kind = match members.get("type") {
         Some(Value::String(t)) => AttributeKind::from_name(t),
         _ => None,
     };
+    let has_kind = declared_kind.is_some();
     let kind = match declared_kind {
         Some(kind) => kind,
-        None if is_geometry(value) => return Ok(Attribute::new(AttributeKind::GeoProperty, value.clone())),
+        None if is_geometry(value) => return bare(Attribute::new(AttributeKind::GeoProperty, value.clone())),
         None if members.contains_key("type") => {
-            return Err(NgsiError::bad_request(format!(
-                "attribute '{name}' has an unknown type {}",
-                members["type"]
-            )))
+            return Err(NgsiError::bad_request(format!("attribute '{name}' has an unknown type {}", members["type"])))
         }
         None => match members.keys().find_map(|k| AttributeKind::from_value_key(k)) {
-            Some(AttributeKind::Property) if members.get("value").is_some_and(is_geometry) => {
-                AttributeKind::GeoProperty
-            }
+            Some(AttributeKind::Property) if members.get("value").is_some_and(is_geometry) => AttributeKind::GeoProperty,
             Some(kind) => kind,
+            None if mode.partial => AttributeKind::Property,
             // Concise form: a JSON object with no attribute members is a compound value.
-            None => return Ok(Attribute::new(AttributeKind::Property, value.clone())),
+            None if contains_null(value) => {
+                return Err(NgsiError::bad_request(format!("attribute '{name}' has a null value")))
+            }
+            None => return bare(Attribute::new(AttributeKind::Property, value.clone())),
         },
     };
+    if let Some(bad) = prohibited_members(kind).find(|m| members.contains_key(*m)) {
+        return Err(NgsiError::bad_request(format!("a {} must not have a '{bad}' member ('{name}')", kind.name())));
+    }
     let raw = members.get(kind.value_key());
     let mut attribute = Attribute::new(kind, Value::Null);
+    let has_value = raw.is_some();
     attribute.value = match raw {
-        None if allow_null => Value::Null,
+        None if mode.partial => Value::Null,
         None => {
             return Err(NgsiError::bad_request(format!(
                 "attribute '{name}' of type {} has no '{}' member",
@@ -505,56 +620,82 @@ fn parse_instance(name: &str, value: &Value, context: &ActiveContext, allow_null
                 kind.value_key()
             )))
         }
+        Some(Value::Null) => return Err(NgsiError::bad_request(format!("attribute '{name}' has a null value"))),
         Some(v) if is_ngsi_null(v) => {
-            if !allow_null {
-                return Err(NgsiError::bad_request(format!("attribute '{name}' has a null value")));
+            if !mode.allow_null {
+                return Err(NgsiError::bad_request(format!("attribute '{name}' has an NGSI-LD Null value")));
             }
             Value::Null
         }
-        Some(v) => validate_value(name, kind, v, context)?,
+        Some(v) => validate_value(name, kind, v, context, mode)?,
     };
     for (key, member) in members {
-        match key.as_str() {
-            "datasetId" => match member {
-                Value::String(s) if is_uri(s) => attribute.dataset_id = Some(s.clone()),
-                _ => return Err(NgsiError::bad_request(format!("datasetId of '{name}' must be a URI"))),
-            },
-            "observedAt" => match member.as_str().filter(|s| time::parse(s).is_some()) {
-                Some(s) => attribute.observed_at = Some(s.to_owned()),
-                None => {
-                    return Err(NgsiError::bad_request(format!(
-                        "observedAt of '{name}' must be a DateTime"
-                    )))
-                }
-            },
-            "unitCode" => match member {
-                Value::String(s) => attribute.unit_code = Some(s.clone()),
-                _ => return Err(NgsiError::bad_request(format!("unitCode of '{name}' must be a string"))),
-            },
-            "objectType" => attribute.object_type = Some(expand_vocab(member, context)?),
-            key if ATTRIBUTE_MEMBERS.contains(&key) => {}
-            sub_name => {
-                if !is_valid_name(sub_name) {
-                    return Err(NgsiError::bad_request(format!(
-                        "invalid sub-attribute name '{sub_name}'"
-                    )));
-                }
-                let expanded = context.expand(sub_name);
-                let sub = parse_instance(sub_name, member, context, allow_null)?;
-                attribute.sub.insert(expanded, sub);
-            }
-        }
+        parse_member(name, &mut attribute, key, member, context, mode)?;
     }
-    Ok(attribute)
+    Ok(AttributePatch { attribute, has_kind, has_value })
 }
 
-fn validate_value(name: &str, kind: AttributeKind, value: &Value, context: &ActiveContext) -> Result<Value> {
+fn parse_member(name: &str, attribute: &mut Attribute, key: &str, member: &Value, context: &ActiveContext, mode: Mode) -> Result<()> {
+    match key {
+        "datasetId" => match member {
+            Value::String(s) if s == "@none" => attribute.dataset_id = None,
+            Value::String(s) if is_uri(s) && s != NGSI_NULL => attribute.dataset_id = Some(s.clone()),
+            _ => return Err(NgsiError::bad_request(format!("datasetId of '{name}' must be a URI"))),
+        },
+        "observedAt" => match member.as_str().filter(|s| is_utc_datetime(s)) {
+            Some(s) => attribute.observed_at = Some(s.to_owned()),
+            None => return Err(NgsiError::bad_request(format!("observedAt of '{name}' must be a UTC DateTime"))),
+        },
+        "unitCode" => match member {
+            Value::String(s) => attribute.unit_code = Some(s.clone()),
+            _ => return Err(NgsiError::bad_request(format!("unitCode of '{name}' must be a string"))),
+        },
+        "objectType" => attribute.object_type = Some(expand_vocab(member, context)?),
+        "valueType" if attribute.kind == AttributeKind::LanguageProperty => {
+            if member.as_str() != Some("langString") && member.as_str() != Some("rdf:langString") {
+                return Err(NgsiError::bad_request(format!("valueType of LanguageProperty '{name}' must be langString")));
+            }
+        }
+        "valueType" => {}
+        key if ATTRIBUTE_MEMBERS.contains(&key) => {}
+        sub_name => {
+            if !is_valid_name(sub_name) || RESERVED_ATTRIBUTE_NAMES.contains(&sub_name) {
+                return Err(NgsiError::bad_request(format!("invalid sub-attribute name '{sub_name}'")));
+            }
+            let expanded = context.expand(sub_name);
+            let sub = parse_instance(sub_name, member, context, Mode { partial: false, ..mode })?.attribute;
+            attribute.sub.insert(expanded, sub);
+        }
+    }
+    Ok(())
+}
+
+/// observedAt and friends: RFC 3339 in UTC, with a `Z`.
+pub fn is_utc_datetime(text: &str) -> bool {
+    text.ends_with('Z') && time::parse(text).is_some()
+}
+
+fn validate_value(name: &str, kind: AttributeKind, value: &Value, context: &ActiveContext, mode: Mode) -> Result<Value> {
     let bad = |why: &str| NgsiError::bad_request(format!("attribute '{name}': {why}"));
     match kind {
-        AttributeKind::Property | AttributeKind::JsonProperty => Ok(value.clone()),
+        AttributeKind::Property => {
+            if !mode.allow_null && contains_null(value) {
+                return Err(bad("a value must not contain null"));
+            }
+            Ok(value.clone())
+        }
+        AttributeKind::JsonProperty => match value {
+            Value::Object(_) | Value::Array(_) => Ok(value.clone()),
+            _ => Err(bad("a JsonProperty's json must be an object or an array")),
+        },
         AttributeKind::GeoProperty => {
-            if is_geometry(value) {
-                Ok(value.clone())
+            // A geometry may arrive serialised as a JSON string.
+            let parsed = match value {
+                Value::String(text) => serde_json::from_str::<Value>(text).unwrap_or(Value::Null),
+                other => other.clone(),
+            };
+            if is_geometry(&parsed) {
+                Ok(parsed)
             } else {
                 Err(bad("a GeoProperty value must be a valid GeoJSON geometry"))
             }
@@ -568,13 +709,16 @@ fn validate_value(name: &str, kind: AttributeKind, value: &Value, context: &Acti
         },
         AttributeKind::LanguageProperty => match value {
             Value::Object(map)
-                if map
-                    .values()
-                    .all(|v| v.is_string() || v.as_array().is_some_and(|a| a.iter().all(Value::is_string))) =>
+                if !map.is_empty()
+                    && map.keys().all(|k| !k.is_empty())
+                    && map.values().all(|v| {
+                        (v.is_string() || v.as_array().is_some_and(|a| a.iter().all(Value::is_string)))
+                            && !contains_null(v)
+                    }) =>
             {
                 Ok(value.clone())
             }
-            _ => Err(bad("a languageMap must map language tags to strings")),
+            _ => Err(bad("a languageMap must map non-empty language tags to strings")),
         },
         AttributeKind::VocabProperty => expand_vocab(value, context),
         AttributeKind::ListProperty => match value {
@@ -591,12 +735,13 @@ fn validate_value(name: &str, kind: AttributeKind, value: &Value, context: &Acti
                 },
                 _ => return Err(bad("an objectList must be an array")),
             };
+            // Stored (and served) in the normalized `{"object": uri}` form.
             let objects: Vec<Value> = items
                 .iter()
                 .map(|item| match item {
-                    Value::String(s) if is_uri(s) => Ok(Value::String(s.clone())),
+                    Value::String(s) if is_uri(s) => Ok(serde_json::json!({ "object": s })),
                     Value::Object(o) => match o.get("object") {
-                        Some(Value::String(s)) if is_uri(s) => Ok(Value::String(s.clone())),
+                        Some(Value::String(s)) if is_uri(s) => Ok(serde_json::json!({ "object": s })),
                         _ => Err(bad("objectList members must be URIs")),
                     },
                     _ => Err(bad("objectList members must be URIs")),
@@ -630,12 +775,7 @@ pub fn is_geometry(value: &Value) -> bool {
     let Some(Value::String(kind)) = map.get("type") else {
         return false;
     };
-    if kind == "GeometryCollection" {
-        return map
-            .get("geometries")
-            .and_then(Value::as_array)
-            .is_some_and(|g| g.iter().all(is_geometry));
-    }
+    // GeometryCollection is not a valid GeoProperty value in NGSI-LD.
     let Some(coordinates) = map.get("coordinates") else {
         return false;
     };

@@ -44,7 +44,7 @@ pub fn render_entity(entity: &Entity, context: &ActiveContext, options: &RenderO
     out.insert("id".into(), Value::String(entity.id.clone()));
     out.insert("type".into(), render_types(&entity.types, context));
     if !entity.scope.is_empty() {
-        let scope = if entity.scope.len() == 1 && options.format != Format::Normalized {
+        let scope = if entity.scope.len() == 1 {
             Value::String(entity.scope[0].clone())
         } else {
             Value::Array(entity.scope.iter().cloned().map(Value::String).collect())
@@ -182,8 +182,9 @@ fn lang_tag(attribute: &Attribute, options: &RenderOptions) -> Option<String> {
 }
 
 /// Chooses the string of a language map for a `lang` preference list
-/// (e.g. `it,en;q=0.8`, `*`): the first listed language present, else the
-/// `@none` entry, else any.
+/// (e.g. `it,en;q=0.8`, `*`), as HTTP language negotiation would: by
+/// quality, case-insensitively, a range matching its subtags (`en` matches
+/// `en-US`, `nl-BE` falls back to `nl`); else `@none`, else any entry.
 pub fn pick_language(language_map: &Value, wanted: &str) -> (Option<String>, Value) {
     let Some(map) = language_map.as_object() else {
         return (None, Value::Null);
@@ -198,14 +199,15 @@ pub fn pick_language(language_map: &Value, wanted: &str) -> (Option<String>, Val
                 .unwrap_or(1.0);
             (tag, weight)
         })
+        .filter(|(tag, weight)| !tag.is_empty() && *weight > 0.0)
         .collect();
     preferences.sort_by(|a, b| b.1.partial_cmp(&a.1).unwrap_or(std::cmp::Ordering::Equal));
     for (tag, _) in &preferences {
         if *tag == "*" {
             break;
         }
-        if let Some(text) = map.get(*tag) {
-            return (Some((*tag).to_owned()), text.clone());
+        if let Some((key, text)) = best_language_match(map, tag) {
+            return (Some(key.clone()), text.clone());
         }
     }
     if let Some(text) = map.get("@none") {
@@ -215,6 +217,18 @@ pub fn pick_language(language_map: &Value, wanted: &str) -> (Option<String>, Val
         Some((tag, text)) => (Some(tag.clone()), text.clone()),
         None => (None, Value::Null),
     }
+}
+
+fn best_language_match<'a>(map: &'a Map<String, Value>, range: &str) -> Option<(&'a String, &'a Value)> {
+    let range = range.to_ascii_lowercase();
+    let exact = map.iter().find(|(key, _)| key.to_ascii_lowercase() == range);
+    let narrower = || map.iter().find(|(key, _)| key.to_ascii_lowercase().starts_with(&format!("{range}-")));
+    let broader = || {
+        map.iter()
+            .filter(|(key, _)| range.starts_with(&format!("{}-", key.to_ascii_lowercase())))
+            .max_by_key(|(key, _)| key.len())
+    };
+    exact.or_else(narrower).or_else(broader)
 }
 
 fn compact_vocab(value: &Value, context: &ActiveContext) -> Value {
@@ -232,8 +246,10 @@ fn key_value(attribute: &Attribute, context: &ActiveContext, options: &RenderOpt
         }
         AttributeKind::LanguageProperty => json!({ "languageMap": attribute.value }),
         AttributeKind::VocabProperty => json!({ "vocab": compact_vocab(&attribute.value, context) }),
-        AttributeKind::ListProperty => json!({ "valueList": attribute.value }),
-        AttributeKind::ListRelationship => json!({ "objectList": attribute.value }),
+        AttributeKind::ListRelationship => match &attribute.value {
+            Value::Array(items) => Value::Array(items.iter().map(|i| i.get("object").cloned().unwrap_or(Value::Null)).collect()),
+            other => other.clone(),
+        },
         AttributeKind::JsonProperty => json!({ "json": attribute.value }),
         _ => attribute.value.clone(),
     }

@@ -4,7 +4,7 @@
 //! the entity in place, stamping system attributes with `now`. None does
 //! I/O; the broker runs them inside a storage transaction.
 
-use crate::entity::{Attribute, Entity};
+use crate::entity::{Attribute, AttributePatch, Entity};
 use crate::error::{NgsiError, Result};
 use crate::time::Timestamp;
 
@@ -54,15 +54,20 @@ fn upsert_instance(entity: &mut Entity, name: &str, mut instance: Attribute, now
 }
 
 /// Append Entity Attributes (clause 5.6.3): adds attributes, overwriting
-/// existing instances unless `no_overwrite`.
+/// existing instances unless `no_overwrite`. Scopes are replaced, or added
+/// to with `no_overwrite`.
 pub fn append_attributes(entity: &mut Entity, fragment: Entity, no_overwrite: bool, now: Timestamp) -> UpdateOutcome {
     let mut outcome = UpdateOutcome::default();
     add_types(entity, fragment.types);
     if !fragment.scope.is_empty() {
-        for scope in fragment.scope {
-            if !entity.scope.contains(&scope) {
-                entity.scope.push(scope);
+        if no_overwrite {
+            for scope in fragment.scope {
+                if !entity.scope.contains(&scope) {
+                    entity.scope.push(scope);
+                }
             }
+        } else {
+            entity.scope = fragment.scope;
         }
     }
     for (name, instances) in fragment.attributes {
@@ -87,54 +92,85 @@ pub fn append_attributes(entity: &mut Entity, fragment: Entity, no_overwrite: bo
     outcome
 }
 
-/// Update Entity Attributes (clause 5.6.2): replaces attributes that exist;
-/// attributes that do not exist are reported as not updated.
+/// Update Entity Attributes (clause 5.6.2): each instance given replaces the
+/// instance with its datasetId (or is added); an NGSI-LD Null deletes it.
+/// Types are added; a scope can only replace an existing scope.
 pub fn update_attributes(entity: &mut Entity, fragment: Entity, now: Timestamp) -> UpdateOutcome {
     let mut outcome = UpdateOutcome::default();
-    for (name, instances) in fragment.attributes {
-        let mut changed = false;
-        for instance in instances {
-            if entity.instance(&name, instance.dataset_id.as_deref()).is_none() {
-                continue;
-            }
-            upsert_instance(entity, &name, instance, now);
-            changed = true;
-        }
-        if changed {
-            outcome.updated.push(name);
-        } else {
+    add_types(entity, fragment.types);
+    if !fragment.scope.is_empty() {
+        if entity.scope.is_empty() {
             outcome.not_updated.push(NotUpdated {
-                name,
-                reason: "attribute (or that datasetId) does not exist".into(),
+                name: "scope".into(),
+                reason: "the entity has no scope to update".into(),
             });
+        } else {
+            entity.scope = fragment.scope;
+            outcome.updated.push("scope".into());
         }
     }
-    if !outcome.updated.is_empty() {
-        entity.modified_at = Some(now);
+    for (name, instances) in fragment.attributes {
+        for instance in instances {
+            if instance.is_null() {
+                remove_instance(entity, &name, instance.dataset_id.as_deref());
+            } else {
+                upsert_instance(entity, &name, instance, now);
+            }
+        }
+        outcome.updated.push(name);
     }
+    entity.modified_at = Some(now);
     outcome
 }
 
-/// Partial Attribute Update (clause 5.6.4): merges the given members into
-/// the existing instance(s) of one attribute.
-pub fn partial_update_attribute(entity: &mut Entity, name: &str, patch: Vec<Attribute>, now: Timestamp) -> Result<()> {
+fn remove_instance(entity: &mut Entity, name: &str, dataset_id: Option<&str>) -> bool {
     let Some(instances) = entity.attributes.get_mut(name) else {
-        return Err(NgsiError::not_found(format!(
-            "entity {} has no attribute {name}",
-            entity.id
-        )));
+        return false;
     };
-    for instance in &patch {
-        if !instances.iter().any(|i| i.dataset_id == instance.dataset_id) {
+    let before = instances.len();
+    instances.retain(|i| i.dataset_id.as_deref() != dataset_id);
+    let removed = instances.len() != before;
+    if instances.is_empty() {
+        entity.attributes.shift_remove(name);
+    }
+    removed
+}
+
+/// Partial Attribute Update (clause 5.6.4): merges the given members into
+/// the existing instance(s) of one attribute; a Null value deletes.
+pub fn partial_update_attribute(entity: &mut Entity, name: &str, patches: Vec<AttributePatch>, now: Timestamp) -> Result<()> {
+    let Some(instances) = entity.attributes.get(name) else {
+        return Err(NgsiError::not_found(format!("entity {} has no attribute {name}", entity.id)));
+    };
+    for patch in &patches {
+        let dataset_id = patch.attribute.dataset_id.as_deref();
+        let Some(existing) = instances.iter().find(|i| i.dataset_id.as_deref() == dataset_id) else {
             return Err(NgsiError::not_found(format!(
                 "attribute {name} has no instance with datasetId {}",
-                instance.dataset_id.as_deref().unwrap_or("(default)")
+                dataset_id.unwrap_or("(default)")
+            )));
+        };
+        if patch.has_kind && patch.attribute.kind != existing.kind {
+            return Err(NgsiError::bad_request(format!(
+                "attribute {name} is a {}, not a {}",
+                existing.kind.name(),
+                patch.attribute.kind.name()
             )));
         }
     }
-    for instance in patch {
-        if let Some(existing) = instances.iter_mut().find(|i| i.dataset_id == instance.dataset_id) {
-            existing.merge_from(instance, now);
+    for patch in patches {
+        let dataset_id = patch.attribute.dataset_id.clone();
+        if patch.has_value && patch.attribute.is_null() {
+            remove_instance(entity, name, dataset_id.as_deref());
+            continue;
+        }
+        let instances = entity.attributes.get_mut(name).into_iter().flatten();
+        if let Some(existing) = instances.into_iter().find(|i| i.dataset_id == dataset_id) {
+            let mut attribute = patch.attribute;
+            if !patch.has_kind {
+                attribute.kind = existing.kind;
+            }
+            existing.merge_from(attribute, now);
         }
     }
     entity.modified_at = Some(now);
@@ -168,12 +204,7 @@ pub fn merge_entity(entity: &mut Entity, fragment: Entity, now: Timestamp) -> Up
         for instance in instances {
             let dataset_id = instance.dataset_id.clone();
             if instance.is_null() && instance.sub.is_empty() {
-                if let Some(existing) = entity.attributes.get_mut(&name) {
-                    existing.retain(|i| i.dataset_id != dataset_id);
-                    if existing.is_empty() {
-                        entity.attributes.shift_remove(&name);
-                    }
-                }
+                remove_instance(entity, &name, dataset_id.as_deref());
                 continue;
             }
             let existing = entity
@@ -181,14 +212,7 @@ pub fn merge_entity(entity: &mut Entity, fragment: Entity, now: Timestamp) -> Up
                 .get_mut(&name)
                 .and_then(|all| all.iter_mut().find(|i| i.dataset_id == dataset_id));
             match existing {
-                Some(existing) => {
-                    let keep_value = instance.is_null();
-                    let old_value = existing.value.clone();
-                    existing.merge_from(instance, now);
-                    if keep_value {
-                        existing.value = old_value;
-                    }
-                }
+                Some(existing) => existing.merge_from(instance, now),
                 None => upsert_instance(entity, &name, instance, now),
             }
         }
@@ -220,6 +244,14 @@ pub fn delete_attribute(
     now: Timestamp,
 ) -> Result<()> {
     let missing = || NgsiError::not_found(format!("entity {} has no attribute {name}", entity.id));
+    if name == "scope" {
+        if entity.scope.is_empty() {
+            return Err(missing());
+        }
+        entity.scope.clear();
+        entity.modified_at = Some(now);
+        return Ok(());
+    }
     let Some(instances) = entity.attributes.get_mut(name) else {
         return Err(missing());
     };

@@ -48,25 +48,39 @@ impl EntityQuery {
     }
 }
 
-/// Which attributes of the selected entities are returned (`attrs`, `pick`, `omit`).
+/// Which members of the selected entities are returned (`attrs`, `pick`, `omit`).
 #[derive(Clone, Debug, Default)]
 pub struct Projection {
-    /// Expanded names to keep; `None` keeps all. May contain `id`, `type`, `scope`.
+    /// Expanded names to keep (`@id`, `@type` and the scope IRI included);
+    /// `None` keeps all.
     pub pick: Option<Vec<String>>,
     /// Expanded names to drop.
     pub omit: Vec<String>,
+    /// Whether `id`, `type` and `scope` are kept whatever `pick` says (`attrs`
+    /// only selects attributes).
+    pub keep_core: bool,
 }
+
+const CORE_MEMBERS: [&str; 3] = ["@id", "@type", "https://uri.etsi.org/ngsi-ld/scope"];
 
 impl Projection {
     pub fn is_identity(&self) -> bool {
         self.pick.is_none() && self.omit.is_empty()
     }
 
-    /// Applies the projection to an entity in place.
+    /// Whether the member with this expanded name is returned.
+    pub fn keeps(&self, member: &str) -> bool {
+        let core = CORE_MEMBERS.contains(&member);
+        let picked = match &self.pick {
+            None => true,
+            Some(_) if core && self.keep_core => true,
+            Some(pick) => pick.iter().any(|p| p == member),
+        };
+        picked && !self.omit.iter().any(|o| o == member)
+    }
+
+    /// Drops the attributes the projection does not return.
     pub fn apply(&self, entity: &mut Entity) {
-        if let Some(pick) = &self.pick {
-            entity.attributes.retain(|name, _| pick.contains(name));
-        }
-        entity.attributes.retain(|name, _| !self.omit.contains(name));
+        entity.attributes.retain(|name, _| self.keeps(name));
     }
 }

@@ -34,20 +34,17 @@ fn append_respects_no_overwrite() {
 }
 
 #[test]
-fn update_only_touches_existing_attributes_and_keeps_created_at() {
-    let mut e = entity(json!({"id": "urn:x:1", "type": "T", "a": 1}));
+fn update_replaces_instances_keeps_created_at_and_deletes_with_null() {
+    let mut e = entity(json!({"id": "urn:x:1", "type": "T", "a": {"value": 1, "unitCode": "C"}, "b": 1}));
     let created = e.instance(&name("a"), None).unwrap().created_at;
-    let outcome = update_attributes(
-        &mut e,
-        fragment(json!({"a": 2, "zz": 3}), ParseOptions::FRAGMENT),
-        time::now(),
-    );
-    assert_eq!(outcome.updated, vec![name("a")]);
-    assert_eq!(outcome.not_updated[0].name, name("zz"));
+    let patch = fragment(json!({"a": 2, "zz": 3, "b": "urn:ngsi-ld:null", "scope": "/x"}), ParseOptions::MERGE);
+    let outcome = update_attributes(&mut e, patch, time::now());
+    assert_eq!(outcome.updated, vec![name("a"), name("zz"), name("b")]);
+    assert_eq!(outcome.not_updated[0].name, "scope", "no scope to update");
     let a = e.instance(&name("a"), None).unwrap();
-    assert_eq!(a.value, json!(2));
-    assert_eq!(a.created_at, created);
-    assert!(!e.attributes.contains_key(&name("zz")));
+    assert_eq!((a.value.clone(), a.unit_code.clone(), a.created_at), (json!(2), None, created));
+    assert!(e.attributes.contains_key(&name("zz")));
+    assert!(!e.attributes.contains_key(&name("b")));
 }
 
 #[test]
@@ -78,14 +75,19 @@ fn delete_attribute_by_dataset_id_or_all() {
 }
 
 #[test]
-fn partial_update_needs_an_existing_instance() {
+fn partial_update_needs_an_existing_instance_of_the_same_kind() {
     let mut e = entity(json!({"id": "urn:x:1", "type": "T", "a": {"type": "Property", "value": 1, "unitCode": "C"}}));
-    let patch = vec![crate::entity::Attribute::new(
-        crate::entity::AttributeKind::Property,
-        json!(9),
-    )];
+    let core = ActiveContext::core();
+    let patch = crate::entity::parse_attribute_patch("a", &json!({"value": 9}), &core).unwrap();
     partial_update_attribute(&mut e, &name("a"), patch.clone(), time::now()).unwrap();
     let a = e.instance(&name("a"), None).unwrap();
     assert_eq!((a.value.clone(), a.unit_code.as_deref()), (json!(9), Some("C")));
     assert!(partial_update_attribute(&mut e, &name("nope"), patch, time::now()).is_err());
+    let relationship = json!({"type": "Relationship", "object": "urn:a:b"});
+    let wrong_kind = crate::entity::parse_attribute_patch("a", &relationship, &core).unwrap();
+    let error = partial_update_attribute(&mut e, &name("a"), wrong_kind, time::now()).unwrap_err();
+    assert_eq!(error.kind, crate::ErrorKind::BadRequestData);
+    let delete = crate::entity::parse_attribute_patch("a", &json!({"value": "urn:ngsi-ld:null"}), &core).unwrap();
+    partial_update_attribute(&mut e, &name("a"), delete, time::now()).unwrap();
+    assert!(e.attributes.is_empty());
 }
