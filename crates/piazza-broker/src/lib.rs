@@ -133,8 +133,12 @@ impl Broker {
         let mut entity = parse_entity(&payload.body, &payload.context, ParseOptions::CREATE)?;
         entity.stamp_new(time::now());
         let id = entity.id.clone();
-        let applied = self.edit_one(tenant, Edit::new(id, move |existing| create(existing, entity))).await?;
-        applied.after.ok_or_else(|| NgsiError::internal("created entity missing").into())
+        let applied = self
+            .edit_one(tenant, Edit::new(id, move |existing| create(existing, entity)))
+            .await?;
+        applied
+            .after
+            .ok_or_else(|| NgsiError::internal("created entity missing").into())
     }
 
     /// Retrieve Entity (clause 5.7.1).
@@ -217,7 +221,7 @@ impl Broker {
     /// Update Entity Attributes (clause 5.6.2).
     pub async fn update_attributes(&self, tenant: &Tenant, id: &str, payload: Payload) -> BrokerResult<UpdateOutcome> {
         check_id(id)?;
-        let fragment = parse_entity(&payload.body, &payload.context, ParseOptions::FRAGMENT)?;
+        let fragment = parse_entity(&payload.body, &payload.context, ParseOptions::UPDATE)?;
         check_body_id(&fragment, id)?;
         self.require_tenant(tenant).await?;
         let id_owned = id.to_owned();
@@ -230,7 +234,13 @@ impl Broker {
     }
 
     /// Partial Attribute Update (clause 5.6.4).
-    pub async fn partial_update_attribute(&self, tenant: &Tenant, id: &str, attr: &str, payload: Payload) -> BrokerResult<()> {
+    pub async fn partial_update_attribute(
+        &self,
+        tenant: &Tenant,
+        id: &str,
+        attr: &str,
+        payload: Payload,
+    ) -> BrokerResult<()> {
         check_id(id)?;
         check_attribute_name(attr)?;
         let name = payload.context.expand(attr);
@@ -299,17 +309,29 @@ impl Broker {
                     entity.stamp_new(now);
                     let id = entity.id.clone();
                     slots.push(items.len());
-                    items.push(BatchItem { entity_id: id.clone(), result: Ok(BatchSuccess::Created) });
+                    items.push(BatchItem {
+                        entity_id: id.clone(),
+                        result: Ok(BatchSuccess::Created),
+                    });
                     edits.push(Edit::new(id, move |existing| create(existing, entity)));
                 }
-                Err(error) => items.push(BatchItem { entity_id: body_id(&payload.body), result: Err(error) }),
+                Err(error) => items.push(BatchItem {
+                    entity_id: body_id(&payload.body),
+                    result: Err(error),
+                }),
             }
         }
-        self.run_batch(tenant, edits, slots, items, |_| Ok(BatchSuccess::Created)).await
+        self.run_batch(tenant, edits, slots, items, |_| Ok(BatchSuccess::Created))
+            .await
     }
 
     /// Batch Entity Upsert (clause 5.6.8): `replace` (default) or update existing entities.
-    pub async fn batch_upsert(&self, tenant: &Tenant, payloads: Vec<Payload>, replace: bool) -> BrokerResult<Vec<BatchItem>> {
+    pub async fn batch_upsert(
+        &self,
+        tenant: &Tenant,
+        payloads: Vec<Payload>,
+        replace: bool,
+    ) -> BrokerResult<Vec<BatchItem>> {
         self.check_batch(payloads.len())?;
         let now = time::now();
         let mut items = Vec::new();
@@ -320,10 +342,16 @@ impl Broker {
                 Ok(entity) => {
                     let id = entity.id.clone();
                     slots.push(items.len());
-                    items.push(BatchItem { entity_id: id.clone(), result: Ok(BatchSuccess::Created) });
+                    items.push(BatchItem {
+                        entity_id: id.clone(),
+                        result: Ok(BatchSuccess::Created),
+                    });
                     edits.push(Edit::new(id, move |existing| upsert(existing, entity, replace, now)));
                 }
-                Err(error) => items.push(BatchItem { entity_id: body_id(&payload.body), result: Err(error) }),
+                Err(error) => items.push(BatchItem {
+                    entity_id: body_id(&payload.body),
+                    result: Err(error),
+                }),
             }
         }
         self.run_batch(tenant, edits, slots, items, |applied| {
@@ -337,7 +365,12 @@ impl Broker {
     }
 
     /// Batch Entity Update (clause 5.6.9): append attributes to existing entities.
-    pub async fn batch_update(&self, tenant: &Tenant, payloads: Vec<Payload>, no_overwrite: bool) -> BrokerResult<Vec<BatchItem>> {
+    pub async fn batch_update(
+        &self,
+        tenant: &Tenant,
+        payloads: Vec<Payload>,
+        no_overwrite: bool,
+    ) -> BrokerResult<Vec<BatchItem>> {
         self.check_batch(payloads.len())?;
         let now = time::now();
         let mut items = Vec::new();
@@ -348,14 +381,20 @@ impl Broker {
                 Ok(fragment) => {
                     let id = fragment.id.clone();
                     slots.push(items.len());
-                    items.push(BatchItem { entity_id: id.clone(), result: Ok(BatchSuccess::Updated) });
+                    items.push(BatchItem {
+                        entity_id: id.clone(),
+                        result: Ok(BatchSuccess::Updated),
+                    });
                     edits.push(Edit::new(id.clone(), move |existing| {
                         let mut entity = existing.cloned().ok_or_else(|| not_found(&id))?;
                         let report = update::append_attributes(&mut entity, fragment, no_overwrite, now);
                         Ok(EditOutcome::put(entity, report))
                     }));
                 }
-                Err(error) => items.push(BatchItem { entity_id: body_id(&payload.body), result: Err(error) }),
+                Err(error) => items.push(BatchItem {
+                    entity_id: body_id(&payload.body),
+                    result: Err(error),
+                }),
             }
         }
         self.run_batch(tenant, edits, slots, items, |applied| {
@@ -363,7 +402,10 @@ impl Broker {
                 return Ok(BatchSuccess::Updated);
             }
             let names: Vec<_> = applied.report.not_updated.iter().map(|n| n.name.as_str()).collect();
-            Err(NgsiError::bad_request(format!("attributes not updated: {}", names.join(", "))))
+            Err(NgsiError::bad_request(format!(
+                "attributes not updated: {}",
+                names.join(", ")
+            )))
         })
         .await
     }
@@ -387,17 +429,24 @@ impl Broker {
                 Ok(fragment) => {
                     let id = fragment.id.clone();
                     slots.push(items.len());
-                    items.push(BatchItem { entity_id: id.clone(), result: Ok(BatchSuccess::Updated) });
+                    items.push(BatchItem {
+                        entity_id: id.clone(),
+                        result: Ok(BatchSuccess::Updated),
+                    });
                     edits.push(Edit::new(id.clone(), move |existing| {
                         let mut entity = existing.cloned().ok_or_else(|| not_found(&id))?;
                         let report = update::merge_entity(&mut entity, fragment, now);
                         Ok(EditOutcome::put(entity, report))
                     }));
                 }
-                Err(error) => items.push(BatchItem { entity_id: body_id(&payload.body), result: Err(error) }),
+                Err(error) => items.push(BatchItem {
+                    entity_id: body_id(&payload.body),
+                    result: Err(error),
+                }),
             }
         }
-        self.run_batch(tenant, edits, slots, items, |_| Ok(BatchSuccess::Updated)).await
+        self.run_batch(tenant, edits, slots, items, |_| Ok(BatchSuccess::Updated))
+            .await
     }
 
     /// Batch Entity Delete (clause 5.6.10).
@@ -410,7 +459,10 @@ impl Broker {
             match id.as_str().filter(|s| piazza_ngsild::entity::is_uri(s)) {
                 Some(id) => {
                     slots.push(items.len());
-                    items.push(BatchItem { entity_id: id.to_owned(), result: Ok(BatchSuccess::Deleted) });
+                    items.push(BatchItem {
+                        entity_id: id.to_owned(),
+                        result: Ok(BatchSuccess::Deleted),
+                    });
                     edits.push(delete_edit(id));
                 }
                 None => items.push(BatchItem {
@@ -419,14 +471,25 @@ impl Broker {
                 }),
             }
         }
-        self.run_batch(tenant, edits, slots, items, |_| Ok(BatchSuccess::Deleted)).await
+        self.run_batch(tenant, edits, slots, items, |_| Ok(BatchSuccess::Deleted))
+            .await
     }
 
     /// Purge Entities (clause 5.6.21): deletes every matching entity, or with
     /// `drop`/`keep` (expanded names) removes or keeps only those attributes.
-    pub async fn purge(&self, tenant: &Tenant, query: EntityQuery, drop: Vec<String>, keep: Vec<String>) -> BrokerResult<()> {
+    pub async fn purge(
+        &self,
+        tenant: &Tenant,
+        query: EntityQuery,
+        drop: Vec<String>,
+        keep: Vec<String>,
+    ) -> BrokerResult<()> {
         self.require_tenant(tenant).await?;
-        let everything = Page { offset: 0, limit: usize::MAX >> 1, count: false };
+        let everything = Page {
+            offset: 0,
+            limit: usize::MAX >> 1,
+            count: false,
+        };
         let matched = self.store.query(tenant, Arc::new(query), everything).await?;
         let now = time::now();
         let edits = matched
@@ -436,13 +499,21 @@ impl Broker {
                 let (drop, keep) = (drop.clone(), keep.clone());
                 Edit::new(entity.id.clone(), move |existing| {
                     let Some(existing) = existing else {
-                        return Ok(EditOutcome { state: NewState::Keep, report: UpdateOutcome::default() });
+                        return Ok(EditOutcome {
+                            state: NewState::Keep,
+                            report: UpdateOutcome::default(),
+                        });
                     };
                     if drop.is_empty() && keep.is_empty() {
-                        return Ok(EditOutcome { state: NewState::Delete, report: UpdateOutcome::default() });
+                        return Ok(EditOutcome {
+                            state: NewState::Delete,
+                            report: UpdateOutcome::default(),
+                        });
                     }
                     let mut entity = existing.clone();
-                    entity.attributes.retain(|name, _| !drop.contains(name) && (keep.is_empty() || keep.contains(name)));
+                    entity
+                        .attributes
+                        .retain(|name, _| !drop.contains(name) && (keep.is_empty() || keep.contains(name)));
                     entity.modified_at = Some(now);
                     Ok(EditOutcome::put(entity, UpdateOutcome::default()))
                 })
@@ -486,12 +557,20 @@ impl Broker {
 
 fn create(existing: Option<&Entity>, entity: Entity) -> Result<EditOutcome, NgsiError> {
     match existing {
-        Some(_) => Err(NgsiError::already_exists(format!("entity {} already exists", entity.id))),
+        Some(_) => Err(NgsiError::already_exists(format!(
+            "entity {} already exists",
+            entity.id
+        ))),
         None => Ok(EditOutcome::put(entity, UpdateOutcome::default())),
     }
 }
 
-fn upsert(existing: Option<&Entity>, mut entity: Entity, replace: bool, now: time::Timestamp) -> Result<EditOutcome, NgsiError> {
+fn upsert(
+    existing: Option<&Entity>,
+    mut entity: Entity,
+    replace: bool,
+    now: time::Timestamp,
+) -> Result<EditOutcome, NgsiError> {
     match existing {
         None => {
             entity.stamp_new(now);
@@ -513,7 +592,10 @@ fn upsert(existing: Option<&Entity>, mut entity: Entity, replace: bool, now: tim
 fn delete_edit(id: &str) -> Edit {
     let id_owned = id.to_owned();
     Edit::new(id, move |existing| match existing {
-        Some(_) => Ok(EditOutcome { state: NewState::Delete, report: UpdateOutcome::default() }),
+        Some(_) => Ok(EditOutcome {
+            state: NewState::Delete,
+            report: UpdateOutcome::default(),
+        }),
         None => Err(not_found(&id_owned)),
     })
 }
@@ -544,11 +626,18 @@ fn check_body_id(fragment: &Entity, id: &str) -> Result<(), NgsiError> {
     if fragment.id.is_empty() || fragment.id == id {
         Ok(())
     } else {
-        Err(NgsiError::bad_request(format!("the body's id {} does not match {id}", fragment.id)))
+        Err(NgsiError::bad_request(format!(
+            "the body's id {} does not match {id}",
+            fragment.id
+        )))
     }
 }
 
-fn attribute_payload(id: &str, attr: &str, payload: &Payload) -> Result<(String, Vec<piazza_ngsild::Attribute>), NgsiError> {
+fn attribute_payload(
+    id: &str,
+    attr: &str,
+    payload: &Payload,
+) -> Result<(String, Vec<piazza_ngsild::Attribute>), NgsiError> {
     check_id(id)?;
     check_attribute_name(attr)?;
     let name = payload.context.expand(attr);

@@ -21,7 +21,9 @@ use crate::AppState;
 /// that is not a non-empty array of objects fails the whole request.
 async fn payloads(state: &AppState, meta: &Meta, body: &JsonBody) -> ApiResult<(Vec<Payload>, Vec<BatchItem>)> {
     let Value::Array(items) = &body.value else {
-        return Err(ApiError::bad_request("a batch operation needs a JSON array of entities"));
+        return Err(ApiError::bad_request(
+            "a batch operation needs a JSON array of entities",
+        ));
     };
     if items.is_empty() {
         return Err(ApiError::bad_request("a batch operation needs at least one entity"));
@@ -30,7 +32,9 @@ async fn payloads(state: &AppState, meta: &Meta, body: &JsonBody) -> ApiResult<(
         return Err(ApiError::bad_request("every item of a batch must be an entity object"));
     }
     if body.json_ld && meta.link.is_some() {
-        return Err(ApiError::bad_request("a JSON-LD context Link header must not be sent with application/ld+json"));
+        return Err(ApiError::bad_request(
+            "a JSON-LD context Link header must not be sent with application/ld+json",
+        ));
     }
     let mut payloads = Vec::with_capacity(items.len());
     let mut failed = Vec::new();
@@ -49,7 +53,11 @@ async fn payloads(state: &AppState, meta: &Meta, body: &JsonBody) -> ApiResult<(
 
 /// BatchOperationResult (clause 5.2.16).
 fn batch_result(items: &[BatchItem]) -> Value {
-    let success: Vec<&str> = items.iter().filter(|i| i.result.is_ok()).map(|i| i.entity_id.as_str()).collect();
+    let success: Vec<&str> = items
+        .iter()
+        .filter(|i| i.result.is_ok())
+        .map(|i| i.entity_id.as_str())
+        .collect();
     let errors: Vec<Value> = items
         .iter()
         .filter_map(|i| {
@@ -155,7 +163,16 @@ pub async fn query(
     body: JsonBody,
 ) -> ApiResult<Response> {
     let params = Params::parse(raw.as_deref())?;
-    params.allow_only(&["limit", "offset", "count", "options", "format", "lang", "geometryProperty", "local"])?;
+    params.allow_only(&[
+        "limit",
+        "offset",
+        "count",
+        "options",
+        "format",
+        "lang",
+        "geometryProperty",
+        "local",
+    ])?;
     let local = body.local_context(&body.value, &meta)?.map(|c| c.to_value());
     let context = state.broker.context(&meta.tenant, local.as_ref()).await?;
     let mut view = View::new(&state, &meta, &params).await?;
@@ -189,7 +206,9 @@ pub async fn query(
         query.q = Some(Query::parse(text, &context)?);
     }
     if let Some(scope) = request.get("scopeQ") {
-        let text = scope.as_str().ok_or_else(|| ApiError::bad_request("scopeQ must be a string"))?;
+        let text = scope
+            .as_str()
+            .ok_or_else(|| ApiError::bad_request("scopeQ must be a string"))?;
         query.scope = Some(ScopeQuery::parse(text)?);
     }
     if let Some(geo) = request.get("geoQ") {
@@ -211,7 +230,10 @@ pub async fn query(
         state.broker.query(&meta.tenant, query, page).await?
     } else {
         // Several selectors: any of them, combined with the common filters.
-        let combined = AnyOf { selectors: alternatives, common: query };
+        let combined = AnyOf {
+            selectors: alternatives,
+            common: query,
+        };
         state.broker.query(&meta.tenant, combined.into_query(), page).await?
     };
     let total = result.total;
@@ -229,10 +251,14 @@ fn entity_selector(selector: &Value, context: &piazza_ngsild::ActiveContext) -> 
     let mut query = EntityQuery::default();
     if let Some(id) = members.get("id") {
         let id = id.as_str().filter(|s| piazza_ngsild::entity::is_uri(s));
-        query.ids = vec![id.ok_or_else(|| ApiError::bad_request("entities id must be a URI"))?.to_owned()];
+        query.ids = vec![id
+            .ok_or_else(|| ApiError::bad_request("entities id must be a URI"))?
+            .to_owned()];
     }
     if let Some(pattern) = members.get("idPattern") {
-        let pattern = pattern.as_str().ok_or_else(|| ApiError::bad_request("idPattern must be a string"))?;
+        let pattern = pattern
+            .as_str()
+            .ok_or_else(|| ApiError::bad_request("idPattern must be a string"))?;
         query.id_pattern = Some(params::compile_pattern(pattern)?);
     }
     match members.get("type") {
@@ -247,7 +273,11 @@ fn string_list(value: &Value, name: &str) -> ApiResult<Vec<String>> {
     match value {
         Value::Array(items) => items
             .iter()
-            .map(|i| i.as_str().map(str::to_owned).ok_or_else(|| ApiError::bad_request(format!("{name} must hold strings"))))
+            .map(|i| {
+                i.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| ApiError::bad_request(format!("{name} must hold strings")))
+            })
             .collect(),
         Value::String(s) => Ok(s.split(',').map(str::to_owned).collect()),
         _ => Err(ApiError::bad_request(format!("{name} must be an array of strings"))),

@@ -8,9 +8,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use piazza_broker::Payload;
 use piazza_ngsild::query::Projection;
+use piazza_ngsild::query::TypeSelector;
 use piazza_ngsild::render::{render_entity, render_feature, RenderOptions};
 use piazza_ngsild::update::UpdateOutcome;
-use piazza_ngsild::query::TypeSelector;
 use piazza_ngsild::{ActiveContext, Entity, NgsiError};
 use serde_json::{json, Map, Value};
 
@@ -23,20 +23,58 @@ use crate::AppState;
 pub const ENTITIES_PATH: &str = "/ngsi-ld/v1/entities/";
 
 const QUERY_PARAMS: &[&str] = &[
-    "id", "idPattern", "type", "attrs", "pick", "omit", "q", "scopeQ", "georel", "geometry", "coordinates",
-    "geoproperty", "geometryProperty", "limit", "offset", "count", "options", "format", "lang", "csf", "local",
-    "datasetId", "containedBy", "join", "joinLevel", "entityMap", "collectGeometry",
+    "id",
+    "idPattern",
+    "type",
+    "attrs",
+    "pick",
+    "omit",
+    "q",
+    "scopeQ",
+    "georel",
+    "geometry",
+    "coordinates",
+    "geoproperty",
+    "geometryProperty",
+    "limit",
+    "offset",
+    "count",
+    "options",
+    "format",
+    "lang",
+    "csf",
+    "local",
+    "datasetId",
+    "containedBy",
+    "join",
+    "joinLevel",
+    "entityMap",
+    "collectGeometry",
 ];
 const RETRIEVE_PARAMS: &[&str] = &[
-    "attrs", "pick", "omit", "options", "format", "lang", "geometryProperty", "type", "local", "datasetId", "join",
-    "joinLevel", "containedBy",
+    "attrs",
+    "pick",
+    "omit",
+    "options",
+    "format",
+    "lang",
+    "geometryProperty",
+    "type",
+    "local",
+    "datasetId",
+    "join",
+    "joinLevel",
+    "containedBy",
 ];
 
 /// Reads a body as an entity payload with its context.
 pub async fn payload(state: &AppState, meta: &Meta, body: &JsonBody, item: &Value) -> ApiResult<Payload> {
     let local = body.local_context(item, meta)?.map(|c| c.to_value());
     let context = state.broker.context(&meta.tenant, local.as_ref()).await?;
-    Ok(Payload { body: item.clone(), context })
+    Ok(Payload {
+        body: item.clone(),
+        context,
+    })
 }
 
 pub async fn create(
@@ -96,7 +134,8 @@ impl View {
             };
             if let Some(members) = members {
                 members.retain(|key, _| {
-                    matches!(key.as_str(), "createdAt" | "modifiedAt") || self.projection.keeps(&self.context.expand(key))
+                    matches!(key.as_str(), "createdAt" | "modifiedAt")
+                        || self.projection.keeps(&self.context.expand(key))
                 });
                 if members.is_empty() {
                     return None;
@@ -123,7 +162,10 @@ impl View {
         if self.responder.media == MediaType::GeoJson {
             let mut collection = Map::new();
             collection.insert("type".into(), json!("FeatureCollection"));
-            collection.insert("features".into(), Value::Array(items.into_iter().map(Value::Object).collect()));
+            collection.insert(
+                "features".into(),
+                Value::Array(items.into_iter().map(Value::Object).collect()),
+            );
             self.responder.geojson(StatusCode::OK, collection)
         } else {
             self.responder.list(StatusCode::OK, items)
@@ -158,7 +200,9 @@ pub async fn retrieve(
     if let Some(attrs) = params.list("attrs")? {
         let wanted = params::expand_names(&attrs, &view.context)?;
         if !wanted.iter().any(|a| entity.attributes.contains_key(a)) {
-            return Err(NgsiError::not_found(format!("entity {id} has none of the attributes {}", attrs.join(","))).into());
+            return Err(
+                NgsiError::not_found(format!("entity {id} has none of the attributes {}", attrs.join(","))).into(),
+            );
         }
     }
     view.one(entity)
@@ -172,7 +216,9 @@ pub async fn query(State(state): State<Arc<AppState>>, meta: Meta, RawQuery(raw)
     let user_attrs = query.attrs.iter().any(|a| !is_system_attribute(a));
     let local = params.flag("local")?;
     if query.types.is_none() && !user_attrs && query.q.is_none() && query.geo.is_none() && !local {
-        return Err(ApiError::bad_request("a query needs at least one of type, attrs, q, a geo-query or local=true"));
+        return Err(ApiError::bad_request(
+            "a query needs at least one of type, attrs, q, a geo-query or local=true",
+        ));
     }
     let page = params::page(&params, state.broker.limits())?;
     let result = state.broker.query(&meta.tenant, query, page).await?;
@@ -231,7 +277,10 @@ pub async fn append_attributes(
     let no_overwrite = params.has_option("noOverwrite");
     let payload = payload(&state, &meta, &body, &body.value).await?;
     type_gate(&state, &meta, &id, &params).await?;
-    let outcome = state.broker.append_attributes(&meta.tenant, &id, payload, no_overwrite).await?;
+    let outcome = state
+        .broker
+        .append_attributes(&meta.tenant, &id, payload, no_overwrite)
+        .await?;
     Ok(update_result(outcome))
 }
 
@@ -277,7 +326,10 @@ pub async fn partial_update_attribute(
     params.allow_only(&["type", "local"])?;
     let payload = payload(&state, &meta, &body, &body.value).await?;
     type_gate(&state, &meta, &id, &params).await?;
-    state.broker.partial_update_attribute(&meta.tenant, &id, &attr, payload).await?;
+    state
+        .broker
+        .partial_update_attribute(&meta.tenant, &id, &attr, payload)
+        .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -288,7 +340,10 @@ pub async fn replace_attribute(
     body: JsonBody,
 ) -> ApiResult<Response> {
     let payload = payload(&state, &meta, &body, &body.value).await?;
-    state.broker.replace_attribute(&meta.tenant, &id, &attr, payload).await?;
+    state
+        .broker
+        .replace_attribute(&meta.tenant, &id, &attr, payload)
+        .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -326,18 +381,41 @@ pub async fn missing_id() -> ApiError {
 /// Purge Entities (clause 6.4.3.3): `DELETE /entities` with a query.
 pub async fn purge(State(state): State<Arc<AppState>>, meta: Meta, RawQuery(raw): RawQuery) -> ApiResult<Response> {
     let params = Params::parse(raw.as_deref())?;
-    params.allow_only(&["id", "idPattern", "type", "attrs", "q", "scopeQ", "drop", "keep", "local"])?;
+    params.allow_only(&[
+        "id",
+        "idPattern",
+        "type",
+        "attrs",
+        "q",
+        "scopeQ",
+        "drop",
+        "keep",
+        "local",
+    ])?;
     let context = link_context(&state, &meta).await?;
     let query = params::entity_query(&params, &context)?;
-    let drop = params.list("drop")?.map(|d| params::expand_names(&d, &context)).transpose()?.unwrap_or_default();
-    let keep = params.list("keep")?.map(|k| params::expand_names(&k, &context)).transpose()?.unwrap_or_default();
+    let drop = params
+        .list("drop")?
+        .map(|d| params::expand_names(&d, &context))
+        .transpose()?
+        .unwrap_or_default();
+    let keep = params
+        .list("keep")?
+        .map(|k| params::expand_names(&k, &context))
+        .transpose()?
+        .unwrap_or_default();
     if !drop.is_empty() && !keep.is_empty() {
         return Err(ApiError::bad_request("drop and keep cannot be used together"));
     }
     let user_attrs = query.attrs.iter().any(|a| !is_system_attribute(a));
-    let q_on_user_attrs = query.q.as_ref().is_some_and(|q| q.attribute_names().iter().any(|a| !is_system_attribute(a)));
+    let q_on_user_attrs = query
+        .q
+        .as_ref()
+        .is_some_and(|q| q.attribute_names().iter().any(|a| !is_system_attribute(a)));
     if query.types.is_none() && !user_attrs && !q_on_user_attrs && query.scope.is_none() && !params.flag("local")? {
-        return Err(ApiError::bad_request("a purge needs at least one of type, attrs, q, scopeQ or local=true"));
+        return Err(ApiError::bad_request(
+            "a purge needs at least one of type, attrs, q, scopeQ or local=true",
+        ));
     }
     state.broker.purge(&meta.tenant, query, drop, keep).await?;
     Ok(StatusCode::NO_CONTENT.into_response())

@@ -20,10 +20,13 @@ impl Params {
     pub fn parse(raw: Option<&str>) -> ApiResult<Params> {
         let raw = raw.unwrap_or("");
         if raw.len() > MAX_QUERY_LEN {
-            return Err(ApiError::bad_request(format!("query strings are limited to {MAX_QUERY_LEN} bytes")));
+            return Err(ApiError::bad_request(format!(
+                "query strings are limited to {MAX_QUERY_LEN} bytes"
+            )));
         }
-        let pairs: Vec<(String, String)> =
-            form_urlencoded::parse(raw.as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+        let pairs: Vec<(String, String)> = form_urlencoded::parse(raw.as_bytes())
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
         Ok(Params(pairs))
     }
 
@@ -53,7 +56,12 @@ impl Params {
 
     pub fn options(&self) -> Vec<String> {
         self.get("options")
-            .map(|o| o.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect())
+            .map(|o| {
+                o.split(',')
+                    .map(|s| s.trim().to_owned())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -66,13 +74,18 @@ impl Params {
             None => Ok(false),
             Some("true") => Ok(true),
             Some("false") => Ok(false),
-            Some(other) => Err(ApiError::bad_request(format!("parameter {name} must be true or false, not '{other}'"))),
+            Some(other) => Err(ApiError::bad_request(format!(
+                "parameter {name} must be true or false, not '{other}'"
+            ))),
         }
     }
 
     pub fn number(&self, name: &str) -> ApiResult<Option<i64>> {
         self.get(name)
-            .map(|v| v.parse::<i64>().map_err(|_| ApiError::bad_request(format!("parameter {name} must be an integer"))))
+            .map(|v| {
+                v.parse::<i64>()
+                    .map_err(|_| ApiError::bad_request(format!("parameter {name} must be an integer")))
+            })
             .transpose()
     }
 }
@@ -127,7 +140,9 @@ fn geo_query(params: &Params, context: &ActiveContext) -> ApiResult<Option<GeoQu
             params.get("geoproperty"),
             context,
         )?)),
-        _ => Err(ApiError::bad_request("a geo-query needs georel, geometry and coordinates together")),
+        _ => Err(ApiError::bad_request(
+            "a geo-query needs georel, geometry and coordinates together",
+        )),
     }
 }
 
@@ -167,7 +182,9 @@ pub fn projection(params: &Params, context: &ActiveContext) -> ApiResult<Project
     }
     if let Some(pick) = &projection.pick {
         if pick.iter().any(|p| projection.omit.contains(p)) {
-            return Err(ApiError::bad_request("the same member cannot be both picked and omitted"));
+            return Err(ApiError::bad_request(
+                "the same member cannot be both picked and omitted",
+            ));
         }
     }
     Ok(projection)

@@ -66,7 +66,10 @@ impl Responder {
 
 /// A `Link` header naming a JSON-LD context.
 pub fn link_header(url: &str) -> Option<HeaderValue> {
-    HeaderValue::from_str(&format!("<{url}>; rel=\"{JSONLD_CONTEXT_REL}\"; type=\"application/ld+json\"")).ok()
+    HeaderValue::from_str(&format!(
+        "<{url}>; rel=\"{JSONLD_CONTEXT_REL}\"; type=\"application/ld+json\""
+    ))
+    .ok()
 }
 
 /// 201 Created with a Location.
