@@ -101,6 +101,10 @@ impl FromRequestParts<Arc<AppState>> for Meta {
 }
 
 fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ApiError> {
+    // Two values would make the request ambiguous (which tenant?).
+    if headers.get_all(name).iter().nth(1).is_some() {
+        return Err(ApiError::bad_request(format!("header {name} is given more than once")));
+    }
     match headers.get(name) {
         None => Ok(None),
         Some(value) => value
