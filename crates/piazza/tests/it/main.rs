@@ -1,0 +1,4 @@
+//! Tests of the real `piazza` binary: start-up, shutdown, durability, CLI errors.
+
+mod durability;
+mod process;
