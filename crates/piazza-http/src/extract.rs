@@ -155,8 +155,6 @@ pub struct JsonBody {
     pub value: Value,
     /// Whether it was sent as `application/ld+json` (its @context is inline).
     pub json_ld: bool,
-    /// Whether it was sent as `application/merge-patch+json`.
-    pub merge_patch: bool,
 }
 
 impl FromRequest<Arc<AppState>> for JsonBody {
@@ -166,10 +164,11 @@ impl FromRequest<Arc<AppState>> for JsonBody {
         let method = request.method().clone();
         let content_type = header_text(request.headers(), header::CONTENT_TYPE.as_str())?
             .map(|c| c.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
-        let (json_ld, merge_patch) = match content_type.as_deref() {
-            Some("application/json") => (false, false),
-            Some("application/ld+json") => (true, false),
-            Some("application/merge-patch+json") if method == Method::PATCH => (false, true),
+        let json_ld = match content_type.as_deref() {
+            Some("application/json") => false,
+            Some("application/ld+json") => true,
+            // A merge patch is how NGSI-LD PATCH bodies work anyway.
+            Some("application/merge-patch+json") if method == Method::PATCH => false,
             Some(other) => {
                 return Err(ApiError::new(
                     ErrorKind::UnsupportedMediaType,
@@ -197,11 +196,7 @@ impl FromRequest<Arc<AppState>> for JsonBody {
             }
         })?;
         let value = parse_json(&bytes)?;
-        Ok(JsonBody {
-            value,
-            json_ld,
-            merge_patch,
-        })
+        Ok(JsonBody { value, json_ld })
     }
 }
 

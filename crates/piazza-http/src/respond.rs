@@ -56,7 +56,7 @@ impl Responder {
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(self.media.as_str()));
         if self.media == MediaType::Json {
-            if let Some(link) = self.context.as_str().and_then(|url| link_header(url)) {
+            if let Some(link) = self.context.as_str().and_then(link_header) {
                 headers.insert(header::LINK, link);
             }
         }

@@ -33,6 +33,8 @@ const MAX_GROUP: usize = 256;
 const READERS: usize = 4;
 
 type EditResults = StoreResult<Vec<Result<Applied, NgsiError>>>;
+/// A write that is not an entity edit (contexts), run in the writer's transaction.
+type ExecFn = Box<dyn FnOnce(&Transaction<'_>) -> rusqlite::Result<()> + Send>;
 
 enum WriteJob {
     Edits {
@@ -41,7 +43,7 @@ enum WriteJob {
         reply: oneshot::Sender<EditResults>,
     },
     Exec {
-        run: Box<dyn FnOnce(&Transaction<'_>) -> rusqlite::Result<()> + Send>,
+        run: ExecFn,
         reply: oneshot::Sender<StoreResult<()>>,
     },
 }
