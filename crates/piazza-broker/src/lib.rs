@@ -5,10 +5,11 @@
 //! through the [`Store`] port, and (in later layers) records history and
 //! enqueues notifications. It knows nothing of HTTP.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use piazza_ngsild::entity::{parse_attribute, parse_attribute_patch, parse_entity, ParseOptions};
-use piazza_ngsild::query::EntityQuery;
+use piazza_ngsild::query::{EntityQuery, OrderBy};
 use piazza_ngsild::update::{self, UpdateOutcome};
 use piazza_ngsild::{time, ActiveContext, Entity, ErrorKind, NgsiError};
 use piazza_store::{Applied, Edit, EditOutcome, NewState, Page, QueryResult, Store, StoreError, Tenant};
@@ -50,6 +51,11 @@ pub struct Limits {
     pub max_page_size: usize,
     /// The most entities one batch operation may carry.
     pub max_batch_size: usize,
+    /// The most matches a query that is ordered or filters through linked
+    /// entities may have: those are sorted/filtered in memory.
+    pub max_sorted_matches: usize,
+    /// The most linked entities one request may fetch (joins, linked q).
+    pub max_linked_entities: usize,
 }
 
 impl Default for Limits {
@@ -58,6 +64,8 @@ impl Default for Limits {
             default_page_size: 20,
             max_page_size: 1000,
             max_batch_size: 10_000,
+            max_sorted_matches: 10_000,
+            max_linked_entities: 1_000,
         }
     }
 }
@@ -133,8 +141,12 @@ impl Broker {
         let mut entity = parse_entity(&payload.body, &payload.context, ParseOptions::CREATE)?;
         entity.stamp_new(time::now());
         let id = entity.id.clone();
-        let applied = self.edit_one(tenant, Edit::new(id, move |existing| create(existing, entity))).await?;
-        applied.after.ok_or_else(|| NgsiError::internal("created entity missing").into())
+        let applied = self
+            .edit_one(tenant, Edit::new(id, move |existing| create(existing, entity)))
+            .await?;
+        applied
+            .after
+            .ok_or_else(|| NgsiError::internal("created entity missing").into())
     }
 
     /// Retrieve Entity (clause 5.7.1).
@@ -149,8 +161,105 @@ impl Broker {
 
     /// Query Entities (clause 5.7.2).
     pub async fn query(&self, tenant: &Tenant, query: EntityQuery, page: Page) -> BrokerResult<QueryResult> {
+        self.query_ordered(tenant, query, page, None).await
+    }
+
+    /// Query Entities with an optional ordering (clause 4.23). Ordered
+    /// queries and queries with linked-entity terms (`rel{attr}`) are
+    /// answered in memory: every match is read (up to
+    /// `max_sorted_matches`), filtered, sorted, then paged.
+    pub async fn query_ordered(
+        &self,
+        tenant: &Tenant,
+        mut query: EntityQuery,
+        page: Page,
+        order: Option<&OrderBy>,
+    ) -> BrokerResult<QueryResult> {
         self.require_tenant(tenant).await?;
-        Ok(self.store.query(tenant, Arc::new(query), page).await?)
+        let linked_q = query.q.take_if(|q| q.link_depth() > 0);
+        if order.is_none() && linked_q.is_none() {
+            return Ok(self.store.query(tenant, Arc::new(query), page).await?);
+        }
+        let cap = self.limits.max_sorted_matches;
+        let everything = Page {
+            offset: 0,
+            limit: cap + 1,
+            count: false,
+        };
+        let mut entities = self.store.query(tenant, Arc::new(query), everything).await?.entities;
+        if entities.len() > cap {
+            return Err(NgsiError::new(
+                ErrorKind::TooManyResults,
+                format!("more than {cap} entities match; narrow the query to order or filter by linked entities"),
+            )
+            .into());
+        }
+        if let Some(q) = linked_q {
+            let relationships = q.link_relationships();
+            let mut linked = HashMap::new();
+            let mut kept = Vec::new();
+            for entity in entities {
+                self.fetch_linked(tenant, &entity, &relationships, q.link_depth(), &mut linked)
+                    .await?;
+                if q.matches_linked(&entity, &|id| linked.get(id).and_then(Option::as_ref)) {
+                    kept.push(entity);
+                }
+            }
+            entities = kept;
+        }
+        if let Some(order) = order {
+            order.sort(&mut entities);
+        }
+        let total = entities.len() as u64;
+        let entities = entities.into_iter().skip(page.offset).take(page.limit).collect();
+        Ok(QueryResult {
+            entities,
+            total: page.count.then_some(total),
+        })
+    }
+
+    /// Reads the entities `entity` links to through `relationships`, up to
+    /// `depth` hops, into `linked` (id → entity, `None` when missing), which
+    /// also serves as a cache across calls. Bounded by `max_linked_entities`.
+    pub async fn fetch_linked(
+        &self,
+        tenant: &Tenant,
+        entity: &Entity,
+        relationships: &[String],
+        depth: usize,
+        linked: &mut HashMap<String, Option<Entity>>,
+    ) -> BrokerResult<()> {
+        let mut frontier = vec![entity.clone()];
+        for _ in 0..depth {
+            let mut next: Vec<Entity> = Vec::new();
+            for source in &frontier {
+                for id in relationship_objects(source, relationships) {
+                    // Each entity is followed once per hop, so cycles cannot multiply work.
+                    if next.iter().any(|e| e.id == id) {
+                        continue;
+                    }
+                    if !linked.contains_key(&id) {
+                        if linked.len() >= self.limits.max_linked_entities {
+                            return Err(NgsiError::new(
+                                ErrorKind::TooManyResults,
+                                format!(
+                                    "more than {} linked entities are needed",
+                                    self.limits.max_linked_entities
+                                ),
+                            )
+                            .into());
+                        }
+                        let target = self.store.get(tenant, &id).await?;
+                        linked.insert(id.clone(), target);
+                    }
+                    if let Some(Some(target)) = linked.get(&id) {
+                        next.push(target.clone());
+                    }
+                }
+            }
+            frontier = next;
+        }
+        Ok(())
     }
 
     /// Delete Entity (clause 5.6.6).
@@ -230,7 +339,13 @@ impl Broker {
     }
 
     /// Partial Attribute Update (clause 5.6.4).
-    pub async fn partial_update_attribute(&self, tenant: &Tenant, id: &str, attr: &str, payload: Payload) -> BrokerResult<()> {
+    pub async fn partial_update_attribute(
+        &self,
+        tenant: &Tenant,
+        id: &str,
+        attr: &str,
+        payload: Payload,
+    ) -> BrokerResult<()> {
         check_id(id)?;
         check_attribute_name(attr)?;
         let name = payload.context.expand(attr);
@@ -299,17 +414,29 @@ impl Broker {
                     entity.stamp_new(now);
                     let id = entity.id.clone();
                     slots.push(items.len());
-                    items.push(BatchItem { entity_id: id.clone(), result: Ok(BatchSuccess::Created) });
+                    items.push(BatchItem {
+                        entity_id: id.clone(),
+                        result: Ok(BatchSuccess::Created),
+                    });
                     edits.push(Edit::new(id, move |existing| create(existing, entity)));
                 }
-                Err(error) => items.push(BatchItem { entity_id: body_id(&payload.body), result: Err(error) }),
+                Err(error) => items.push(BatchItem {
+                    entity_id: body_id(&payload.body),
+                    result: Err(error),
+                }),
             }
         }
-        self.run_batch(tenant, edits, slots, items, |_| Ok(BatchSuccess::Created)).await
+        self.run_batch(tenant, edits, slots, items, |_| Ok(BatchSuccess::Created))
+            .await
     }
 
     /// Batch Entity Upsert (clause 5.6.8): `replace` (default) or update existing entities.
-    pub async fn batch_upsert(&self, tenant: &Tenant, payloads: Vec<Payload>, replace: bool) -> BrokerResult<Vec<BatchItem>> {
+    pub async fn batch_upsert(
+        &self,
+        tenant: &Tenant,
+        payloads: Vec<Payload>,
+        replace: bool,
+    ) -> BrokerResult<Vec<BatchItem>> {
         self.check_batch(payloads.len())?;
         let now = time::now();
         let mut items = Vec::new();
@@ -320,10 +447,16 @@ impl Broker {
                 Ok(entity) => {
                     let id = entity.id.clone();
                     slots.push(items.len());
-                    items.push(BatchItem { entity_id: id.clone(), result: Ok(BatchSuccess::Created) });
+                    items.push(BatchItem {
+                        entity_id: id.clone(),
+                        result: Ok(BatchSuccess::Created),
+                    });
                     edits.push(Edit::new(id, move |existing| upsert(existing, entity, replace, now)));
                 }
-                Err(error) => items.push(BatchItem { entity_id: body_id(&payload.body), result: Err(error) }),
+                Err(error) => items.push(BatchItem {
+                    entity_id: body_id(&payload.body),
+                    result: Err(error),
+                }),
             }
         }
         self.run_batch(tenant, edits, slots, items, |applied| {
@@ -337,7 +470,12 @@ impl Broker {
     }
 
     /// Batch Entity Update (clause 5.6.9): append attributes to existing entities.
-    pub async fn batch_update(&self, tenant: &Tenant, payloads: Vec<Payload>, no_overwrite: bool) -> BrokerResult<Vec<BatchItem>> {
+    pub async fn batch_update(
+        &self,
+        tenant: &Tenant,
+        payloads: Vec<Payload>,
+        no_overwrite: bool,
+    ) -> BrokerResult<Vec<BatchItem>> {
         self.check_batch(payloads.len())?;
         let now = time::now();
         let mut items = Vec::new();
@@ -348,14 +486,20 @@ impl Broker {
                 Ok(fragment) => {
                     let id = fragment.id.clone();
                     slots.push(items.len());
-                    items.push(BatchItem { entity_id: id.clone(), result: Ok(BatchSuccess::Updated) });
+                    items.push(BatchItem {
+                        entity_id: id.clone(),
+                        result: Ok(BatchSuccess::Updated),
+                    });
                     edits.push(Edit::new(id.clone(), move |existing| {
                         let mut entity = existing.cloned().ok_or_else(|| not_found(&id))?;
                         let report = update::append_attributes(&mut entity, fragment, no_overwrite, now);
                         Ok(EditOutcome::put(entity, report))
                     }));
                 }
-                Err(error) => items.push(BatchItem { entity_id: body_id(&payload.body), result: Err(error) }),
+                Err(error) => items.push(BatchItem {
+                    entity_id: body_id(&payload.body),
+                    result: Err(error),
+                }),
             }
         }
         self.run_batch(tenant, edits, slots, items, |applied| {
@@ -363,7 +507,10 @@ impl Broker {
                 return Ok(BatchSuccess::Updated);
             }
             let names: Vec<_> = applied.report.not_updated.iter().map(|n| n.name.as_str()).collect();
-            Err(NgsiError::bad_request(format!("attributes not updated: {}", names.join(", "))))
+            Err(NgsiError::bad_request(format!(
+                "attributes not updated: {}",
+                names.join(", ")
+            )))
         })
         .await
     }
@@ -387,17 +534,24 @@ impl Broker {
                 Ok(fragment) => {
                     let id = fragment.id.clone();
                     slots.push(items.len());
-                    items.push(BatchItem { entity_id: id.clone(), result: Ok(BatchSuccess::Updated) });
+                    items.push(BatchItem {
+                        entity_id: id.clone(),
+                        result: Ok(BatchSuccess::Updated),
+                    });
                     edits.push(Edit::new(id.clone(), move |existing| {
                         let mut entity = existing.cloned().ok_or_else(|| not_found(&id))?;
                         let report = update::merge_entity(&mut entity, fragment, now);
                         Ok(EditOutcome::put(entity, report))
                     }));
                 }
-                Err(error) => items.push(BatchItem { entity_id: body_id(&payload.body), result: Err(error) }),
+                Err(error) => items.push(BatchItem {
+                    entity_id: body_id(&payload.body),
+                    result: Err(error),
+                }),
             }
         }
-        self.run_batch(tenant, edits, slots, items, |_| Ok(BatchSuccess::Updated)).await
+        self.run_batch(tenant, edits, slots, items, |_| Ok(BatchSuccess::Updated))
+            .await
     }
 
     /// Batch Entity Delete (clause 5.6.10).
@@ -410,7 +564,10 @@ impl Broker {
             match id.as_str().filter(|s| piazza_ngsild::entity::is_uri(s)) {
                 Some(id) => {
                     slots.push(items.len());
-                    items.push(BatchItem { entity_id: id.to_owned(), result: Ok(BatchSuccess::Deleted) });
+                    items.push(BatchItem {
+                        entity_id: id.to_owned(),
+                        result: Ok(BatchSuccess::Deleted),
+                    });
                     edits.push(delete_edit(id));
                 }
                 None => items.push(BatchItem {
@@ -419,14 +576,25 @@ impl Broker {
                 }),
             }
         }
-        self.run_batch(tenant, edits, slots, items, |_| Ok(BatchSuccess::Deleted)).await
+        self.run_batch(tenant, edits, slots, items, |_| Ok(BatchSuccess::Deleted))
+            .await
     }
 
     /// Purge Entities (clause 5.6.21): deletes every matching entity, or with
     /// `drop`/`keep` (expanded names) removes or keeps only those attributes.
-    pub async fn purge(&self, tenant: &Tenant, query: EntityQuery, drop: Vec<String>, keep: Vec<String>) -> BrokerResult<()> {
+    pub async fn purge(
+        &self,
+        tenant: &Tenant,
+        query: EntityQuery,
+        drop: Vec<String>,
+        keep: Vec<String>,
+    ) -> BrokerResult<()> {
         self.require_tenant(tenant).await?;
-        let everything = Page { offset: 0, limit: usize::MAX >> 1, count: false };
+        let everything = Page {
+            offset: 0,
+            limit: usize::MAX >> 1,
+            count: false,
+        };
         let matched = self.store.query(tenant, Arc::new(query), everything).await?;
         let now = time::now();
         let edits = matched
@@ -436,13 +604,21 @@ impl Broker {
                 let (drop, keep) = (drop.clone(), keep.clone());
                 Edit::new(entity.id.clone(), move |existing| {
                     let Some(existing) = existing else {
-                        return Ok(EditOutcome { state: NewState::Keep, report: UpdateOutcome::default() });
+                        return Ok(EditOutcome {
+                            state: NewState::Keep,
+                            report: UpdateOutcome::default(),
+                        });
                     };
                     if drop.is_empty() && keep.is_empty() {
-                        return Ok(EditOutcome { state: NewState::Delete, report: UpdateOutcome::default() });
+                        return Ok(EditOutcome {
+                            state: NewState::Delete,
+                            report: UpdateOutcome::default(),
+                        });
                     }
                     let mut entity = existing.clone();
-                    entity.attributes.retain(|name, _| !drop.contains(name) && (keep.is_empty() || keep.contains(name)));
+                    entity
+                        .attributes
+                        .retain(|name, _| !drop.contains(name) && (keep.is_empty() || keep.contains(name)));
                     entity.modified_at = Some(now);
                     Ok(EditOutcome::put(entity, UpdateOutcome::default()))
                 })
@@ -484,14 +660,44 @@ impl Broker {
     }
 }
 
+/// The object ids of the Relationship instances of `entity` named in `names`
+/// (all relationships when `names` is empty).
+pub fn relationship_objects(entity: &Entity, names: &[String]) -> Vec<String> {
+    let mut ids = Vec::new();
+    for (name, instances) in &entity.attributes {
+        if !names.is_empty() && !names.contains(name) {
+            continue;
+        }
+        for instance in instances
+            .iter()
+            .filter(|i| i.kind == piazza_ngsild::AttributeKind::Relationship)
+        {
+            match &instance.value {
+                Value::String(id) => ids.push(id.clone()),
+                Value::Array(items) => ids.extend(items.iter().filter_map(Value::as_str).map(str::to_owned)),
+                _ => {}
+            }
+        }
+    }
+    ids
+}
+
 fn create(existing: Option<&Entity>, entity: Entity) -> Result<EditOutcome, NgsiError> {
     match existing {
-        Some(_) => Err(NgsiError::already_exists(format!("entity {} already exists", entity.id))),
+        Some(_) => Err(NgsiError::already_exists(format!(
+            "entity {} already exists",
+            entity.id
+        ))),
         None => Ok(EditOutcome::put(entity, UpdateOutcome::default())),
     }
 }
 
-fn upsert(existing: Option<&Entity>, mut entity: Entity, replace: bool, now: time::Timestamp) -> Result<EditOutcome, NgsiError> {
+fn upsert(
+    existing: Option<&Entity>,
+    mut entity: Entity,
+    replace: bool,
+    now: time::Timestamp,
+) -> Result<EditOutcome, NgsiError> {
     match existing {
         None => {
             entity.stamp_new(now);
@@ -513,7 +719,10 @@ fn upsert(existing: Option<&Entity>, mut entity: Entity, replace: bool, now: tim
 fn delete_edit(id: &str) -> Edit {
     let id_owned = id.to_owned();
     Edit::new(id, move |existing| match existing {
-        Some(_) => Ok(EditOutcome { state: NewState::Delete, report: UpdateOutcome::default() }),
+        Some(_) => Ok(EditOutcome {
+            state: NewState::Delete,
+            report: UpdateOutcome::default(),
+        }),
         None => Err(not_found(&id_owned)),
     })
 }
@@ -544,11 +753,18 @@ fn check_body_id(fragment: &Entity, id: &str) -> Result<(), NgsiError> {
     if fragment.id.is_empty() || fragment.id == id {
         Ok(())
     } else {
-        Err(NgsiError::bad_request(format!("the body's id {} does not match {id}", fragment.id)))
+        Err(NgsiError::bad_request(format!(
+            "the body's id {} does not match {id}",
+            fragment.id
+        )))
     }
 }
 
-fn attribute_payload(id: &str, attr: &str, payload: &Payload) -> Result<(String, Vec<piazza_ngsild::Attribute>), NgsiError> {
+fn attribute_payload(
+    id: &str,
+    attr: &str,
+    payload: &Payload,
+) -> Result<(String, Vec<piazza_ngsild::Attribute>), NgsiError> {
     check_id(id)?;
     check_attribute_name(attr)?;
     let name = payload.context.expand(attr);

@@ -56,7 +56,7 @@ impl Responder {
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(self.media.as_str()));
         if self.media == MediaType::Json {
-            if let Some(link) = self.context.as_str().and_then(|url| link_header(url)) {
+            if let Some(link) = self.context.as_str().and_then(link_header) {
                 headers.insert(header::LINK, link);
             }
         }
@@ -66,7 +66,10 @@ impl Responder {
 
 /// A `Link` header naming a JSON-LD context.
 pub fn link_header(url: &str) -> Option<HeaderValue> {
-    HeaderValue::from_str(&format!("<{url}>; rel=\"{JSONLD_CONTEXT_REL}\"; type=\"application/ld+json\"")).ok()
+    HeaderValue::from_str(&format!(
+        "<{url}>; rel=\"{JSONLD_CONTEXT_REL}\"; type=\"application/ld+json\""
+    ))
+    .ok()
 }
 
 /// 201 Created with a Location.

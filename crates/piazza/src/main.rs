@@ -51,9 +51,7 @@ struct ServeArgs {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("PIAZZA_LOG").unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("PIAZZA_LOG").unwrap_or_else(|_| "info".into()))
         .init();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -85,6 +83,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         default_page_size: args.default_page_size,
         max_page_size: args.max_page_size,
         max_batch_size: args.max_batch_size,
+        ..Limits::default()
     };
     let broker = Arc::new(Broker::new(Arc::new(store), limits));
     let state = Arc::new(AppState {

@@ -44,7 +44,7 @@ pub struct Selector {
 
 impl Selector {
     pub fn matches(&self, entity: &Entity) -> bool {
-        (self.ids.is_empty() || self.ids.iter().any(|id| *id == entity.id))
+        (self.ids.is_empty() || self.ids.contains(&entity.id))
             && self.id_pattern.as_ref().is_none_or(|p| p.is_match(&entity.id))
             && self.types.as_ref().is_none_or(|t| t.matches(&entity.types))
     }
@@ -53,7 +53,7 @@ impl Selector {
 impl EntityQuery {
     /// Whether `entity` is selected.
     pub fn matches(&self, entity: &Entity) -> bool {
-        (self.ids.is_empty() || self.ids.iter().any(|id| *id == entity.id))
+        (self.ids.is_empty() || self.ids.contains(&entity.id))
             && self.id_pattern.as_ref().is_none_or(|p| p.is_match(&entity.id))
             && self.types.as_ref().is_none_or(|t| t.matches(&entity.types))
             && (self.attrs.is_empty() || self.attrs.iter().any(|a| entity.attributes.contains_key(a)))

@@ -61,9 +61,9 @@ enum Target {
 
 #[derive(Clone, Copy, Debug)]
 enum Metadata {
-    CreatedAt,
-    ModifiedAt,
-    ObservedAt,
+    Created,
+    Modified,
+    Observed,
 }
 
 /// How strings compare.
@@ -254,9 +254,9 @@ fn attribute_target(path: &str, context: &ActiveContext) -> Option<Target> {
         return None;
     }
     let metadata = match names.last().copied() {
-        Some("createdAt") if names.len() > 1 => Some(Metadata::CreatedAt),
-        Some("modifiedAt") if names.len() > 1 => Some(Metadata::ModifiedAt),
-        Some("observedAt") if names.len() > 1 => Some(Metadata::ObservedAt),
+        Some("createdAt") if names.len() > 1 => Some(Metadata::Created),
+        Some("modifiedAt") if names.len() > 1 => Some(Metadata::Modified),
+        Some("observedAt") if names.len() > 1 => Some(Metadata::Observed),
         _ => None,
     };
     if metadata.is_some() {
@@ -369,9 +369,9 @@ impl Target {
             } => {
                 let instance = instance_at(entity, names)?;
                 match metadata {
-                    Some(Metadata::CreatedAt) => instance.created_at.map(|t| SortValue::Text(time::format(&t))),
-                    Some(Metadata::ModifiedAt) => instance.modified_at.map(|t| SortValue::Text(time::format(&t))),
-                    Some(Metadata::ObservedAt) => instance.observed_at.clone().map(SortValue::Text),
+                    Some(Metadata::Created) => instance.created_at.map(|t| SortValue::Text(time::format(&t))),
+                    Some(Metadata::Modified) => instance.modified_at.map(|t| SortValue::Text(time::format(&t))),
+                    Some(Metadata::Observed) => instance.observed_at.clone().map(SortValue::Text),
                     None => attribute_value(instance, members),
                 }
             }

@@ -40,7 +40,6 @@
 //! as `(a|b)` or quote it).
 
 use std::cmp::Ordering;
-use std::collections::HashMap;
 
 use chrono::{NaiveDate, NaiveTime};
 use regex::{Regex, RegexBuilder};
@@ -86,12 +85,12 @@ impl Query {
     /// Whether `entity` matches; linked-entity terms (`rel{attr}`) never
     /// match here, as no linked entity is known.
     pub fn matches(&self, entity: &Entity) -> bool {
-        self.expr.eval(entity, &HashMap::new())
+        self.expr.eval(entity, &|_| None)
     }
 
-    /// Whether `entity` matches, with `linked` holding the entities its
+    /// Whether `entity` matches, with `linked` finding the entities its
     /// relationships point at (by id), for linked-entity terms.
-    pub fn matches_linked(&self, entity: &Entity, linked: &HashMap<String, Entity>) -> bool {
+    pub fn matches_linked<'a>(&self, entity: &'a Entity, linked: &dyn Fn(&str) -> Option<&'a Entity>) -> bool {
         self.expr.eval(entity, linked)
     }
 
@@ -139,7 +138,7 @@ enum Expr {
 }
 
 impl Expr {
-    fn eval(&self, entity: &Entity, linked: &HashMap<String, Entity>) -> bool {
+    fn eval<'a>(&self, entity: &'a Entity, linked: &dyn Fn(&str) -> Option<&'a Entity>) -> bool {
         match self {
             Self::And(all) => all.iter().all(|e| e.eval(entity, linked)),
             Self::Or(any) => any.iter().any(|e| e.eval(entity, linked)),
@@ -240,7 +239,7 @@ impl Metadata {
 impl Path {
     /// The entities the rest of the path applies to: `entity` itself, or
     /// the linked entities reached through the hops (of the hinted type).
-    fn targets<'a>(&self, entity: &'a Entity, linked: &'a HashMap<String, Entity>) -> Vec<&'a Entity> {
+    fn targets<'a>(&self, entity: &'a Entity, linked: &dyn Fn(&str) -> Option<&'a Entity>) -> Vec<&'a Entity> {
         let mut current = vec![entity];
         for hop in &self.hops {
             let mut next = Vec::new();
@@ -252,7 +251,7 @@ impl Path {
                     .unwrap_or_default();
                 for instance in instances.iter().filter(|i| i.kind == AttributeKind::Relationship) {
                     strings(&instance.value, &mut |id| {
-                        if let Some(target) = linked.get(id) {
+                        if let Some(target) = linked(id) {
                             if hop.type_hint.as_ref().is_none_or(|t| target.types.contains(t)) {
                                 next.push(target);
                             }

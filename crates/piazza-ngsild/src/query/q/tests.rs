@@ -409,7 +409,7 @@ fn linked_entity_terms_follow_relationships() {
         ("!isParked{name}", false),
     ] {
         let query = Query::parse(text, &context).unwrap();
-        assert_eq!(query.matches_linked(&car, &linked), expected, "{text}");
+        assert_eq!(query.matches_linked(&car, &|id| linked.get(id)), expected, "{text}");
         assert_eq!(query.link_depth(), 1, "{text}");
         assert_eq!(query.link_relationships(), vec![context.expand("isParked")]);
     }
