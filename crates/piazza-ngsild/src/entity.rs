@@ -376,28 +376,8 @@ pub fn is_valid_name(name: &str) -> bool {
                 || is_deceptive(c)
                 || matches!(
                     c,
-                    '<' | '>'
-                        | '"'
-                        | '\''
-                        | '='
-                        | ';'
-                        | '('
-                        | ')'
-                        | '['
-                        | ']'
-                        | '{'
-                        | '}'
-                        | '|'
-                        | '\\'
-                        | '^'
-                        | '`'
-                        | '!'
-                        | '~'
-                        | ','
-                        | '@'
-                        | '&'
-                        | '?'
-                        | '*'
+                    '<' | '>' | '"' | '\'' | '=' | ';' | '(' | ')' | '[' | ']' | '{' | '}' | '|' | '\\' | '^' | '`'
+                        | '!' | '~' | ',' | '@' | '&' | '?' | '*'
                 )
         })
 }
@@ -405,26 +385,9 @@ pub fn is_valid_name(name: &str) -> bool {
 /// Entity members that are not attributes; an attribute may not be named
 /// like an attribute member either (it would be ambiguous in concise form).
 const RESERVED_ATTRIBUTE_NAMES: &[&str] = &[
-    "datasetId",
-    "instanceId",
-    "observedAt",
-    "unitCode",
-    "value",
-    "object",
-    "languageMap",
-    "vocab",
-    "valueList",
-    "objectList",
-    "json",
-    "objectType",
-    "lang",
-    "previousValue",
-    "previousObject",
-    "previousLanguageMap",
-    "previousVocab",
-    "previousValueList",
-    "previousObjectList",
-    "previousJson",
+    "datasetId", "instanceId", "observedAt", "unitCode", "value", "object", "languageMap", "vocab", "valueList",
+    "objectList", "json", "objectType", "lang", "previousValue", "previousObject", "previousLanguageMap",
+    "previousVocab", "previousValueList", "previousObjectList", "previousJson",
 ];
 
 /// The core GeoProperties: they can only be GeoProperties.
@@ -463,16 +426,10 @@ pub fn parse_entity(body: &Value, context: &ActiveContext, options: ParseOptions
                 }
                 let expanded = context.expand(name);
                 if expanded.starts_with('@') {
-                    return Err(NgsiError::bad_request(format!(
-                        "attribute name '{name}' is a JSON-LD keyword"
-                    )));
+                    return Err(NgsiError::bad_request(format!("attribute name '{name}' is a JSON-LD keyword")));
                 }
                 let instances = parse_attribute(name, value, context, options.allow_null)?;
-                if GEO_NAMES.contains(&name)
-                    && instances
-                        .iter()
-                        .any(|i| i.kind != AttributeKind::GeoProperty && !i.is_null())
-                {
+                if GEO_NAMES.contains(&name) && instances.iter().any(|i| i.kind != AttributeKind::GeoProperty && !i.is_null()) {
                     return Err(NgsiError::bad_request(format!("'{name}' must be a GeoProperty")));
                 }
                 entity.attributes.insert(expanded, instances);
@@ -488,16 +445,9 @@ pub fn parse_types(value: &Value, context: &ActiveContext) -> Result<Vec<String>
         Value::String(s) => vec![s.as_str()],
         Value::Array(items) if !items.is_empty() => items
             .iter()
-            .map(|i| {
-                i.as_str()
-                    .ok_or_else(|| NgsiError::bad_request("entity types must be strings"))
-            })
+            .map(|i| i.as_str().ok_or_else(|| NgsiError::bad_request("entity types must be strings")))
             .collect::<Result<_>>()?,
-        _ => {
-            return Err(NgsiError::bad_request(
-                "entity type must be a string or a non-empty array of strings",
-            ))
-        }
+        _ => return Err(NgsiError::bad_request("entity type must be a string or a non-empty array of strings")),
     };
     let mut types = Vec::with_capacity(names.len());
     for name in names {
@@ -506,9 +456,7 @@ pub fn parse_types(value: &Value, context: &ActiveContext) -> Result<Vec<String>
         }
         let expanded = context.expand(name);
         if expanded.starts_with('@') {
-            return Err(NgsiError::bad_request(format!(
-                "entity type '{name}' is a JSON-LD keyword"
-            )));
+            return Err(NgsiError::bad_request(format!("entity type '{name}' is a JSON-LD keyword")));
         }
         if !types.contains(&expanded) {
             types.push(expanded);
@@ -523,11 +471,7 @@ pub fn parse_scope(value: &Value) -> Result<Vec<String>> {
         Value::String(s) => vec![s.clone()],
         Value::Array(items) if !items.is_empty() => items
             .iter()
-            .map(|i| {
-                i.as_str()
-                    .map(str::to_owned)
-                    .ok_or_else(|| NgsiError::bad_request("scopes must be strings"))
-            })
+            .map(|i| i.as_str().map(str::to_owned).ok_or_else(|| NgsiError::bad_request("scopes must be strings")))
             .collect::<Result<_>>()?,
         _ => return Err(NgsiError::bad_request("scope must be a string or an array of strings")),
     };
@@ -535,9 +479,9 @@ pub fn parse_scope(value: &Value) -> Result<Vec<String>> {
         let valid = scope.starts_with('/')
             && scope.len() > 1
             && !scope.ends_with('/')
-            && scope[1..]
-                .split('/')
-                .all(|level| !level.is_empty() && is_valid_name(level) && !level.contains(['#', '+', '-', '/', ':']));
+            && scope[1..].split('/').all(|level| {
+                !level.is_empty() && is_valid_name(level) && !level.contains(['#', '+', '-', '/', ':'])
+            });
         if !valid {
             return Err(NgsiError::bad_request(format!("invalid scope '{scope}'")));
         }
@@ -548,10 +492,7 @@ pub fn parse_scope(value: &Value) -> Result<Vec<String>> {
 /// Parses one attribute's JSON (normalized or concise; one instance or an
 /// array of instances) into its instances.
 pub fn parse_attribute(name: &str, value: &Value, context: &ActiveContext, allow_null: bool) -> Result<Vec<Attribute>> {
-    let mode = Mode {
-        allow_null,
-        partial: false,
-    };
+    let mode = Mode { allow_null, partial: false };
     if let Value::Array(items) = value {
         if !items.is_empty() && items.iter().all(looks_like_attribute) {
             let mut instances: Vec<Attribute> = Vec::with_capacity(items.len());
@@ -583,10 +524,7 @@ pub struct AttributePatch {
 
 /// Parses a Partial Attribute Update fragment: one instance or several (by datasetId).
 pub fn parse_attribute_patch(name: &str, value: &Value, context: &ActiveContext) -> Result<Vec<AttributePatch>> {
-    let mode = Mode {
-        allow_null: true,
-        partial: true,
-    };
+    let mode = Mode { allow_null: true, partial: true };
     let items: Vec<&Value> = match value {
         Value::Array(items) if !items.is_empty() => items.iter().collect(),
         Value::Object(map) if !map.keys().any(|k| k != "@context") => {
@@ -595,10 +533,7 @@ pub fn parse_attribute_patch(name: &str, value: &Value, context: &ActiveContext)
         Value::Object(_) => vec![value],
         _ => return Err(NgsiError::bad_request("an attribute fragment must be a JSON object")),
     };
-    items
-        .into_iter()
-        .map(|item| parse_instance(name, item, context, mode))
-        .collect()
+    items.into_iter().map(|item| parse_instance(name, item, context, mode)).collect()
 }
 
 #[derive(Clone, Copy)]
@@ -628,55 +563,25 @@ fn prohibited_members(kind: AttributeKind) -> impl Iterator<Item = &'static str>
         AttributeKind::Relationship | AttributeKind::ListRelationship | AttributeKind::JsonProperty => &["unitCode"],
         _ => &[],
     };
-    [
-        "value",
-        "object",
-        "languageMap",
-        "vocab",
-        "valueList",
-        "objectList",
-        "json",
-    ]
-    .into_iter()
-    .filter(move |k| *k != own)
-    .chain(extra.iter().copied())
-    .chain([
-        "previousValue",
-        "previousObject",
-        "previousLanguageMap",
-        "previousVocab",
-        "previousValueList",
-        "previousObjectList",
-        "previousJson",
-        "entityIdSealed",
-        "entityTypeSealed",
-    ])
+    ["value", "object", "languageMap", "vocab", "valueList", "objectList", "json"]
+        .into_iter()
+        .filter(move |k| *k != own)
+        .chain(extra.iter().copied())
+        .chain(["previousValue", "previousObject", "previousLanguageMap", "previousVocab", "previousValueList", "previousObjectList", "previousJson", "entityIdSealed", "entityTypeSealed"])
 }
 
 fn parse_instance(name: &str, value: &Value, context: &ActiveContext, mode: Mode) -> Result<AttributePatch> {
-    let bare = |attribute| {
-        Ok(AttributePatch {
-            attribute,
-            has_kind: false,
-            has_value: true,
-        })
-    };
+    let bare = |attribute| Ok(AttributePatch { attribute, has_kind: false, has_value: true });
     let members = match value {
         Value::Object(map) => map,
         Value::Null => return Err(NgsiError::bad_request(format!("attribute '{name}' has a null value"))),
-        plain if is_ngsi_null(plain) && mode.allow_null => {
-            return bare(Attribute::new(AttributeKind::Property, Value::Null))
-        }
-        plain if contains_null(plain) => {
-            return Err(NgsiError::bad_request(format!("attribute '{name}' has a null value")))
-        }
+        plain if is_ngsi_null(plain) && mode.allow_null => return bare(Attribute::new(AttributeKind::Property, Value::Null)),
+        plain if contains_null(plain) => return Err(NgsiError::bad_request(format!("attribute '{name}' has a null value"))),
         // Concise form: a plain value is a Property.
         plain => return bare(Attribute::new(AttributeKind::Property, plain.clone())),
     };
     if members.contains_key("@context") {
-        return Err(NgsiError::bad_request(format!(
-            "attribute '{name}' must not embed an @context"
-        )));
+        return Err(NgsiError::bad_request(format!("attribute '{name}' must not embed an @context")));
     }
     let declared_kind = match members.get("type") {
         Some(Value::String(t)) => AttributeKind::from_name(t),
@@ -687,15 +592,10 @@ fn parse_instance(name: &str, value: &Value, context: &ActiveContext, mode: Mode
         Some(kind) => kind,
         None if is_geometry(value) => return bare(Attribute::new(AttributeKind::GeoProperty, value.clone())),
         None if members.contains_key("type") => {
-            return Err(NgsiError::bad_request(format!(
-                "attribute '{name}' has an unknown type {}",
-                members["type"]
-            )))
+            return Err(NgsiError::bad_request(format!("attribute '{name}' has an unknown type {}", members["type"])))
         }
         None => match members.keys().find_map(|k| AttributeKind::from_value_key(k)) {
-            Some(AttributeKind::Property) if members.get("value").is_some_and(is_geometry) => {
-                AttributeKind::GeoProperty
-            }
+            Some(AttributeKind::Property) if members.get("value").is_some_and(is_geometry) => AttributeKind::GeoProperty,
             Some(kind) => kind,
             None if mode.partial => AttributeKind::Property,
             // Concise form: a JSON object with no attribute members is a compound value.
@@ -706,10 +606,7 @@ fn parse_instance(name: &str, value: &Value, context: &ActiveContext, mode: Mode
         },
     };
     if let Some(bad) = prohibited_members(kind).find(|m| members.contains_key(*m)) {
-        return Err(NgsiError::bad_request(format!(
-            "a {} must not have a '{bad}' member ('{name}')",
-            kind.name()
-        )));
+        return Err(NgsiError::bad_request(format!("a {} must not have a '{bad}' member ('{name}')", kind.name())));
     }
     let raw = members.get(kind.value_key());
     let mut attribute = Attribute::new(kind, Value::Null);
@@ -726,9 +623,7 @@ fn parse_instance(name: &str, value: &Value, context: &ActiveContext, mode: Mode
         Some(Value::Null) => return Err(NgsiError::bad_request(format!("attribute '{name}' has a null value"))),
         Some(v) if is_ngsi_null(v) => {
             if !mode.allow_null {
-                return Err(NgsiError::bad_request(format!(
-                    "attribute '{name}' has an NGSI-LD Null value"
-                )));
+                return Err(NgsiError::bad_request(format!("attribute '{name}' has an NGSI-LD Null value")));
             }
             Value::Null
         }
@@ -737,21 +632,10 @@ fn parse_instance(name: &str, value: &Value, context: &ActiveContext, mode: Mode
     for (key, member) in members {
         parse_member(name, &mut attribute, key, member, context, mode)?;
     }
-    Ok(AttributePatch {
-        attribute,
-        has_kind,
-        has_value,
-    })
+    Ok(AttributePatch { attribute, has_kind, has_value })
 }
 
-fn parse_member(
-    name: &str,
-    attribute: &mut Attribute,
-    key: &str,
-    member: &Value,
-    context: &ActiveContext,
-    mode: Mode,
-) -> Result<()> {
+fn parse_member(name: &str, attribute: &mut Attribute, key: &str, member: &Value, context: &ActiveContext, mode: Mode) -> Result<()> {
     match key {
         "datasetId" => match member {
             Value::String(s) if s == "@none" => attribute.dataset_id = None,
@@ -760,11 +644,7 @@ fn parse_member(
         },
         "observedAt" => match member.as_str().filter(|s| is_utc_datetime(s)) {
             Some(s) => attribute.observed_at = Some(s.to_owned()),
-            None => {
-                return Err(NgsiError::bad_request(format!(
-                    "observedAt of '{name}' must be a UTC DateTime"
-                )))
-            }
+            None => return Err(NgsiError::bad_request(format!("observedAt of '{name}' must be a UTC DateTime"))),
         },
         "unitCode" => match member {
             Value::String(s) => attribute.unit_code = Some(s.clone()),
@@ -773,18 +653,14 @@ fn parse_member(
         "objectType" => attribute.object_type = Some(expand_vocab(member, context)?),
         "valueType" if attribute.kind == AttributeKind::LanguageProperty => {
             if member.as_str() != Some("langString") && member.as_str() != Some("rdf:langString") {
-                return Err(NgsiError::bad_request(format!(
-                    "valueType of LanguageProperty '{name}' must be langString"
-                )));
+                return Err(NgsiError::bad_request(format!("valueType of LanguageProperty '{name}' must be langString")));
             }
         }
         "valueType" => {}
         key if ATTRIBUTE_MEMBERS.contains(&key) => {}
         sub_name => {
             if !is_valid_name(sub_name) || RESERVED_ATTRIBUTE_NAMES.contains(&sub_name) {
-                return Err(NgsiError::bad_request(format!(
-                    "invalid sub-attribute name '{sub_name}'"
-                )));
+                return Err(NgsiError::bad_request(format!("invalid sub-attribute name '{sub_name}'")));
             }
             let expanded = context.expand(sub_name);
             let sub = parse_instance(sub_name, member, context, Mode { partial: false, ..mode })?.attribute;
@@ -799,13 +675,7 @@ pub fn is_utc_datetime(text: &str) -> bool {
     text.ends_with('Z') && time::parse(text).is_some()
 }
 
-fn validate_value(
-    name: &str,
-    kind: AttributeKind,
-    value: &Value,
-    context: &ActiveContext,
-    mode: Mode,
-) -> Result<Value> {
+fn validate_value(name: &str, kind: AttributeKind, value: &Value, context: &ActiveContext, mode: Mode) -> Result<Value> {
     let bad = |why: &str| NgsiError::bad_request(format!("attribute '{name}': {why}"));
     match kind {
         AttributeKind::Property => {

@@ -138,17 +138,9 @@ fn remove_instance(entity: &mut Entity, name: &str, dataset_id: Option<&str>) ->
 
 /// Partial Attribute Update (clause 5.6.4): merges the given members into
 /// the existing instance(s) of one attribute; a Null value deletes.
-pub fn partial_update_attribute(
-    entity: &mut Entity,
-    name: &str,
-    patches: Vec<AttributePatch>,
-    now: Timestamp,
-) -> Result<()> {
+pub fn partial_update_attribute(entity: &mut Entity, name: &str, patches: Vec<AttributePatch>, now: Timestamp) -> Result<()> {
     let Some(instances) = entity.attributes.get(name) else {
-        return Err(NgsiError::not_found(format!(
-            "entity {} has no attribute {name}",
-            entity.id
-        )));
+        return Err(NgsiError::not_found(format!("entity {} has no attribute {name}", entity.id)));
     };
     for patch in &patches {
         let dataset_id = patch.attribute.dataset_id.as_deref();

@@ -28,10 +28,7 @@ fn parses_every_attribute_kind_in_normalized_form() {
     assert_eq!(entity.types, vec![core().expand("Thing")]);
     let vocab = &entity.attributes[&core().expand("v")][0].value;
     assert_eq!(vocab, &json!(core().expand("Yes")));
-    assert_eq!(
-        entity.attributes[&core().expand("lr")][0].value,
-        json!([{"object": "urn:a:1"}])
-    );
+    assert_eq!(entity.attributes[&core().expand("lr")][0].value, json!([{"object": "urn:a:1"}]));
 }
 
 #[test]

@@ -23,10 +23,7 @@ impl GeoQuery {
         ))
     }
     pub fn from_json(_value: &Value, _context: &ActiveContext) -> Result<GeoQuery> {
-        Err(NgsiError::new(
-            ErrorKind::OperationNotSupported,
-            "geo-queries are not supported yet",
-        ))
+        Err(NgsiError::new(ErrorKind::OperationNotSupported, "geo-queries are not supported yet"))
     }
     pub fn matches(&self, _entity: &Entity) -> bool {
         false
