@@ -36,10 +36,12 @@ struct Loaded<'a>(&'a Documents);
 
 impl ContextLoader for Loaded<'_> {
     fn load(&self, url: &str) -> piazza_ngsild::Result<Arc<Value>> {
-        self.0
-            .get(url)
-            .cloned()
-            .ok_or_else(|| NgsiError::new(ErrorKind::LdContextNotAvailable, format!("@context {url} is not available")))
+        self.0.get(url).cloned().ok_or_else(|| {
+            NgsiError::new(
+                ErrorKind::LdContextNotAvailable,
+                format!("@context {url} is not available"),
+            )
+        })
     }
 }
 
@@ -59,7 +61,11 @@ impl ContextResolver {
     }
 
     /// The active context for a request's user context (None: core only).
-    pub(crate) async fn resolve(&self, tenant: &Tenant, local: Option<&Value>) -> Result<Arc<ActiveContext>, BrokerError> {
+    pub(crate) async fn resolve(
+        &self,
+        tenant: &Tenant,
+        local: Option<&Value>,
+    ) -> Result<Arc<ActiveContext>, BrokerError> {
         let Some(local) = local else {
             return Ok(ActiveContext::core());
         };
@@ -140,12 +146,17 @@ impl ContextResolver {
                 return Ok(Some(hosted.document));
             }
         }
-        Ok(self.store.get_context(tenant, &cached_id(url)).await?.map(|c| c.document))
+        Ok(self
+            .store
+            .get_context(tenant, &cached_id(url))
+            .await?
+            .map(|c| c.document))
     }
 
     /// Fetches a remote context document.
     pub(crate) async fn fetch(&self, url: &str) -> Result<Value, BrokerError> {
-        let unavailable = |why: String| NgsiError::new(ErrorKind::LdContextNotAvailable, format!("@context {url}: {why}"));
+        let unavailable =
+            |why: String| NgsiError::new(ErrorKind::LdContextNotAvailable, format!("@context {url}: {why}"));
         if !(url.starts_with("http://") || url.starts_with("https://")) {
             return Err(unavailable("only http(s) URLs can be fetched".into()).into());
         }
@@ -167,7 +178,10 @@ impl ContextResolver {
             }
         }
         let document: Value = serde_json::from_slice(&body).map_err(|e| unavailable(format!("not JSON: {e}")))?;
-        if !document.get("@context").is_some_and(|c| c.is_object() || c.is_array() || c.is_string()) {
+        if !document
+            .get("@context")
+            .is_some_and(|c| c.is_object() || c.is_array() || c.is_string())
+        {
             return Err(unavailable("no @context member".into()).into());
         }
         Ok(document)
@@ -177,9 +191,9 @@ impl ContextResolver {
 /// The stable local id of a cached remote context.
 pub(crate) fn cached_id(url: &str) -> String {
     // FNV-1a: stable across processes and releases, unlike `DefaultHasher`.
-    let hash = url
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    let hash = url.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
     format!("cached-{hash:016x}")
 }
 

@@ -58,7 +58,14 @@ impl Broker {
             }
             let document = self.contexts.fetch(&stored.url).await?;
             self.store
-                .put_context(tenant, StoredContext { document, created_at: time::now(), ..stored })
+                .put_context(
+                    tenant,
+                    StoredContext {
+                        document,
+                        created_at: time::now(),
+                        ..stored
+                    },
+                )
                 .await?;
         } else if !self.store.delete_context(tenant, id).await? {
             return Err(NgsiError::not_found(format!("no @context with id {id}")).into());

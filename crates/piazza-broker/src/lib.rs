@@ -326,7 +326,7 @@ impl Broker {
     /// Update Entity Attributes (clause 5.6.2).
     pub async fn update_attributes(&self, tenant: &Tenant, id: &str, payload: Payload) -> BrokerResult<UpdateOutcome> {
         check_id(id)?;
-        let fragment = parse_entity(&payload.body, &payload.context, ParseOptions::FRAGMENT)?;
+        let fragment = parse_entity(&payload.body, &payload.context, ParseOptions::UPDATE)?;
         check_body_id(&fragment, id)?;
         self.require_tenant(tenant).await?;
         let id_owned = id.to_owned();

@@ -22,7 +22,10 @@ fn public_url(headers: &HeaderMap, context: &StoredContext) -> String {
     if context.kind != ContextKind::Hosted {
         return context.url.clone();
     }
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost");
     format!("http://{host}{HOSTED_PATH}{}", context.id)
 }
 
@@ -58,7 +61,10 @@ pub async fn list(
             })
             .collect()
     } else {
-        contexts.iter().map(|c| Value::String(public_url(&headers, c))).collect()
+        contexts
+            .iter()
+            .map(|c| Value::String(public_url(&headers, c)))
+            .collect()
     };
     Ok((StatusCode::OK, axum::Json(Value::Array(body))).into_response())
 }
@@ -90,8 +96,14 @@ pub async fn delete(
     let params = Params::parse(raw.as_deref())?;
     params.allow_only(&["reload"])?;
     if id == CORE_CONTEXT_URL || id == "core" {
-        return Err(ApiError::new(ErrorKind::BadRequestData, "the core @context cannot be deleted"));
+        return Err(ApiError::new(
+            ErrorKind::BadRequestData,
+            "the core @context cannot be deleted",
+        ));
     }
-    state.broker.delete_context(&meta.tenant, local_id(&id), params.flag("reload")?).await?;
+    state
+        .broker
+        .delete_context(&meta.tenant, local_id(&id), params.flag("reload")?)
+        .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -31,7 +31,12 @@ pub async fn types(State(state): State<Arc<AppState>>, meta: Meta, RawQuery(raw)
     let responder = Responder::new(meta.accept(false)?, meta.link.as_deref());
     let context = link_context(&state, &meta).await?;
     state.broker.require_tenant(&meta.tenant).await?;
-    let types = state.broker.store().types(&meta.tenant).await.map_err(piazza_broker::BrokerError::from)?;
+    let types = state
+        .broker
+        .store()
+        .types(&meta.tenant)
+        .await
+        .map_err(piazza_broker::BrokerError::from)?;
     if params.flag("details")? {
         let items = types
             .iter()
@@ -57,12 +62,21 @@ pub async fn types(State(state): State<Arc<AppState>>, meta: Meta, RawQuery(raw)
     ))
 }
 
-pub async fn type_info(State(state): State<Arc<AppState>>, meta: Meta, Path(name): Path<String>) -> ApiResult<Response> {
+pub async fn type_info(
+    State(state): State<Arc<AppState>>,
+    meta: Meta,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
     let responder = Responder::new(meta.accept(false)?, meta.link.as_deref());
     let context = link_context(&state, &meta).await?;
     state.broker.require_tenant(&meta.tenant).await?;
     let expanded = context.expand(&name);
-    let types = state.broker.store().types(&meta.tenant).await.map_err(piazza_broker::BrokerError::from)?;
+    let types = state
+        .broker
+        .store()
+        .types(&meta.tenant)
+        .await
+        .map_err(piazza_broker::BrokerError::from)?;
     let found = types
         .into_iter()
         .find(|t| t.name == expanded)
@@ -91,13 +105,22 @@ pub async fn type_info(State(state): State<Arc<AppState>>, meta: Meta, Path(name
     ))
 }
 
-pub async fn attributes(State(state): State<Arc<AppState>>, meta: Meta, RawQuery(raw): RawQuery) -> ApiResult<Response> {
+pub async fn attributes(
+    State(state): State<Arc<AppState>>,
+    meta: Meta,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
     let params = Params::parse(raw.as_deref())?;
     params.allow_only(&["details", "local"])?;
     let responder = Responder::new(meta.accept(false)?, meta.link.as_deref());
     let context = link_context(&state, &meta).await?;
     state.broker.require_tenant(&meta.tenant).await?;
-    let attributes = state.broker.store().attributes(&meta.tenant).await.map_err(piazza_broker::BrokerError::from)?;
+    let attributes = state
+        .broker
+        .store()
+        .attributes(&meta.tenant)
+        .await
+        .map_err(piazza_broker::BrokerError::from)?;
     if params.flag("details")? {
         let items = attributes.iter().map(|a| object(attribute_json(a, &context))).collect();
         return Ok(responder.list(StatusCode::OK, items));
@@ -124,12 +147,21 @@ fn attribute_json(a: &piazza_store::AttributeSummary, context: &piazza_ngsild::A
     })
 }
 
-pub async fn attribute_info(State(state): State<Arc<AppState>>, meta: Meta, Path(name): Path<String>) -> ApiResult<Response> {
+pub async fn attribute_info(
+    State(state): State<Arc<AppState>>,
+    meta: Meta,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
     let responder = Responder::new(meta.accept(false)?, meta.link.as_deref());
     let context = link_context(&state, &meta).await?;
     state.broker.require_tenant(&meta.tenant).await?;
     let expanded = context.expand(&name);
-    let attributes = state.broker.store().attributes(&meta.tenant).await.map_err(piazza_broker::BrokerError::from)?;
+    let attributes = state
+        .broker
+        .store()
+        .attributes(&meta.tenant)
+        .await
+        .map_err(piazza_broker::BrokerError::from)?;
     let found = attributes
         .iter()
         .find(|a| a.name == expanded)
@@ -139,8 +171,11 @@ pub async fn attribute_info(State(state): State<Arc<AppState>>, meta: Meta, Path
 
 /// A deterministic id for a list resource: the same list, the same id.
 fn uuid_like(names: &[String]) -> String {
-    let hash = names.iter().flat_map(|n| n.bytes().chain([0])).fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    });
+    let hash = names
+        .iter()
+        .flat_map(|n| n.bytes().chain([0]))
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
     format!("{hash:016x}")
 }

@@ -78,7 +78,10 @@ impl Meta {
             }
         }
         best.map(|(_, _, media)| media).ok_or_else(|| {
-            ApiError::new(ErrorKind::NotAcceptable, format!("none of the accepted media types ({accept}) is served here"))
+            ApiError::new(
+                ErrorKind::NotAcceptable,
+                format!("none of the accepted media types ({accept}) is served here"),
+            )
         })
     }
 }
@@ -98,6 +101,10 @@ impl FromRequestParts<Arc<AppState>> for Meta {
 }
 
 fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ApiError> {
+    // Two values would make the request ambiguous (which tenant?).
+    if headers.get_all(name).iter().nth(1).is_some() {
+        return Err(ApiError::bad_request(format!("header {name} is given more than once")));
+    }
     match headers.get(name) {
         None => Ok(None),
         Some(value) => value
@@ -111,7 +118,9 @@ fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>
 fn context_link(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let mut found = None;
     for value in headers.get_all(header::LINK) {
-        let text = value.to_str().map_err(|_| ApiError::bad_request("Link header is not valid text"))?;
+        let text = value
+            .to_str()
+            .map_err(|_| ApiError::bad_request("Link header is not valid text"))?;
         for link in text.split(',') {
             let link = link.trim();
             let Some(rest) = link.strip_prefix('<') else {
@@ -130,7 +139,9 @@ fn context_link(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
                     return Err(ApiError::bad_request("more than one JSON-LD context Link header"));
                 }
                 if !piazza_ngsild::entity::is_uri(url) {
-                    return Err(ApiError::bad_request(format!("Link header context '{url}' is not a URI")));
+                    return Err(ApiError::bad_request(format!(
+                        "Link header context '{url}' is not a URI"
+                    )));
                 }
                 found = Some(url.to_owned());
             }
@@ -174,17 +185,23 @@ impl FromRequest<Arc<AppState>> for JsonBody {
         };
         let limit = state.max_body_bytes;
         let bytes = axum::body::to_bytes(request.into_body(), limit).await.map_err(|e| {
-            let too_large = std::error::Error::source(&e)
-                .is_some_and(|s| s.to_string().contains("length limit"))
+            let too_large = std::error::Error::source(&e).is_some_and(|s| s.to_string().contains("length limit"))
                 || e.to_string().contains("length limit");
             if too_large {
-                ApiError::new(ErrorKind::PayloadTooLarge, format!("request bodies are limited to {limit} bytes"))
+                ApiError::new(
+                    ErrorKind::PayloadTooLarge,
+                    format!("request bodies are limited to {limit} bytes"),
+                )
             } else {
                 ApiError::invalid_request(format!("cannot read the request body: {e}"))
             }
         })?;
         let value = parse_json(&bytes)?;
-        Ok(JsonBody { value, json_ld, merge_patch })
+        Ok(JsonBody {
+            value,
+            json_ld,
+            merge_patch,
+        })
     }
 }
 
@@ -192,7 +209,8 @@ fn parse_json(bytes: &Bytes) -> Result<Value, ApiError> {
     if bytes.is_empty() {
         return Err(ApiError::invalid_request("the request body is empty"));
     }
-    serde_json::from_slice(bytes).map_err(|e| ApiError::invalid_request(format!("the request body is not valid JSON: {e}")))
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::invalid_request(format!("the request body is not valid JSON: {e}")))
 }
 
 impl JsonBody {
@@ -208,7 +226,9 @@ impl JsonBody {
             }
             return match inline {
                 Some(context) => Ok(Some(LocalContext::Inline(context))),
-                None => Err(ApiError::bad_request("an application/ld+json body must contain an @context")),
+                None => Err(ApiError::bad_request(
+                    "an application/ld+json body must contain an @context",
+                )),
             };
         }
         if inline.is_some() {

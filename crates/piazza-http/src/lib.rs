@@ -13,10 +13,10 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use axum::ServiceExt;
 use piazza_broker::Broker;
 use piazza_ngsild::ErrorKind;
 use tokio::net::TcpListener;
-use axum::ServiceExt;
 use tower::Layer;
 use tower_http::normalize_path::NormalizePathLayer;
 
@@ -55,9 +55,15 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route(
             "/entities/{id}",
-            get(entities::retrieve).delete(entities::delete).put(entities::replace).patch(entities::merge),
+            get(entities::retrieve)
+                .delete(entities::delete)
+                .put(entities::replace)
+                .patch(entities::merge),
         )
-        .route("/entities/{id}/attrs", post(entities::append_attributes).patch(entities::update_attributes))
+        .route(
+            "/entities/{id}/attrs",
+            post(entities::append_attributes).patch(entities::update_attributes),
+        )
         .route(
             "/entities/{id}/attrs/{attr}",
             axum::routing::patch(entities::partial_update_attribute)
@@ -94,7 +100,10 @@ async fn not_found() -> ApiError {
 }
 
 async fn method_not_allowed(method: Method) -> Response {
-    let error = ApiError::new(ErrorKind::InvalidRequest, format!("method {method} is not allowed on this resource"));
+    let error = ApiError::new(
+        ErrorKind::InvalidRequest,
+        format!("method {method} is not allowed on this resource"),
+    );
     let mut response = error.into_response();
     *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
     response

@@ -102,6 +102,7 @@ pub const ATTRIBUTE_MEMBERS: &[&str] = &[
     "createdAt",
     "modifiedAt",
     "deletedAt",
+    "expiresAt",
     "instanceId",
     "lang",
     "previousValue",
@@ -134,6 +135,9 @@ pub struct Attribute {
     pub created_at: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none", with = "time::serde_opt")]
     pub modified_at: Option<Timestamp>,
+    /// When this instance stops existing (transient attributes, clause 4.22), as sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
     /// Sub-attributes by expanded name.
     #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
     pub sub: IndexMap<String, Attribute>,
@@ -150,6 +154,7 @@ impl Attribute {
             object_type: None,
             created_at: None,
             modified_at: None,
+            expires_at: None,
             sub: IndexMap::new(),
         }
     }
@@ -195,6 +200,9 @@ impl Attribute {
         if patch.object_type.is_some() {
             self.object_type = patch.object_type;
         }
+        if patch.expires_at.is_some() {
+            self.expires_at = patch.expires_at;
+        }
         for (name, mut sub) in patch.sub {
             if sub.is_null() {
                 self.sub.shift_remove(&name);
@@ -212,6 +220,9 @@ fn merge_patch(target: &mut serde_json::Map<String, Value>, patch: serde_json::M
     for (key, value) in patch {
         match value {
             Value::Null => {
+                target.remove(&key);
+            }
+            Value::String(s) if s == NGSI_NULL => {
                 target.remove(&key);
             }
             Value::Object(inner) => match target.get_mut(&key) {
@@ -267,6 +278,9 @@ pub struct Entity {
     pub created_at: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none", with = "time::serde_opt")]
     pub modified_at: Option<Timestamp>,
+    /// When the whole entity stops existing (transient entities, clause 4.22), as sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
 }
 
 impl Entity {
@@ -278,7 +292,25 @@ impl Entity {
             attributes: IndexMap::new(),
             created_at: None,
             modified_at: None,
+            expires_at: None,
         }
+    }
+
+    /// Drops what has expired by `now`; returns `None` when the entity itself has.
+    pub fn live(mut self, now: Timestamp) -> Option<Entity> {
+        if is_expired(self.expires_at.as_deref(), now) {
+            return None;
+        }
+        for instances in self.attributes.values_mut() {
+            instances.retain(|i| !is_expired(i.expires_at.as_deref(), now));
+            for instance in instances.iter_mut() {
+                instance
+                    .sub
+                    .retain(|_, sub| !is_expired(sub.expires_at.as_deref(), now));
+            }
+        }
+        self.attributes.retain(|_, instances| !instances.is_empty());
+        Some(self)
     }
 
     /// The instance of `name` with the given dataset id.
@@ -301,6 +333,10 @@ impl Entity {
     }
 }
 
+fn is_expired(expires_at: Option<&str>, now: Timestamp) -> bool {
+    expires_at.and_then(time::parse).is_some_and(|at| at <= now)
+}
+
 /// What a request body must contain to be read as an entity.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EntityShape {
@@ -317,20 +353,32 @@ pub struct ParseOptions {
     pub shape: EntityShape,
     /// Whether NGSI-LD Nulls are accepted (merges and updates), to mean deletion.
     pub allow_null: bool,
+    /// Whether nulls inside compound values are accepted: they delete keys in
+    /// a merge (RFC 7396), and are invalid anywhere else.
+    pub nested_null: bool,
 }
 
 impl ParseOptions {
     pub const CREATE: ParseOptions = ParseOptions {
         shape: EntityShape::Complete,
         allow_null: false,
+        nested_null: false,
     };
     pub const FRAGMENT: ParseOptions = ParseOptions {
         shape: EntityShape::Fragment,
         allow_null: false,
+        nested_null: false,
+    };
+    /// Update Entity Attributes: an NGSI-LD Null deletes an instance.
+    pub const UPDATE: ParseOptions = ParseOptions {
+        shape: EntityShape::Fragment,
+        allow_null: true,
+        nested_null: false,
     };
     pub const MERGE: ParseOptions = ParseOptions {
         shape: EntityShape::Fragment,
         allow_null: true,
+        nested_null: true,
     };
 }
 
@@ -376,8 +424,28 @@ pub fn is_valid_name(name: &str) -> bool {
                 || is_deceptive(c)
                 || matches!(
                     c,
-                    '<' | '>' | '"' | '\'' | '=' | ';' | '(' | ')' | '[' | ']' | '{' | '}' | '|' | '\\' | '^' | '`'
-                        | '!' | '~' | ',' | '@' | '&' | '?' | '*'
+                    '<' | '>'
+                        | '"'
+                        | '\''
+                        | '='
+                        | ';'
+                        | '('
+                        | ')'
+                        | '['
+                        | ']'
+                        | '{'
+                        | '}'
+                        | '|'
+                        | '\\'
+                        | '^'
+                        | '`'
+                        | '!'
+                        | '~'
+                        | ','
+                        | '@'
+                        | '&'
+                        | '?'
+                        | '*'
                 )
         })
 }
@@ -385,9 +453,26 @@ pub fn is_valid_name(name: &str) -> bool {
 /// Entity members that are not attributes; an attribute may not be named
 /// like an attribute member either (it would be ambiguous in concise form).
 const RESERVED_ATTRIBUTE_NAMES: &[&str] = &[
-    "datasetId", "instanceId", "observedAt", "unitCode", "value", "object", "languageMap", "vocab", "valueList",
-    "objectList", "json", "objectType", "lang", "previousValue", "previousObject", "previousLanguageMap",
-    "previousVocab", "previousValueList", "previousObjectList", "previousJson",
+    "datasetId",
+    "instanceId",
+    "observedAt",
+    "unitCode",
+    "value",
+    "object",
+    "languageMap",
+    "vocab",
+    "valueList",
+    "objectList",
+    "json",
+    "objectType",
+    "lang",
+    "previousValue",
+    "previousObject",
+    "previousLanguageMap",
+    "previousVocab",
+    "previousValueList",
+    "previousObjectList",
+    "previousJson",
 ];
 
 /// The core GeoProperties: they can only be GeoProperties.
@@ -414,6 +499,7 @@ pub fn parse_entity(body: &Value, context: &ActiveContext, options: ParseOptions
     for (key, value) in members {
         match key.as_str() {
             "id" | "@id" | "type" | "@type" | "@context" | "createdAt" | "modifiedAt" | "deletedAt" => {}
+            "expiresAt" => entity.expires_at = Some(parse_expires_at(value)?),
             "scope" => {
                 if options.allow_null && is_ngsi_null(value) {
                     continue;
@@ -426,10 +512,21 @@ pub fn parse_entity(body: &Value, context: &ActiveContext, options: ParseOptions
                 }
                 let expanded = context.expand(name);
                 if expanded.starts_with('@') {
-                    return Err(NgsiError::bad_request(format!("attribute name '{name}' is a JSON-LD keyword")));
+                    return Err(NgsiError::bad_request(format!(
+                        "attribute name '{name}' is a JSON-LD keyword"
+                    )));
                 }
-                let instances = parse_attribute(name, value, context, options.allow_null)?;
-                if GEO_NAMES.contains(&name) && instances.iter().any(|i| i.kind != AttributeKind::GeoProperty && !i.is_null()) {
+                let mode = Mode {
+                    allow_null: options.allow_null,
+                    nested_null: options.nested_null,
+                    partial: false,
+                };
+                let instances = parse_instances(name, value, context, mode)?;
+                if GEO_NAMES.contains(&name)
+                    && instances
+                        .iter()
+                        .any(|i| i.kind != AttributeKind::GeoProperty && !i.is_null())
+                {
                     return Err(NgsiError::bad_request(format!("'{name}' must be a GeoProperty")));
                 }
                 entity.attributes.insert(expanded, instances);
@@ -445,9 +542,16 @@ pub fn parse_types(value: &Value, context: &ActiveContext) -> Result<Vec<String>
         Value::String(s) => vec![s.as_str()],
         Value::Array(items) if !items.is_empty() => items
             .iter()
-            .map(|i| i.as_str().ok_or_else(|| NgsiError::bad_request("entity types must be strings")))
+            .map(|i| {
+                i.as_str()
+                    .ok_or_else(|| NgsiError::bad_request("entity types must be strings"))
+            })
             .collect::<Result<_>>()?,
-        _ => return Err(NgsiError::bad_request("entity type must be a string or a non-empty array of strings")),
+        _ => {
+            return Err(NgsiError::bad_request(
+                "entity type must be a string or a non-empty array of strings",
+            ))
+        }
     };
     let mut types = Vec::with_capacity(names.len());
     for name in names {
@@ -456,7 +560,9 @@ pub fn parse_types(value: &Value, context: &ActiveContext) -> Result<Vec<String>
         }
         let expanded = context.expand(name);
         if expanded.starts_with('@') {
-            return Err(NgsiError::bad_request(format!("entity type '{name}' is a JSON-LD keyword")));
+            return Err(NgsiError::bad_request(format!(
+                "entity type '{name}' is a JSON-LD keyword"
+            )));
         }
         if !types.contains(&expanded) {
             types.push(expanded);
@@ -471,7 +577,11 @@ pub fn parse_scope(value: &Value) -> Result<Vec<String>> {
         Value::String(s) => vec![s.clone()],
         Value::Array(items) if !items.is_empty() => items
             .iter()
-            .map(|i| i.as_str().map(str::to_owned).ok_or_else(|| NgsiError::bad_request("scopes must be strings")))
+            .map(|i| {
+                i.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| NgsiError::bad_request("scopes must be strings"))
+            })
             .collect::<Result<_>>()?,
         _ => return Err(NgsiError::bad_request("scope must be a string or an array of strings")),
     };
@@ -479,9 +589,9 @@ pub fn parse_scope(value: &Value) -> Result<Vec<String>> {
         let valid = scope.starts_with('/')
             && scope.len() > 1
             && !scope.ends_with('/')
-            && scope[1..].split('/').all(|level| {
-                !level.is_empty() && is_valid_name(level) && !level.contains(['#', '+', '-', '/', ':'])
-            });
+            && scope[1..]
+                .split('/')
+                .all(|level| !level.is_empty() && is_valid_name(level) && !level.contains(['#', '+', '-', '/', ':']));
         if !valid {
             return Err(NgsiError::bad_request(format!("invalid scope '{scope}'")));
         }
@@ -492,7 +602,19 @@ pub fn parse_scope(value: &Value) -> Result<Vec<String>> {
 /// Parses one attribute's JSON (normalized or concise; one instance or an
 /// array of instances) into its instances.
 pub fn parse_attribute(name: &str, value: &Value, context: &ActiveContext, allow_null: bool) -> Result<Vec<Attribute>> {
-    let mode = Mode { allow_null, partial: false };
+    parse_instances(
+        name,
+        value,
+        context,
+        Mode {
+            allow_null,
+            nested_null: false,
+            partial: false,
+        },
+    )
+}
+
+fn parse_instances(name: &str, value: &Value, context: &ActiveContext, mode: Mode) -> Result<Vec<Attribute>> {
     if let Value::Array(items) = value {
         if !items.is_empty() && items.iter().all(looks_like_attribute) {
             let mut instances: Vec<Attribute> = Vec::with_capacity(items.len());
@@ -524,7 +646,11 @@ pub struct AttributePatch {
 
 /// Parses a Partial Attribute Update fragment: one instance or several (by datasetId).
 pub fn parse_attribute_patch(name: &str, value: &Value, context: &ActiveContext) -> Result<Vec<AttributePatch>> {
-    let mode = Mode { allow_null: true, partial: true };
+    let mode = Mode {
+        allow_null: true,
+        nested_null: false,
+        partial: true,
+    };
     let items: Vec<&Value> = match value {
         Value::Array(items) if !items.is_empty() => items.iter().collect(),
         Value::Object(map) if !map.keys().any(|k| k != "@context") => {
@@ -533,12 +659,16 @@ pub fn parse_attribute_patch(name: &str, value: &Value, context: &ActiveContext)
         Value::Object(_) => vec![value],
         _ => return Err(NgsiError::bad_request("an attribute fragment must be a JSON object")),
     };
-    items.into_iter().map(|item| parse_instance(name, item, context, mode)).collect()
+    items
+        .into_iter()
+        .map(|item| parse_instance(name, item, context, mode))
+        .collect()
 }
 
 #[derive(Clone, Copy)]
 struct Mode {
     allow_null: bool,
+    nested_null: bool,
     partial: bool,
 }
 
@@ -563,25 +693,55 @@ fn prohibited_members(kind: AttributeKind) -> impl Iterator<Item = &'static str>
         AttributeKind::Relationship | AttributeKind::ListRelationship | AttributeKind::JsonProperty => &["unitCode"],
         _ => &[],
     };
-    ["value", "object", "languageMap", "vocab", "valueList", "objectList", "json"]
-        .into_iter()
-        .filter(move |k| *k != own)
-        .chain(extra.iter().copied())
-        .chain(["previousValue", "previousObject", "previousLanguageMap", "previousVocab", "previousValueList", "previousObjectList", "previousJson", "entityIdSealed", "entityTypeSealed"])
+    [
+        "value",
+        "object",
+        "languageMap",
+        "vocab",
+        "valueList",
+        "objectList",
+        "json",
+    ]
+    .into_iter()
+    .filter(move |k| *k != own)
+    .chain(extra.iter().copied())
+    .chain([
+        "previousValue",
+        "previousObject",
+        "previousLanguageMap",
+        "previousVocab",
+        "previousValueList",
+        "previousObjectList",
+        "previousJson",
+        "entityIdSealed",
+        "entityTypeSealed",
+    ])
 }
 
 fn parse_instance(name: &str, value: &Value, context: &ActiveContext, mode: Mode) -> Result<AttributePatch> {
-    let bare = |attribute| Ok(AttributePatch { attribute, has_kind: false, has_value: true });
+    let bare = |attribute| {
+        Ok(AttributePatch {
+            attribute,
+            has_kind: false,
+            has_value: true,
+        })
+    };
     let members = match value {
         Value::Object(map) => map,
         Value::Null => return Err(NgsiError::bad_request(format!("attribute '{name}' has a null value"))),
-        plain if is_ngsi_null(plain) && mode.allow_null => return bare(Attribute::new(AttributeKind::Property, Value::Null)),
-        plain if contains_null(plain) => return Err(NgsiError::bad_request(format!("attribute '{name}' has a null value"))),
+        plain if is_ngsi_null(plain) && mode.allow_null => {
+            return bare(Attribute::new(AttributeKind::Property, Value::Null))
+        }
+        plain if contains_null(plain) => {
+            return Err(NgsiError::bad_request(format!("attribute '{name}' has a null value")))
+        }
         // Concise form: a plain value is a Property.
         plain => return bare(Attribute::new(AttributeKind::Property, plain.clone())),
     };
     if members.contains_key("@context") {
-        return Err(NgsiError::bad_request(format!("attribute '{name}' must not embed an @context")));
+        return Err(NgsiError::bad_request(format!(
+            "attribute '{name}' must not embed an @context"
+        )));
     }
     let declared_kind = match members.get("type") {
         Some(Value::String(t)) => AttributeKind::from_name(t),
@@ -592,10 +752,15 @@ fn parse_instance(name: &str, value: &Value, context: &ActiveContext, mode: Mode
         Some(kind) => kind,
         None if is_geometry(value) => return bare(Attribute::new(AttributeKind::GeoProperty, value.clone())),
         None if members.contains_key("type") => {
-            return Err(NgsiError::bad_request(format!("attribute '{name}' has an unknown type {}", members["type"])))
+            return Err(NgsiError::bad_request(format!(
+                "attribute '{name}' has an unknown type {}",
+                members["type"]
+            )))
         }
         None => match members.keys().find_map(|k| AttributeKind::from_value_key(k)) {
-            Some(AttributeKind::Property) if members.get("value").is_some_and(is_geometry) => AttributeKind::GeoProperty,
+            Some(AttributeKind::Property) if members.get("value").is_some_and(is_geometry) => {
+                AttributeKind::GeoProperty
+            }
             Some(kind) => kind,
             None if mode.partial => AttributeKind::Property,
             // Concise form: a JSON object with no attribute members is a compound value.
@@ -606,7 +771,10 @@ fn parse_instance(name: &str, value: &Value, context: &ActiveContext, mode: Mode
         },
     };
     if let Some(bad) = prohibited_members(kind).find(|m| members.contains_key(*m)) {
-        return Err(NgsiError::bad_request(format!("a {} must not have a '{bad}' member ('{name}')", kind.name())));
+        return Err(NgsiError::bad_request(format!(
+            "a {} must not have a '{bad}' member ('{name}')",
+            kind.name()
+        )));
     }
     let raw = members.get(kind.value_key());
     let mut attribute = Attribute::new(kind, Value::Null);
@@ -623,7 +791,9 @@ fn parse_instance(name: &str, value: &Value, context: &ActiveContext, mode: Mode
         Some(Value::Null) => return Err(NgsiError::bad_request(format!("attribute '{name}' has a null value"))),
         Some(v) if is_ngsi_null(v) => {
             if !mode.allow_null {
-                return Err(NgsiError::bad_request(format!("attribute '{name}' has an NGSI-LD Null value")));
+                return Err(NgsiError::bad_request(format!(
+                    "attribute '{name}' has an NGSI-LD Null value"
+                )));
             }
             Value::Null
         }
@@ -632,10 +802,21 @@ fn parse_instance(name: &str, value: &Value, context: &ActiveContext, mode: Mode
     for (key, member) in members {
         parse_member(name, &mut attribute, key, member, context, mode)?;
     }
-    Ok(AttributePatch { attribute, has_kind, has_value })
+    Ok(AttributePatch {
+        attribute,
+        has_kind,
+        has_value,
+    })
 }
 
-fn parse_member(name: &str, attribute: &mut Attribute, key: &str, member: &Value, context: &ActiveContext, mode: Mode) -> Result<()> {
+fn parse_member(
+    name: &str,
+    attribute: &mut Attribute,
+    key: &str,
+    member: &Value,
+    context: &ActiveContext,
+    mode: Mode,
+) -> Result<()> {
     match key {
         "datasetId" => match member {
             Value::String(s) if s == "@none" => attribute.dataset_id = None,
@@ -644,23 +825,32 @@ fn parse_member(name: &str, attribute: &mut Attribute, key: &str, member: &Value
         },
         "observedAt" => match member.as_str().filter(|s| is_utc_datetime(s)) {
             Some(s) => attribute.observed_at = Some(s.to_owned()),
-            None => return Err(NgsiError::bad_request(format!("observedAt of '{name}' must be a UTC DateTime"))),
+            None => {
+                return Err(NgsiError::bad_request(format!(
+                    "observedAt of '{name}' must be a UTC DateTime"
+                )))
+            }
         },
         "unitCode" => match member {
             Value::String(s) => attribute.unit_code = Some(s.clone()),
             _ => return Err(NgsiError::bad_request(format!("unitCode of '{name}' must be a string"))),
         },
         "objectType" => attribute.object_type = Some(expand_vocab(member, context)?),
+        "expiresAt" => attribute.expires_at = Some(parse_expires_at(member)?),
         "valueType" if attribute.kind == AttributeKind::LanguageProperty => {
             if member.as_str() != Some("langString") && member.as_str() != Some("rdf:langString") {
-                return Err(NgsiError::bad_request(format!("valueType of LanguageProperty '{name}' must be langString")));
+                return Err(NgsiError::bad_request(format!(
+                    "valueType of LanguageProperty '{name}' must be langString"
+                )));
             }
         }
         "valueType" => {}
         key if ATTRIBUTE_MEMBERS.contains(&key) => {}
         sub_name => {
             if !is_valid_name(sub_name) || RESERVED_ATTRIBUTE_NAMES.contains(&sub_name) {
-                return Err(NgsiError::bad_request(format!("invalid sub-attribute name '{sub_name}'")));
+                return Err(NgsiError::bad_request(format!(
+                    "invalid sub-attribute name '{sub_name}'"
+                )));
             }
             let expanded = context.expand(sub_name);
             let sub = parse_instance(sub_name, member, context, Mode { partial: false, ..mode })?.attribute;
@@ -670,16 +860,29 @@ fn parse_member(name: &str, attribute: &mut Attribute, key: &str, member: &Value
     Ok(())
 }
 
+fn parse_expires_at(value: &Value) -> Result<String> {
+    match value.as_str().filter(|s| is_utc_datetime(s)) {
+        Some(text) => Ok(text.to_owned()),
+        None => Err(NgsiError::bad_request("expiresAt must be a UTC DateTime")),
+    }
+}
+
 /// observedAt and friends: RFC 3339 in UTC, with a `Z`.
 pub fn is_utc_datetime(text: &str) -> bool {
     text.ends_with('Z') && time::parse(text).is_some()
 }
 
-fn validate_value(name: &str, kind: AttributeKind, value: &Value, context: &ActiveContext, mode: Mode) -> Result<Value> {
+fn validate_value(
+    name: &str,
+    kind: AttributeKind,
+    value: &Value,
+    context: &ActiveContext,
+    mode: Mode,
+) -> Result<Value> {
     let bad = |why: &str| NgsiError::bad_request(format!("attribute '{name}': {why}"));
     match kind {
         AttributeKind::Property => {
-            if !mode.allow_null && contains_null(value) {
+            if !mode.nested_null && contains_null(value) {
                 return Err(bad("a value must not contain null"));
             }
             Ok(value.clone())

@@ -185,7 +185,9 @@ impl ActiveContext {
                     if body.contains_key("@context") {
                         // Scoped contexts would make a term's meaning depend on
                         // where it is used; NGSI-LD terms must mean one thing.
-                        return Err(invalid_context(format!("term {term} has a scoped @context, which is not supported")));
+                        return Err(invalid_context(format!(
+                            "term {term} has a scoped @context, which is not supported"
+                        )));
                     }
                     let iri = match body.get("@id") {
                         Some(Value::String(id)) => self.expand_with(definitions, id, 0)?,

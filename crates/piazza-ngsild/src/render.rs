@@ -58,6 +58,9 @@ pub fn render_entity(entity: &Entity, context: &ActiveContext, options: &RenderO
         if let Some(modified) = &entity.modified_at {
             out.insert("modifiedAt".into(), Value::String(time::format(modified)));
         }
+        if let Some(expires) = &entity.expires_at {
+            out.insert("expiresAt".into(), Value::String(expires.clone()));
+        }
     }
     for (name, instances) in &entity.attributes {
         if instances.is_empty() {
@@ -139,6 +142,9 @@ pub fn render_attribute(attribute: &Attribute, context: &ActiveContext, options:
         }
         if let Some(modified) = &attribute.modified_at {
             out.insert("modifiedAt".into(), Value::String(time::format(modified)));
+        }
+        if let Some(expires) = &attribute.expires_at {
+            out.insert("expiresAt".into(), Value::String(expires.clone()));
         }
     }
     for (name, sub) in &attribute.sub {
@@ -222,7 +228,10 @@ pub fn pick_language(language_map: &Value, wanted: &str) -> (Option<String>, Val
 fn best_language_match<'a>(map: &'a Map<String, Value>, range: &str) -> Option<(&'a String, &'a Value)> {
     let range = range.to_ascii_lowercase();
     let exact = map.iter().find(|(key, _)| key.to_ascii_lowercase() == range);
-    let narrower = || map.iter().find(|(key, _)| key.to_ascii_lowercase().starts_with(&format!("{range}-")));
+    let narrower = || {
+        map.iter()
+            .find(|(key, _)| key.to_ascii_lowercase().starts_with(&format!("{range}-")))
+    };
     let broader = || {
         map.iter()
             .filter(|(key, _)| range.starts_with(&format!("{}-", key.to_ascii_lowercase())))
@@ -247,7 +256,12 @@ fn key_value(attribute: &Attribute, context: &ActiveContext, options: &RenderOpt
         AttributeKind::LanguageProperty => json!({ "languageMap": attribute.value }),
         AttributeKind::VocabProperty => json!({ "vocab": compact_vocab(&attribute.value, context) }),
         AttributeKind::ListRelationship => match &attribute.value {
-            Value::Array(items) => Value::Array(items.iter().map(|i| i.get("object").cloned().unwrap_or(Value::Null)).collect()),
+            Value::Array(items) => Value::Array(
+                items
+                    .iter()
+                    .map(|i| i.get("object").cloned().unwrap_or(Value::Null))
+                    .collect(),
+            ),
             other => other.clone(),
         },
         AttributeKind::JsonProperty => json!({ "json": attribute.value }),

@@ -59,6 +59,9 @@ fn upsert_instance(entity: &mut Entity, name: &str, mut instance: Attribute, now
 pub fn append_attributes(entity: &mut Entity, fragment: Entity, no_overwrite: bool, now: Timestamp) -> UpdateOutcome {
     let mut outcome = UpdateOutcome::default();
     add_types(entity, fragment.types);
+    if fragment.expires_at.is_some() {
+        entity.expires_at = fragment.expires_at;
+    }
     if !fragment.scope.is_empty() {
         if no_overwrite {
             for scope in fragment.scope {
@@ -98,6 +101,9 @@ pub fn append_attributes(entity: &mut Entity, fragment: Entity, no_overwrite: bo
 pub fn update_attributes(entity: &mut Entity, fragment: Entity, now: Timestamp) -> UpdateOutcome {
     let mut outcome = UpdateOutcome::default();
     add_types(entity, fragment.types);
+    if fragment.expires_at.is_some() {
+        entity.expires_at = fragment.expires_at;
+    }
     if !fragment.scope.is_empty() {
         if entity.scope.is_empty() {
             outcome.not_updated.push(NotUpdated {
@@ -138,9 +144,17 @@ fn remove_instance(entity: &mut Entity, name: &str, dataset_id: Option<&str>) ->
 
 /// Partial Attribute Update (clause 5.6.4): merges the given members into
 /// the existing instance(s) of one attribute; a Null value deletes.
-pub fn partial_update_attribute(entity: &mut Entity, name: &str, patches: Vec<AttributePatch>, now: Timestamp) -> Result<()> {
+pub fn partial_update_attribute(
+    entity: &mut Entity,
+    name: &str,
+    patches: Vec<AttributePatch>,
+    now: Timestamp,
+) -> Result<()> {
     let Some(instances) = entity.attributes.get(name) else {
-        return Err(NgsiError::not_found(format!("entity {} has no attribute {name}", entity.id)));
+        return Err(NgsiError::not_found(format!(
+            "entity {} has no attribute {name}",
+            entity.id
+        )));
     };
     for patch in &patches {
         let dataset_id = patch.attribute.dataset_id.as_deref();
@@ -199,6 +213,9 @@ pub fn merge_entity(entity: &mut Entity, fragment: Entity, now: Timestamp) -> Up
     add_types(entity, fragment.types);
     if !fragment.scope.is_empty() {
         entity.scope = fragment.scope;
+    }
+    if fragment.expires_at.is_some() {
+        entity.expires_at = fragment.expires_at;
     }
     for (name, instances) in fragment.attributes {
         for instance in instances {

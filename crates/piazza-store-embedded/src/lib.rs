@@ -17,7 +17,7 @@ use std::thread;
 
 use async_trait::async_trait;
 use piazza_ngsild::query::EntityQuery;
-use piazza_ngsild::{AttributeKind, Entity, NgsiError};
+use piazza_ngsild::{time, AttributeKind, Entity, NgsiError};
 use piazza_store::{
     Applied, AttributeSummary, ContextKind, Edit, NewState, Page, QueryResult, Store, StoreError, StoreResult,
     StoredContext, Tenant, TypeSummary,
@@ -220,7 +220,7 @@ fn in_savepoint<T>(
 fn apply_edit(transaction: &Transaction<'_>, tenant: &Tenant, edit: Edit) -> Result<Applied, NgsiError> {
     let stored = load(transaction, tenant, &edit.entity_id).map_err(|e| NgsiError::internal(e.to_string()))?;
     let (eid, before) = match stored {
-        Some((eid, entity)) => (Some(eid), Some(entity)),
+        Some((eid, entity)) => (Some(eid), entity),
         None => (None, None),
     };
     let outcome = (edit.apply)(before.as_ref())?;
@@ -246,7 +246,9 @@ fn apply_edit(transaction: &Transaction<'_>, tenant: &Tenant, edit: Edit) -> Res
     })
 }
 
-fn load(transaction: &Transaction<'_>, tenant: &Tenant, id: &str) -> StoreResult<Option<(i64, Entity)>> {
+/// The stored row of an entity: its key, and the entity unless it expired
+/// (an expired entity is absent, and its id may be created afresh).
+fn load(transaction: &Transaction<'_>, tenant: &Tenant, id: &str) -> StoreResult<Option<(i64, Option<Entity>)>> {
     let row: Option<(i64, String)> = transaction
         .prepare_cached("SELECT eid, doc FROM entities WHERE tenant = ?1 AND id = ?2")
         .and_then(|mut s| {
@@ -254,7 +256,8 @@ fn load(transaction: &Transaction<'_>, tenant: &Tenant, id: &str) -> StoreResult
                 .optional()
         })
         .map_err(sql)?;
-    row.map(|(eid, doc)| Ok((eid, decode(&doc)?))).transpose()
+    row.map(|(eid, doc)| Ok((eid, decode(&doc)?.live(time::now()))))
+        .transpose()
 }
 
 fn put(transaction: &Transaction<'_>, tenant: &Tenant, eid: Option<i64>, entity: &Entity) -> rusqlite::Result<()> {

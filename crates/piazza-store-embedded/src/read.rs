@@ -15,7 +15,7 @@ pub(crate) fn get(connection: &Connection, tenant: &Tenant, id: &str) -> StoreRe
         .prepare_cached("SELECT doc FROM entities WHERE tenant = ?1 AND id = ?2")
         .and_then(|mut s| s.query_row(params![tenant.name(), id], |r| r.get(0)).optional())
         .map_err(sql)?;
-    doc.map(|d| decode(&d)).transpose()
+    Ok(doc.map(|d| decode(&d)).transpose()?.and_then(|e| e.live(time::now())))
 }
 
 /// The part of a query SQL can answer: tenant, ids, type alternatives and
@@ -78,9 +78,12 @@ pub(crate) fn query(
     let mut rows = statement.query(params_from_iter(args)).map_err(sql)?;
     let mut result = QueryResult::default();
     let mut matched: u64 = 0;
+    let now = time::now();
     while let Some(row) = rows.next().map_err(sql)? {
         let doc: String = row.get(0).map_err(sql)?;
-        let entity = decode(&doc)?;
+        let Some(entity) = decode(&doc)?.live(now) else {
+            continue;
+        };
         if !query.matches(&entity) {
             continue;
         }
@@ -123,8 +126,11 @@ fn exact_page(connection: &Connection, clause: &str, args: Vec<SqlValue>, page: 
     let docs = statement
         .query_map(params_from_iter(all_args), |r| r.get::<_, String>(0))
         .map_err(sql)?;
+    let now = time::now();
     for doc in docs {
-        result.entities.push(decode(&doc.map_err(sql)?)?);
+        if let Some(entity) = decode(&doc.map_err(sql)?)?.live(now) {
+            result.entities.push(entity);
+        }
     }
     Ok(result)
 }

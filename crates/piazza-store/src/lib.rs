@@ -28,9 +28,11 @@ impl Tenant {
     /// are safe in URLs, logs and file names.
     pub fn parse(name: &str) -> Result<Tenant, NgsiError> {
         let valid = name.len() <= 64
+            && !name.starts_with('.')
+            && !name.contains("..")
             && name
                 .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':' | '/'));
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'));
         if valid {
             Ok(Tenant(name.to_owned()))
         } else {

@@ -28,7 +28,10 @@ fn parses_every_attribute_kind_in_normalized_form() {
     assert_eq!(entity.types, vec![core().expand("Thing")]);
     let vocab = &entity.attributes[&core().expand("v")][0].value;
     assert_eq!(vocab, &json!(core().expand("Yes")));
-    assert_eq!(entity.attributes[&core().expand("lr")][0].value, json!([{"object": "urn:a:1"}]));
+    assert_eq!(
+        entity.attributes[&core().expand("lr")][0].value,
+        json!([{"object": "urn:a:1"}])
+    );
 }
 
 #[test]
@@ -132,4 +135,21 @@ fn render_round_trips_normalized_and_simplifies() {
         },
     );
     assert_eq!(italian["l"], json!({"type": "Property", "value": "ciao", "lang": "it"}));
+}
+
+#[test]
+fn expired_entities_and_instances_are_not_live() {
+    let body = json!({
+        "id": "urn:x:1", "type": "T", "expiresAt": "2100-01-01T00:00:00Z",
+        "speed": [{"value": 1}, {"value": 2, "datasetId": "urn:d:1", "expiresAt": "2020-01-01T00:00:00Z"}],
+        "gone": {"value": 3, "expiresAt": "2020-01-01T00:00:00Z"},
+    });
+    let entity = parse_entity(&body, &core(), ParseOptions::CREATE).unwrap();
+    let live = entity.clone().live(crate::time::now()).expect("entity not expired");
+    assert_eq!(live.attributes[&core().expand("speed")].len(), 1);
+    assert!(!live.attributes.contains_key(&core().expand("gone")));
+    let after_2100 = crate::time::parse("2100-01-02T00:00:00Z").unwrap();
+    assert!(entity.live(after_2100).is_none());
+    let malformed = json!({"id": "urn:x:1", "type": "T", "expiresAt": "2026-13-45T00:00:00Z"});
+    assert!(parse_entity(&malformed, &core(), ParseOptions::CREATE).is_err());
 }

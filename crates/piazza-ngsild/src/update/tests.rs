@@ -37,12 +37,18 @@ fn append_respects_no_overwrite() {
 fn update_replaces_instances_keeps_created_at_and_deletes_with_null() {
     let mut e = entity(json!({"id": "urn:x:1", "type": "T", "a": {"value": 1, "unitCode": "C"}, "b": 1}));
     let created = e.instance(&name("a"), None).unwrap().created_at;
-    let patch = fragment(json!({"a": 2, "zz": 3, "b": "urn:ngsi-ld:null", "scope": "/x"}), ParseOptions::MERGE);
+    let patch = fragment(
+        json!({"a": 2, "zz": 3, "b": "urn:ngsi-ld:null", "scope": "/x"}),
+        ParseOptions::MERGE,
+    );
     let outcome = update_attributes(&mut e, patch, time::now());
     assert_eq!(outcome.updated, vec![name("a"), name("zz"), name("b")]);
     assert_eq!(outcome.not_updated[0].name, "scope", "no scope to update");
     let a = e.instance(&name("a"), None).unwrap();
-    assert_eq!((a.value.clone(), a.unit_code.clone(), a.created_at), (json!(2), None, created));
+    assert_eq!(
+        (a.value.clone(), a.unit_code.clone(), a.created_at),
+        (json!(2), None, created)
+    );
     assert!(e.attributes.contains_key(&name("zz")));
     assert!(!e.attributes.contains_key(&name("b")));
 }

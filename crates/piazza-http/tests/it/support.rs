@@ -1,0 +1,139 @@
+//! The shared test server and small helpers.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use piazza_broker::{Broker, Limits};
+use piazza_http::AppState;
+use piazza_store_embedded::EmbeddedStore;
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+pub const CORE: &str = "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context-v1.8.jsonld";
+/// Bodies larger than this are refused by the test server.
+pub const TEST_BODY_LIMIT: usize = 64 * 1024;
+
+struct Shared {
+    base: String,
+}
+
+/// The base URL of the shared server (started on first use, in a thread of
+/// its own so that it outlives every test's runtime).
+fn shared() -> &'static Shared {
+    static SHARED: OnceLock<Shared> = OnceLock::new();
+    SHARED.get_or_init(|| {
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("test runtime");
+            runtime.block_on(async move {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let store = EmbeddedStore::open(dir.path()).expect("store");
+                let broker = Arc::new(Broker::new(Arc::new(store), Limits::default()));
+                let state = Arc::new(AppState {
+                    broker,
+                    max_body_bytes: TEST_BODY_LIMIT,
+                });
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+                let address = listener.local_addr().expect("address");
+                sender.send(format!("http://{address}")).expect("report address");
+                piazza_http::serve(listener, state, std::future::pending())
+                    .await
+                    .expect("serve");
+                drop(dir);
+            });
+        });
+        Shared {
+            base: receiver.recv().expect("server address"),
+        }
+    })
+}
+
+/// A client bound to a fresh tenant of the shared server.
+pub struct Client {
+    http: reqwest::Client,
+    pub base: String,
+    pub tenant: String,
+}
+
+pub fn client() -> Client {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    Client {
+        http: reqwest::Client::new(),
+        base: format!("{}/ngsi-ld/v1", shared().base),
+        tenant: format!("t{}-{n}", std::process::id()),
+    }
+}
+
+/// A response: status, headers and JSON body (Null when empty).
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The ProblemDetails type, for error responses.
+    pub fn problem(&self) -> &str {
+        self.body["type"].as_str().unwrap_or("")
+    }
+}
+
+impl Client {
+    pub fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.base))
+            .header("NGSILD-Tenant", &self.tenant)
+    }
+
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> Reply {
+        let response = request.send().await.expect("request");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let text = response.text().await.expect("body");
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        Reply { status, headers, body }
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.send(self.request(Method::GET, path)).await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> Reply {
+        self.send(self.request(Method::POST, path).json(body)).await
+    }
+
+    pub async fn patch(&self, path: &str, body: &Value) -> Reply {
+        self.send(self.request(Method::PATCH, path).json(body)).await
+    }
+
+    pub async fn put(&self, path: &str, body: &Value) -> Reply {
+        self.send(self.request(Method::PUT, path).json(body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Reply {
+        self.send(self.request(Method::DELETE, path)).await
+    }
+
+    /// Creates an entity and checks it was created.
+    pub async fn create(&self, entity: &Value) {
+        let reply = self.post("/entities", entity).await;
+        assert_eq!(reply.status, StatusCode::CREATED, "create {entity}: {}", reply.body);
+    }
+}
+
+pub fn problem(kind: &str) -> String {
+    format!("https://uri.etsi.org/ngsi-ld/errors/{kind}")
+}
