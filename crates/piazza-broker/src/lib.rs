@@ -5,10 +5,11 @@
 //! through the [`Store`] port, and (in later layers) records history and
 //! enqueues notifications. It knows nothing of HTTP.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use piazza_ngsild::entity::{parse_attribute, parse_attribute_patch, parse_entity, ParseOptions};
-use piazza_ngsild::query::EntityQuery;
+use piazza_ngsild::query::{EntityQuery, OrderBy};
 use piazza_ngsild::update::{self, UpdateOutcome};
 use piazza_ngsild::{time, ActiveContext, Entity, ErrorKind, NgsiError};
 use piazza_store::{Applied, Edit, EditOutcome, NewState, Page, QueryResult, Store, StoreError, Tenant};
@@ -50,6 +51,11 @@ pub struct Limits {
     pub max_page_size: usize,
     /// The most entities one batch operation may carry.
     pub max_batch_size: usize,
+    /// The most matches a query that is ordered or filters through linked
+    /// entities may have: those are sorted/filtered in memory.
+    pub max_sorted_matches: usize,
+    /// The most linked entities one request may fetch (joins, linked q).
+    pub max_linked_entities: usize,
 }
 
 impl Default for Limits {
@@ -58,6 +64,8 @@ impl Default for Limits {
             default_page_size: 20,
             max_page_size: 1000,
             max_batch_size: 10_000,
+            max_sorted_matches: 10_000,
+            max_linked_entities: 1_000,
         }
     }
 }
@@ -153,8 +161,105 @@ impl Broker {
 
     /// Query Entities (clause 5.7.2).
     pub async fn query(&self, tenant: &Tenant, query: EntityQuery, page: Page) -> BrokerResult<QueryResult> {
+        self.query_ordered(tenant, query, page, None).await
+    }
+
+    /// Query Entities with an optional ordering (clause 4.23). Ordered
+    /// queries and queries with linked-entity terms (`rel{attr}`) are
+    /// answered in memory: every match is read (up to
+    /// `max_sorted_matches`), filtered, sorted, then paged.
+    pub async fn query_ordered(
+        &self,
+        tenant: &Tenant,
+        mut query: EntityQuery,
+        page: Page,
+        order: Option<&OrderBy>,
+    ) -> BrokerResult<QueryResult> {
         self.require_tenant(tenant).await?;
-        Ok(self.store.query(tenant, Arc::new(query), page).await?)
+        let linked_q = query.q.take_if(|q| q.link_depth() > 0);
+        if order.is_none() && linked_q.is_none() {
+            return Ok(self.store.query(tenant, Arc::new(query), page).await?);
+        }
+        let cap = self.limits.max_sorted_matches;
+        let everything = Page {
+            offset: 0,
+            limit: cap + 1,
+            count: false,
+        };
+        let mut entities = self.store.query(tenant, Arc::new(query), everything).await?.entities;
+        if entities.len() > cap {
+            return Err(NgsiError::new(
+                ErrorKind::TooManyResults,
+                format!("more than {cap} entities match; narrow the query to order or filter by linked entities"),
+            )
+            .into());
+        }
+        if let Some(q) = linked_q {
+            let relationships = q.link_relationships();
+            let mut linked = HashMap::new();
+            let mut kept = Vec::new();
+            for entity in entities {
+                self.fetch_linked(tenant, &entity, &relationships, q.link_depth(), &mut linked)
+                    .await?;
+                if q.matches_linked(&entity, &|id| linked.get(id).and_then(Option::as_ref)) {
+                    kept.push(entity);
+                }
+            }
+            entities = kept;
+        }
+        if let Some(order) = order {
+            order.sort(&mut entities);
+        }
+        let total = entities.len() as u64;
+        let entities = entities.into_iter().skip(page.offset).take(page.limit).collect();
+        Ok(QueryResult {
+            entities,
+            total: page.count.then_some(total),
+        })
+    }
+
+    /// Reads the entities `entity` links to through `relationships`, up to
+    /// `depth` hops, into `linked` (id → entity, `None` when missing), which
+    /// also serves as a cache across calls. Bounded by `max_linked_entities`.
+    pub async fn fetch_linked(
+        &self,
+        tenant: &Tenant,
+        entity: &Entity,
+        relationships: &[String],
+        depth: usize,
+        linked: &mut HashMap<String, Option<Entity>>,
+    ) -> BrokerResult<()> {
+        let mut frontier = vec![entity.clone()];
+        for _ in 0..depth {
+            let mut next: Vec<Entity> = Vec::new();
+            for source in &frontier {
+                for id in relationship_objects(source, relationships) {
+                    // Each entity is followed once per hop, so cycles cannot multiply work.
+                    if next.iter().any(|e| e.id == id) {
+                        continue;
+                    }
+                    if !linked.contains_key(&id) {
+                        if linked.len() >= self.limits.max_linked_entities {
+                            return Err(NgsiError::new(
+                                ErrorKind::TooManyResults,
+                                format!(
+                                    "more than {} linked entities are needed",
+                                    self.limits.max_linked_entities
+                                ),
+                            )
+                            .into());
+                        }
+                        let target = self.store.get(tenant, &id).await?;
+                        linked.insert(id.clone(), target);
+                    }
+                    if let Some(Some(target)) = linked.get(&id) {
+                        next.push(target.clone());
+                    }
+                }
+            }
+            frontier = next;
+        }
+        Ok(())
     }
 
     /// Delete Entity (clause 5.6.6).
@@ -553,6 +658,28 @@ impl Broker {
         }
         Ok(items)
     }
+}
+
+/// The object ids of the Relationship instances of `entity` named in `names`
+/// (all relationships when `names` is empty).
+pub fn relationship_objects(entity: &Entity, names: &[String]) -> Vec<String> {
+    let mut ids = Vec::new();
+    for (name, instances) in &entity.attributes {
+        if !names.is_empty() && !names.contains(name) {
+            continue;
+        }
+        for instance in instances
+            .iter()
+            .filter(|i| i.kind == piazza_ngsild::AttributeKind::Relationship)
+        {
+            match &instance.value {
+                Value::String(id) => ids.push(id.clone()),
+                Value::Array(items) => ids.extend(items.iter().filter_map(Value::as_str).map(str::to_owned)),
+                _ => {}
+            }
+        }
+    }
+    ids
 }
 
 fn create(existing: Option<&Entity>, entity: Entity) -> Result<EditOutcome, NgsiError> {

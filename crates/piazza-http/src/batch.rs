@@ -7,7 +7,7 @@ use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use piazza_broker::{BatchItem, BatchSuccess, BrokerError, Payload};
-use piazza_ngsild::query::{EntityQuery, GeoQuery, Query, ScopeQuery, TypeSelector};
+use piazza_ngsild::query::{Collation, EntityQuery, GeoQuery, OrderBy, Query, ScopeQuery, Selector, TypeSelector};
 use serde_json::{json, Value};
 
 use crate::entities::{payload, View};
@@ -175,35 +175,79 @@ pub async fn query(
     ])?;
     let local = body.local_context(&body.value, &meta)?.map(|c| c.to_value());
     let context = state.broker.context(&meta.tenant, local.as_ref()).await?;
-    let mut view = View::new(&state, &meta, &params).await?;
-    view.context = context.clone();
-    if let Some(inline) = local.filter(|_| body.json_ld) {
-        view.responder.context = inline;
-    }
     let Value::Object(request) = &body.value else {
         return Err(ApiError::bad_request("the body must be a Query object"));
     };
     if request.get("type").and_then(Value::as_str) != Some("Query") {
         return Err(ApiError::bad_request("the body's type must be \"Query\""));
     }
+    if request.contains_key("temporalQ") {
+        return Err(ApiError::bad_request("temporalQ only applies to temporal queries"));
+    }
+    // Body members that mirror query parameters are read as such.
+    let mut pairs: Vec<(String, String)> = params.pairs().to_vec();
+    for (member, name) in [
+        ("geometryProperty", "geometryProperty"),
+        ("join", "join"),
+        ("lang", "lang"),
+    ] {
+        if let Some(value) = request.get(member) {
+            let text = value
+                .as_str()
+                .ok_or_else(|| ApiError::bad_request(format!("{member} must be a string")))?;
+            pairs.push((name.into(), text.into()));
+        }
+    }
+    if let Some(level) = request.get("joinLevel") {
+        let level = level
+            .as_i64()
+            .ok_or_else(|| ApiError::bad_request("joinLevel must be an integer"))?;
+        pairs.push(("joinLevel".into(), level.to_string()));
+    }
+    for member in ["pick", "omit"] {
+        if let Some(value) = request.get(member) {
+            let list = string_list(value, member)?;
+            if list.is_empty() {
+                return Err(ApiError::bad_request(format!("{member} must not be empty")));
+            }
+            pairs.push((member.into(), list.join(",")));
+        }
+    }
+    let view_params = Params::from_pairs(pairs);
+    let mut view = View::new(&state, &meta, &view_params).await?;
+    view.context = context.clone();
+    if let Some(inline) = local.filter(|_| body.json_ld) {
+        view.responder.context = inline;
+    }
     let mut query = EntityQuery::default();
-    let mut alternatives = Vec::new();
     if let Some(entities) = request.get("entities") {
         let Value::Array(selectors) = entities else {
             return Err(ApiError::bad_request("entities must be an array"));
         };
+        if selectors.is_empty() {
+            return Err(ApiError::bad_request("entities must not be empty"));
+        }
         for selector in selectors {
-            alternatives.push(entity_selector(selector, &context)?);
+            query.alternatives.push(entity_selector(selector, &context)?);
         }
     }
     if let Some(attrs) = request.get("attrs") {
         let names = string_list(attrs, "attrs")?;
+        if names.is_empty() {
+            return Err(ApiError::bad_request("attrs must not be empty"));
+        }
         query.attrs = params::expand_names(&names, &context)?;
-        view.projection.pick = Some(query.attrs.clone());
+        if request.contains_key("pick") || request.contains_key("omit") {
+            return Err(ApiError::bad_request("attrs cannot be combined with pick or omit"));
+        }
+        view.shape.projection.pick = Some(query.attrs.clone());
+        view.shape.projection.keep_core = true;
     }
     if let Some(q) = request.get("q") {
         let text = q.as_str().ok_or_else(|| ApiError::bad_request("q must be a string"))?;
-        query.q = Some(Query::parse(text, &context)?);
+        let parsed = Query::parse(text, &context)?;
+        params::check_join_depth(parsed.link_depth(), view.join, "q")?;
+        query.q = Some(parsed);
     }
     if let Some(scope) = request.get("scopeQ") {
         let text = scope
@@ -214,59 +258,88 @@ pub async fn query(
     if let Some(geo) = request.get("geoQ") {
         query.geo = Some(GeoQuery::from_json(geo, &context)?);
     }
-    if let Some(lang) = request.get("lang").and_then(Value::as_str) {
-        view.options.lang = Some(lang.to_owned());
-    }
-    if alternatives.is_empty() && query.attrs.is_empty() && query.q.is_none() && query.geo.is_none() {
+    let order = request.get("ordering").map(|o| ordering(o, &context)).transpose()?;
+    if query.alternatives.is_empty() && query.attrs.is_empty() && query.q.is_none() && query.geo.is_none() {
         return Err(ApiError::bad_request("a query needs entities, attrs, q or geoQ"));
     }
     let page = params::page(&params, state.broker.limits())?;
-    let result = if alternatives.len() <= 1 {
-        if let Some(selector) = alternatives.pop() {
-            query.ids = selector.ids;
-            query.id_pattern = selector.id_pattern;
-            query.types = selector.types;
-        }
-        state.broker.query(&meta.tenant, query, page).await?
-    } else {
-        // Several selectors: any of them, combined with the common filters.
-        let combined = AnyOf {
-            selectors: alternatives,
-            common: query,
-        };
-        state.broker.query(&meta.tenant, combined.into_query(), page).await?
-    };
+    let result = state
+        .broker
+        .query_ordered(&meta.tenant, query, page, order.as_ref())
+        .await?;
     let total = result.total;
-    let mut response = view.many(result.entities);
+    let mut response = view.many(&state, &meta.tenant, result.entities).await?;
     if let Some(total) = total {
         response.headers_mut().insert("NGSILD-Results-Count", total.into());
     }
     Ok(response)
 }
 
-fn entity_selector(selector: &Value, context: &piazza_ngsild::ActiveContext) -> ApiResult<EntityQuery> {
+/// One `EntitySelector` (clause 5.2.33): `type` is mandatory; `id` (one URI
+/// or an array of them) wins over `idPattern`.
+fn entity_selector(selector: &Value, context: &piazza_ngsild::ActiveContext) -> ApiResult<Selector> {
     let Value::Object(members) = selector else {
         return Err(ApiError::bad_request("each entities item must be an object"));
     };
-    let mut query = EntityQuery::default();
-    if let Some(id) = members.get("id") {
-        let id = id.as_str().filter(|s| piazza_ngsild::entity::is_uri(s));
-        query.ids = vec![id
-            .ok_or_else(|| ApiError::bad_request("entities id must be a URI"))?
-            .to_owned()];
+    let mut result = Selector::default();
+    match members.get("type") {
+        Some(Value::String(t)) if t == "*" => {}
+        Some(Value::String(t)) => result.types = Some(TypeSelector::parse(t, context)?),
+        Some(_) => return Err(ApiError::bad_request("entities type must be a string")),
+        None => return Err(ApiError::bad_request("each entities item needs a type")),
     }
-    if let Some(pattern) = members.get("idPattern") {
+    if let Some(id) = members.get("id") {
+        let ids: Vec<&Value> = match id {
+            Value::Array(items) => items.iter().collect(),
+            single => vec![single],
+        };
+        if ids.is_empty() {
+            return Err(ApiError::bad_request("entities id must not be an empty array"));
+        }
+        for id in ids {
+            let id = id.as_str().filter(|s| piazza_ngsild::entity::is_uri(s));
+            result.ids.push(
+                id.ok_or_else(|| ApiError::bad_request("entities id must be a URI or an array of URIs"))?
+                    .to_owned(),
+            );
+        }
+    } else if let Some(pattern) = members.get("idPattern") {
         let pattern = pattern
             .as_str()
             .ok_or_else(|| ApiError::bad_request("idPattern must be a string"))?;
-        query.id_pattern = Some(params::compile_pattern(pattern)?);
+        result.id_pattern = Some(params::compile_pattern(pattern)?);
     }
-    match members.get("type") {
-        Some(Value::String(t)) => query.types = Some(TypeSelector::parse(t, context)?),
-        Some(_) => return Err(ApiError::bad_request("entities type must be a string")),
-        None => {}
+    Ok(result)
+}
+
+/// `ordering` (OrderingParams, clause 5.2.43): `orderBy` (strings),
+/// `coordinates` (an array, required by distance ordering), `geometry`
+/// (a string) and `collation`.
+fn ordering(value: &Value, context: &piazza_ngsild::ActiveContext) -> ApiResult<OrderBy> {
+    let Value::Object(members) = value else {
+        return Err(ApiError::bad_request("ordering must be an object"));
+    };
+    let keys = members
+        .get("orderBy")
+        .map(|v| string_list(v, "orderBy"))
+        .transpose()?
+        .unwrap_or_default();
+    if keys.is_empty() {
+        return Err(ApiError::bad_request("ordering needs orderBy"));
     }
-    Ok(query)
+    let coordinates = members.get("coordinates");
+    if coordinates.is_some_and(|c| !c.is_array()) {
+        return Err(ApiError::bad_request("ordering coordinates must be an array"));
+    }
+    if members.get("geometry").is_some_and(|g| !g.is_string()) {
+        return Err(ApiError::bad_request("ordering geometry must be a string"));
+    }
+    let collation = match members.get("collation") {
+        None => Collation::default(),
+        Some(Value::String(tag)) => Collation::parse(tag)?,
+        Some(_) => return Err(ApiError::bad_request("ordering collation must be a string")),
+    };
+    Ok(OrderBy::parse(&keys.join(","), coordinates, collation, context)?)
 }
 
 fn string_list(value: &Value, name: &str) -> ApiResult<Vec<String>> {
@@ -281,38 +354,5 @@ fn string_list(value: &Value, name: &str) -> ApiResult<Vec<String>> {
             .collect(),
         Value::String(s) => Ok(s.split(',').map(str::to_owned).collect()),
         _ => Err(ApiError::bad_request(format!("{name} must be an array of strings"))),
-    }
-}
-
-/// Several entity selectors of one query. Expressed with an id pattern and
-/// type union when possible; the general case filters ids in a q-less way.
-struct AnyOf {
-    selectors: Vec<EntityQuery>,
-    common: EntityQuery,
-}
-
-impl AnyOf {
-    fn into_query(self) -> EntityQuery {
-        let mut query = self.common;
-        let mut types = Vec::new();
-        let mut ids = Vec::new();
-        let mut patterns = Vec::new();
-        for selector in self.selectors {
-            if let Some(t) = selector.types {
-                types.push(t);
-            }
-            ids.extend(selector.ids);
-            if let Some(p) = selector.id_pattern {
-                patterns.push(format!("(?:{})", p.as_str()));
-            }
-        }
-        if !types.is_empty() {
-            query.types = Some(TypeSelector::Or(types));
-        }
-        query.ids = ids;
-        if !patterns.is_empty() {
-            query.id_pattern = regex::Regex::new(&patterns.join("|")).ok();
-        }
-        query
     }
 }

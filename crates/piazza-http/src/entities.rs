@@ -4,11 +4,10 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, RawQuery, State};
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use piazza_broker::Payload;
-use piazza_ngsild::query::Projection;
-use piazza_ngsild::query::TypeSelector;
+use piazza_ngsild::query::{Projection, Query, TypeSelector};
 use piazza_ngsild::render::{render_entity, render_feature, RenderOptions};
 use piazza_ngsild::update::UpdateOutcome;
 use piazza_ngsild::{ActiveContext, Entity, NgsiError};
@@ -16,9 +15,11 @@ use serde_json::{json, Map, Value};
 
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{link_context, JsonBody, MediaType, Meta};
+use crate::linked::{Join, JoinKind, Linked, Shape};
 use crate::params::{self, Params};
 use crate::respond::{created, Responder};
 use crate::AppState;
+use piazza_store::{Page, Tenant};
 
 pub const ENTITIES_PATH: &str = "/ngsi-ld/v1/entities/";
 
@@ -49,6 +50,10 @@ const QUERY_PARAMS: &[&str] = &[
     "join",
     "joinLevel",
     "entityMap",
+    "orderBy",
+    "orderFrom",
+    "collation",
+    "expandValues",
     "collectGeometry",
 ];
 const RETRIEVE_PARAMS: &[&str] = &[
@@ -95,38 +100,67 @@ pub async fn create(
 /// Everything needed to render entities for one request.
 pub struct View {
     pub context: Arc<ActiveContext>,
-    pub projection: Projection,
+    /// What to return of each entity and of its linked entities.
+    pub shape: Shape,
     pub options: RenderOptions,
     pub responder: Responder,
     pub geometry_property: String,
+    pub join: Option<Join>,
+    /// `datasetId`: only these attribute instances (`@none`: the default one).
+    pub dataset_ids: Option<Vec<String>>,
 }
+
+/// Bounds the entities one response embeds with `join=inline` (a linked
+/// entity reached through several paths is embedded in each).
+const MAX_EMBEDDED: usize = 10_000;
 
 impl View {
     pub async fn new(state: &AppState, meta: &Meta, params: &Params) -> ApiResult<View> {
         let media = meta.accept(true)?;
         let context = link_context(state, meta).await?;
-        let projection = params::projection(params, &context)?;
+        let geometry_property = params.get("geometryProperty");
+        if geometry_property.is_some() && media != MediaType::GeoJson {
+            return Err(ApiError::bad_request(
+                "geometryProperty only applies to GeoJSON responses",
+            ));
+        }
+        let join = Join::parse(params.get("join"), params.number("joinLevel")?)?;
+        let shape = params::shape(params, &context, join)?;
         let options = params::render_options(params)?;
-        let geometry_property = context.expand(params.get("geometryProperty").unwrap_or("location"));
+        let dataset_ids = params.list("datasetId")?;
         Ok(View {
             responder: Responder::new(media, meta.link.as_deref()),
+            geometry_property: context.expand(geometry_property.unwrap_or("location")),
             context,
-            projection,
+            shape,
             options,
-            geometry_property,
+            join,
+            dataset_ids,
         })
     }
 
-    /// Renders an entity; `None` when the projection leaves nothing.
-    fn render(&self, mut entity: Entity) -> Option<Map<String, Value>> {
-        self.projection.apply(&mut entity);
+    /// The entity with only the members and instances to return.
+    fn project(&self, entity: &Entity, projection: &Projection) -> Entity {
+        let mut entity = entity.clone();
+        projection.apply(&mut entity);
+        if let Some(wanted) = &self.dataset_ids {
+            for instances in entity.attributes.values_mut() {
+                instances.retain(|i| wanted.iter().any(|w| i.dataset_id.as_deref().unwrap_or("@none") == w));
+            }
+            entity.attributes.retain(|_, instances| !instances.is_empty());
+        }
+        entity
+    }
+
+    /// Renders a projected entity; `None` when the projection leaves nothing.
+    fn render_with(&self, entity: &Entity, projection: &Projection) -> Option<Map<String, Value>> {
         let geojson = self.responder.media == MediaType::GeoJson;
         let mut body = if geojson {
-            render_feature(&entity, &self.context, &self.options, &self.geometry_property)
+            render_feature(entity, &self.context, &self.options, &self.geometry_property)
         } else {
-            render_entity(&entity, &self.context, &self.options)
+            render_entity(entity, &self.context, &self.options)
         };
-        if !self.projection.is_identity() {
+        if !projection.is_identity() {
             let members = if geojson {
                 body.get_mut("properties").and_then(Value::as_object_mut)
             } else {
@@ -134,8 +168,7 @@ impl View {
             };
             if let Some(members) = members {
                 members.retain(|key, _| {
-                    matches!(key.as_str(), "createdAt" | "modifiedAt")
-                        || self.projection.keeps(&self.context.expand(key))
+                    matches!(key.as_str(), "createdAt" | "modifiedAt") || projection.keeps(&self.context.expand(key))
                 });
                 if members.is_empty() {
                     return None;
@@ -145,21 +178,133 @@ impl View {
         Some(body)
     }
 
-    pub fn one(&self, entity: Entity) -> ApiResult<Response> {
+    /// Renders a projected entity with its linked entities embedded in
+    /// their relationships (`join=inline`), `levels` deep.
+    fn render_inline(
+        &self,
+        entity: &Entity,
+        shape: &Shape,
+        levels: usize,
+        linked: &Linked,
+        budget: &mut usize,
+    ) -> Option<Map<String, Value>> {
+        let mut body = self.render_with(entity, &shape.projection)?;
+        if levels == 0 {
+            return Some(body);
+        }
+        for name in entity.attributes.keys() {
+            let child_shape = shape.link(name);
+            let Some(value) = body.get_mut(&self.context.compact(name)) else {
+                continue;
+            };
+            let mut embed = |id: &str| -> Option<Value> {
+                if *budget == 0 {
+                    return None;
+                }
+                *budget -= 1;
+                let target = self.project(linked.get(id)?, &child_shape.projection);
+                self.render_inline(&target, child_shape, levels - 1, linked, budget)
+                    .map(Value::Object)
+            };
+            match value {
+                // keyValues: the relationship becomes the linked entity.
+                Value::String(id) => {
+                    if let Some(rendered) = embed(&id.clone()) {
+                        *value = rendered;
+                    }
+                }
+                Value::Object(_) | Value::Array(_) => {
+                    let instances: Vec<&mut Map<String, Value>> = match value {
+                        Value::Object(map) => vec![map],
+                        Value::Array(items) => items.iter_mut().filter_map(Value::as_object_mut).collect(),
+                        _ => Vec::new(),
+                    };
+                    for instance in instances {
+                        let Some(id) = instance.get("object").and_then(Value::as_str).map(str::to_owned) else {
+                            continue;
+                        };
+                        if let Some(rendered) = embed(&id) {
+                            instance.insert("entity".into(), rendered);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        Some(body)
+    }
+
+    /// The join to perform: none for GeoJSON, whose features have no place for linked entities.
+    fn effective_join(&self) -> Option<Join> {
+        self.join.filter(|_| self.responder.media != MediaType::GeoJson)
+    }
+
+    /// Renders `entities` (with their linked entities when joining); for
+    /// `join=flat`, also the linked entities reached, after them.
+    async fn render_all(
+        &self,
+        state: &AppState,
+        tenant: &Tenant,
+        entities: &[Entity],
+    ) -> ApiResult<(Vec<Map<String, Value>>, usize)> {
+        let projected: Vec<Entity> = entities
+            .iter()
+            .map(|e| self.project(e, &self.shape.projection))
+            .collect();
+        let Some(join) = self.effective_join() else {
+            let items = projected
+                .iter()
+                .filter_map(|e| self.render_with(e, &self.shape.projection))
+                .collect();
+            return Ok((items, 0));
+        };
+        let linked = Linked::resolve(state, tenant, &projected, &self.shape, join).await?;
+        match join.kind {
+            JoinKind::Inline => {
+                let mut budget = MAX_EMBEDDED;
+                let items = projected
+                    .iter()
+                    .filter_map(|e| self.render_inline(e, &self.shape, join.level, &linked, &mut budget))
+                    .collect();
+                Ok((items, 0))
+            }
+            JoinKind::Flat => {
+                let mut items: Vec<Map<String, Value>> = projected
+                    .iter()
+                    .filter_map(|e| self.render_with(e, &self.shape.projection))
+                    .collect();
+                let roots = items.len();
+                for (id, shape) in &linked.reached {
+                    if let Some(target) = linked.get(id) {
+                        let target = self.project(target, &shape.projection);
+                        items.extend(self.render_with(&target, &shape.projection));
+                    }
+                }
+                let reached = items.len() - roots;
+                Ok((items, reached))
+            }
+        }
+    }
+
+    pub async fn one(&self, state: &AppState, tenant: &Tenant, entity: Entity) -> ApiResult<Response> {
         let id = entity.id.clone();
-        let body = self
-            .render(entity)
-            .ok_or_else(|| NgsiError::not_found(format!("entity {id} has none of the requested members")))?;
+        let (mut items, linked) = self.render_all(state, tenant, std::slice::from_ref(&entity)).await?;
+        if items.is_empty() || (linked > 0 && items.len() == linked) {
+            return Err(NgsiError::not_found(format!("entity {id} has none of the requested members")).into());
+        }
         Ok(if self.responder.media == MediaType::GeoJson {
-            self.responder.geojson(StatusCode::OK, body)
+            self.responder.geojson(StatusCode::OK, items.remove(0))
+        } else if linked > 0 {
+            // join=flat: the entity, then the entities it links to.
+            self.responder.list(StatusCode::OK, items)
         } else {
-            self.responder.object(StatusCode::OK, body)
+            self.responder.object(StatusCode::OK, items.remove(0))
         })
     }
 
-    pub fn many(&self, entities: Vec<Entity>) -> Response {
-        let items: Vec<Map<String, Value>> = entities.into_iter().filter_map(|e| self.render(e)).collect();
-        if self.responder.media == MediaType::GeoJson {
+    pub async fn many(&self, state: &AppState, tenant: &Tenant, entities: Vec<Entity>) -> ApiResult<Response> {
+        let (items, _) = self.render_all(state, tenant, &entities).await?;
+        Ok(if self.responder.media == MediaType::GeoJson {
             let mut collection = Map::new();
             collection.insert("type".into(), json!("FeatureCollection"));
             collection.insert(
@@ -169,7 +314,7 @@ impl View {
             self.responder.geojson(StatusCode::OK, collection)
         } else {
             self.responder.list(StatusCode::OK, items)
-        }
+        })
     }
 }
 
@@ -205,7 +350,7 @@ pub async fn retrieve(
             );
         }
     }
-    view.one(entity)
+    view.one(&state, &meta.tenant, entity).await
 }
 
 pub async fn query(State(state): State<Arc<AppState>>, meta: Meta, RawQuery(raw): RawQuery) -> ApiResult<Response> {
@@ -213,21 +358,84 @@ pub async fn query(State(state): State<Arc<AppState>>, meta: Meta, RawQuery(raw)
     params.allow_only(QUERY_PARAMS)?;
     let view = View::new(&state, &meta, &params).await?;
     let query = params::entity_query(&params, &view.context)?;
-    let user_attrs = query.attrs.iter().any(|a| !is_system_attribute(a));
     let local = params.flag("local")?;
-    if query.types.is_none() && !user_attrs && query.q.is_none() && query.geo.is_none() && !local {
+    let any_type = params.get("type") == Some("*");
+    if any_type && params.get("local") == Some("false") {
         return Err(ApiError::bad_request(
-            "a query needs at least one of type, attrs, q, a geo-query or local=true",
+            "type=* selects local entities only: local cannot be false",
         ));
     }
-    let page = params::page(&params, state.broker.limits())?;
-    let result = state.broker.query(&meta.tenant, query, page).await?;
-    let total = result.total;
-    let mut response = view.many(result.entities);
-    if let Some(total) = total {
+    let user_attrs = query.attrs.iter().any(|a| !is_system_attribute(a));
+    let user_q = query
+        .q
+        .as_ref()
+        .is_some_and(|q| q.attribute_names().iter().any(|a| !is_system_attribute(a)));
+    if query.types.is_none() && !any_type && !user_attrs && !user_q && query.geo.is_none() && !local {
+        return Err(ApiError::bad_request(
+            "a query needs at least one of type, attrs, q (on user attributes), a geo-query or local=true",
+        ));
+    }
+    if let Some(q) = &query.q {
+        params::check_join_depth(q.link_depth(), view.join, "q")?;
+    }
+    if let Some(csf) = params.get("csf") {
+        // Context source filters use the q grammar; with no registrations
+        // they select nothing here, but must still be valid.
+        Query::parse(csf, &view.context)?;
+    }
+    let order = params::order(&params, &view.context)?;
+    let mut page = params::page(&params, state.broker.limits())?;
+    let wants_count = page.count;
+    // The total is needed for the pagination links.
+    page.count = true;
+    let result = state
+        .broker
+        .query_ordered(&meta.tenant, query, page, order.as_ref())
+        .await?;
+    let total = result.total.unwrap_or_default();
+    let returned = result.entities.len();
+    let mut response = view.many(&state, &meta.tenant, result.entities).await?;
+    if wants_count {
         response.headers_mut().insert("NGSILD-Results-Count", total.into());
     }
+    for link in pagination_links(&params, page, returned, total) {
+        response.headers_mut().append(header::LINK, link);
+    }
     Ok(response)
+}
+
+/// `Link` headers to the previous and next pages (clause 4.12): the same
+/// query with another offset, parameters in alphabetical order.
+fn pagination_links(params: &Params, page: Page, returned: usize, total: u64) -> Vec<HeaderValue> {
+    if page.limit == 0 {
+        return Vec::new();
+    }
+    let link = |offset: usize, rel: &str| {
+        let mut pairs: Vec<(String, String)> = params
+            .pairs()
+            .iter()
+            .filter(|(k, _)| k != "offset" && k != "limit")
+            .cloned()
+            .collect();
+        pairs.push(("limit".into(), page.limit.to_string()));
+        pairs.push(("offset".into(), offset.to_string()));
+        pairs.sort();
+        let query: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let path = ENTITIES_PATH.trim_end_matches('/');
+        HeaderValue::from_str(&format!(
+            "<{path}?{}>; rel=\"{rel}\"; type=\"application/json\"",
+            query.join("&")
+        ))
+        .ok()
+    };
+    let mut links = Vec::new();
+    if page.offset > 0 {
+        links.extend(link(page.offset.saturating_sub(page.limit), "prev"));
+    }
+    if ((page.offset + returned) as u64) < total {
+        links.extend(link(page.offset + page.limit, "next"));
+    }
+    links
 }
 
 pub async fn delete(

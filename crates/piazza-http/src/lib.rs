@@ -26,6 +26,7 @@ mod discovery;
 mod entities;
 pub mod error;
 mod extract;
+mod linked;
 mod params;
 mod respond;
 

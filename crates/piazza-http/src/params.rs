@@ -2,13 +2,14 @@
 //! projection, representation and paging.
 
 use piazza_broker::Limits;
-use piazza_ngsild::query::{EntityQuery, GeoQuery, Projection, Query, ScopeQuery, TypeSelector};
+use piazza_ngsild::query::{Collation, EntityQuery, GeoQuery, OrderBy, Projection, Query, ScopeQuery, TypeSelector};
 use piazza_ngsild::render::{Format, RenderOptions};
 use piazza_ngsild::{ActiveContext, ErrorKind};
 use piazza_store::Page;
 use serde_json::Value;
 
 use crate::error::{ApiError, ApiResult};
+use crate::linked::{self, Join, Shape};
 
 /// The longest query string accepted: hostile queries fail fast.
 const MAX_QUERY_LEN: usize = 64 * 1024;
@@ -38,6 +39,14 @@ impl Params {
             }
         }
         Ok(())
+    }
+
+    pub fn from_pairs(pairs: Vec<(String, String)>) -> Params {
+        Params(pairs)
+    }
+
+    pub fn pairs(&self) -> &[(String, String)] {
+        &self.0
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {
@@ -104,14 +113,19 @@ pub fn entity_query(params: &Params, context: &ActiveContext) -> ApiResult<Entit
     if let Some(pattern) = params.get("idPattern") {
         query.id_pattern = Some(compile_pattern(pattern)?);
     }
-    if let Some(types) = params.get("type") {
+    // `type=*`: entities of any type (clause 4.17).
+    if let Some(types) = params.get("type").filter(|t| *t != "*") {
         query.types = Some(TypeSelector::parse(types, context)?);
     }
     if let Some(attrs) = params.list("attrs")? {
         query.attrs = expand_names(&attrs, context)?;
     }
     if let Some(q) = params.get("q") {
-        query.q = Some(Query::parse(q, context)?);
+        let mut parsed = Query::parse(q, context)?;
+        if let Some(names) = params.list("expandValues")? {
+            parsed.expand_values(&expand_names(&names, context)?);
+        }
+        query.q = Some(parsed);
     }
     if let Some(scope) = params.get("scopeQ") {
         query.scope = Some(ScopeQuery::parse(scope)?);
@@ -121,6 +135,20 @@ pub fn entity_query(params: &Params, context: &ActiveContext) -> ApiResult<Entit
 }
 
 pub fn compile_pattern(pattern: &str) -> ApiResult<regex::Regex> {
+    // A quantifier on a quantifier (`a**`) is accepted by this regex engine
+    // but is an error in most others: clients mean something else.
+    let mut previous_quantifier = false;
+    let mut escaped = false;
+    for c in pattern.chars() {
+        let quantifier = !escaped && matches!(c, '*' | '+');
+        if quantifier && previous_quantifier {
+            return Err(ApiError::bad_request(format!(
+                "invalid idPattern '{pattern}': repeated quantifier"
+            )));
+        }
+        previous_quantifier = quantifier;
+        escaped = !escaped && c == '\\';
+    }
     regex::RegexBuilder::new(pattern)
         .size_limit(1 << 20)
         .build()
@@ -161,53 +189,74 @@ pub fn expand_names(names: &[String], context: &ActiveContext) -> ApiResult<Vec<
         .collect()
 }
 
-/// Which members to return: `attrs`/`pick` keep, `omit` drops (expanded
-/// names; `id` and `type` expand to `@id` and `@type`).
-pub fn projection(params: &Params, context: &ActiveContext) -> ApiResult<Projection> {
-    let pick = projection_list(params, "pick")?;
-    let omit = projection_list(params, "omit")?;
+/// Which members to return, of the entities and of their linked entities:
+/// `attrs`/`pick` keep, `omit` drops (expanded names; `id` and `type`
+/// expand to `@id` and `@type`). A selection reaching into linked entities
+/// (`rel{...}`) needs a `join` deep enough.
+pub fn shape(params: &Params, context: &ActiveContext, join: Option<Join>) -> ApiResult<Shape> {
+    let pick = params
+        .get("pick")
+        .map(|t| linked::parse_members(t, "pick"))
+        .transpose()?;
+    let omit = params
+        .get("omit")
+        .map(|t| linked::parse_members(t, "omit"))
+        .transpose()?;
     let attrs = params.list("attrs")?;
     if attrs.is_some() && (pick.is_some() || omit.is_some()) {
         return Err(ApiError::bad_request("attrs cannot be combined with pick or omit"));
     }
-    let mut projection = Projection {
-        keep_core: attrs.is_some(),
-        ..Projection::default()
+    for (list, what) in [(&pick, "pick"), (&omit, "omit")] {
+        check_join_depth(list.as_deref().map_or(0, linked::depth), join, what)?;
+    }
+    if let Some(attrs) = attrs {
+        let projection = Projection {
+            pick: Some(expand_names(&attrs, context)?),
+            omit: Vec::new(),
+            keep_core: true,
+        };
+        return Ok(Shape {
+            projection,
+            links: Vec::new(),
+        });
+    }
+    Shape::build(pick.as_deref(), omit.as_deref(), context)
+}
+
+/// A selection or query `depth` linked entities deep needs `join` with at
+/// least that `joinLevel`.
+pub fn check_join_depth(depth: usize, join: Option<Join>, what: &str) -> ApiResult<()> {
+    match join {
+        _ if depth == 0 => Ok(()),
+        None => Err(ApiError::bad_request(format!(
+            "{what} addresses linked entities, which needs join"
+        ))),
+        Some(join) if depth > join.level => Err(ApiError::bad_request(format!(
+            "{what} addresses linked entities {depth} levels deep, more than joinLevel {}",
+            join.level
+        ))),
+        Some(_) => Ok(()),
+    }
+}
+
+/// `orderBy` with `orderFrom` and `collation`.
+pub fn order(params: &Params, context: &ActiveContext) -> ApiResult<Option<OrderBy>> {
+    let collation = params
+        .get("collation")
+        .map(Collation::parse)
+        .transpose()?
+        .unwrap_or_default();
+    let Some(order_by) = params.get("orderBy") else {
+        return Ok(None);
     };
-    if let Some(pick) = pick.or(attrs) {
-        projection.pick = Some(expand_members(&pick, context)?);
-    }
-    if let Some(omit) = omit {
-        projection.omit = expand_members(&omit, context)?;
-    }
-    if let Some(pick) = &projection.pick {
-        if pick.iter().any(|p| projection.omit.contains(p)) {
-            return Err(ApiError::bad_request(
-                "the same member cannot be both picked and omitted",
-            ));
-        }
-    }
-    Ok(projection)
-}
-
-/// `pick`/`omit`: members separated by `,` or `|`.
-fn projection_list(params: &Params, name: &str) -> ApiResult<Option<Vec<String>>> {
-    let Some(raw) = params.get(name) else { return Ok(None) };
-    let items: Vec<String> = raw.split([',', '|']).map(|s| s.trim().to_owned()).collect();
-    if items.iter().any(String::is_empty) {
-        return Err(ApiError::bad_request(format!("{name} has an empty member")));
-    }
-    Ok(Some(items))
-}
-
-fn expand_members(names: &[String], context: &ActiveContext) -> ApiResult<Vec<String>> {
-    names
-        .iter()
-        .map(|name| match name.as_str() {
-            "id" | "type" | "scope" => Ok(context.expand(name)),
-            _ => expand_names(std::slice::from_ref(name), context).map(|mut v| v.remove(0)),
+    let order_from = params
+        .get("orderFrom")
+        .map(|text| {
+            serde_json::from_str::<Value>(text)
+                .map_err(|_| ApiError::bad_request("orderFrom must be a JSON array of coordinates"))
         })
-        .collect()
+        .transpose()?;
+    Ok(Some(OrderBy::parse(order_by, order_from.as_ref(), collation, context)?))
 }
 
 /// `options`, `format` and `lang`.

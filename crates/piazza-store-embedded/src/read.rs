@@ -24,7 +24,11 @@ pub(crate) fn get(connection: &Connection, tenant: &Tenant, id: &str) -> StoreRe
 fn candidates(tenant: &Tenant, query: &EntityQuery) -> (String, Vec<SqlValue>, bool) {
     let mut clause = String::from("tenant = ?1");
     let mut args = vec![SqlValue::Text(tenant.name().to_owned())];
-    let mut exact = query.id_pattern.is_none() && query.q.is_none() && query.geo.is_none() && query.scope.is_none();
+    let mut exact = query.id_pattern.is_none()
+        && query.q.is_none()
+        && query.geo.is_none()
+        && query.scope.is_none()
+        && query.alternatives.is_empty();
     let placeholders = |args: &mut Vec<SqlValue>, values: &[&str]| -> String {
         let start = args.len() + 1;
         args.extend(values.iter().map(|v| SqlValue::Text((*v).to_owned())));

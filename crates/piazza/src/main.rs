@@ -84,6 +84,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         default_page_size: args.default_page_size,
         max_page_size: args.max_page_size,
         max_batch_size: args.max_batch_size,
+        ..Limits::default()
     };
     let broker = Arc::new(Broker::new(Arc::new(store), limits));
     let state = Arc::new(AppState {

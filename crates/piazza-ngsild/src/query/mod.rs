@@ -3,6 +3,7 @@
 //! attributes it returns.
 
 pub mod geo;
+pub mod order;
 pub mod q;
 pub mod scope;
 pub mod types;
@@ -11,6 +12,7 @@ use regex::Regex;
 
 use crate::entity::Entity;
 pub use geo::GeoQuery;
+pub use order::{Collation, OrderBy};
 pub use q::Query;
 pub use scope::ScopeQuery;
 pub use types::TypeSelector;
@@ -27,6 +29,25 @@ pub struct EntityQuery {
     pub q: Option<Query>,
     pub geo: Option<GeoQuery>,
     pub scope: Option<ScopeQuery>,
+    /// Entity selectors of which at least one must match (the `entities` of
+    /// a POST query): each pairs its own ids, pattern and types.
+    pub alternatives: Vec<Selector>,
+}
+
+/// One entity selector (`EntitySelector`, clause 5.2.33).
+#[derive(Clone, Debug, Default)]
+pub struct Selector {
+    pub ids: Vec<String>,
+    pub id_pattern: Option<Regex>,
+    pub types: Option<TypeSelector>,
+}
+
+impl Selector {
+    pub fn matches(&self, entity: &Entity) -> bool {
+        (self.ids.is_empty() || self.ids.contains(&entity.id))
+            && self.id_pattern.as_ref().is_none_or(|p| p.is_match(&entity.id))
+            && self.types.as_ref().is_none_or(|t| t.matches(&entity.types))
+    }
 }
 
 impl EntityQuery {
@@ -39,12 +60,17 @@ impl EntityQuery {
             && self.q.as_ref().is_none_or(|q| q.matches(entity))
             && self.scope.as_ref().is_none_or(|s| s.matches(&entity.scope))
             && self.geo.as_ref().is_none_or(|g| g.matches(entity))
+            && (self.alternatives.is_empty() || self.alternatives.iter().any(|s| s.matches(entity)))
     }
 
     /// Whether only ids, id patterns and types are used, i.e. the storage
     /// can answer without looking inside entities.
     pub fn is_structural(&self) -> bool {
-        self.attrs.is_empty() && self.q.is_none() && self.geo.is_none() && self.scope.is_none()
+        self.attrs.is_empty()
+            && self.q.is_none()
+            && self.geo.is_none()
+            && self.scope.is_none()
+            && self.alternatives.is_empty()
     }
 }
 

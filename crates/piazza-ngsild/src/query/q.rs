@@ -52,6 +52,9 @@ use crate::time::{self, Timestamp};
 
 /// Deep enough for any hand-written query, shallow enough for the stack.
 const MAX_DEPTH: usize = 64;
+/// The most relationships a linked-entity term may follow (`a{b{c}}` is 2),
+/// the same ceiling as `joinLevel`.
+pub const MAX_HOPS: usize = 10;
 /// Bounds the memory a hostile pattern can make the regex engine use.
 const REGEX_SIZE_LIMIT: usize = 1 << 20;
 const REGEX_NEST_LIMIT: u32 = 64;
@@ -79,8 +82,42 @@ impl Query {
         Ok(Query { expr })
     }
 
+    /// Whether `entity` matches; linked-entity terms (`rel{attr}`) never
+    /// match here, as no linked entity is known.
     pub fn matches(&self, entity: &Entity) -> bool {
-        self.expr.eval(entity)
+        self.expr.eval(entity, &|_| None)
+    }
+
+    /// Whether `entity` matches, with `linked` finding the entities its
+    /// relationships point at (by id), for linked-entity terms.
+    pub fn matches_linked<'a>(&self, entity: &'a Entity, linked: &dyn Fn(&str) -> Option<&'a Entity>) -> bool {
+        self.expr.eval(entity, linked)
+    }
+
+    /// How many relationships the deepest linked-entity term follows (0: none).
+    pub fn link_depth(&self) -> usize {
+        let mut depth = 0;
+        self.expr.visit_paths(&mut |p| depth = depth.max(p.hops.len()));
+        depth
+    }
+
+    /// The expanded names of the relationships linked-entity terms follow.
+    pub fn link_relationships(&self) -> Vec<String> {
+        let mut names: Vec<String> = Vec::new();
+        self.expr.visit_paths(&mut |p| {
+            for hop in &p.hops {
+                if !names.contains(&hop.relationship) {
+                    names.push(hop.relationship.clone());
+                }
+            }
+        });
+        names
+    }
+
+    /// `expandValues` (clause 4.9): values compared with these attributes
+    /// (expanded names) are also expanded with the @context of the query.
+    pub fn expand_values(&mut self, attributes: &[String]) {
+        self.expr.expand_values(attributes);
     }
 
     /// The expanded top-level attribute names the query refers to, each once.
@@ -101,16 +138,34 @@ enum Expr {
 }
 
 impl Expr {
-    fn eval(&self, entity: &Entity) -> bool {
+    fn eval<'a>(&self, entity: &'a Entity, linked: &dyn Fn(&str) -> Option<&'a Entity>) -> bool {
         match self {
-            Self::And(all) => all.iter().all(|e| e.eval(entity)),
-            Self::Or(any) => any.iter().any(|e| e.eval(entity)),
-            Self::Exists(path) => path.exists(entity),
-            Self::Absent(path) => !path.exists(entity),
-            Self::Compare(path, test) => path
-                .instances(entity)
-                .into_iter()
-                .any(|instance| test.holds(&path.leaves(instance))),
+            Self::And(all) => all.iter().all(|e| e.eval(entity, linked)),
+            Self::Or(any) => any.iter().any(|e| e.eval(entity, linked)),
+            Self::Exists(path) => path.targets(entity, linked).into_iter().any(|t| path.exists(t)),
+            Self::Absent(path) => !path.targets(entity, linked).into_iter().any(|t| path.exists(t)),
+            Self::Compare(path, test) => path.targets(entity, linked).into_iter().any(|target| {
+                path.instances(target)
+                    .into_iter()
+                    .any(|instance| test.holds(&path.leaves(instance)))
+            }),
+        }
+    }
+
+    fn visit_paths(&self, visit: &mut dyn FnMut(&Path)) {
+        match self {
+            Self::And(all) | Self::Or(all) => all.iter().for_each(|e| e.visit_paths(visit)),
+            Self::Exists(path) | Self::Absent(path) | Self::Compare(path, _) => visit(path),
+        }
+    }
+
+    fn expand_values(&mut self, attributes: &[String]) {
+        match self {
+            Self::And(all) | Self::Or(all) => all.iter_mut().for_each(|e| e.expand_values(attributes)),
+            Self::Compare(path, test) => {
+                test.expand = path.attributes.first().is_some_and(|a| attributes.contains(a));
+            }
+            Self::Exists(_) | Self::Absent(_) => {}
         }
     }
 
@@ -118,7 +173,8 @@ impl Expr {
         match self {
             Self::And(all) | Self::Or(all) => all.iter().for_each(|e| e.collect_names(names)),
             Self::Exists(path) | Self::Absent(path) | Self::Compare(path, _) => {
-                if let Some(name) = path.attributes.first() {
+                let first = path.hops.first().map(|h| &h.relationship).or(path.attributes.first());
+                if let Some(name) = first {
                     if !names.contains(name) {
                         names.push(name.clone());
                     }
@@ -131,11 +187,21 @@ impl Expr {
 /// What a query term points at inside an entity.
 #[derive(Clone, Debug)]
 struct Path {
+    /// Relationships to follow first (`rel{Type:attr}`): the rest of the
+    /// path applies to the linked entities.
+    hops: Vec<Hop>,
     /// The expanded attribute name, then expanded sub-attribute names.
     attributes: Vec<String>,
     /// Members to follow inside the value (compound values, language tags).
     members: Vec<String>,
     metadata: Option<Metadata>,
+}
+
+/// One relationship of a linked-entity term, with its optional type hint.
+#[derive(Clone, Debug)]
+struct Hop {
+    relationship: String,
+    type_hint: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -171,6 +237,33 @@ impl Metadata {
 }
 
 impl Path {
+    /// The entities the rest of the path applies to: `entity` itself, or
+    /// the linked entities reached through the hops (of the hinted type).
+    fn targets<'a>(&self, entity: &'a Entity, linked: &dyn Fn(&str) -> Option<&'a Entity>) -> Vec<&'a Entity> {
+        let mut current = vec![entity];
+        for hop in &self.hops {
+            let mut next = Vec::new();
+            for source in current {
+                let instances = source
+                    .attributes
+                    .get(&hop.relationship)
+                    .map(Vec::as_slice)
+                    .unwrap_or_default();
+                for instance in instances.iter().filter(|i| i.kind == AttributeKind::Relationship) {
+                    strings(&instance.value, &mut |id| {
+                        if let Some(target) = linked(id) {
+                            if hop.type_hint.as_ref().is_none_or(|t| target.types.contains(t)) {
+                                next.push(target);
+                            }
+                        }
+                    });
+                }
+            }
+            current = next;
+        }
+        current
+    }
+
     /// The instances the path ends at: every instance of the attribute, then
     /// the named sub-attribute of each.
     fn instances<'a>(&self, entity: &'a Entity) -> Vec<&'a Attribute> {
@@ -210,7 +303,7 @@ impl Path {
             }
             AttributeKind::VocabProperty => {}
             AttributeKind::Relationship | AttributeKind::ListRelationship if self.members.is_empty() => {
-                strings(value, &mut |s| leaves.push(Leaf::Text(s)))
+                strings(value, &mut |s| leaves.push(Leaf::Object(s)))
             }
             AttributeKind::Relationship | AttributeKind::ListRelationship => {}
             AttributeKind::LanguageProperty => language_leaves(value, &self.members, &mut leaves),
@@ -238,6 +331,8 @@ fn language_leaves<'a>(value: &'a Value, members: &[String], leaves: &mut Vec<Le
     let mut push = |s: &'a str| leaves.push(Leaf::Text(s));
     match members {
         [] => map.values().for_each(|v| strings(v, &mut push)),
+        // `[*]`: any language (clause 4.9).
+        [any] if any == "*" => map.values().for_each(|v| strings(v, &mut push)),
         [language] => map.get(language).into_iter().for_each(|v| strings(v, &mut push)),
         _ => {}
     }
@@ -271,6 +366,8 @@ enum Leaf<'a> {
     Text(&'a str),
     /// A vocab value: an expanded IRI.
     Vocab(&'a str),
+    /// A relationship object: only `==` and `!=` apply to it.
+    Object(&'a str),
     Instant(Timestamp),
 }
 
@@ -294,7 +391,7 @@ impl<'a> Leaf<'a> {
 
     fn text(&self) -> Option<&'a str> {
         match self {
-            Self::Text(s) | Self::Vocab(s) => Some(s),
+            Self::Text(s) | Self::Vocab(s) | Self::Object(s) => Some(s),
             Self::Json(_) => self.literal()?.as_str(),
             Self::Instant(_) => None,
         }
@@ -319,14 +416,6 @@ impl<'a> Leaf<'a> {
             return Some(time);
         }
         self.instant().map(|t| t.time())
-    }
-
-    /// Vocab values also compare with the expanded form of query strings.
-    fn expansions(&self) -> &'static [bool] {
-        match self {
-            Self::Vocab(_) => &[false, true],
-            _ => &[false],
-        }
     }
 
     fn compare(&self, scalar: &Scalar, expanded: bool) -> Option<Ordering> {
@@ -378,15 +467,25 @@ struct Test {
     /// `!=` and `!~=`: the attribute has values and none passes `check`.
     negated: bool,
     check: Check,
+    /// `expandValues` names the attribute: query values also compare in
+    /// their expanded form.
+    expand: bool,
 }
 
 impl Test {
+    fn new(negated: bool, check: Check) -> Test {
+        Test {
+            negated,
+            check,
+            expand: false,
+        }
+    }
+
     fn holds(&self, leaves: &[Leaf]) -> bool {
-        let positive = leaves.iter().any(|leaf| {
-            leaf.expansions()
-                .iter()
-                .any(|&expanded| self.check.passes(leaf, expanded))
-        });
+        let expansions: &[bool] = if self.expand { &[false, true] } else { &[false] };
+        let positive = leaves
+            .iter()
+            .any(|leaf| expansions.iter().any(|&expanded| self.check.passes(leaf, expanded)));
         if self.negated {
             !leaves.is_empty() && !positive
         } else {
@@ -408,6 +507,10 @@ enum Check {
 impl Check {
     fn passes(&self, leaf: &Leaf, expanded: bool) -> bool {
         let is = |scalar: &Scalar, accepted: fn(Ordering) -> bool| leaf.compare(scalar, expanded).is_some_and(accepted);
+        // Relationships only support equality (clause 4.9): ordering never matches.
+        if matches!(leaf, Leaf::Object(_)) && matches!(self, Self::Range(..) | Self::Order(..)) {
+            return false;
+        }
         match self {
             Self::Equal(values) => values.iter().any(|v| is(v, Ordering::is_eq)),
             Self::Range(low, high) => is(low, Ordering::is_ge) && is(high, Ordering::is_le),
@@ -491,7 +594,7 @@ fn ends_name(c: char) -> bool {
         || c.is_control()
         || matches!(
             c,
-            '.' | '[' | ']' | '=' | '!' | '<' | '>' | '~' | ';' | '|' | '(' | ')' | ',' | '"' | '\''
+            '.' | '[' | ']' | '{' | '}' | '=' | '!' | '<' | '>' | '~' | ';' | '|' | '(' | ')' | ',' | '"' | '\''
         )
 }
 
@@ -582,26 +685,11 @@ impl Parser<'_> {
             return Ok(Expr::Exists(path));
         };
         let test = match operator {
-            Operator::Equal => Test {
-                negated: false,
-                check: self.equality()?,
-            },
-            Operator::NotEqual => Test {
-                negated: true,
-                check: self.equality()?,
-            },
-            Operator::Order(relation) => Test {
-                negated: false,
-                check: Check::Order(relation, self.comparable()?),
-            },
-            Operator::Match => Test {
-                negated: false,
-                check: Check::Pattern(self.pattern()?),
-            },
-            Operator::NotMatch => Test {
-                negated: true,
-                check: Check::Pattern(self.pattern()?),
-            },
+            Operator::Equal => Test::new(false, self.equality()?),
+            Operator::NotEqual => Test::new(true, self.equality()?),
+            Operator::Order(relation) => Test::new(false, Check::Order(relation, self.comparable()?)),
+            Operator::Match => Test::new(false, Check::Pattern(self.pattern()?)),
+            Operator::NotMatch => Test::new(true, Check::Pattern(self.pattern()?)),
         };
         Ok(Expr::Compare(path, test))
     }
@@ -621,7 +709,22 @@ impl Parser<'_> {
 
     fn path(&mut self) -> Result<Path> {
         self.skip_whitespace();
-        let mut names = vec![self.name()?];
+        let mut hops = Vec::new();
+        let mut first = self.name()?;
+        // `rel{[Type:]path}`: follow the relationship, then the inner path.
+        while self.rest().starts_with('{') {
+            self.position += 1;
+            if hops.len() == MAX_HOPS {
+                return Err(self.error("linked-entity terms follow at most 10 relationships"));
+            }
+            let type_hint = self.type_hint()?;
+            hops.push(Hop {
+                relationship: self.context.expand(&first),
+                type_hint,
+            });
+            first = self.name()?;
+        }
+        let mut names = vec![first];
         while self.rest().starts_with('.') {
             self.position += 1;
             names.push(self.name()?);
@@ -639,11 +742,34 @@ impl Parser<'_> {
             Vec::new()
         };
         let attributes = names.iter().map(|n| self.context.expand(n)).collect();
+        for _ in &hops {
+            if !self.rest().starts_with('}') {
+                return Err(self.error("missing '}'"));
+            }
+            self.position += 1;
+        }
         Ok(Path {
+            hops,
             attributes,
             members,
             metadata,
         })
+    }
+
+    /// The optional `Type:` of a linked-entity term. A compact IRI (with
+    /// `/`) is a name, not a hint.
+    fn type_hint(&mut self) -> Result<Option<String>> {
+        let rest = self.rest();
+        let end = rest.find(ends_name).unwrap_or(rest.len());
+        let Some((hint, _)) = rest[..end].split_once(':').filter(|_| !rest[..end].contains('/')) else {
+            return Ok(None);
+        };
+        if !is_valid_name(hint) {
+            return Err(self.error("entity type expected"));
+        }
+        let expanded = self.context.expand(hint);
+        self.position += hint.len() + 1;
+        Ok(Some(expanded))
     }
 
     fn name(&mut self) -> Result<String> {
@@ -748,7 +874,10 @@ impl Parser<'_> {
         if let Some(time) = parse_time(token) {
             return Some(Scalar::Time(time));
         }
-        is_uri(token).then(|| self.text_scalar(token.to_owned()))
+        // A bare word (`category==commercial`) is a string, meant to be
+        // compared with vocab values, usually through `expandValues`.
+        let word = token.starts_with(|c: char| c.is_alphabetic()) && is_valid_name(token) && !token.contains(':');
+        (word || is_uri(token)).then(|| self.text_scalar(token.to_owned()))
     }
 
     fn text_scalar(&self, text: String) -> Scalar {
