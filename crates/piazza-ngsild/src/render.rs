@@ -282,7 +282,11 @@ pub fn render_feature(
     let geometry = entity
         .attributes
         .get(geometry_property)
-        .and_then(|instances| instances.iter().find(|i| i.kind == AttributeKind::GeoProperty))
+        .and_then(|instances| {
+            // The default instance, when there are several.
+            let geo = || instances.iter().filter(|i| i.kind == AttributeKind::GeoProperty);
+            geo().find(|i| i.dataset_id.is_none()).or_else(|| geo().next())
+        })
         .map(|a| a.value.clone())
         .unwrap_or(Value::Null);
     let mut feature = Map::new();
