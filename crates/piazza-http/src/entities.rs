@@ -602,6 +602,10 @@ pub async fn purge(State(state): State<Arc<AppState>>, meta: Meta, RawQuery(raw)
     ])?;
     let context = link_context(&state, &meta).await?;
     let query = params::entity_query(&params, &context)?;
+    if query.q.as_ref().is_some_and(|q| q.link_depth() > 0) {
+        // A purge cannot follow relationships: it would delete what another entity says.
+        return Err(ApiError::bad_request("a purge cannot filter through linked entities"));
+    }
     let drop = params
         .list("drop")?
         .map(|d| params::expand_names(&d, &context))

@@ -452,28 +452,7 @@ pub fn is_valid_name(name: &str) -> bool {
 
 /// Entity members that are not attributes; an attribute may not be named
 /// like an attribute member either (it would be ambiguous in concise form).
-const RESERVED_ATTRIBUTE_NAMES: &[&str] = &[
-    "datasetId",
-    "instanceId",
-    "observedAt",
-    "unitCode",
-    "value",
-    "object",
-    "languageMap",
-    "vocab",
-    "valueList",
-    "objectList",
-    "json",
-    "objectType",
-    "lang",
-    "previousValue",
-    "previousObject",
-    "previousLanguageMap",
-    "previousVocab",
-    "previousValueList",
-    "previousObjectList",
-    "previousJson",
-];
+const RESERVED_ATTRIBUTE_NAMES: &[&str] = &["datasetId", "instanceId", "observedAt", "unitCode"];
 
 /// The core GeoProperties: they can only be GeoProperties.
 const GEO_NAMES: &[&str] = &["location", "observationSpace", "operationSpace"];

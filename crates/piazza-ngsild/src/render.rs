@@ -83,11 +83,20 @@ pub fn render_types(types: &[String], context: &ActiveContext) -> Value {
 /// Renders all instances of one attribute.
 pub fn render_instances(instances: &[Attribute], context: &ActiveContext, options: &RenderOptions) -> Value {
     if options.format == Format::KeyValues {
-        let instance = instances
+        if instances.len() == 1 && instances[0].dataset_id.is_none() {
+            return key_value(&instances[0], context, options);
+        }
+        // Several instances: keyed by datasetId, `@none` for the default one.
+        let dataset: Map<String, Value> = instances
             .iter()
-            .find(|i| i.dataset_id.is_none())
-            .unwrap_or(&instances[0]);
-        return key_value(instance, context, options);
+            .map(|i| {
+                (
+                    i.dataset_id.clone().unwrap_or_else(|| "@none".into()),
+                    key_value(i, context, options),
+                )
+            })
+            .collect();
+        return json!({ "dataset": dataset });
     }
     if instances.len() == 1 {
         render_attribute(&instances[0], context, options)
