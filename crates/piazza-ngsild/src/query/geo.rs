@@ -2,12 +2,15 @@
 //! and `geoproperty`, from URL parameters or from a `geoQ` object.
 //!
 //! Semantics, with Q the query geometry and E a value of the entity's GeoProperty:
-//! - `near;maxDistance==d` / `near;minDistance==d`: the distance in meters from
-//!   the point Q to the nearest point of E is `<= d` / `>= d`. The nearest
-//!   point is searched on great-circle arcs (haversine) and the distance to it
-//!   is measured on the WGS84 ellipsoid (geodesic), so point-to-point distances
-//!   are exact. Q must be a Point: `near` is a distance from a reference
-//!   point (Orion-LD refuses other geometries too).
+//! - `near;maxDistance==d` / `near;minDistance==d`: the distance in meters
+//!   between Q and E, the smallest distance between a point of Q and a point
+//!   of E, is `<= d` / `>= d` (`d` a positive number, as the grammar of
+//!   clause 4.10 says). Q may be any geometry: for a Point the distance is to
+//!   the nearest point of E; otherwise it is 0 if Q and E meet, else the
+//!   least distance from a position of either to the nearest point of the
+//!   other. Nearest points are searched on great-circle arcs (haversine) and
+//!   distances to them measured on the WGS84 ellipsoid (geodesic), so
+//!   point-to-point distances are exact.
 //! - `within`, `contains`, `intersects`, `equals`, `disjoint`, `overlaps`: the
 //!   DE-9IM predicates of OGC Simple Features, computed by `geo`'s `Relate` on
 //!   lon/lat taken as a plane (as RFC 7946 does for lines between positions).
@@ -21,13 +24,18 @@
 //! [`GeoQuery::matches`] applies the storage pre-filter box too, so an index
 //! pre-filter can never change a result.
 //!
-//! Query geometries must be valid (OGC Simple Features, nearly): positions
-//! in WGS84 range, rings closed and not crossing, holes inside their polygon,
-//! the parts of a MultiPolygon not overlapping, lines not collapsed to a
-//! point; shapes too costly to check are refused as `TooComplexQuery`.
-//! Stored geometries were checked for shape only: one that `geo`'s `Relate`
-//! cannot take (crossing rings, overlapping parts) matches no topological
-//! relation, and every call into `geo` is guarded against panics all the same.
+//! Polygons are read leniently, as PostGIS-backed brokers do: rings must be
+//! closed with at least 4 positions (RFC 7946), consecutive repeated
+//! positions are dropped, and areas that are not valid in OGC Simple
+//! Features (rings crossing themselves or each other, holes outside their
+//! shell, overlapping parts of a MultiPolygon) are repaired before `geo`'s
+//! `Relate` sees them, the way PostGIS' `ST_MakeValid` (method "structure")
+//! does: each ring encloses what the even-odd rule says, holes are cut from
+//! their shell and the parts are merged. A query polygon is refused only when
+//! it encloses no area at all (or positions leave the WGS84 range, or it is
+//! too costly to check: `TooComplexQuery`). A stored geometry that cannot be
+//! repaired is related as it is; every call into `geo` is guarded against
+//! panics, so a shape `geo` cannot take matches nothing rather than crash.
 
 use std::borrow::Cow;
 use std::panic::{self, UnwindSafe};
@@ -36,8 +44,9 @@ use geo::coordinate_position::CoordPos;
 use geo::dimensions::Dimensions;
 use geo::line_intersection::{line_intersection, LineIntersection};
 use geo::{
-    BoundingRect, Closest, Coord, CoordsIter, Distance, Geodesic, Geometry, GeometryCollection, HaversineClosestPoint,
-    Intersects, Line, LineString, MultiLineString, MultiPoint, MultiPolygon, Point, Polygon, Rect, Relate,
+    BooleanOps, BoundingRect, Closest, Coord, CoordsIter, Distance, Geodesic, Geometry, GeometryCollection,
+    HaversineClosestPoint, Intersects, Line, LineString, MultiLineString, MultiPoint, MultiPolygon, Point, Polygon,
+    Rect, Relate,
 };
 use serde_json::{Map, Value};
 
@@ -60,6 +69,11 @@ const BOX_MARGIN: f64 = 1.01;
 /// GeometryCollections may nest; entity values deeper than this do not match,
 /// which bounds the recursion on stored data.
 const MAX_COLLECTION_DEPTH: usize = 16;
+
+/// Positions allowed in a `near` reference other than a Point. Its distance
+/// to an entity costs one nearest-point search per position of either, each
+/// over all segments of the other, so this bounds the work per entity.
+const MAX_NEAR_REFERENCE_POSITIONS: usize = 1_000;
 
 /// A parsed geo-query, ready to test entities.
 #[derive(Clone, Debug)]
@@ -126,11 +140,14 @@ impl GeoQuery {
                 GeometryKind::NAMES
             ))
         })?;
-        if matches!(relation, Relation::Near(_)) && kind != GeometryKind::Point {
-            return Err(invalid(format!("'near' is measured from a Point, not a {geometry}")));
-        }
         let coordinates = coordinates_array(coordinates).map_err(invalid)?;
         let shape = query_shape(kind, &coordinates)?;
+        if matches!(relation, Relation::Near(_)) && shape.coords_count() > MAX_NEAR_REFERENCE_POSITIONS {
+            return Err(NgsiError::new(
+                ErrorKind::TooComplexQuery,
+                format!("a 'near' reference has at most {MAX_NEAR_REFERENCE_POSITIONS} positions"),
+            ));
+        }
         let extent = shape
             .bounding_rect()
             .ok_or_else(|| invalid(format!("the {geometry} has no position")))?;
@@ -193,7 +210,8 @@ impl GeoQuery {
 
     /// A conservative `[min_lon, min_lat, max_lon, max_lat]` box that every
     /// matching geometry intersects, or `None` when the relation cannot be
-    /// bounded (`disjoint`, `near;minDistance`).
+    /// bounded (`disjoint`, `near;minDistance`, `near` from a reference other
+    /// than a Point, whose great-circle arcs leave the box of its positions).
     pub fn bounding_box(&self) -> Option<[f64; 4]> {
         self.prefilter
             .map(|rect| [rect.min().x, rect.min().y, rect.max().x, rect.max().y])
@@ -218,7 +236,7 @@ impl GeoQuery {
         }
         match self.relation {
             Relation::Near(bound) => self.near(bound, target),
-            Relation::Topological(predicate) => relatable(target) && self.relates(predicate, target),
+            Relation::Topological(predicate) => self.relates(predicate, target),
         }
     }
 
@@ -231,14 +249,22 @@ impl GeoQuery {
         {
             return predicate == Predicate::Disjoint;
         }
+        let target = match evaluable(target) {
+            Ok(shape) => shape,
+            // Not worth the time, like a query of that shape.
+            Err(Flaw::TooComplex) => return false,
+            // Beyond repair: relate it as it is, the guard catching what `geo` refuses.
+            Err(Flaw::Invalid(_)) => Cow::Borrowed(target),
+        };
         guarded(|| target.relate(&self.shape)).is_some_and(|matrix| predicate.holds(&matrix))
     }
 
     fn near(&self, bound: Bound, target: &Geometry<f64>) -> bool {
-        let Geometry::Point(center) = self.shape else {
-            return false;
+        let distance = match &self.shape {
+            Geometry::Point(center) => distance_m(*center, target),
+            reference => distance_between_m(reference, target),
         };
-        match distance_m(center, target) {
+        match distance {
             Some(distance) => match bound {
                 Bound::Max(limit) => distance <= limit,
                 Bound::Min(limit) => distance >= limit,
@@ -293,6 +319,11 @@ fn query_shape(kind: GeometryKind, coordinates: &Value) -> Result<Geometry<f64>>
     let shape = build_geometry(kind, coordinates).map_err(Flaw::Invalid);
     shape
         .and_then(|shape| check_query_geometry(&shape).map(|()| shape))
+        .and_then(|shape| match evaluable(&shape) {
+            Ok(Cow::Borrowed(_)) => Ok(shape),
+            Ok(Cow::Owned(repaired)) => Ok(repaired),
+            Err(flaw) => Err(flaw),
+        })
         .map_err(|flaw| match flaw {
             Flaw::Invalid(why) => invalid(format!("coordinates of the {}: {why}", kind.name())),
             Flaw::TooComplex => NgsiError::new(
@@ -317,7 +348,8 @@ fn required_string<'a>(members: &'a Map<String, Value>, name: &str) -> Result<&'
 // ---------------------------------------------------------------- georel
 
 /// `georel` per the ABNF of clause 4.10: a bare relation name, or
-/// `near;maxDistance==N` / `near;minDistance==N` (exactly one distance).
+/// `near;maxDistance==N` / `near;minDistance==N` (exactly one distance, a
+/// PositiveNumber: "excluding the number 0").
 fn parse_relation(georel: &str) -> Result<Relation, String> {
     let predicate = match georel {
         "within" => Predicate::Within,
@@ -338,7 +370,7 @@ fn parse_near(georel: &str) -> Result<Bound, String> {
     let (name, number) = modifier.split_once("==").ok_or_else(|| {
         format!("'near' modifier '{modifier}' is not 'maxDistance==<meters>' or 'minDistance==<meters>'")
     })?;
-    let distance = parse_distance(number).ok_or_else(|| format!("distance '{number}' is not a non-negative number"))?;
+    let distance = parse_distance(number).ok_or_else(|| format!("distance '{number}' is not a positive number"))?;
     match name {
         "maxDistance" => Ok(Bound::Max(distance)),
         "minDistance" => Ok(Bound::Min(distance)),
@@ -348,7 +380,8 @@ fn parse_near(georel: &str) -> Result<Bound, String> {
     }
 }
 
-/// A JSON-style unsigned number. Rust's float syntax alone would also let
+/// A JSON-style unsigned number above 0 (a literal too small for an `f64`
+/// reads as 0 and is refused too). Rust's float syntax alone would also let
 /// through `inf`, `NaN` and a leading `+`.
 fn parse_distance(text: &str) -> Option<f64> {
     let starts_with_digit = text.bytes().next().is_some_and(|b| b.is_ascii_digit());
@@ -358,7 +391,7 @@ fn parse_distance(text: &str) -> Option<f64> {
     if !starts_with_digit || !plain {
         return None;
     }
-    text.parse::<f64>().ok().filter(|d| d.is_finite() && *d >= 0.0)
+    text.parse::<f64>().ok().filter(|d| d.is_finite() && *d > 0.0)
 }
 
 // ---------------------------------------------------------------- GeoJSON to geo
@@ -437,7 +470,7 @@ fn linear_ring(value: &Value) -> Result<LineString<f64>, String> {
     if coords.first() != coords.last() {
         return Err("a linear ring must end where it starts".into());
     }
-    Ok(LineString(coords))
+    Ok(LineString(without_repeats(&coords)))
 }
 
 fn polygon(value: &Value) -> Result<Polygon<f64>, String> {
@@ -510,9 +543,8 @@ impl Budget {
     }
 }
 
-/// What a query geometry must satisfy beyond its GeoJSON shape. Ranges come
-/// from RFC 7946 (WGS84 degrees); the rest keeps `geo`'s topology code on
-/// the inputs it is defined for.
+/// What a query geometry must satisfy beyond its GeoJSON shape, areas aside
+/// (see [`evaluable`]). Ranges come from RFC 7946 (WGS84 degrees).
 fn check_query_geometry(shape: &Geometry<f64>) -> Result<(), Flaw> {
     if let Some(c) = shape.coords_iter().find(|c| !in_range(*c)) {
         let why = format!("position [{}, {}] is not a WGS84 longitude and latitude", c.x, c.y);
@@ -524,7 +556,7 @@ fn check_query_geometry(shape: &Geometry<f64>) -> Result<(), Flaw> {
         Geometry::MultiLineString(lines) if lines.0.is_empty() => Err("a MultiLineString needs a line".into()),
         Geometry::MultiLineString(lines) => lines.iter().try_for_each(check_line),
         Geometry::MultiPolygon(polygons) if polygons.0.is_empty() => Err("a MultiPolygon needs a polygon".into()),
-        _ => check_areas(&polygons_of(shape), &mut Budget::new()),
+        _ => Ok(()),
     }
 }
 
@@ -540,11 +572,85 @@ fn check_line(line: &LineString<f64>) -> Result<(), Flaw> {
     }
 }
 
-/// Whether `geo`'s `Relate` can take a geometry: it asserts on crossing
-/// rings and on overlapping polygons of one geometry (georust/geo#1268),
-/// which stored GeoJSON may have.
-fn relatable(shape: &Geometry<f64>) -> bool {
-    check_areas(&polygons_of(shape), &mut Budget::new()).is_ok()
+/// The geometry to hand `geo`'s `Relate` for `shape`: `shape` itself when
+/// its areas are valid (OGC Simple Features), else their repair. `Relate`
+/// asserts on crossing rings and on overlapping polygons of one geometry
+/// (georust/geo#1268), and gives wrong answers on other invalid areas.
+///
+/// The repair follows PostGIS' `ST_MakeValid` (method "structure"): each
+/// ring encloses what the even-odd rule makes of it (a bow tie is two
+/// triangles), holes are cut out of their shell, and the parts are merged.
+/// It fails with `Invalid` when no area is left and with `TooComplex` when
+/// checking or repairing would cost too much.
+fn evaluable(shape: &Geometry<f64>) -> Result<Cow<'_, Geometry<f64>>, Flaw> {
+    let polygons = polygons_of(shape);
+    match check_areas(&polygons, &mut Budget::new()) {
+        Ok(()) => return Ok(Cow::Borrowed(shape)),
+        Err(Flaw::TooComplex) => return Err(Flaw::TooComplex),
+        Err(Flaw::Invalid(_)) => {}
+    }
+    // The check stops at the first flaw. The overlay's work grows with the
+    // segment pairs that may cross, which a full sweep counts.
+    let rings: Vec<Vec<Coord<f64>>> = polygons
+        .iter()
+        .flat_map(|polygon| std::iter::once(polygon.exterior()).chain(polygon.interiors()))
+        .map(|ring| ring.0.clone())
+        .collect();
+    sweep(&rings, &mut Budget::new(), |_, _| false)?;
+    guarded(|| repair(shape))
+        .flatten()
+        .map(Cow::Owned)
+        .ok_or_else(|| "the area it bounds is empty".into())
+}
+
+/// The repair of [`evaluable`], or `None` if no area is left. Points and
+/// lines of a GeometryCollection are kept as they are.
+fn repair(shape: &Geometry<f64>) -> Option<Geometry<f64>> {
+    let area = merge(polygons_of(shape).into_iter().map(repair_polygon).collect());
+    if area.0.is_empty() {
+        return None;
+    }
+    Some(match shape {
+        Geometry::GeometryCollection(_) => {
+            let mut parts = Vec::new();
+            non_areas(shape, &mut parts);
+            parts.push(Geometry::MultiPolygon(area));
+            Geometry::GeometryCollection(GeometryCollection(parts))
+        }
+        _ => Geometry::MultiPolygon(area),
+    })
+}
+
+fn repair_polygon(polygon: &Polygon<f64>) -> MultiPolygon<f64> {
+    polygon
+        .interiors()
+        .iter()
+        .fold(fill(polygon.exterior()), |area, hole| area.difference(&fill(hole)))
+}
+
+/// The area a ring encloses by the even-odd rule, without degenerate parts.
+fn fill(ring: &LineString<f64>) -> MultiPolygon<f64> {
+    Polygon::new(ring.clone(), Vec::new()).union(&MultiPolygon::new(Vec::new()))
+}
+
+/// The union of valid areas, pairwise so that `n` parts cost `log n` rounds.
+fn merge(mut parts: Vec<MultiPolygon<f64>>) -> MultiPolygon<f64> {
+    while parts.len() > 1 {
+        parts = parts
+            .chunks(2)
+            .map(|pair| pair[1..].iter().fold(pair[0].clone(), |area, other| area.union(other)))
+            .collect();
+    }
+    parts.pop().unwrap_or_else(|| MultiPolygon::new(Vec::new()))
+}
+
+/// The parts of a geometry that are not areas, collections flattened.
+fn non_areas(shape: &Geometry<f64>, out: &mut Vec<Geometry<f64>>) {
+    match shape {
+        Geometry::Polygon(_) | Geometry::MultiPolygon(_) => {}
+        Geometry::GeometryCollection(parts) => parts.iter().for_each(|part| non_areas(part, out)),
+        other => out.push(other.clone()),
+    }
 }
 
 fn polygons_of(shape: &Geometry<f64>) -> Vec<&Polygon<f64>> {
@@ -681,12 +787,25 @@ impl Edge {
 }
 
 /// Whether no ring crosses itself and rings meet at most at single points
-/// (OGC Simple Features). Segments are swept by longitude, so only pairs
-/// whose longitude spans overlap are compared.
+/// (OGC Simple Features).
 fn rings_are_simple(rings: &[Vec<Coord<f64>>], budget: &mut Budget) -> Result<bool, Flaw> {
+    let crossing = sweep(rings, budget, |a, b| {
+        line_intersection(a.line, b.line).is_some_and(|hit| !allowed_contact(a, b, hit))
+    })?;
+    Ok(!crossing)
+}
+
+/// Calls `stop` on the pairs of ring segments that may meet, until it
+/// returns true (then so does `sweep`). Segments are swept by longitude, so
+/// only pairs whose longitude spans overlap are compared.
+fn sweep(
+    rings: &[Vec<Coord<f64>>],
+    budget: &mut Budget,
+    mut stop: impl FnMut(&Edge, &Edge) -> bool,
+) -> Result<bool, Flaw> {
     let mut edges: Vec<Edge> = Vec::new();
     for (ring, coords) in rings.iter().enumerate() {
-        let ring_edges = coords.len() - 1;
+        let ring_edges = coords.len().saturating_sub(1);
         edges.extend(coords.windows(2).enumerate().map(|(index, pair)| Edge {
             ring,
             index,
@@ -698,15 +817,12 @@ fn rings_are_simple(rings: &[Vec<Coord<f64>>], budget: &mut Budget) -> Result<bo
     for (k, a) in edges.iter().enumerate() {
         for b in edges[k + 1..].iter().take_while(|b| b.min_x() <= a.max_x()) {
             budget.spend(1)?;
-            if a.apart_in_latitude(b) {
-                continue;
-            }
-            if line_intersection(a.line, b.line).is_some_and(|hit| !allowed_contact(a, b, hit)) {
-                return Ok(false);
+            if !a.apart_in_latitude(b) && stop(a, b) {
+                return Ok(true);
             }
         }
     }
-    Ok(true)
+    Ok(false)
 }
 
 fn allowed_contact(a: &Edge, b: &Edge, hit: LineIntersection<f64>) -> bool {
@@ -760,6 +876,19 @@ fn near_box(center: Point<f64>, distance: f64) -> Rect<f64> {
     Rect::new(Coord { x: west, y: south }, Coord { x: east, y: north })
 }
 
+/// Meters between two geometries, or `None` if either is empty. Two
+/// geometries apart are nearest at a position of one of them (segments are
+/// arcs that do not cross), so the nearest point of each to every position
+/// of the other covers all candidates; meeting is tested in the plane.
+fn distance_between_m(reference: &Geometry<f64>, target: &Geometry<f64>) -> Option<f64> {
+    if guarded(|| reference.intersects(target)) == Some(true) {
+        return Some(0.0);
+    }
+    let from_reference = reference.coords_iter().filter_map(|c| distance_m(Point(c), target));
+    let from_target = target.coords_iter().filter_map(|c| distance_m(Point(c), reference));
+    from_reference.chain(from_target).min_by(f64::total_cmp)
+}
+
 /// Meters from `from` to the nearest point of `target`, or `None` for an
 /// empty geometry.
 fn distance_m(from: Point<f64>, target: &Geometry<f64>) -> Option<f64> {
@@ -772,9 +901,9 @@ fn distance_m(from: Point<f64>, target: &Geometry<f64>) -> Option<f64> {
     distance.is_finite().then_some(distance)
 }
 
-/// Runs a `geo` computation on a stored geometry. `geo` asserts on invalid
-/// inputs (georust/geo#1268); [`relatable`] screens out the ones known, and
-/// whatever it misses must fail to match rather than take the broker down.
+/// Runs a `geo` computation. `geo` asserts on invalid inputs
+/// (georust/geo#1268); [`evaluable`] repairs the ones known, and whatever it
+/// misses must fail to match rather than take the broker down.
 fn guarded<T>(compute: impl FnOnce() -> T + UnwindSafe) -> Option<T> {
     panic::catch_unwind(compute).ok()
 }
