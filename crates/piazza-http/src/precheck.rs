@@ -99,11 +99,10 @@ fn acceptable(method: &Method, segments: &[&str], headers: &HeaderMap) -> ApiRes
 }
 
 pub fn offers_geojson(method: &Method, segments: &[&str]) -> bool {
-    match (method, segments) {
-        (&Method::GET, ["entities"] | ["entities", _]) => true,
-        (&Method::POST, ["entityOperations", "query"]) => true,
-        _ => false,
-    }
+    matches!(
+        (method, segments),
+        (&Method::GET, ["entities"] | ["entities", _]) | (&Method::POST, ["entityOperations", "query"])
+    )
 }
 
 /// Fails with InvalidRequest on a query parameter not in `known`
