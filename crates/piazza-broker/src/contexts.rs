@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use piazza_ngsild::jsonld::{is_core_context_url, ContextLoader};
+use piazza_ngsild::jsonld::{is_core_context_url, ContextLoader, CORE_CONTEXT_URL};
 use piazza_ngsild::{time, ActiveContext, ErrorKind, NgsiError};
 use piazza_store::{ContextKind, Store, StoredContext, Tenant};
 use serde_json::Value;
@@ -30,6 +30,8 @@ pub(crate) struct ContextResolver {
     documents: Mutex<HashMap<(Tenant, String), Arc<Value>>>,
     /// Processed contexts by (tenant, the local context's JSON text).
     memo: Mutex<HashMap<(Tenant, String), Arc<ActiveContext>>>,
+    /// When the built-in core context was (re)loaded: its `createdAt`.
+    core_loaded: Mutex<time::Timestamp>,
 }
 
 struct Loaded<'a>(&'a Documents);
@@ -57,6 +59,27 @@ impl ContextResolver {
             http,
             documents: Mutex::new(HashMap::new()),
             memo: Mutex::new(HashMap::new()),
+            core_loaded: Mutex::new(time::now()),
+        }
+    }
+
+    /// The built-in core context as a context entry: it is always cached
+    /// (clause 5.13.3), under its canonical URL and the local id `core`.
+    pub(crate) fn core_entry(&self) -> StoredContext {
+        let created_at = self.core_loaded.lock().map(|t| *t).unwrap_or_else(|_| time::now());
+        StoredContext {
+            id: CORE_ID.to_owned(),
+            url: CORE_CONTEXT_URL.to_owned(),
+            kind: ContextKind::Cached,
+            document: ActiveContext::core_document(),
+            created_at,
+        }
+    }
+
+    /// "Reloads" the core context: it is built in, so this only restamps it.
+    pub(crate) fn reload_core(&self) {
+        if let Ok(mut loaded) = self.core_loaded.lock() {
+            *loaded = time::now();
         }
     }
 
@@ -141,16 +164,29 @@ impl ContextResolver {
 
     /// A context this broker already holds: hosted here, or cached before.
     async fn stored(&self, tenant: &Tenant, url: &str) -> Result<Option<Value>, BrokerError> {
-        if let Some((_, id)) = url.split_once(HOSTED_PATH) {
+        Ok(self.find(tenant, url).await?.map(|c| c.document))
+    }
+
+    /// A stored context by its local id or by its URL: a cached context by
+    /// the URL it was fetched from, a hosted one by the URL it is served at.
+    /// Hosted URLs are recognised by their path alone, whatever the host:
+    /// clients reach this broker under names (proxies, `localhost`, ports)
+    /// it cannot know, and an unknown id still falls through to a fetch.
+    pub(crate) async fn find(&self, tenant: &Tenant, id_or_url: &str) -> Result<Option<StoredContext>, BrokerError> {
+        if is_core_context_url(id_or_url) || id_or_url == CORE_ID {
+            return Ok(Some(self.core_entry()));
+        }
+        if let Some(id) = hosted_id(id_or_url) {
             if let Some(hosted) = self.store.get_context(tenant, id).await? {
-                return Ok(Some(hosted.document));
+                if hosted.kind != ContextKind::Cached {
+                    return Ok(Some(hosted));
+                }
             }
         }
-        Ok(self
-            .store
-            .get_context(tenant, &cached_id(url))
-            .await?
-            .map(|c| c.document))
+        if let Some(found) = self.store.get_context(tenant, &cached_id(id_or_url)).await? {
+            return Ok(Some(found));
+        }
+        Ok(self.store.get_context(tenant, id_or_url).await?)
     }
 
     /// Fetches a remote context document.
@@ -177,15 +213,32 @@ impl ContextResolver {
                 return Err(unavailable(format!("larger than {MAX_CONTEXT_BYTES} bytes")).into());
             }
         }
-        let document: Value = serde_json::from_slice(&body).map_err(|e| unavailable(format!("not JSON: {e}")))?;
+        // The server answered, but not with a context: that is the
+        // requester's mistake (a wrong URL), not an unavailable context.
+        let document: Value = serde_json::from_slice(&body)
+            .map_err(|e| NgsiError::bad_request(format!("@context {url} is not JSON: {e}")))?;
         if !document
             .get("@context")
             .is_some_and(|c| c.is_object() || c.is_array() || c.is_string())
         {
-            return Err(unavailable("no @context member".into()).into());
+            return Err(NgsiError::bad_request(format!("@context {url} has no @context member")).into());
         }
         Ok(document)
     }
+}
+
+/// The local id of the built-in core context.
+pub const CORE_ID: &str = "core";
+
+/// The local id in a URL (absolute or relative) under which this broker
+/// serves contexts.
+fn hosted_id(url: &str) -> Option<&str> {
+    let path = match url.split_once("://") {
+        Some((_, rest)) => &rest[rest.find('/')?..],
+        None => url,
+    };
+    path.strip_prefix(HOSTED_PATH)
+        .filter(|id| !id.is_empty() && !id.contains('/'))
 }
 
 /// The stable local id of a cached remote context.
@@ -202,5 +255,29 @@ fn collect_urls(local: &Value, into: &mut Vec<String>) {
         Value::String(url) if !is_core_context_url(url) => into.push(url.clone()),
         Value::Array(items) => items.iter().for_each(|i| collect_urls(i, into)),
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosted_urls_are_recognised_by_path() {
+        assert_eq!(hosted_id("/ngsi-ld/v1/jsonldContexts/abc"), Some("abc"));
+        assert_eq!(
+            hosted_id("http://localhost:9090/ngsi-ld/v1/jsonldContexts/abc"),
+            Some("abc")
+        );
+        assert_eq!(hosted_id("https://example.org/ctx.jsonld"), None);
+        assert_eq!(hosted_id("http://h/ngsi-ld/v1/jsonldContexts/"), None);
+        assert_eq!(hosted_id("http://h/x/ngsi-ld/v1/jsonldContexts/abc"), None);
+        assert_eq!(hosted_id("abc"), None);
+    }
+
+    #[test]
+    fn cached_ids_are_stable_per_url() {
+        assert_eq!(cached_id("http://a/b"), cached_id("http://a/b"));
+        assert_ne!(cached_id("http://a/b"), cached_id("http://a/c"));
     }
 }

@@ -11,6 +11,7 @@ use serde_json::{json, Map, Value};
 use crate::error::ApiResult;
 use crate::extract::{link_context, Meta};
 use crate::params::Params;
+use crate::precheck::reject_unknown;
 use crate::respond::Responder;
 use crate::AppState;
 
@@ -26,8 +27,8 @@ fn kinds(kinds: &[piazza_ngsild::AttributeKind]) -> Vec<&'static str> {
 }
 
 pub async fn types(State(state): State<Arc<AppState>>, meta: Meta, RawQuery(raw): RawQuery) -> ApiResult<Response> {
+    reject_unknown(raw.as_deref(), &["details", "local"])?;
     let params = Params::parse(raw.as_deref())?;
-    params.allow_only(&["details", "local"])?;
     let responder = Responder::new(meta.accept(false)?, meta.link.as_deref());
     let context = link_context(&state, &meta).await?;
     state.broker.require_tenant(&meta.tenant).await?;
@@ -66,7 +67,10 @@ pub async fn type_info(
     State(state): State<Arc<AppState>>,
     meta: Meta,
     Path(name): Path<String>,
+    RawQuery(raw): RawQuery,
 ) -> ApiResult<Response> {
+    // Type information is always detailed: `details` is not a parameter here.
+    reject_unknown(raw.as_deref(), &["local"])?;
     let responder = Responder::new(meta.accept(false)?, meta.link.as_deref());
     let context = link_context(&state, &meta).await?;
     state.broker.require_tenant(&meta.tenant).await?;
@@ -110,8 +114,8 @@ pub async fn attributes(
     meta: Meta,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Response> {
+    reject_unknown(raw.as_deref(), &["details", "local"])?;
     let params = Params::parse(raw.as_deref())?;
-    params.allow_only(&["details", "local"])?;
     let responder = Responder::new(meta.accept(false)?, meta.link.as_deref());
     let context = link_context(&state, &meta).await?;
     state.broker.require_tenant(&meta.tenant).await?;
@@ -122,7 +126,10 @@ pub async fn attributes(
         .await
         .map_err(piazza_broker::BrokerError::from)?;
     if params.flag("details")? {
-        let items = attributes.iter().map(|a| object(attribute_json(a, &context))).collect();
+        let items = attributes
+            .iter()
+            .map(|a| object(attribute_json(a, &context, false)))
+            .collect();
         return Ok(responder.list(StatusCode::OK, items));
     }
     let names: Vec<String> = attributes.iter().map(|a| context.compact(&a.name)).collect();
@@ -136,22 +143,29 @@ pub async fn attributes(
     ))
 }
 
-fn attribute_json(a: &piazza_store::AttributeSummary, context: &piazza_ngsild::ActiveContext) -> Value {
-    json!({
+/// An Attribute (clause 5.2.28). The counts and kinds are only given for
+/// one attribute, not in the `details=true` list (clause 5.7.8 vs 5.7.9).
+fn attribute_json(a: &piazza_store::AttributeSummary, context: &piazza_ngsild::ActiveContext, counts: bool) -> Value {
+    let mut body = json!({
         "id": a.name,
         "type": "Attribute",
         "attributeName": context.compact(&a.name),
-        "attributeCount": a.entity_count,
-        "attributeTypes": kinds(&a.kinds),
         "typeNames": a.types.iter().map(|t| context.compact(t)).collect::<Vec<_>>(),
-    })
+    });
+    if counts {
+        body["attributeCount"] = json!(a.entity_count);
+        body["attributeTypes"] = json!(kinds(&a.kinds));
+    }
+    body
 }
 
 pub async fn attribute_info(
     State(state): State<Arc<AppState>>,
     meta: Meta,
     Path(name): Path<String>,
+    RawQuery(raw): RawQuery,
 ) -> ApiResult<Response> {
+    reject_unknown(raw.as_deref(), &["local"])?;
     let responder = Responder::new(meta.accept(false)?, meta.link.as_deref());
     let context = link_context(&state, &meta).await?;
     state.broker.require_tenant(&meta.tenant).await?;
@@ -166,7 +180,7 @@ pub async fn attribute_info(
         .iter()
         .find(|a| a.name == expanded)
         .ok_or_else(|| NgsiError::not_found(format!("no attribute {name}")))?;
-    Ok(responder.object(StatusCode::OK, object(attribute_json(found, &context))))
+    Ok(responder.object(StatusCode::OK, object(attribute_json(found, &context, true))))
 }
 
 /// A deterministic id for a list resource: the same list, the same id.

@@ -43,7 +43,9 @@ pub fn status_of(kind: ErrorKind) -> StatusCode {
         ErrorKind::ResourceNotFound | ErrorKind::NonexistentTenant => StatusCode::NOT_FOUND,
         ErrorKind::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
         ErrorKind::TooComplexQuery | ErrorKind::TooManyResults => StatusCode::FORBIDDEN,
-        ErrorKind::LdContextNotAvailable => StatusCode::SERVICE_UNAVAILABLE,
+        // The @context server did not answer in time: the broker acted as a
+        // gateway (the ETSI suite and most brokers use 504, not 503).
+        ErrorKind::LdContextNotAvailable => StatusCode::GATEWAY_TIMEOUT,
         ErrorKind::NoMultiTenantSupport => StatusCode::NOT_IMPLEMENTED,
         ErrorKind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         ErrorKind::NotAcceptable => StatusCode::NOT_ACCEPTABLE,

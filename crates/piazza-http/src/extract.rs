@@ -47,43 +47,75 @@ pub struct Meta {
 
 impl Meta {
     /// Chooses the response media type from `Accept` (clause 6.3.4):
-    /// the highest quality wins; `*/*` and `application/*` mean JSON.
+    /// JSON, then JSON-LD, then (where `geo_allowed`) GeoJSON.
     pub fn accept(&self, geo_allowed: bool) -> Result<MediaType, ApiError> {
-        let Some(accept) = self.accept.as_deref().filter(|a| !a.trim().is_empty()) else {
-            return Ok(MediaType::Json);
-        };
-        let mut best: Option<(f32, usize, MediaType)> = None;
-        for (position, range) in accept.split(',').enumerate() {
+        let offers: &[MediaType] = if geo_allowed { &ALL_MEDIA } else { &ALL_MEDIA[..2] };
+        negotiate(self.accept.as_deref(), offers).ok_or_else(|| not_acceptable(self.accept.as_deref().unwrap_or("")))
+    }
+}
+
+/// Every media type the API can answer with, in the server's order of preference.
+pub const ALL_MEDIA: [MediaType; 3] = [MediaType::Json, MediaType::JsonLd, MediaType::GeoJson];
+
+pub fn not_acceptable(accept: &str) -> ApiError {
+    ApiError::new(
+        ErrorKind::NotAcceptable,
+        format!("none of the accepted media types ({accept}) is served here"),
+    )
+}
+
+/// Proactive negotiation (RFC 9110, 12.5.1): each offer gets the weight of
+/// the most specific range that matches it (`type/subtype` over `type/*`
+/// over `*/*`); the heaviest offer wins, ties go to the first offer, and a
+/// weight of 0 refuses. A missing or blank header accepts anything. A
+/// malformed weight counts as 1, as a lenient server should.
+pub fn negotiate(accept: Option<&str>, offers: &[MediaType]) -> Option<MediaType> {
+    let Some(accept) = accept.filter(|a| !a.trim().is_empty()) else {
+        return offers.first().copied();
+    };
+    let ranges: Vec<(String, f32)> = accept
+        .split(',')
+        .filter_map(|range| {
             let mut pieces = range.split(';');
-            let media = pieces.next().unwrap_or("").trim().to_ascii_lowercase();
+            let media = pieces.next()?.trim().to_ascii_lowercase();
             let quality = pieces
-                .filter_map(|p| p.trim().strip_prefix("q=").map(str::to_owned))
-                .find_map(|q| q.trim().parse::<f32>().ok())
+                .filter_map(|p| {
+                    let (name, value) = p.split_once('=')?;
+                    (name.trim().eq_ignore_ascii_case("q")).then(|| value.trim().parse::<f32>().unwrap_or(1.0))
+                })
+                .next()
                 .unwrap_or(1.0);
-            let candidate = match media.as_str() {
-                "application/json" | "application/*" | "*/*" => Some(MediaType::Json),
-                "application/ld+json" => Some(MediaType::JsonLd),
-                "application/geo+json" if geo_allowed => Some(MediaType::GeoJson),
-                _ => None,
-            };
-            let Some(candidate) = candidate else { continue };
-            if quality <= 0.0 {
+            (!media.is_empty()).then_some((media, quality))
+        })
+        .collect();
+    let weight = |offer: MediaType| -> f32 {
+        let name = offer.as_str();
+        let kind = name.split('/').next().unwrap_or("");
+        let mut best: Option<(u8, f32)> = None;
+        for (media, quality) in &ranges {
+            let specificity = if media == name {
+                3
+            } else if media.strip_suffix("/*") == Some(kind) {
+                2
+            } else if media == "*/*" {
+                1
+            } else {
                 continue;
-            }
-            // Higher quality wins; on a tie the more specific type wins, then the first listed.
-            let specific = !media.contains('*');
-            let rank = (quality, if specific { 0 } else { 1 } + position * 2);
-            if best.is_none_or(|(q, r, _)| rank.0 > q || (rank.0 == q && rank.1 < r)) {
-                best = Some((rank.0, rank.1, candidate));
+            };
+            if best.is_none_or(|(s, _)| specificity > s) {
+                best = Some((specificity, *quality));
             }
         }
-        best.map(|(_, _, media)| media).ok_or_else(|| {
-            ApiError::new(
-                ErrorKind::NotAcceptable,
-                format!("none of the accepted media types ({accept}) is served here"),
-            )
-        })
+        best.map_or(0.0, |(_, q)| q)
+    };
+    let mut chosen: Option<(f32, MediaType)> = None;
+    for &offer in offers {
+        let q = weight(offer);
+        if q > 0.0 && chosen.is_none_or(|(best, _)| q > best) {
+            chosen = Some((q, offer));
+        }
     }
+    chosen.map(|(_, media)| media)
 }
 
 impl FromRequestParts<Arc<AppState>> for Meta {
@@ -254,4 +286,41 @@ impl LocalContext<'_> {
 pub async fn link_context(state: &AppState, meta: &Meta) -> Result<Arc<ActiveContext>, ApiError> {
     let local = meta.link.as_ref().map(|url| Value::String(url.clone()));
     Ok(state.broker.context(&meta.tenant, local.as_ref()).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const JSON: MediaType = MediaType::Json;
+    const LD: MediaType = MediaType::JsonLd;
+
+    fn pick(accept: &str, geo: bool) -> Option<MediaType> {
+        negotiate(Some(accept), if geo { &ALL_MEDIA } else { &ALL_MEDIA[..2] })
+    }
+
+    #[test]
+    fn negotiation_follows_rfc_9110() {
+        assert_eq!(negotiate(None, &ALL_MEDIA), Some(JSON));
+        assert_eq!(pick("*/*", true), Some(JSON));
+        assert_eq!(pick("application/ld+json, application/json", true), Some(JSON));
+        assert_eq!(pick("application/geo+json, application/json", true), Some(JSON));
+        assert_eq!(
+            pick("application/json;q=0.1, application/ld+json;q=0.9", true),
+            Some(LD)
+        );
+        assert_eq!(pick("application/ld+json", true), Some(LD));
+        assert_eq!(pick("application/json;q=0, */*", true), Some(LD));
+        assert_eq!(pick("application/json;q=0, application/ld+json", true), Some(LD));
+        assert_eq!(pick("*/*;q=0.9, application/ld+json;q=0.8", true), Some(JSON));
+        assert_eq!(pick("application/ld+json;q=notanumber", true), Some(LD));
+        assert_eq!(pick("application/xml", true), None);
+        assert_eq!(pick("application/geo+json", true), Some(MediaType::GeoJson));
+        assert_eq!(pick("application/geo+json", false), None);
+        assert_eq!(
+            pick("application/geo+json;q=0.9, application/ld+json;q=0.1", false),
+            Some(LD)
+        );
+        assert_eq!(pick("application/*", false), Some(JSON));
+    }
 }

@@ -7,7 +7,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::extract::{Extension, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -26,8 +26,10 @@ mod discovery;
 mod entities;
 pub mod error;
 mod extract;
+mod identity;
 mod linked;
 mod params;
+mod precheck;
 mod respond;
 
 use error::ApiError;
@@ -82,11 +84,15 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/attributes/{attr}", get(discovery::attribute_info))
         .route("/jsonldContexts", get(contexts::list).post(contexts::add))
         .route("/jsonldContexts/{id}", get(contexts::serve).delete(contexts::delete))
+        .route("/info/sourceIdentity", get(identity::source_identity))
         .method_not_allowed_fallback(method_not_allowed);
     Router::new()
         .nest("/ngsi-ld/v1", api)
         .route("/health", get(health))
         .fallback(not_found)
+        .layer(Extension(Arc::new(identity::SourceIdentity::new())))
+        // Outermost last: the tenant is echoed even on precheck refusals.
+        .layer(middleware::from_fn(precheck::precheck))
         .layer(middleware::from_fn(echo_tenant))
         .with_state(state)
 }
