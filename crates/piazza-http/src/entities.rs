@@ -129,7 +129,10 @@ impl View {
         let options = params::render_options(params)?;
         let dataset_ids = params.list("datasetId")?;
         Ok(View {
-            responder: Responder::new(media, meta.link.as_deref()),
+            responder: Responder {
+                geojson_without_context: meta.prefer_body_json,
+                ..Responder::new(media, meta.link.as_deref())
+            },
             geometry_property: context.expand(geometry_property.unwrap_or("location")),
             context,
             shape,

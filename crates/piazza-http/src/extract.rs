@@ -43,6 +43,8 @@ pub struct Meta {
     pub link: Option<String>,
     /// The raw `Accept` header.
     accept: Option<String>,
+    /// `Prefer: body=json`: GeoJSON without `@context` in the body (clause 6.3.x).
+    pub prefer_body_json: bool,
 }
 
 impl Meta {
@@ -128,7 +130,14 @@ impl FromRequestParts<Arc<AppState>> for Meta {
         };
         let link = context_link(&parts.headers)?;
         let accept = header_text(&parts.headers, header::ACCEPT.as_str())?.map(str::to_owned);
-        Ok(Meta { tenant, link, accept })
+        let prefer_body_json = header_text(&parts.headers, "Prefer")?
+            .is_some_and(|p| p.split([',', ';']).any(|token| token.trim() == "body=json"));
+        Ok(Meta {
+            tenant,
+            link,
+            accept,
+            prefer_body_json,
+        })
     }
 }
 

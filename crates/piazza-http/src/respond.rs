@@ -11,6 +11,8 @@ use crate::extract::{MediaType, JSONLD_CONTEXT_REL};
 /// How to send entity-shaped bodies back to one requester.
 pub struct Responder {
     pub media: MediaType,
+    /// GeoJSON bodies without `@context` (the context goes in a Link header).
+    pub geojson_without_context: bool,
     /// The requester's @context: a URL (Link or core) or an inline value.
     pub context: Value,
 }
@@ -19,6 +21,7 @@ impl Responder {
     pub fn new(media: MediaType, link: Option<&str>) -> Self {
         Self {
             media,
+            geojson_without_context: false,
             context: Value::String(link.unwrap_or(CORE_CONTEXT_URL).to_owned()),
         }
     }
@@ -47,7 +50,9 @@ impl Responder {
 
     /// A GeoJSON document (Feature or FeatureCollection).
     pub fn geojson(&self, status: StatusCode, mut body: Map<String, Value>) -> Response {
-        body.insert("@context".into(), self.context.clone());
+        if !self.geojson_without_context {
+            body.insert("@context".into(), self.context.clone());
+        }
         self.send(status, Value::Object(body))
     }
 
@@ -55,7 +60,7 @@ impl Responder {
         let mut response = (status, axum::Json(body)).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(self.media.as_str()));
-        if self.media == MediaType::Json {
+        if self.media == MediaType::Json || (self.media == MediaType::GeoJson && self.geojson_without_context) {
             if let Some(link) = self.context.as_str().and_then(link_header) {
                 headers.insert(header::LINK, link);
             }

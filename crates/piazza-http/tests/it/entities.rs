@@ -54,6 +54,19 @@ async fn representations_key_values_concise_geojson_and_ld() {
     assert_eq!(geo.body["type"], "Feature");
     assert_eq!(geo.body["geometry"]["coordinates"], json!([11.2560, 43.7731]));
     assert_eq!(geo.header("content-type"), Some("application/geo+json"));
+    assert_eq!(geo.body["@context"], json!(CORE));
+    let plain_geo = c
+        .send(
+            c.request(Method::GET, "/entities/urn:ngsi-ld:Building:r")
+                .header("Accept", "application/geo+json")
+                .header("Prefer", "body=json"),
+        )
+        .await;
+    assert!(
+        plain_geo.body.get("@context").is_none(),
+        "Prefer: body=json moves the context to a Link header"
+    );
+    assert!(plain_geo.header("link").is_some_and(|l| l.contains(CORE)));
     let ld = c
         .send(
             c.request(Method::GET, "/entities/urn:ngsi-ld:Building:r")
