@@ -17,6 +17,7 @@ use serde_json::Value;
 
 mod contexts;
 pub mod jsonld_contexts;
+pub mod subscriptions;
 
 pub use contexts::{HOSTED_PATH, MAX_CONTEXT_BYTES};
 pub use piazza_store;

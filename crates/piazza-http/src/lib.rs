@@ -31,6 +31,7 @@ mod linked;
 mod params;
 mod precheck;
 mod respond;
+mod subscriptions;
 
 use error::ApiError;
 use extract::TENANT_HEADER;
@@ -78,6 +79,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/entityOperations/delete", post(batch::delete))
         .route("/entityOperations/merge", post(batch::merge))
         .route("/entityOperations/query", post(batch::query))
+        .route("/subscriptions", get(subscriptions::query).post(subscriptions::create))
+        .route(
+            "/subscriptions/{id}",
+            get(subscriptions::retrieve)
+                .patch(subscriptions::update)
+                .delete(subscriptions::delete),
+        )
         .route("/types", get(discovery::types))
         .route("/types/{type}", get(discovery::type_info))
         .route("/attributes", get(discovery::attributes))

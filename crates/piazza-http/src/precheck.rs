@@ -181,11 +181,8 @@ fn unserved_endpoint_parameters(method: &Method, segments: &[&str]) -> Option<&'
     match (method, segments) {
         (&Method::GET, ["temporal", "entities"]) => Some(TEMPORAL_QUERY),
         (&Method::GET, ["csourceRegistrations"]) => Some(REGISTRATION_QUERY),
-        (&Method::GET, ["subscriptions" | "csourceSubscriptions"]) => Some(PAGING),
-        (
-            &Method::POST,
-            ["temporal", "entities"] | ["subscriptions"] | ["csourceRegistrations"] | ["csourceSubscriptions"],
-        ) => Some(&[]),
+        (&Method::GET, ["csourceSubscriptions"]) => Some(PAGING),
+        (&Method::POST, ["temporal", "entities"] | ["csourceRegistrations"] | ["csourceSubscriptions"]) => Some(&[]),
         _ => None,
     }
 }
@@ -241,9 +238,11 @@ mod tests {
         assert_eq!(error.map(|e| e.0.kind()), Some(ErrorKind::InvalidRequest));
         assert!(reject_unknown(None, &[]).is_ok());
         assert_eq!(
-            unserved_endpoint_parameters(&Method::POST, &["subscriptions"]),
+            unserved_endpoint_parameters(&Method::POST, &["csourceRegistrations"]),
             Some(&[][..])
         );
+        // Served endpoints check their own parameters.
+        assert_eq!(unserved_endpoint_parameters(&Method::POST, &["subscriptions"]), None);
         assert_eq!(unserved_endpoint_parameters(&Method::GET, &["entities"]), None);
     }
 }

@@ -19,10 +19,11 @@ use async_trait::async_trait;
 use piazza_ngsild::query::EntityQuery;
 use piazza_ngsild::{time, AttributeKind, Entity, NgsiError};
 use piazza_store::{
-    Applied, AttributeSummary, ContextKind, Edit, NewState, Page, QueryResult, Store, StoreError, StoreResult,
-    StoredContext, Tenant, TypeSummary,
+    Applied, AttributeSummary, ContextKind, Edit, NewState, Page, QueryResult, ResourceKind, Store, StoreError,
+    StoreResult, StoredContext, Tenant, TypeSummary,
 };
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use serde_json::Value;
 use tokio::sync::oneshot;
 
 mod read;
@@ -403,22 +404,87 @@ impl Store for EmbeddedStore {
         self.read(move |c| read::contexts(c, &tenant, None)).await
     }
 
+    async fn put_resource(
+        &self,
+        tenant: &Tenant,
+        kind: ResourceKind,
+        id: &str,
+        document: Value,
+        create: bool,
+    ) -> StoreResult<bool> {
+        let (tenant, id) = (tenant.clone(), id.to_owned());
+        self.exec_flag(move |tx| {
+            let text = document.to_string();
+            let changed = if create {
+                tx.prepare_cached(
+                    "INSERT OR IGNORE INTO resources(tenant, kind, id, document) VALUES (?1, ?2, ?3, ?4)",
+                )?
+                .execute(params![tenant.name(), kind.name(), id, text])?
+            } else {
+                tx.prepare_cached("UPDATE resources SET document = ?4 WHERE tenant = ?1 AND kind = ?2 AND id = ?3")?
+                    .execute(params![tenant.name(), kind.name(), id, text])?
+            };
+            if changed > 0 {
+                tx.prepare_cached("INSERT OR IGNORE INTO tenants(name) VALUES (?1)")?
+                    .execute([tenant.name()])?;
+            }
+            Ok(changed > 0)
+        })
+        .await
+    }
+
+    async fn get_resource(&self, tenant: &Tenant, kind: ResourceKind, id: &str) -> StoreResult<Option<Value>> {
+        let (tenant, id) = (tenant.clone(), id.to_owned());
+        self.read(move |c| Ok(read::resources(c, &tenant, kind, Some(&id))?.pop()))
+            .await
+    }
+
+    async fn list_resources(&self, tenant: &Tenant, kind: ResourceKind) -> StoreResult<Vec<Value>> {
+        let tenant = tenant.clone();
+        self.read(move |c| read::resources(c, &tenant, kind, None)).await
+    }
+
+    async fn delete_resource(&self, tenant: &Tenant, kind: ResourceKind, id: &str) -> StoreResult<bool> {
+        let (tenant, id) = (tenant.clone(), id.to_owned());
+        self.exec_flag(move |tx| {
+            let n = tx
+                .prepare_cached("DELETE FROM resources WHERE tenant = ?1 AND kind = ?2 AND id = ?3")?
+                .execute(params![tenant.name(), kind.name(), id])?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
     async fn delete_context(&self, tenant: &Tenant, id: &str) -> StoreResult<bool> {
         let (tenant, id) = (tenant.clone(), id.to_owned());
-        let deleted = Arc::new(Mutex::new(false));
-        let flag = deleted.clone();
-        self.exec(move |tx| {
+        self.exec_flag(move |tx| {
             let n = tx
                 .prepare_cached("DELETE FROM contexts WHERE tenant = ?1 AND id = ?2")?
                 .execute(params![tenant.name(), id])?;
-            if let Ok(mut f) = flag.lock() {
-                *f = n > 0;
+            Ok(n > 0)
+        })
+        .await
+    }
+}
+
+impl EmbeddedStore {
+    /// Runs a write whose answer is one flag (rows changed), on the writer.
+    async fn exec_flag(
+        &self,
+        run: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<bool> + Send + 'static,
+    ) -> StoreResult<bool> {
+        let flag = Arc::new(Mutex::new(false));
+        let answer = flag.clone();
+        self.exec(move |tx| {
+            let value = run(tx)?;
+            if let Ok(mut f) = answer.lock() {
+                *f = value;
             }
             Ok(())
         })
         .await?;
-        let result = deleted.lock().map(|f| *f).unwrap_or(false);
-        Ok(result)
+        let value = flag.lock().map(|f| *f).unwrap_or(false);
+        Ok(value)
     }
 }
 

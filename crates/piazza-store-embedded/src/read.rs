@@ -258,3 +258,25 @@ pub(crate) fn contexts(connection: &Connection, tenant: &Tenant, id: Option<&str
     }
     Ok(contexts)
 }
+
+pub(crate) fn resources(
+    connection: &Connection,
+    tenant: &Tenant,
+    kind: piazza_store::ResourceKind,
+    id: Option<&str>,
+) -> StoreResult<Vec<serde_json::Value>> {
+    let mut statement = connection
+        .prepare_cached(
+            "SELECT document FROM resources WHERE tenant = ?1 AND kind = ?2 AND (?3 IS NULL OR id = ?3) ORDER BY rid",
+        )
+        .map_err(sql)?;
+    let rows = statement
+        .query_map(params![tenant.name(), kind.name(), id], |r| r.get::<_, String>(0))
+        .map_err(sql)?;
+    let mut documents = Vec::new();
+    for row in rows {
+        let text = row.map_err(sql)?;
+        documents.push(serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("resource: {e}")))?);
+    }
+    Ok(documents)
+}

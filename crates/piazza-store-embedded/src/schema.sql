@@ -40,3 +40,13 @@ CREATE TABLE IF NOT EXISTS contexts (
     created_at TEXT NOT NULL,
     PRIMARY KEY (tenant, id)
 ) WITHOUT ROWID;
+
+-- Management resources (subscriptions) as JSON documents.
+CREATE TABLE IF NOT EXISTS resources (
+    rid      INTEGER PRIMARY KEY,
+    tenant   TEXT NOT NULL,
+    kind     TEXT NOT NULL,
+    id       TEXT NOT NULL,
+    document TEXT NOT NULL,
+    UNIQUE (tenant, kind, id)
+);

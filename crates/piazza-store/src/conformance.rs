@@ -11,7 +11,7 @@ use piazza_ngsild::update::UpdateOutcome;
 use piazza_ngsild::{time, ActiveContext, Entity, ErrorKind, NgsiError};
 use serde_json::json;
 
-use crate::{ContextKind, Edit, EditOutcome, NewState, Page, Store, StoredContext, Tenant};
+use crate::{ContextKind, Edit, EditOutcome, NewState, Page, ResourceKind, Store, StoredContext, Tenant};
 
 /// Generates one `#[tokio::test]` per conformance case.
 #[macro_export]
@@ -20,7 +20,7 @@ macro_rules! conformance_suite {
         $crate::conformance_suite!(@cases $factory;
             create_then_get, failed_edit_writes_nothing, tenants_are_isolated,
             queries_page_in_creation_order, delete_removes_from_indexes, discovery_reflects_data,
-            contexts_round_trip, concurrent_edits_are_serialised);
+            contexts_round_trip, concurrent_edits_are_serialised, resources_round_trip);
     };
     (@cases $factory:expr; $($case:ident),*) => {
         $(
@@ -283,4 +283,48 @@ pub async fn concurrent_edits_are_serialised(store: Arc<dyn Store>) {
     }
     let e = store.get(&t, "urn:c:1").await.unwrap().unwrap();
     assert_eq!(e.attributes[&name][0].value, json!(50), "no lost update");
+}
+
+pub async fn resources_round_trip(store: Arc<dyn Store>) {
+    let (t, other) = (tenant("t"), tenant("o"));
+    let kind = ResourceKind::Subscription;
+    assert!(store
+        .put_resource(&t, kind, "urn:s:1", json!({"n": 1}), true)
+        .await
+        .unwrap());
+    assert!(
+        !store
+            .put_resource(&t, kind, "urn:s:1", json!({"n": 2}), true)
+            .await
+            .unwrap(),
+        "ids are unique"
+    );
+    assert!(store
+        .put_resource(&t, kind, "urn:s:1", json!({"n": 3}), false)
+        .await
+        .unwrap());
+    assert!(
+        !store
+            .put_resource(&t, kind, "urn:s:none", json!({}), false)
+            .await
+            .unwrap(),
+        "replace needs an existing id"
+    );
+    assert_eq!(
+        store.get_resource(&t, kind, "urn:s:1").await.unwrap(),
+        Some(json!({"n": 3}))
+    );
+    assert!(store.get_resource(&other, kind, "urn:s:1").await.unwrap().is_none());
+    store
+        .put_resource(&t, kind, "urn:s:2", json!({"n": 4}), true)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.list_resources(&t, kind).await.unwrap(),
+        vec![json!({"n": 3}), json!({"n": 4})]
+    );
+    assert!(store.list_resources(&other, kind).await.unwrap().is_empty());
+    assert!(!store.delete_resource(&other, kind, "urn:s:1").await.unwrap());
+    assert!(store.delete_resource(&t, kind, "urn:s:1").await.unwrap());
+    assert!(store.get_resource(&t, kind, "urn:s:1").await.unwrap().is_none());
 }

@@ -185,6 +185,21 @@ pub struct StoredContext {
     pub created_at: piazza_ngsild::time::Timestamp,
 }
 
+/// Kinds of management resources kept as JSON documents (subscriptions;
+/// later context source registrations).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResourceKind {
+    Subscription,
+}
+
+impl ResourceKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Subscription => "subscription",
+        }
+    }
+}
+
 /// A storage failure that is not the requester's fault.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -224,4 +239,23 @@ pub trait Store: Send + Sync + 'static {
 
     /// Returns whether a context was deleted.
     async fn delete_context(&self, tenant: &Tenant, id: &str) -> StoreResult<bool>;
+
+    /// Stores a resource document; with `create`, fails (returns `false`)
+    /// when the id is taken, else replaces.
+    async fn put_resource(
+        &self,
+        tenant: &Tenant,
+        kind: ResourceKind,
+        id: &str,
+        document: Value,
+        create: bool,
+    ) -> StoreResult<bool>;
+
+    async fn get_resource(&self, tenant: &Tenant, kind: ResourceKind, id: &str) -> StoreResult<Option<Value>>;
+
+    /// All resources of a kind, in creation order.
+    async fn list_resources(&self, tenant: &Tenant, kind: ResourceKind) -> StoreResult<Vec<Value>>;
+
+    /// Returns whether a resource was deleted.
+    async fn delete_resource(&self, tenant: &Tenant, kind: ResourceKind, id: &str) -> StoreResult<bool>;
 }

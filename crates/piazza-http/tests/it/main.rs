@@ -7,5 +7,6 @@ mod batch;
 mod contexts;
 mod entities;
 mod query;
+mod subscriptions;
 mod support;
 mod tenancy;
