@@ -51,6 +51,8 @@ enum WriteJob {
 
 /// The SQLite store.
 pub struct EmbeddedStore {
+    /// Held for the store's lifetime: one process per data dir.
+    _lock: std::fs::File,
     writer: Mutex<mpsc::Sender<WriteJob>>,
     readers: Arc<Mutex<Vec<Connection>>>,
     path: PathBuf,
@@ -60,6 +62,12 @@ impl EmbeddedStore {
     /// Opens (creating if needed) the store in `data_dir`.
     pub fn open(data_dir: &Path) -> StoreResult<Self> {
         std::fs::create_dir_all(data_dir).map_err(|e| backend(format!("cannot create {}: {e}", data_dir.display())))?;
+        // Two processes on one SQLite file would each think they are the
+        // only writer; refuse the second one instead.
+        let lock = std::fs::File::create(data_dir.join("piazza.lock"))
+            .map_err(|e| backend(format!("cannot create the lock file in {}: {e}", data_dir.display())))?;
+        lock.try_lock()
+            .map_err(|_| backend(format!("{} is in use by another piazza process", data_dir.display())))?;
         let path = data_dir.join("piazza.sqlite");
         let connection = open_connection(&path)?;
         connection.execute_batch(SCHEMA).map_err(sql)?;
@@ -69,6 +77,7 @@ impl EmbeddedStore {
             .spawn(move || writer_loop(connection, receiver))
             .map_err(|e| backend(format!("cannot start the writer thread: {e}")))?;
         Ok(Self {
+            _lock: lock,
             writer: Mutex::new(sender),
             readers: Arc::new(Mutex::new(Vec::new())),
             path,
@@ -494,6 +503,15 @@ fn context_kind(name: &str) -> StoreResult<ContextKind> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_data_dir_is_used_by_one_store_at_a_time() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let first = super::EmbeddedStore::open(dir.path()).expect("first store");
+        let second = super::EmbeddedStore::open(dir.path());
+        assert!(second.is_err(), "a second store on the same data dir must be refused");
+        drop(first);
+    }
+
     piazza_store::conformance_suite!(async || {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = super::EmbeddedStore::open(dir.path()).expect("open store");
