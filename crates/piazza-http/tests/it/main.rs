@@ -8,4 +8,5 @@ mod contexts;
 mod entities;
 mod query;
 mod support;
+mod temporal;
 mod tenancy;
