@@ -18,6 +18,7 @@ use serde_json::Value;
 mod contexts;
 pub mod jsonld_contexts;
 pub mod subscriptions;
+mod temporal;
 
 pub use contexts::{HOSTED_PATH, MAX_CONTEXT_BYTES};
 pub use piazza_store;
@@ -57,6 +58,9 @@ pub struct Limits {
     pub max_sorted_matches: usize,
     /// The most linked entities one request may fetch (joins, linked q).
     pub max_linked_entities: usize,
+    /// The most attribute instances of one entity a temporal response holds
+    /// before it is cut and partial (clause 6.3.10).
+    pub max_temporal_instances: usize,
 }
 
 impl Default for Limits {
@@ -67,6 +71,7 @@ impl Default for Limits {
             max_batch_size: 10_000,
             max_sorted_matches: 10_000,
             max_linked_entities: 1_000,
+            max_temporal_instances: 30,
         }
     }
 }

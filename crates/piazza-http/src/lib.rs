@@ -32,6 +32,7 @@ mod params;
 mod precheck;
 mod respond;
 mod subscriptions;
+mod temporal;
 
 use error::ApiError;
 use extract::TENANT_HEADER;
@@ -90,6 +91,20 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/types/{type}", get(discovery::type_info))
         .route("/attributes", get(discovery::attributes))
         .route("/attributes/{attr}", get(discovery::attribute_info))
+        .route("/temporal/entities", get(temporal::query).post(temporal::upsert))
+        .route(
+            "/temporal/entities/{id}",
+            get(temporal::retrieve).delete(temporal::delete),
+        )
+        .route("/temporal/entities/{id}/attrs", post(temporal::append))
+        .route(
+            "/temporal/entities/{id}/attrs/{attr}",
+            axum::routing::delete(temporal::delete_attribute),
+        )
+        .route(
+            "/temporal/entities/{id}/attrs/{attr}/{instance}",
+            axum::routing::patch(temporal::modify_instance).delete(temporal::delete_instance),
+        )
         .route("/jsonldContexts", get(contexts::list).post(contexts::add))
         .route("/jsonldContexts/{id}", get(contexts::serve).delete(contexts::delete))
         .route("/info/sourceIdentity", get(identity::source_identity))

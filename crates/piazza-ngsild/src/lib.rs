@@ -16,6 +16,7 @@ pub mod error;
 pub mod jsonld;
 pub mod query;
 pub mod render;
+pub mod temporal;
 pub mod time;
 pub mod update;
 

@@ -17,16 +17,18 @@ use std::thread;
 
 use async_trait::async_trait;
 use piazza_ngsild::query::EntityQuery;
+use piazza_ngsild::temporal::{TemporalEntity, TemporalQuery};
 use piazza_ngsild::{time, AttributeKind, Entity, NgsiError};
 use piazza_store::{
     Applied, AttributeSummary, ContextKind, Edit, NewState, Page, QueryResult, ResourceKind, Store, StoreError,
-    StoreResult, StoredContext, Tenant, TypeSummary,
+    StoreResult, StoredContext, TemporalEdit, TemporalQueryResult, Tenant, TypeSummary,
 };
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde_json::Value;
 use tokio::sync::oneshot;
 
 mod read;
+mod temporal;
 
 const SCHEMA: &str = include_str!("schema.sql");
 /// How many queued write jobs one transaction may absorb.
@@ -238,15 +240,22 @@ fn apply_edit(transaction: &Transaction<'_>, tenant: &Tenant, edit: Edit) -> Res
     let outcome = (edit.apply)(before.as_ref())?;
     let after = match outcome.state {
         NewState::Keep => before.clone(),
+        // The history is written with the change, in its savepoint.
         NewState::Put(entity) => {
-            in_savepoint(transaction, |tx| put(tx, tenant, eid, &entity))
-                .map_err(|e| NgsiError::internal(format!("storage failure: {e}")))?;
+            in_savepoint(transaction, |tx| {
+                put(tx, tenant, eid, &entity)?;
+                temporal::record(tx, tenant, before.as_ref(), Some(&entity))
+            })
+            .map_err(|e| NgsiError::internal(format!("storage failure: {e}")))?;
             Some(entity)
         }
         NewState::Delete => {
             if let Some(eid) = eid {
-                in_savepoint(transaction, |tx| delete(tx, eid))
-                    .map_err(|e| NgsiError::internal(format!("storage failure: {e}")))?;
+                in_savepoint(transaction, |tx| {
+                    delete(tx, eid)?;
+                    temporal::record(tx, tenant, before.as_ref(), None)
+                })
+                .map_err(|e| NgsiError::internal(format!("storage failure: {e}")))?;
             }
             None
         }
@@ -474,7 +483,34 @@ impl Store for EmbeddedStore {
         })
         .await
     }
+    async fn temporal_entity(
+        &self,
+        tenant: &Tenant,
+        id: &str,
+        query: &TemporalQuery,
+    ) -> StoreResult<Option<TemporalEntity>> {
+        let (tenant, id, query) = (tenant.clone(), id.to_owned(), query.clone());
+        self.read(move |c| temporal::entity(c, &tenant, &id, &query)).await
+    }
+
+    async fn temporal_query(
+        &self,
+        tenant: &Tenant,
+        entities: Arc<EntityQuery>,
+        query: &TemporalQuery,
+        page: Page,
+    ) -> StoreResult<TemporalQueryResult> {
+        let (tenant, query) = (tenant.clone(), query.clone());
+        self.read(move |c| temporal::query(c, &tenant, &entities, &query, page))
+            .await
+    }
+
+    async fn temporal_edit(&self, tenant: &Tenant, edit: TemporalEdit) -> StoreResult<Result<bool, NgsiError>> {
+        self.temporal_edit_impl(tenant, edit).await
+    }
 }
+
+impl EmbeddedStore {}
 
 impl EmbeddedStore {
     /// Runs a write whose answer is one flag (rows changed), on the writer.
@@ -494,6 +530,33 @@ impl EmbeddedStore {
         .await?;
         let value = flag.lock().map(|f| *f).unwrap_or(false);
         Ok(value)
+    }
+
+    async fn temporal_edit_impl(&self, tenant: &Tenant, edit: TemporalEdit) -> StoreResult<Result<bool, NgsiError>> {
+        let tenant = tenant.clone();
+        let outcome: Arc<Mutex<Option<Result<bool, NgsiError>>>> = Arc::new(Mutex::new(None));
+        let slot = outcome.clone();
+        let ran = self
+            .exec(move |tx| {
+                let result = temporal::edit(tx, &tenant, edit);
+                let (keep, back) = match result {
+                    Ok(created) => (Ok(created), Ok(())),
+                    Err(temporal::EditFailure::Ngsi(e)) => (Err(e), Err(rusqlite::Error::InvalidQuery)),
+                    Err(temporal::EditFailure::Sql(e)) => return Err(e),
+                };
+                if let Ok(mut s) = slot.lock() {
+                    *s = Some(keep);
+                }
+                back
+            })
+            .await;
+        let decided = outcome.lock().ok().and_then(|mut s| s.take());
+        match (decided, ran) {
+            // A refused edit rolled back its savepoint on purpose.
+            (Some(result), _) => Ok(result),
+            (None, Err(e)) => Err(e),
+            (None, Ok(())) => Err(backend("the temporal edit produced no outcome")),
+        }
     }
 }
 

@@ -50,3 +50,37 @@ CREATE TABLE IF NOT EXISTS resources (
     document TEXT NOT NULL,
     UNIQUE (tenant, kind, id)
 );
+-- History (the temporal API). One row per entity that has a history: its
+-- types survive the entity's deletion.
+CREATE TABLE IF NOT EXISTS temporal_entities (
+    teid       INTEGER PRIMARY KEY,
+    tenant     TEXT NOT NULL,
+    id         TEXT NOT NULL,
+    types      TEXT NOT NULL,   -- JSON array of expanded types
+    scope      TEXT NOT NULL,   -- JSON array
+    created_at TEXT NOT NULL,
+    modified_at TEXT NOT NULL,
+    deleted_at TEXT,
+    UNIQUE (tenant, id)
+);
+
+-- One row per attribute instance: every change of an attribute, written in
+-- the transaction of the change. Timestamps are fixed-width RFC 3339 UTC
+-- (microseconds), so text order is time order; `doc` is the attribute.
+CREATE TABLE IF NOT EXISTS attr_instances (
+    iid         INTEGER PRIMARY KEY,
+    tenant      TEXT NOT NULL,
+    entity_id   TEXT NOT NULL,
+    attr        TEXT NOT NULL,
+    instance_id TEXT NOT NULL,
+    dataset_id  TEXT,
+    observed_at TEXT,
+    created_at  TEXT NOT NULL,
+    modified_at TEXT NOT NULL,
+    deleted_at  TEXT,
+    doc         TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS attr_instances_observed ON attr_instances (tenant, entity_id, attr, observed_at);
+CREATE INDEX IF NOT EXISTS attr_instances_created ON attr_instances (tenant, entity_id, attr, created_at);
+CREATE INDEX IF NOT EXISTS attr_instances_modified ON attr_instances (tenant, entity_id, attr, modified_at);
+CREATE INDEX IF NOT EXISTS attr_instances_by_id ON attr_instances (tenant, instance_id);

@@ -11,7 +11,8 @@ use piazza_ngsild::update::UpdateOutcome;
 use piazza_ngsild::{time, ActiveContext, Entity, ErrorKind, NgsiError};
 use serde_json::json;
 
-use crate::{ContextKind, Edit, EditOutcome, NewState, Page, ResourceKind, Store, StoredContext, Tenant};
+use crate::{ContextKind, Edit, EditOutcome, NewState, Page, ResourceKind, Store, StoredContext, TemporalEdit, Tenant};
+use piazza_ngsild::temporal::{TemporalQuery, TimeProperty, TimeRel};
 
 /// Generates one `#[tokio::test]` per conformance case.
 #[macro_export]
@@ -20,7 +21,8 @@ macro_rules! conformance_suite {
         $crate::conformance_suite!(@cases $factory;
             create_then_get, failed_edit_writes_nothing, tenants_are_isolated,
             queries_page_in_creation_order, delete_removes_from_indexes, discovery_reflects_data,
-            contexts_round_trip, concurrent_edits_are_serialised, resources_round_trip);
+            contexts_round_trip, concurrent_edits_are_serialised, resources_round_trip,
+            history_records_every_change, temporal_edits_and_time_ranges);
     };
     (@cases $factory:expr; $($case:ident),*) => {
         $(
@@ -327,4 +329,177 @@ pub async fn resources_round_trip(store: Arc<dyn Store>) {
     assert!(!store.delete_resource(&other, kind, "urn:s:1").await.unwrap());
     assert!(store.delete_resource(&t, kind, "urn:s:1").await.unwrap());
     assert!(store.get_resource(&t, kind, "urn:s:1").await.unwrap().is_none());
+}
+
+fn set_p(id: &str, value: i64) -> Edit {
+    Edit::new(id, move |existing| {
+        let mut entity = existing.cloned().ok_or_else(|| NgsiError::not_found("missing"))?;
+        let now = time::now();
+        let fragment = entity_fragment(value);
+        piazza_ngsild::update::append_attributes(&mut entity, fragment, false, now);
+        Ok(EditOutcome::put(entity, UpdateOutcome::default()))
+    })
+}
+
+fn entity_fragment(value: i64) -> Entity {
+    let body = json!({"p": value});
+    parse_entity(&body, &ActiveContext::core(), ParseOptions::FRAGMENT).expect("valid fragment")
+}
+
+pub async fn history_records_every_change(store: Arc<dyn Store>) {
+    let t = tenant("hist");
+    let p = ActiveContext::core().expand("p");
+    let q = ActiveContext::core().expand("q");
+    store
+        .edit(&t, vec![create(entity("urn:h:1", "H", json!({"p": 0, "q": "same"})))])
+        .await
+        .unwrap();
+    for value in 1..=3 {
+        store.edit(&t, vec![set_p("urn:h:1", value)]).await.unwrap();
+    }
+    let all = TemporalQuery {
+        timeproperty: TimeProperty::CreatedAt,
+        ..TemporalQuery::default()
+    };
+    let history = store
+        .temporal_entity(&t, "urn:h:1", &all)
+        .await
+        .unwrap()
+        .expect("history");
+    let values: Vec<_> = history.attributes[&p]
+        .iter()
+        .map(|i| i.attribute.value.clone())
+        .collect();
+    assert_eq!(values, vec![json!(0), json!(1), json!(2), json!(3)]);
+    // An attribute that did not change has one instance only.
+    assert_eq!(history.attributes[&q].len(), 1);
+    let ids: std::collections::HashSet<_> = history.attributes[&p].iter().map(|i| i.instance_id.clone()).collect();
+    assert_eq!(ids.len(), 4);
+    assert!(ids.iter().all(|i| i.starts_with("urn:ngsi-ld:attribute:instance:")));
+    // lastN keeps the most recent.
+    let last = TemporalQuery {
+        last_n: Some(2),
+        ..all.clone()
+    };
+    let history = store.temporal_entity(&t, "urn:h:1", &last).await.unwrap().unwrap();
+    let values: Vec<_> = history.attributes[&p]
+        .iter()
+        .map(|i| i.attribute.value.clone())
+        .collect();
+    assert_eq!(values, vec![json!(2), json!(3)]);
+    // Other tenants see nothing.
+    assert!(store
+        .temporal_entity(&tenant("other"), "urn:h:1", &all)
+        .await
+        .unwrap()
+        .is_none());
+    // Deleting the entity keeps its history and types, with deletion records.
+    store
+        .edit(
+            &t,
+            vec![Edit::new("urn:h:1", |_| {
+                Ok(EditOutcome {
+                    state: NewState::Delete,
+                    report: UpdateOutcome::default(),
+                })
+            })],
+        )
+        .await
+        .unwrap();
+    let history = store.temporal_entity(&t, "urn:h:1", &all).await.unwrap().expect("kept");
+    assert!(history.deleted_at.is_some());
+    assert_eq!(history.types, vec![ActiveContext::core().expand("H")]);
+    assert!(history.attributes[&p].last().unwrap().deleted_at.is_some());
+    let found = store
+        .temporal_query(&t, Arc::new(EntityQuery::default()), &all, all_page())
+        .await
+        .unwrap();
+    assert_eq!(found.entities.len(), 1);
+}
+
+fn all_page() -> Page {
+    all()
+}
+
+fn observed(value: i64, at: &str) -> piazza_ngsild::Attribute {
+    let mut attribute = piazza_ngsild::Attribute::new(piazza_ngsild::AttributeKind::Property, json!(value));
+    attribute.observed_at = Some(at.to_owned());
+    attribute
+}
+
+pub async fn temporal_edits_and_time_ranges(store: Arc<dyn Store>) {
+    let t = tenant("tedit");
+    let speed = "https://example.org/speed".to_owned();
+    let instances: Vec<_> = (0..10)
+        .map(|i| observed(i, &format!("2020-01-01T00:{:02}:00Z", i)))
+        .collect();
+    let upsert = TemporalEdit::Upsert {
+        id: "urn:v:1".into(),
+        types: vec!["https://example.org/V".into()],
+        scope: Vec::new(),
+        attributes: vec![(speed.clone(), instances)],
+    };
+    assert!(store.temporal_edit(&t, upsert.clone()).await.unwrap().unwrap());
+    let ts = |s: &str| time::parse(s).unwrap();
+    let between = TemporalQuery {
+        timerel: Some(TimeRel::Between(ts("2020-01-01T00:02:00Z"), ts("2020-01-01T00:05:00Z"))),
+        ..TemporalQuery::default()
+    };
+    let history = store.temporal_entity(&t, "urn:v:1", &between).await.unwrap().unwrap();
+    let values: Vec<_> = history.attributes[&speed]
+        .iter()
+        .map(|i| i.attribute.value.clone())
+        .collect();
+    assert_eq!(values, vec![json!(2), json!(3), json!(4)]);
+    // The instance limit cuts the history and says where.
+    let limited = TemporalQuery {
+        instance_limit: 4,
+        ..TemporalQuery::default()
+    };
+    let history = store.temporal_entity(&t, "urn:v:1", &limited).await.unwrap().unwrap();
+    assert_eq!(history.attributes[&speed].len(), 4);
+    assert_eq!(history.range.unwrap().end, ts("2020-01-01T00:03:00Z"));
+    // Modify then delete one instance.
+    let target = history.attributes[&speed][0].instance_id.clone();
+    let modify = TemporalEdit::ModifyInstance {
+        id: "urn:v:1".into(),
+        attr: speed.clone(),
+        instance_id: target.clone(),
+        instance: Box::new(observed(100, "2020-01-01T00:00:00Z")),
+    };
+    assert!(!store.temporal_edit(&t, modify).await.unwrap().unwrap());
+    let history = store
+        .temporal_entity(&t, "urn:v:1", &TemporalQuery::default())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(history.attributes[&speed][0].attribute.value, json!(100));
+    let delete = TemporalEdit::DeleteInstance {
+        id: "urn:v:1".into(),
+        attr: speed.clone(),
+        instance_id: target.clone(),
+    };
+    store.temporal_edit(&t, delete.clone()).await.unwrap().unwrap();
+    let again = store.temporal_edit(&t, delete).await.unwrap();
+    assert_eq!(again.unwrap_err().kind, ErrorKind::ResourceNotFound);
+    // A second upsert adds instances and reports no creation.
+    assert!(!store.temporal_edit(&t, upsert).await.unwrap().unwrap());
+    let history = store
+        .temporal_entity(&t, "urn:v:1", &TemporalQuery::default())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(history.attributes[&speed].len(), 19);
+    // Deleting the whole history.
+    let delete_all = TemporalEdit::DeleteEntity { id: "urn:v:1".into() };
+    store.temporal_edit(&t, delete_all.clone()).await.unwrap().unwrap();
+    assert!(store
+        .temporal_entity(&t, "urn:v:1", &TemporalQuery::default())
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(
+        store.temporal_edit(&t, delete_all).await.unwrap().unwrap_err().kind,
+        ErrorKind::ResourceNotFound
+    );
 }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use piazza_ngsild::query::EntityQuery;
+use piazza_ngsild::temporal::{TemporalEntity, TemporalQuery};
 use piazza_ngsild::update::UpdateOutcome;
 use piazza_ngsild::{AttributeKind, Entity, NgsiError};
 use serde_json::Value;
@@ -200,6 +201,54 @@ impl ResourceKind {
     }
 }
 
+/// A change to the history of one entity through the temporal API (clauses
+/// 5.6.11–5.6.16). Instances given are recorded with fresh instance ids.
+#[derive(Clone, Debug)]
+pub enum TemporalEdit {
+    /// Creates the temporal entity, or adds instances to it (and types).
+    Upsert {
+        id: String,
+        types: Vec<String>,
+        scope: Vec<String>,
+        attributes: Vec<(String, Vec<piazza_ngsild::Attribute>)>,
+    },
+    /// Adds instances to an existing temporal entity.
+    Append {
+        id: String,
+        attributes: Vec<(String, Vec<piazza_ngsild::Attribute>)>,
+    },
+    DeleteEntity {
+        id: String,
+    },
+    /// Deletes the history of an attribute: the default instances, those of
+    /// one datasetId, or all of them.
+    DeleteAttribute {
+        id: String,
+        attr: String,
+        dataset_id: Option<String>,
+        delete_all: bool,
+    },
+    /// Replaces the content of one instance (keeping its id and createdAt).
+    ModifyInstance {
+        id: String,
+        attr: String,
+        instance_id: String,
+        instance: Box<piazza_ngsild::Attribute>,
+    },
+    DeleteInstance {
+        id: String,
+        attr: String,
+        instance_id: String,
+    },
+}
+
+/// Temporal entities matching a temporal query.
+#[derive(Debug, Default)]
+pub struct TemporalQueryResult {
+    pub entities: Vec<TemporalEntity>,
+    pub total: Option<u64>,
+}
+
 /// A storage failure that is not the requester's fault.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -258,4 +307,27 @@ pub trait Store: Send + Sync + 'static {
 
     /// Returns whether a resource was deleted.
     async fn delete_resource(&self, tenant: &Tenant, kind: ResourceKind, id: &str) -> StoreResult<bool>;
+
+    /// The history of one entity, selected by `query` (time relation,
+    /// attributes, lastN, instance limit); `None` if it has none.
+    async fn temporal_entity(
+        &self,
+        tenant: &Tenant,
+        id: &str,
+        query: &TemporalQuery,
+    ) -> StoreResult<Option<TemporalEntity>>;
+
+    /// The histories of the entities matching `entities` (evaluated on their
+    /// latest recorded state), in creation order.
+    async fn temporal_query(
+        &self,
+        tenant: &Tenant,
+        entities: Arc<EntityQuery>,
+        query: &TemporalQuery,
+        page: Page,
+    ) -> StoreResult<TemporalQueryResult>;
+
+    /// Applies a temporal API edit atomically; `Ok(true)` when it created
+    /// the temporal entity.
+    async fn temporal_edit(&self, tenant: &Tenant, edit: TemporalEdit) -> StoreResult<Result<bool, NgsiError>>;
 }

@@ -9,4 +9,5 @@ mod entities;
 mod query;
 mod subscriptions;
 mod support;
+mod temporal;
 mod tenancy;

@@ -1,0 +1,191 @@
+//! The temporal API: history recorded by ordinary updates, then read back
+//! with each option; temporal provisioning.
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::support::{client, problem};
+
+const ID: &str = "urn:ngsi-ld:Sensor:t1";
+
+fn values(body: &Value, attr: &str) -> Vec<Value> {
+    body[attr]
+        .as_array()
+        .map(|a| a.iter().map(|i| i["value"].clone()).collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn updates_build_a_history_read_with_each_option() {
+    let c = client();
+    c.create(&json!({"id": ID, "type": "Sensor",
+        "temperature": {"type": "Property", "value": 10, "observedAt": "2024-01-01T10:00:00Z"}}))
+        .await;
+    for (value, hour) in [(12, 11), (14, 12), (16, 13)] {
+        let reply = c
+            .patch(
+                &format!("/entities/{ID}/attrs/temperature"),
+                &json!({"value": value, "observedAt": format!("2024-01-01T{hour}:00:00Z")}),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    }
+    let all = c.get(&format!("/temporal/entities/{ID}")).await;
+    assert_eq!(all.status, StatusCode::OK, "{}", all.body);
+    assert_eq!(all.body["type"], json!("Sensor"));
+    assert_eq!(
+        values(&all.body, "temperature"),
+        vec![json!(10), json!(12), json!(14), json!(16)]
+    );
+    assert!(all.body["temperature"][0]["instanceId"]
+        .as_str()
+        .unwrap()
+        .starts_with("urn:ngsi-ld:attribute:instance:"));
+
+    let after = c
+        .get(&format!(
+            "/temporal/entities/{ID}?timerel=after&timeAt=2024-01-01T12:00:00Z"
+        ))
+        .await;
+    assert_eq!(values(&after.body, "temperature"), vec![json!(14), json!(16)]);
+    let between = c
+        .get(&format!(
+            "/temporal/entities/{ID}?timerel=between&timeAt=2024-01-01T11:00:00Z&endTimeAt=2024-01-01T13:00:00Z"
+        ))
+        .await;
+    assert_eq!(values(&between.body, "temperature"), vec![json!(12), json!(14)]);
+    let last = c.get(&format!("/temporal/entities/{ID}?lastN=1")).await;
+    assert_eq!(values(&last.body, "temperature"), vec![json!(16)]);
+
+    let simplified = c.get(&format!("/temporal/entities/{ID}?options=temporalValues")).await;
+    assert_eq!(
+        simplified.body["temperature"],
+        json!({"type": "Property", "values": [
+            [10, "2024-01-01T10:00:00Z"], [12, "2024-01-01T11:00:00Z"],
+            [14, "2024-01-01T12:00:00Z"], [16, "2024-01-01T13:00:00Z"]]})
+    );
+    let aggregated = c
+        .get(&format!(
+            "/temporal/entities/{ID}?options=aggregatedValues&aggrMethods=avg,max,totalCount&aggrPeriodDuration=PT2H"
+        ))
+        .await;
+    assert_eq!(
+        aggregated.body["temperature"]["avg"],
+        json!([
+            [11.0, "2024-01-01T10:00:00Z", "2024-01-01T12:00:00Z"],
+            [15.0, "2024-01-01T12:00:00Z", "2024-01-01T14:00:00Z"]
+        ])
+    );
+    assert_eq!(aggregated.body["temperature"]["totalCount"][0][0], json!(2));
+    let sys = c.get(&format!("/temporal/entities/{ID}?options=sysAttrs")).await;
+    assert!(sys.body["temperature"][0]["createdAt"].is_string());
+    assert!(all.body["temperature"][0].get("createdAt").is_none());
+
+    let listed = c.get("/temporal/entities?type=Sensor&attrs=temperature").await;
+    assert_eq!(listed.status, StatusCode::OK);
+    assert_eq!(listed.body.as_array().map(Vec::len), Some(1));
+
+    // Inconsistent temporal parameters are 400.
+    for bad in [
+        "timerel=between&timeAt=2024-01-01T11:00:00Z",
+        "timerel=after",
+        "timeAt=2024-01-01T11:00:00Z",
+        "timerel=whenever&timeAt=2024-01-01T11:00:00Z",
+        "lastN=-1",
+        "options=aggregatedValues&aggrMethods=median",
+        "options=aggregatedValues&aggrMethods=avg&aggrPeriodDuration=1H",
+    ] {
+        let reply = c.get(&format!("/temporal/entities/{ID}?{bad}")).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{bad}");
+        assert_eq!(reply.problem(), problem("BadRequestData"), "{bad}");
+    }
+    // Deleting the entity keeps its history.
+    assert_eq!(
+        c.delete(&format!("/entities/{ID}")).await.status,
+        StatusCode::NO_CONTENT
+    );
+    let kept = c.get(&format!("/temporal/entities/{ID}")).await;
+    assert_eq!(kept.status, StatusCode::OK);
+    assert_eq!(kept.body["type"], json!("Sensor"));
+}
+
+#[tokio::test]
+async fn temporal_provisioning() {
+    let c = client();
+    let id = "urn:ngsi-ld:Vehicle:tp";
+    let body = json!({"id": id, "type": "Vehicle", "speed": [
+        {"type": "Property", "value": 120, "observedAt": "2020-08-01T12:03:00Z"},
+        {"type": "Property", "value": 80, "observedAt": "2020-08-01T12:05:00Z"}]});
+    assert_eq!(c.post("/temporal/entities", &body).await.status, StatusCode::CREATED);
+    assert_eq!(c.post("/temporal/entities", &body).await.status, StatusCode::NO_CONTENT);
+    let history = c.get(&format!("/temporal/entities/{id}")).await;
+    assert_eq!(values(&history.body, "speed").len(), 4);
+
+    let append = json!({"fuelLevel": {"type": "Property", "value": 40, "observedAt": "2020-08-01T12:07:00Z"}});
+    assert_eq!(
+        c.post(&format!("/temporal/entities/{id}/attrs"), &append).await.status,
+        StatusCode::NO_CONTENT
+    );
+    let instance = history.body["speed"][0]["instanceId"].as_str().unwrap().to_owned();
+    let modified = c
+        .patch(
+            &format!("/temporal/entities/{id}/attrs/speed/{instance}"),
+            &json!({"speed": {"type": "Property", "value": 1, "observedAt": "2020-08-01T12:03:00Z"}}),
+        )
+        .await;
+    assert_eq!(modified.status, StatusCode::NO_CONTENT, "{}", modified.body);
+    let history = c.get(&format!("/temporal/entities/{id}")).await;
+    assert_eq!(history.body["speed"][0]["value"], json!(1));
+    assert_eq!(values(&history.body, "fuelLevel"), vec![json!(40)]);
+    let gone = c
+        .delete(&format!("/temporal/entities/{id}/attrs/speed/{instance}"))
+        .await;
+    assert_eq!(gone.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        c.delete(&format!("/temporal/entities/{id}/attrs/speed/{instance}"))
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        c.delete(&format!("/temporal/entities/{id}/attrs/fuelLevel"))
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    let history = c.get(&format!("/temporal/entities/{id}")).await;
+    assert!(history.body.get("fuelLevel").is_none());
+    assert_eq!(
+        c.delete(&format!("/temporal/entities/{id}")).await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        c.get(&format!("/temporal/entities/{id}")).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        c.post("/temporal/entities", &json!({"id": "not a uri", "type": "V"}))
+            .await
+            .status,
+        StatusCode::BAD_REQUEST
+    );
+}
+
+#[tokio::test]
+async fn long_histories_are_paged_with_content_range() {
+    let c = client();
+    let id = "urn:ngsi-ld:Vehicle:long";
+    let instances: Vec<Value> = (0..50)
+        .map(|i| json!({"type": "Property", "value": i, "observedAt": format!("2020-01-01T00:{i:02}:00Z")}))
+        .collect();
+    let body = json!({"id": id, "type": "Vehicle", "speed": instances});
+    assert_eq!(c.post("/temporal/entities", &body).await.status, StatusCode::CREATED);
+    let page = c.get(&format!("/temporal/entities/{id}")).await;
+    assert_eq!(page.status, StatusCode::PARTIAL_CONTENT);
+    let range = page.header("content-range").unwrap_or_default().to_owned();
+    assert!(range.starts_with("date-time 2020-01-01T00:00:00Z-"), "{range}");
+    assert!(range.ends_with("/*"), "{range}");
+    let last = c.get(&format!("/temporal/entities/{id}?lastN=5")).await;
+    assert_eq!(last.status, StatusCode::OK);
+    assert_eq!(values(&last.body, "speed").len(), 5);
+}

@@ -1,0 +1,555 @@
+//! History: attribute instances recorded with every entity change (in the
+//! change's transaction), the temporal API's own edits, and temporal reads.
+//!
+//! Reads go attribute by attribute through the `(tenant, entity_id, attr,
+//! <time>)` indexes, fetching at most the instances a response can hold, so
+//! one entity's history of any length is read by time range in a bounded
+//! number of rows.
+
+use indexmap::IndexMap;
+use piazza_ngsild::query::EntityQuery;
+use piazza_ngsild::temporal::{self, Instance, TemporalEntity, TemporalQuery, TimeProperty, INSTANCE_PREFIX};
+use piazza_ngsild::time::{self, Timestamp};
+use piazza_ngsild::{Attribute, Entity, NgsiError};
+use piazza_store::{Page, StoreError, StoreResult, TemporalEdit, TemporalQueryResult, Tenant};
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Transaction};
+
+use crate::sql;
+
+fn new_instance_id() -> String {
+    format!("{INSTANCE_PREFIX}{}", uuid::Uuid::new_v4())
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> rusqlite::Result<String> {
+    serde_json::to_string(value).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
+}
+
+/// The sortable text form of an `observedAt`.
+fn observed(attribute: &Attribute) -> Option<String> {
+    attribute
+        .observed_at
+        .as_deref()
+        .and_then(time::parse)
+        .map(|t| time::format(&t))
+}
+
+/// Records one instance of `attr` as of `at`.
+fn insert_instance(
+    tx: &Transaction<'_>,
+    tenant: &Tenant,
+    entity_id: &str,
+    attr: &str,
+    attribute: &Attribute,
+    at: Timestamp,
+    deleted_at: Option<Timestamp>,
+) -> rusqlite::Result<()> {
+    let mut attribute = attribute.clone();
+    attribute.created_at = Some(at);
+    attribute.modified_at = Some(at);
+    tx.prepare_cached(
+        "INSERT INTO attr_instances(tenant, entity_id, attr, instance_id, dataset_id, observed_at, created_at, \
+         modified_at, deleted_at, doc) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9)",
+    )?
+    .execute(params![
+        tenant.name(),
+        entity_id,
+        attr,
+        new_instance_id(),
+        attribute.dataset_id,
+        observed(&attribute),
+        time::format(&at),
+        deleted_at.map(|d| time::format(&d)),
+        to_json(&attribute)?,
+    ])?;
+    Ok(())
+}
+
+/// Creates or refreshes the temporal entity row; returns whether it was created.
+fn upsert_entity(
+    tx: &Transaction<'_>,
+    tenant: &Tenant,
+    id: &str,
+    types: &[String],
+    scope: &[String],
+    now: Timestamp,
+) -> rusqlite::Result<bool> {
+    let existing: Option<String> = tx
+        .prepare_cached("SELECT types FROM temporal_entities WHERE tenant = ?1 AND id = ?2")?
+        .query_row(params![tenant.name(), id], |r| r.get(0))
+        .optional()?;
+    tx.prepare_cached("INSERT OR IGNORE INTO tenants(name) VALUES (?1)")?
+        .execute([tenant.name()])?;
+    let stamp = time::format(&now);
+    match existing {
+        None => {
+            tx.prepare_cached(
+                "INSERT INTO temporal_entities(tenant, id, types, scope, created_at, modified_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+            )?
+            .execute(params![tenant.name(), id, to_json(&types)?, to_json(&scope)?, stamp])?;
+            Ok(true)
+        }
+        Some(known) => {
+            let mut all: Vec<String> = serde_json::from_str(&known).unwrap_or_default();
+            for t in types {
+                if !all.contains(t) {
+                    all.push(t.clone());
+                }
+            }
+            tx.prepare_cached(
+                "UPDATE temporal_entities SET types = ?3, scope = CASE WHEN ?4 = '[]' THEN scope ELSE ?4 END, \
+                 modified_at = ?5, deleted_at = NULL WHERE tenant = ?1 AND id = ?2",
+            )?
+            .execute(params![tenant.name(), id, to_json(&all)?, to_json(&scope)?, stamp])?;
+            Ok(false)
+        }
+    }
+}
+
+/// Records what an entity edit changed: every instance that is new or
+/// differs from before, a deletion record for every instance that
+/// disappeared, and the deletion of the entity itself.
+pub(crate) fn record(
+    tx: &Transaction<'_>,
+    tenant: &Tenant,
+    before: Option<&Entity>,
+    after: Option<&Entity>,
+) -> rusqlite::Result<()> {
+    let now = after.and_then(|a| a.modified_at).unwrap_or_else(time::now);
+    let Some(id) = after.or(before).map(|e| e.id.clone()) else {
+        return Ok(());
+    };
+    if let Some(after) = after {
+        upsert_entity(tx, tenant, &id, &after.types, &after.scope, now)?;
+        for (name, instances) in &after.attributes {
+            for instance in instances {
+                let previous = before.and_then(|b| b.instance(name, instance.dataset_id.as_deref()));
+                if previous != Some(instance) {
+                    let at = instance.modified_at.unwrap_or(now);
+                    insert_instance(tx, tenant, &id, name, instance, at, None)?;
+                }
+            }
+        }
+    }
+    if let Some(before) = before {
+        for (name, instances) in &before.attributes {
+            for instance in instances {
+                let remains = after.is_some_and(|a| a.instance(name, instance.dataset_id.as_deref()).is_some());
+                if !remains {
+                    let mut gone = Attribute::new(instance.kind, serde_json::Value::Null);
+                    gone.dataset_id = instance.dataset_id.clone();
+                    insert_instance(tx, tenant, &id, name, &gone, now, Some(now))?;
+                }
+            }
+        }
+        if after.is_none() {
+            tx.prepare_cached("UPDATE temporal_entities SET deleted_at = ?3 WHERE tenant = ?1 AND id = ?2")?
+                .execute(params![tenant.name(), id, time::format(&now)])?;
+        }
+    }
+    Ok(())
+}
+
+fn exists(tx: &Connection, tenant: &Tenant, id: &str) -> rusqlite::Result<bool> {
+    tx.prepare_cached("SELECT 1 FROM temporal_entities WHERE tenant = ?1 AND id = ?2")?
+        .exists(params![tenant.name(), id])
+}
+
+fn not_found(id: &str) -> NgsiError {
+    NgsiError::not_found(format!("temporal entity {id} not found"))
+}
+
+/// Applies a temporal API edit.
+pub(crate) fn edit(tx: &Transaction<'_>, tenant: &Tenant, edit: TemporalEdit) -> Result<bool, EditFailure> {
+    let now = time::now();
+    match edit {
+        TemporalEdit::Upsert {
+            id,
+            types,
+            scope,
+            attributes,
+        } => {
+            let created = upsert_entity(tx, tenant, &id, &types, &scope, now)?;
+            add_instances(tx, tenant, &id, &attributes, now)?;
+            Ok(created)
+        }
+        TemporalEdit::Append { id, attributes } => {
+            if !exists(tx, tenant, &id)? {
+                return Err(not_found(&id).into());
+            }
+            add_instances(tx, tenant, &id, &attributes, now)?;
+            tx.prepare_cached("UPDATE temporal_entities SET modified_at = ?3 WHERE tenant = ?1 AND id = ?2")?
+                .execute(params![tenant.name(), id, time::format(&now)])?;
+            Ok(false)
+        }
+        TemporalEdit::DeleteEntity { id } => {
+            let n = tx
+                .prepare_cached("DELETE FROM temporal_entities WHERE tenant = ?1 AND id = ?2")?
+                .execute(params![tenant.name(), id])?;
+            if n == 0 {
+                return Err(not_found(&id).into());
+            }
+            tx.prepare_cached("DELETE FROM attr_instances WHERE tenant = ?1 AND entity_id = ?2")?
+                .execute(params![tenant.name(), id])?;
+            Ok(false)
+        }
+        TemporalEdit::DeleteAttribute {
+            id,
+            attr,
+            dataset_id,
+            delete_all,
+        } => {
+            if !exists(tx, tenant, &id)? {
+                return Err(not_found(&id).into());
+            }
+            let n = if delete_all {
+                tx.prepare_cached("DELETE FROM attr_instances WHERE tenant = ?1 AND entity_id = ?2 AND attr = ?3")?
+                    .execute(params![tenant.name(), id, attr])?
+            } else {
+                tx.prepare_cached(
+                    "DELETE FROM attr_instances WHERE tenant = ?1 AND entity_id = ?2 AND attr = ?3 \
+                     AND dataset_id IS ?4",
+                )?
+                .execute(params![tenant.name(), id, attr, dataset_id])?
+            };
+            if n == 0 {
+                return Err(NgsiError::not_found(format!("attribute {attr} of {id} has no such instances")).into());
+            }
+            Ok(false)
+        }
+        TemporalEdit::ModifyInstance {
+            id,
+            attr,
+            instance_id,
+            instance,
+        } => {
+            let row: Option<(i64, String)> = tx
+                .prepare_cached(
+                    "SELECT iid, created_at FROM attr_instances WHERE tenant = ?1 AND instance_id = ?2 \
+                     AND entity_id = ?3 AND attr = ?4",
+                )?
+                .query_row(params![tenant.name(), instance_id, id, attr], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .optional()?;
+            let Some((iid, created)) = row else {
+                return Err(NgsiError::not_found(format!("instance {instance_id} of {attr} not found")).into());
+            };
+            let mut attribute = *instance;
+            attribute.created_at = time::parse(&created);
+            attribute.modified_at = Some(now);
+            tx.prepare_cached(
+                "UPDATE attr_instances SET dataset_id = ?2, observed_at = ?3, modified_at = ?4, doc = ?5 WHERE iid = ?1",
+            )?
+            .execute(params![
+                iid,
+                attribute.dataset_id,
+                observed(&attribute),
+                time::format(&now),
+                to_json(&attribute)?
+            ])?;
+            Ok(false)
+        }
+        TemporalEdit::DeleteInstance { id, attr, instance_id } => {
+            let n = tx
+                .prepare_cached(
+                    "DELETE FROM attr_instances WHERE tenant = ?1 AND instance_id = ?2 AND entity_id = ?3 AND attr = ?4",
+                )?
+                .execute(params![tenant.name(), instance_id, id, attr])?;
+            if n == 0 {
+                if !exists(tx, tenant, &id)? {
+                    return Err(not_found(&id).into());
+                }
+                return Err(NgsiError::not_found(format!("instance {instance_id} of {attr} not found")).into());
+            }
+            Ok(false)
+        }
+    }
+}
+
+fn add_instances(
+    tx: &Transaction<'_>,
+    tenant: &Tenant,
+    id: &str,
+    attributes: &[(String, Vec<Attribute>)],
+    now: Timestamp,
+) -> rusqlite::Result<()> {
+    for (name, instances) in attributes {
+        for instance in instances {
+            insert_instance(tx, tenant, id, name, instance, now, None)?;
+        }
+    }
+    Ok(())
+}
+
+/// Why a temporal edit did not apply.
+pub(crate) enum EditFailure {
+    Ngsi(NgsiError),
+    Sql(rusqlite::Error),
+}
+
+impl From<NgsiError> for EditFailure {
+    fn from(e: NgsiError) -> Self {
+        Self::Ngsi(e)
+    }
+}
+
+impl From<rusqlite::Error> for EditFailure {
+    fn from(e: rusqlite::Error) -> Self {
+        Self::Sql(e)
+    }
+}
+
+fn column(property: TimeProperty) -> &'static str {
+    match property {
+        TimeProperty::ObservedAt => "observed_at",
+        TimeProperty::CreatedAt => "created_at",
+        TimeProperty::ModifiedAt => "modified_at",
+        TimeProperty::DeletedAt => "deleted_at",
+    }
+}
+
+fn corrupt(what: &str) -> impl Fn(serde_json::Error) -> StoreError + '_ {
+    move |e| StoreError::Corrupt(format!("{what}: {e}"))
+}
+
+struct Header {
+    types: Vec<String>,
+    scope: Vec<String>,
+    created_at: Option<Timestamp>,
+    modified_at: Option<Timestamp>,
+    deleted_at: Option<Timestamp>,
+}
+
+fn header(connection: &Connection, tenant: &Tenant, id: &str) -> StoreResult<Option<Header>> {
+    let row: Option<(String, String, String, String, Option<String>)> = connection
+        .prepare_cached(
+            "SELECT types, scope, created_at, modified_at, deleted_at FROM temporal_entities \
+             WHERE tenant = ?1 AND id = ?2",
+        )
+        .and_then(|mut s| {
+            s.query_row(params![tenant.name(), id], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
+            .optional()
+        })
+        .map_err(sql)?;
+    row.map(|(types, scope, created, modified, deleted)| {
+        Ok(Header {
+            types: serde_json::from_str(&types).map_err(corrupt("temporal types"))?,
+            scope: serde_json::from_str(&scope).map_err(corrupt("temporal scope"))?,
+            created_at: time::parse(&created),
+            modified_at: time::parse(&modified),
+            deleted_at: deleted.as_deref().and_then(time::parse),
+        })
+    })
+    .transpose()
+}
+
+fn attribute_names(connection: &Connection, tenant: &Tenant, id: &str) -> StoreResult<Vec<String>> {
+    let mut statement = connection
+        .prepare_cached("SELECT DISTINCT attr FROM attr_instances WHERE tenant = ?1 AND entity_id = ?2 ORDER BY attr")
+        .map_err(sql)?;
+    let rows = statement
+        .query_map(params![tenant.name(), id], |r| r.get::<_, String>(0))
+        .map_err(sql)?;
+    rows.collect::<rusqlite::Result<Vec<_>>>().map_err(sql)
+}
+
+fn instance_from_row(instance_id: String, doc: &str, deleted_at: Option<String>) -> StoreResult<Instance> {
+    Ok(Instance {
+        instance_id,
+        attribute: serde_json::from_str(doc).map_err(corrupt("attribute instance"))?,
+        deleted_at: deleted_at.as_deref().and_then(time::parse),
+    })
+}
+
+/// The instances of one attribute selected by `query`, ascending, at most
+/// as many as a response can hold.
+fn instances(
+    connection: &Connection,
+    tenant: &Tenant,
+    id: &str,
+    attr: &str,
+    query: &TemporalQuery,
+) -> StoreResult<Vec<Instance>> {
+    let col = column(query.timeproperty);
+    let mut clause = String::from("tenant = ?1 AND entity_id = ?2 AND attr = ?3");
+    let mut args = vec![
+        SqlValue::Text(tenant.name().to_owned()),
+        SqlValue::Text(id.to_owned()),
+        SqlValue::Text(attr.to_owned()),
+    ];
+    if let Some(rel) = query.timerel {
+        let (lo, hi) = rel.bounds();
+        if let Some(lo) = lo {
+            args.push(SqlValue::Text(time::format(&lo)));
+            clause.push_str(&format!(" AND {col} >= ?{}", args.len()));
+        }
+        if let Some(hi) = hi {
+            args.push(SqlValue::Text(time::format(&hi)));
+            clause.push_str(&format!(" AND {col} < ?{}", args.len()));
+        }
+    } else if query.timeproperty == TimeProperty::DeletedAt {
+        clause.push_str(" AND deleted_at IS NOT NULL");
+    }
+    let cap = query.instance_limit.saturating_add(1);
+    let (order, limit) = match query.last_n {
+        Some(n) => ("DESC", n.min(cap)),
+        None => ("ASC", cap),
+    };
+    args.push(SqlValue::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
+    let statement = format!(
+        "SELECT instance_id, doc, deleted_at FROM attr_instances WHERE {clause} \
+         ORDER BY {col} {order}, created_at {order}, iid {order} LIMIT ?{}",
+        args.len()
+    );
+    let mut statement = connection.prepare_cached(&statement).map_err(sql)?;
+    let rows = statement
+        .query_map(params_from_iter(args), |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Option<String>>(2)?,
+            ))
+        })
+        .map_err(sql)?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (instance_id, doc, deleted_at) = row.map_err(sql)?;
+        out.push(instance_from_row(instance_id, &doc, deleted_at)?);
+    }
+    if query.last_n.is_some() {
+        out.reverse();
+    }
+    Ok(out)
+}
+
+/// The history of one entity.
+pub(crate) fn entity(
+    connection: &Connection,
+    tenant: &Tenant,
+    id: &str,
+    query: &TemporalQuery,
+) -> StoreResult<Option<TemporalEntity>> {
+    let Some(header) = header(connection, tenant, id)? else {
+        return Ok(None);
+    };
+    let mut entity = TemporalEntity {
+        id: id.to_owned(),
+        types: header.types,
+        scope: header.scope,
+        created_at: header.created_at,
+        modified_at: header.modified_at,
+        deleted_at: header.deleted_at,
+        attributes: IndexMap::new(),
+        range: None,
+    };
+    for name in attribute_names(connection, tenant, id)? {
+        if !query.attrs.is_empty() && !query.attrs.contains(&name) {
+            continue;
+        }
+        let found = instances(connection, tenant, id, &name, query)?;
+        if !found.is_empty() {
+            entity.attributes.insert(name, found);
+        }
+    }
+    temporal::paginate(&mut entity, query);
+    Ok(Some(entity))
+}
+
+/// The latest recorded state of a temporal entity, for evaluating `q`,
+/// geo-queries and `attrs` of a temporal query.
+fn latest(connection: &Connection, tenant: &Tenant, id: &str, header: &Header) -> StoreResult<Entity> {
+    let mut entity = Entity::new(id, header.types.clone());
+    entity.scope = header.scope.clone();
+    let mut statement = connection
+        .prepare_cached(
+            "SELECT attr, doc, deleted_at FROM attr_instances WHERE tenant = ?1 AND entity_id = ?2 \
+             ORDER BY attr, COALESCE(observed_at, created_at), iid",
+        )
+        .map_err(sql)?;
+    let rows = statement
+        .query_map(params![tenant.name(), id], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Option<String>>(2)?,
+            ))
+        })
+        .map_err(sql)?;
+    for row in rows {
+        let (attr, doc, deleted_at) = row.map_err(sql)?;
+        let attribute: Attribute = serde_json::from_str(&doc).map_err(corrupt("attribute instance"))?;
+        let instances = entity.attributes.entry(attr).or_default();
+        instances.retain(|i| i.dataset_id != attribute.dataset_id);
+        if deleted_at.is_none() {
+            instances.push(attribute);
+        }
+    }
+    entity.attributes.retain(|_, instances| !instances.is_empty());
+    Ok(entity)
+}
+
+/// The histories of the matching entities.
+pub(crate) fn query(
+    connection: &Connection,
+    tenant: &Tenant,
+    entities: &EntityQuery,
+    query: &TemporalQuery,
+    page: Page,
+) -> StoreResult<TemporalQueryResult> {
+    let ids: Vec<String> = {
+        let mut statement = connection
+            .prepare_cached("SELECT id FROM temporal_entities WHERE tenant = ?1 ORDER BY teid")
+            .map_err(sql)?;
+        let rows = statement
+            .query_map([tenant.name()], |r| r.get::<_, String>(0))
+            .map_err(sql)?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(sql)?
+    };
+    let needs_attributes = entities.q.is_some() || entities.geo.is_some() || !entities.attrs.is_empty();
+    let mut result = TemporalQueryResult::default();
+    let mut matched: u64 = 0;
+    for id in ids {
+        if !entities.ids.is_empty() && !entities.ids.contains(&id) {
+            continue;
+        }
+        let Some(header) = header(connection, tenant, &id)? else {
+            continue;
+        };
+        let state = if needs_attributes {
+            latest(connection, tenant, &id, &header)?
+        } else {
+            let mut bare = Entity::new(id.clone(), header.types.clone());
+            bare.scope = header.scope.clone();
+            bare
+        };
+        if !entities.matches(&state) {
+            continue;
+        }
+        let wanted = matched as usize >= page.offset && result.entities.len() < page.limit;
+        if !wanted && !page.count {
+            if result.entities.len() >= page.limit {
+                break;
+            }
+            matched += 1;
+            continue;
+        }
+        if wanted {
+            let Some(history) = entity(connection, tenant, &id, query)? else {
+                continue;
+            };
+            if history.attributes.is_empty() && (query.timerel.is_some() || !query.attrs.is_empty()) {
+                continue;
+            }
+            result.entities.push(history);
+        }
+        matched += 1;
+    }
+    if page.count {
+        result.total = Some(matched);
+    }
+    Ok(result)
+}
