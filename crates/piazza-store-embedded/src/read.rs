@@ -19,10 +19,24 @@ pub(crate) fn get(connection: &Connection, tenant: &Tenant, id: &str) -> StoreRe
 }
 
 /// The part of a query SQL can answer: tenant, ids, type alternatives and
-/// attribute presence. Returns the WHERE clause, its arguments, and whether
-/// it is exact (nothing left to check in Rust).
-fn candidates(tenant: &Tenant, query: &EntityQuery) -> (String, Vec<SqlValue>, bool) {
-    let mut clause = String::from("tenant = ?1");
+/// attribute presence, as the candidate entity numbers (`eid`) of a `SELECT`.
+///
+/// The candidates always come in index order (`key`), so SQLite never sorts
+/// them (no `USE TEMP B-TREE FOR ORDER BY`): a page stops reading as soon as
+/// it is full, and `LIMIT/OFFSET` walks an index.
+struct Candidates {
+    /// The driving table: `entity_types t` (one type) or `entities e`.
+    from: &'static str,
+    /// The WHERE clause over `from`.
+    filter: String,
+    /// The ordered candidate key, `t.eid` or `e.eid`.
+    key: &'static str,
+    args: Vec<SqlValue>,
+    /// Nothing is left to check in Rust.
+    exact: bool,
+}
+
+fn candidates(tenant: &Tenant, query: &EntityQuery) -> Candidates {
     let mut args = vec![SqlValue::Text(tenant.name().to_owned())];
     let mut exact = query.id_pattern.is_none()
         && query.q.is_none()
@@ -37,29 +51,84 @@ fn candidates(tenant: &Tenant, query: &EntityQuery) -> (String, Vec<SqlValue>, b
             .collect::<Vec<_>>()
             .join(",")
     };
-    if !query.ids.is_empty() {
-        let ids: Vec<&str> = query.ids.iter().map(String::as_str).collect();
-        let list = placeholders(&mut args, &ids);
-        clause.push_str(&format!(" AND id IN ({list})"));
-    }
-    match query.types.as_ref().map(|t| t.alternatives()) {
-        Some(Some(types)) => {
-            let list = placeholders(&mut args, &types);
-            clause.push_str(&format!(
-                " AND eid IN (SELECT eid FROM entity_types WHERE tenant = ?1 AND type IN ({list}))"
-            ));
+    let types = match query.types.as_ref().map(|t| t.alternatives()) {
+        Some(Some(types)) => Some(types),
+        Some(None) => {
+            exact = false;
+            None
         }
-        Some(None) => exact = false,
-        None => {}
-    }
+        None => None,
+    };
+    let (from, mut filter, key) = match types.as_deref() {
+        // One type and no ids: walk the (tenant, type, eid) index, which is
+        // already in eid order.
+        Some([single]) if query.ids.is_empty() => {
+            let list = placeholders(&mut args, &[*single]);
+            ("entity_types t", format!("t.tenant = ?1 AND t.type = {list}"), "t.eid")
+        }
+        _ => {
+            // The tenant's entities in eid order, through (tenant, eid).
+            let mut filter = String::from("e.tenant = ?1");
+            if !query.ids.is_empty() {
+                // A handful of rows through the (tenant, id) index; sorting
+                // them is cheap.
+                let ids: Vec<&str> = query.ids.iter().map(String::as_str).collect();
+                let list = placeholders(&mut args, &ids);
+                filter.push_str(&format!(" AND e.id IN ({list})"));
+            }
+            if let Some(types) = types {
+                // Several types: a probe of the type table per entity (an
+                // entity with two of the types comes once).
+                let list = placeholders(&mut args, &types);
+                filter.push_str(&format!(
+                    " AND EXISTS (SELECT 1 FROM entity_types x WHERE x.eid = e.eid AND x.type IN ({list}) AND x.tenant = ?1)"
+                ));
+            }
+            ("entities e", filter, "e.eid")
+        }
+    };
     if !query.attrs.is_empty() {
+        // A probe of the attribute table's primary key per candidate, so the
+        // attribute list never drives (and never sorts) the scan.
         let names: Vec<&str> = query.attrs.iter().map(String::as_str).collect();
         let list = placeholders(&mut args, &names);
-        clause.push_str(&format!(
-            " AND eid IN (SELECT eid FROM entity_attrs WHERE tenant = ?1 AND name IN ({list}))"
+        filter.push_str(&format!(
+            " AND EXISTS (SELECT 1 FROM entity_attrs a WHERE a.eid = {key} AND a.name IN ({list}) AND a.tenant = ?1)"
         ));
     }
-    (clause, args, exact)
+    Candidates {
+        from,
+        filter,
+        key,
+        args,
+        exact,
+    }
+}
+
+/// The documents of all candidates, in eid order (the filtered path).
+fn docs_sql(c: &Candidates) -> String {
+    if c.key == "t.eid" {
+        format!(
+            "SELECT e.doc FROM {} JOIN entities e ON e.eid = t.eid WHERE {} AND e.tenant = ?1 ORDER BY t.eid",
+            c.from, c.filter
+        )
+    } else {
+        format!("SELECT e.doc FROM {} WHERE {} ORDER BY e.eid", c.from, c.filter)
+    }
+}
+
+/// One page of candidate eids (the exact path): an index walk, no document
+/// is read for the rows `OFFSET` skips.
+fn page_sql(c: &Candidates) -> String {
+    let n = c.args.len();
+    format!(
+        "SELECT {key} FROM {} WHERE {} ORDER BY {key} LIMIT ?{} OFFSET ?{}",
+        c.from,
+        c.filter,
+        n + 1,
+        n + 2,
+        key = c.key
+    )
 }
 
 pub(crate) fn query(
@@ -68,14 +137,12 @@ pub(crate) fn query(
     query: &EntityQuery,
     page: Page,
 ) -> StoreResult<QueryResult> {
-    let (clause, args, exact) = candidates(tenant, query);
-    if exact {
-        return exact_page(connection, &clause, args, page);
+    let candidates = candidates(tenant, query);
+    if candidates.exact {
+        return exact_page(connection, candidates, page);
     }
-    let mut statement = connection
-        .prepare(&format!("SELECT doc FROM entities WHERE {clause} ORDER BY eid"))
-        .map_err(sql)?;
-    let mut rows = statement.query(params_from_iter(args)).map_err(sql)?;
+    let mut statement = connection.prepare_cached(&docs_sql(&candidates)).map_err(sql)?;
+    let mut rows = statement.query(params_from_iter(candidates.args)).map_err(sql)?;
     let mut result = QueryResult::default();
     let mut matched: u64 = 0;
     let now = time::now();
@@ -100,35 +167,44 @@ pub(crate) fn query(
     Ok(result)
 }
 
-fn exact_page(connection: &Connection, clause: &str, args: Vec<SqlValue>, page: Page) -> StoreResult<QueryResult> {
+fn exact_page(connection: &Connection, candidates: Candidates, page: Page) -> StoreResult<QueryResult> {
+    // One snapshot for the count, the page and its documents.
+    let snapshot = connection.unchecked_transaction().map_err(sql)?;
     let mut result = QueryResult::default();
     if page.count {
-        let total: i64 = connection
-            .prepare_cached(&format!("SELECT COUNT(*) FROM entities WHERE {clause}"))
-            .and_then(|mut s| s.query_row(params_from_iter(args.iter()), |r| r.get(0)))
+        let total: i64 = snapshot
+            .prepare_cached(&format!(
+                "SELECT COUNT(*) FROM {} WHERE {}",
+                candidates.from, candidates.filter
+            ))
+            .and_then(|mut s| s.query_row(params_from_iter(candidates.args.iter()), |r| r.get(0)))
             .map_err(sql)?;
         result.total = Some(total.max(0) as u64);
     }
     if page.limit == 0 {
         return Ok(result);
     }
-    let n = args.len();
-    let mut statement = connection
-        .prepare_cached(&format!(
-            "SELECT doc FROM entities WHERE {clause} ORDER BY eid LIMIT ?{} OFFSET ?{}",
-            n + 1,
-            n + 2
-        ))
-        .map_err(sql)?;
-    let mut all_args = args;
-    all_args.push(SqlValue::Integer(page.limit as i64));
-    all_args.push(SqlValue::Integer(page.offset as i64));
-    let docs = statement
-        .query_map(params_from_iter(all_args), |r| r.get::<_, String>(0))
+    let tenant = candidates.args[0].clone();
+    let eids: Vec<i64> = {
+        let mut statement = snapshot.prepare_cached(&page_sql(&candidates)).map_err(sql)?;
+        let mut all_args = candidates.args;
+        all_args.push(SqlValue::Integer(page.limit as i64));
+        all_args.push(SqlValue::Integer(page.offset as i64));
+        let rows = statement
+            .query_map(params_from_iter(all_args), |r| r.get::<_, i64>(0))
+            .map_err(sql)?;
+        rows.collect::<Result<_, _>>().map_err(sql)?
+    };
+    let mut doc_of = snapshot
+        .prepare_cached("SELECT doc FROM entities WHERE eid = ?1 AND tenant = ?2")
         .map_err(sql)?;
     let now = time::now();
-    for doc in docs {
-        if let Some(entity) = decode(&doc.map_err(sql)?)?.live(now) {
+    for eid in eids {
+        let doc: Option<String> = doc_of
+            .query_row(params![eid, tenant], |r| r.get(0))
+            .optional()
+            .map_err(sql)?;
+        if let Some(entity) = doc.map(|d| decode(&d)).transpose()?.and_then(|e| e.live(now)) {
             result.entities.push(entity);
         }
     }
@@ -279,4 +355,99 @@ pub(crate) fn resources(
         documents.push(serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("resource: {e}")))?);
     }
     Ok(documents)
+}
+
+#[cfg(test)]
+mod tests {
+    use piazza_ngsild::query::{EntityQuery, TypeSelector};
+    use piazza_store::Tenant;
+    use rusqlite::{params_from_iter, Connection};
+
+    use super::{candidates, docs_sql, page_sql};
+
+    fn schema() -> Connection {
+        let connection = Connection::open_in_memory().expect("in-memory database");
+        connection.execute_batch(crate::SCHEMA).expect("schema");
+        connection
+    }
+
+    /// The plan of `statement`, one detail per line.
+    fn plan(connection: &Connection, statement: &str, args: &[rusqlite::types::Value]) -> String {
+        let mut explain = connection
+            .prepare(&format!("EXPLAIN QUERY PLAN {statement}"))
+            .expect("explain");
+        let details = explain
+            .query_map(params_from_iter(args.iter()), |r| r.get::<_, String>(3))
+            .expect("plan rows")
+            .collect::<Result<Vec<_>, _>>()
+            .expect("plan");
+        details.join("\n")
+    }
+
+    fn typed(types: TypeSelector, attrs: &[&str]) -> EntityQuery {
+        EntityQuery {
+            types: Some(types),
+            attrs: attrs.iter().map(|a| (*a).to_owned()).collect(),
+            ..EntityQuery::default()
+        }
+    }
+
+    fn assert_no_sort(connection: &Connection, query: &EntityQuery) {
+        let tenant = Tenant::parse("plan").expect("tenant");
+        let c = candidates(&tenant, query);
+        let filtered = plan(connection, &docs_sql(&c), &c.args);
+        assert!(
+            !filtered.contains("TEMP B-TREE"),
+            "the candidates are sorted:\n{filtered}"
+        );
+        let mut args = c.args.clone();
+        args.extend([
+            rusqlite::types::Value::Integer(20),
+            rusqlite::types::Value::Integer(1000),
+        ]);
+        let paged = plan(connection, &page_sql(&c), &args);
+        assert!(!paged.contains("TEMP B-TREE"), "a page sorts its candidates:\n{paged}");
+    }
+
+    #[test]
+    fn a_single_type_query_walks_the_type_index_without_sorting() {
+        let connection = schema();
+        let query = typed(TypeSelector::Type("https://example.org/BeeHive".into()), &[]);
+        let tenant = Tenant::parse("plan").expect("tenant");
+        let c = candidates(&tenant, &query);
+        let filtered = plan(&connection, &docs_sql(&c), &c.args);
+        assert!(
+            filtered.contains("entity_types_by_type"),
+            "not driven by the type index:\n{filtered}"
+        );
+        assert!(
+            !filtered.contains("USE TEMP B-TREE FOR ORDER BY"),
+            "the candidates are sorted:\n{filtered}"
+        );
+        assert_no_sort(&connection, &query);
+    }
+
+    #[test]
+    fn type_alternatives_and_attributes_do_not_sort_either() {
+        let connection = schema();
+        let types = TypeSelector::Or(vec![
+            TypeSelector::Type("https://example.org/A".into()),
+            TypeSelector::Type("https://example.org/B".into()),
+        ]);
+        assert_no_sort(&connection, &typed(types, &["https://example.org/a"]));
+        assert_no_sort(
+            &connection,
+            &typed(
+                TypeSelector::Type("https://example.org/A".into()),
+                &["https://example.org/a"],
+            ),
+        );
+        assert_no_sort(
+            &connection,
+            &EntityQuery {
+                attrs: vec!["https://example.org/a".into()],
+                ..EntityQuery::default()
+            },
+        );
+    }
 }
