@@ -283,7 +283,7 @@ impl Duration {
     /// Parses `PnYnMnWnDTnHnMnS` (fractions on the seconds only); the
     /// duration must not be empty.
     pub fn parse(text: &str) -> Result<Self> {
-        let bad = || NgsiError::bad_request(format!("'{text}' is not an ISO 8601 duration"));
+        let bad = || NgsiError::bad_request(format!("aggrPeriodDuration: '{text}' is not an ISO 8601 duration"));
         let rest = text.strip_prefix('P').ok_or_else(bad)?;
         if rest.is_empty() || rest.len() > 64 {
             return Err(bad());
@@ -419,7 +419,7 @@ impl AggrMethod {
             let method = Self::ALL
                 .into_iter()
                 .find(|m| m.name() == name)
-                .ok_or_else(|| NgsiError::bad_request(format!("unknown aggregation method '{name}'")))?;
+                .ok_or_else(|| NgsiError::bad_request(format!("aggrMethods: unknown aggregation method '{name}'")))?;
             if !methods.contains(&method) {
                 methods.push(method);
             }
@@ -669,14 +669,24 @@ fn values_key(kind: AttributeKind) -> &'static str {
     }
 }
 
-/// The simplified value of an instance (keyValues of its attribute).
+/// The simplified value of an instance (keyValues of its attribute): a
+/// LanguageProperty, JsonProperty or VocabProperty keeps its `languageMap`,
+/// `json` or `vocab` wrapper (clause 4.5.9), so that it stays told apart from
+/// a plain value.
 fn simple_value(instance: &Instance, context: &ActiveContext, options: &RenderOptions) -> Value {
     let options = RenderOptions {
         format: Format::KeyValues,
         ..options.clone()
     };
+    let keeps_wrapper = matches!(
+        instance.attribute.kind,
+        AttributeKind::Property
+            | AttributeKind::LanguageProperty
+            | AttributeKind::JsonProperty
+            | AttributeKind::VocabProperty
+    );
     match render::render_attribute(&instance.attribute, context, &options) {
-        Value::Object(mut map) if instance.attribute.kind != AttributeKind::Property => {
+        Value::Object(mut map) if !keeps_wrapper => {
             let key = instance.attribute.kind.value_key();
             map.remove(key).unwrap_or(Value::Object(map))
         }
