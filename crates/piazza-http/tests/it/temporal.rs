@@ -189,3 +189,37 @@ async fn long_histories_are_paged_with_content_range() {
     assert_eq!(last.status, StatusCode::OK);
     assert_eq!(values(&last.body, "speed").len(), 5);
 }
+
+#[tokio::test]
+async fn temporal_query_by_post_reads_temporal_q_and_aggr_params() {
+    let c = client();
+    let id = "urn:ngsi-ld:Meter:p1";
+    let created = c
+        .post(
+            "/temporal/entities",
+            &json!({"id": id, "type": "Meter", "power": [
+                {"type": "Property", "value": 1, "observedAt": "2024-01-01T10:00:00Z"},
+                {"type": "Property", "value": 3, "observedAt": "2024-01-01T12:00:00Z"}]}),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    let query = json!({"type": "Query", "entities": [{"type": "Meter"}],
+        "temporalQ": {"timerel": "after", "timeAt": "2024-01-01T11:00:00Z"}});
+    let reply = c.post("/temporal/entityOperations/query", &query).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(values(&reply.body[0], "power"), vec![json!(3)]);
+
+    let mut aggregated = query.clone();
+    aggregated["aggrParams"] = json!({"aggrMethods": ["max"]});
+    let reply = c.post("/temporal/entityOperations/query", &aggregated).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert!(reply.body[0]["power"]["max"].is_array(), "{}", reply.body);
+
+    let mut bad = query.clone();
+    bad["temporalQ"]["lastN"] = json!(0);
+    let reply = c.post("/temporal/entityOperations/query", &bad).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    let unbounded = json!({"type": "Query", "temporalQ": {"lastN": 1}});
+    let reply = c.post("/temporal/entityOperations/query", &unbounded).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+}
