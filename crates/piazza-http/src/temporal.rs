@@ -57,6 +57,7 @@ const QUERY_ONLY_PARAMS: &[&str] = &[
     "offset",
     "count",
     "expandValues",
+    "orderBy",
 ];
 
 /// How one request wants histories: which, and in which representation.
@@ -89,6 +90,16 @@ impl TemporalView {
             last_n: params.get("lastN"),
         })?;
         query.instance_limit = state.broker.limits().max_temporal_instances;
+        query.order_by_id = match params.get("orderBy") {
+            None => None,
+            Some("id" | "id;asc") => Some(false),
+            Some("id;desc") => Some(true),
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "a temporal query can only be ordered by id, not '{other}'"
+                )))
+            }
+        };
         if let Some(attrs) = params.list("attrs")? {
             query.attrs = params::expand_names(&attrs, &context)?;
         }
@@ -103,7 +114,16 @@ impl TemporalView {
         } else {
             params::render_options(params)?
         };
-        let mode = if has("aggregatedValues") || format == Some("aggregatedValues") {
+        // `format` takes precedence over `options` (clause 6.3.7).
+        let aggregated = match format {
+            Some(format) => format == "aggregatedValues",
+            None => has("aggregatedValues"),
+        };
+        let values = match format {
+            Some(format) => format == "temporalValues" || render.format == Format::KeyValues,
+            None => has("temporalValues") || render.format == Format::KeyValues,
+        };
+        let mode = if aggregated {
             let methods = params
                 .get("aggrMethods")
                 .ok_or_else(|| ApiError::bad_request("aggregatedValues needs aggrMethods"))?;
@@ -112,7 +132,7 @@ impl TemporalView {
                 methods: AggrMethod::parse_list(methods)?,
                 period,
             })
-        } else if has("temporalValues") || format == Some("temporalValues") || render.format == Format::KeyValues {
+        } else if values {
             TemporalMode::Values
         } else {
             TemporalMode::Normalized
@@ -247,9 +267,18 @@ pub async fn query(State(state): State<Arc<AppState>>, meta: Meta, RawQuery(raw)
     run_query(&state, &meta, &params, &view, entities).await
 }
 
+/// System members (clause 4.8) name no attribute: asking for them alone
+/// selects every entity.
+const SYSTEM_MEMBERS: &[&str] = &[
+    "https://uri.etsi.org/ngsi-ld/createdAt",
+    "https://uri.etsi.org/ngsi-ld/modifiedAt",
+    "https://uri.etsi.org/ngsi-ld/deletedAt",
+    "https://uri.etsi.org/ngsi-ld/observedAt",
+];
+
 fn is_unbounded(entities: &EntityQuery) -> bool {
     entities.types.is_none()
-        && entities.attrs.is_empty()
+        && entities.attrs.iter().all(|a| SYSTEM_MEMBERS.contains(&a.as_str()))
         && entities.q.is_none()
         && entities.geo.is_none()
         && entities.alternatives.is_empty()

@@ -89,6 +89,10 @@ pub struct TemporalQuery {
     /// The most instances of one entity returned at once (clause 6.3.10);
     /// beyond, the response is cut at an instant and is partial.
     pub instance_limit: usize,
+    /// `orderBy=id` (clause 5.7.4.4, the only ordering of temporal
+    /// queries): entities by id, descending when `true`; `None` keeps the
+    /// order of creation.
+    pub order_by_id: Option<bool>,
 }
 
 impl Default for TemporalQuery {
@@ -99,6 +103,7 @@ impl Default for TemporalQuery {
             last_n: None,
             attrs: Vec::new(),
             instance_limit: usize::MAX,
+            order_by_id: None,
         }
     }
 }

@@ -223,3 +223,40 @@ async fn temporal_query_by_post_reads_temporal_q_and_aggr_params() {
     let reply = c.post("/temporal/entityOperations/query", &unbounded).await;
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test]
+async fn temporal_query_orders_by_id_only_and_format_wins_over_options() {
+    let c = client();
+    for id in ["urn:ngsi-ld:Lamp:b", "urn:ngsi-ld:Lamp:a"] {
+        let created = c
+            .post(
+                "/temporal/entities",
+                &json!({"id": id, "type": "Lamp", "lux": [
+                    {"type": "Property", "value": 5, "observedAt": "2024-01-01T10:00:00Z"}]}),
+            )
+            .await;
+        assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    }
+    let ids = |body: &Value| -> Vec<Value> { body.as_array().unwrap().iter().map(|e| e["id"].clone()).collect() };
+    let asc = c.get("/temporal/entities?type=Lamp&orderBy=id").await;
+    assert_eq!(asc.status, StatusCode::OK, "{}", asc.body);
+    assert_eq!(
+        ids(&asc.body),
+        vec![json!("urn:ngsi-ld:Lamp:a"), json!("urn:ngsi-ld:Lamp:b")]
+    );
+    let desc = c.get("/temporal/entities?type=Lamp&orderBy=id;desc").await;
+    assert_eq!(
+        ids(&desc.body),
+        vec![json!("urn:ngsi-ld:Lamp:b"), json!("urn:ngsi-ld:Lamp:a")]
+    );
+    let by_name = c.get("/temporal/entities?type=Lamp&orderBy=lux").await;
+    assert_eq!(by_name.status, StatusCode::BAD_REQUEST);
+
+    let both = c
+        .get("/temporal/entities?type=Lamp&format=temporalValues&options=aggregatedValues&aggrMethods=sum")
+        .await;
+    assert_eq!(both.status, StatusCode::OK, "{}", both.body);
+    assert!(both.body[0]["lux"]["values"].is_array(), "{}", both.body);
+    let system_only = c.get("/temporal/entities?attrs=createdAt").await;
+    assert_eq!(system_only.status, StatusCode::BAD_REQUEST);
+}
