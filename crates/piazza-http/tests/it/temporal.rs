@@ -260,3 +260,24 @@ async fn temporal_query_orders_by_id_only_and_format_wins_over_options() {
     let system_only = c.get("/temporal/entities?attrs=createdAt").await;
     assert_eq!(system_only.status, StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test]
+async fn a_scope_history_gives_the_temporal_entity_its_latest_scope() {
+    let c = client();
+    let id = "urn:ngsi-ld:Van:s1";
+    let created = c
+        .post(
+            "/temporal/entities",
+            &json!({"id": id, "type": "Van",
+                "scope": [{"type": "Property", "value": "/R", "observedAt": "2024-01-01T10:00:00Z"},
+                          {"type": "Property", "value": "/S", "observedAt": "2024-01-01T12:00:00Z"}],
+                "speed": [{"type": "Property", "value": 1, "observedAt": "2024-01-01T11:00:00Z"}]}),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    let scoped = c.get("/temporal/entities?type=Van&scopeQ=/S").await;
+    assert_eq!(scoped.status, StatusCode::OK, "{}", scoped.body);
+    assert_eq!(scoped.body.as_array().map(Vec::len), Some(1), "{}", scoped.body);
+    let other = c.get("/temporal/entities?type=Van&scopeQ=/X").await;
+    assert_eq!(other.body.as_array().map(Vec::len), Some(0), "{}", other.body);
+}
