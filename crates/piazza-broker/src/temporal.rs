@@ -120,7 +120,9 @@ fn parse_instances(name: &str, value: &Value, context: &ActiveContext) -> Result
     };
     let mut instances = Vec::with_capacity(items.len());
     for item in items {
-        let mut parsed = parse_attribute(name, item, context, false)?;
+        // An instance may record a deletion: `"value": "urn:ngsi-ld:null"`
+        // (clause 5.5.4, temporal exception). A bare null member stays refused.
+        let mut parsed = parse_attribute(name, item, context, item.is_object())?;
         instances.append(&mut parsed);
     }
     Ok(instances)

@@ -281,3 +281,29 @@ async fn a_scope_history_gives_the_temporal_entity_its_latest_scope() {
     let other = c.get("/temporal/entities?type=Van&scopeQ=/X").await;
     assert_eq!(other.body.as_array().map(Vec::len), Some(0), "{}", other.body);
 }
+
+#[tokio::test]
+async fn a_deletion_instance_is_accepted_but_a_null_member_is_not() {
+    let c = client();
+    let id = "urn:ngsi-ld:Van:n1";
+    let first = json!({"id": id, "type": "Van",
+        "speed": [{"type": "Property", "value": 1, "observedAt": "2024-01-01T10:00:00Z"}]});
+    assert_eq!(c.post("/temporal/entities", &first).await.status, StatusCode::CREATED);
+    let second = json!({"id": id, "type": ["Van", "Truck"],
+        "speed": [{"type": "Property", "value": "urn:ngsi-ld:null", "observedAt": "2024-01-02T10:00:00Z"}]});
+    let reply = c.post("/temporal/entities", &second).await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", reply.body);
+    let history = c.get(&format!("/temporal/entities/{id}")).await;
+    assert_eq!(
+        history.body["speed"].as_array().map(Vec::len),
+        Some(2),
+        "{}",
+        history.body
+    );
+    let bare = json!({"id": "urn:ngsi-ld:Van:n2", "type": "Van", "expiresAt": "urn:ngsi-ld:null",
+        "speed": [{"type": "Property", "value": 1, "observedAt": "2024-01-01T10:00:00Z"}]});
+    assert_eq!(
+        c.post("/temporal/entities", &bare).await.status,
+        StatusCode::BAD_REQUEST
+    );
+}
