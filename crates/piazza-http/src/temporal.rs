@@ -183,6 +183,35 @@ impl TemporalView {
     }
 }
 
+/// One Content-Range for the whole response (clause 6.3.10): the earliest
+/// cut of the entities (the latest with `lastN`, read backwards), to which
+/// every history is trimmed.
+fn common_range(entities: &mut [TemporalEntity], query: &TemporalQuery) {
+    let descending = query.last_n.is_some();
+    let Some(range) =
+        entities
+            .iter()
+            .filter_map(|e| e.range)
+            .reduce(|a, b| if (b.end < a.end) != descending { b } else { a })
+    else {
+        return;
+    };
+    for entity in entities.iter_mut() {
+        for instances in entity.attributes.values_mut() {
+            instances.retain(|i| {
+                query.timeproperty.of(i).or(i.attribute.created_at).is_some_and(|t| {
+                    if descending {
+                        t >= range.end
+                    } else {
+                        t <= range.end
+                    }
+                })
+            });
+        }
+        entity.range = Some(range);
+    }
+}
+
 fn content_range(response: &mut Response, entities: &[TemporalEntity]) -> bool {
     let Some(range) = entities.iter().find_map(|e| e.range) else {
         return false;
@@ -299,6 +328,7 @@ async fn run_query(
         .temporal_query(&meta.tenant, entities, &view.query, page)
         .await?;
     let mut histories = result.entities;
+    common_range(&mut histories, &view.query);
     let mut items = Vec::with_capacity(histories.len());
     for entity in &mut histories {
         let body = view.render(entity);
