@@ -188,11 +188,10 @@ impl TemporalView {
 /// every history is trimmed.
 fn common_range(entities: &mut [TemporalEntity], query: &TemporalQuery) {
     let descending = query.last_n.is_some();
-    let Some(range) =
-        entities
-            .iter()
-            .filter_map(|e| e.range)
-            .reduce(|a, b| if (b.end < a.end) != descending { b } else { a })
+    let Some(range) = entities
+        .iter()
+        .filter_map(|e| e.range)
+        .reduce(|a, b| if (b.end < a.end) != descending { b } else { a })
     else {
         return;
     };

@@ -624,6 +624,11 @@ pub fn render_instance(instance: &Instance, context: &ActiveContext, options: &R
 
 /// One rendering per datasetId: an object for a single dataset, an array otherwise.
 fn by_dataset(instances: &[Instance], render_group: impl Fn(&[&Instance]) -> Map<String, Value>) -> Value {
+    // An attribute whose instances were all cut by pagination keeps its
+    // shape, with no values.
+    if instances.is_empty() {
+        return Value::Object(render_group(&[]));
+    }
     let mut groups: IndexMap<Option<&str>, Vec<&Instance>> = IndexMap::new();
     for instance in instances {
         groups
