@@ -41,11 +41,14 @@ fn parse_temporal(body: &Value, context: &ActiveContext, complete: bool) -> Resu
     };
     // The entity members are checked by the entity parser, without the
     // attributes (whose instances, unlike an entity's, may share a datasetId).
-    let core: Map<String, Value> = members
+    let mut core: Map<String, Value> = members
         .iter()
         .filter(|(k, _)| matches!(k.as_str(), "id" | "@id" | "type" | "@type" | "scope"))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
+    if let Some(scope) = core.get_mut("scope") {
+        *scope = current_scope(scope)?;
+    }
     let options = if complete {
         ParseOptions::CREATE
     } else {
@@ -76,6 +79,36 @@ fn parse_temporal(body: &Value, context: &ActiveContext, complete: bool) -> Resu
     })
 }
 
+/// The scope of a temporal representation: plain (a string or an array of
+/// them), or its history as Property instances (clause 4.18), of which the
+/// latest (by `observedAt`, else the last given) is the current scope.
+fn current_scope(scope: &Value) -> Result<Value, NgsiError> {
+    let instances: Vec<&Map<String, Value>> = match scope {
+        Value::Object(instance) => vec![instance],
+        Value::Array(items) if items.iter().all(Value::is_object) && !items.is_empty() => {
+            items.iter().filter_map(Value::as_object).collect()
+        }
+        plain => return Ok(plain.clone()),
+    };
+    let mut latest: Option<(Option<piazza_ngsild::time::Timestamp>, &Value)> = None;
+    for instance in instances {
+        if instance.get("type").is_some_and(|t| t != "Property") {
+            return Err(NgsiError::bad_request("scope instances must be Properties"));
+        }
+        let value = instance
+            .get("value")
+            .ok_or_else(|| NgsiError::bad_request("a scope instance needs a value"))?;
+        let at = instance
+            .get("observedAt")
+            .and_then(Value::as_str)
+            .and_then(piazza_ngsild::time::parse);
+        if latest.is_none_or(|(t, _)| at >= t) {
+            latest = Some((at, value));
+        }
+    }
+    Ok(latest.map_or(Value::Null, |(_, v)| v.clone()))
+}
+
 /// The instances of one attribute: one object or an array of them.
 fn parse_instances(name: &str, value: &Value, context: &ActiveContext) -> Result<Vec<Attribute>, NgsiError> {
     let items: Vec<&Value> = match value {
@@ -87,7 +120,9 @@ fn parse_instances(name: &str, value: &Value, context: &ActiveContext) -> Result
     };
     let mut instances = Vec::with_capacity(items.len());
     for item in items {
-        let mut parsed = parse_attribute(name, item, context, false)?;
+        // An instance may record a deletion: `"value": "urn:ngsi-ld:null"`
+        // (clause 5.5.4, temporal exception). A bare null member stays refused.
+        let mut parsed = parse_attribute(name, item, context, item.is_object())?;
         instances.append(&mut parsed);
     }
     Ok(instances)

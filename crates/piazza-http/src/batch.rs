@@ -277,7 +277,7 @@ pub async fn query(
 
 /// One `EntitySelector` (clause 5.2.33): `type` is mandatory; `id` (one URI
 /// or an array of them) wins over `idPattern`.
-fn entity_selector(selector: &Value, context: &piazza_ngsild::ActiveContext) -> ApiResult<Selector> {
+pub(crate) fn entity_selector(selector: &Value, context: &piazza_ngsild::ActiveContext) -> ApiResult<Selector> {
     let Value::Object(members) = selector else {
         return Err(ApiError::bad_request("each entities item must be an object"));
     };
@@ -342,7 +342,7 @@ fn ordering(value: &Value, context: &piazza_ngsild::ActiveContext) -> ApiResult<
     Ok(OrderBy::parse(&keys.join(","), coordinates, collation, context)?)
 }
 
-fn string_list(value: &Value, name: &str) -> ApiResult<Vec<String>> {
+pub(crate) fn string_list(value: &Value, name: &str) -> ApiResult<Vec<String>> {
     match value {
         Value::Array(items) => items
             .iter()

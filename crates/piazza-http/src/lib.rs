@@ -97,6 +97,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(temporal::retrieve).delete(temporal::delete),
         )
         .route("/temporal/entities/{id}/attrs", post(temporal::append))
+        .route("/temporal/entityOperations/query", post(temporal::query_post))
         .route(
             "/temporal/entities/{id}/attrs/{attr}",
             axum::routing::delete(temporal::delete_attribute),

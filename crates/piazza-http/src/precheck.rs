@@ -150,6 +150,8 @@ const TEMPORAL_QUERY: &[&str] = &[
     "containedBy",
     "join",
     "joinLevel",
+    "expandValues",
+    "orderBy",
 ];
 const REGISTRATION_QUERY: &[&str] = &[
     "id",

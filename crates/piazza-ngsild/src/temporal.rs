@@ -89,6 +89,10 @@ pub struct TemporalQuery {
     /// The most instances of one entity returned at once (clause 6.3.10);
     /// beyond, the response is cut at an instant and is partial.
     pub instance_limit: usize,
+    /// `orderBy=id` (clause 5.7.4.4, the only ordering of temporal
+    /// queries): entities by id, descending when `true`; `None` keeps the
+    /// order of creation.
+    pub order_by_id: Option<bool>,
 }
 
 impl Default for TemporalQuery {
@@ -99,6 +103,7 @@ impl Default for TemporalQuery {
             last_n: None,
             attrs: Vec::new(),
             instance_limit: usize::MAX,
+            order_by_id: None,
         }
     }
 }
@@ -283,7 +288,7 @@ impl Duration {
     /// Parses `PnYnMnWnDTnHnMnS` (fractions on the seconds only); the
     /// duration must not be empty.
     pub fn parse(text: &str) -> Result<Self> {
-        let bad = || NgsiError::bad_request(format!("'{text}' is not an ISO 8601 duration"));
+        let bad = || NgsiError::bad_request(format!("aggrPeriodDuration: '{text}' is not an ISO 8601 duration"));
         let rest = text.strip_prefix('P').ok_or_else(bad)?;
         if rest.is_empty() || rest.len() > 64 {
             return Err(bad());
@@ -419,7 +424,7 @@ impl AggrMethod {
             let method = Self::ALL
                 .into_iter()
                 .find(|m| m.name() == name)
-                .ok_or_else(|| NgsiError::bad_request(format!("unknown aggregation method '{name}'")))?;
+                .ok_or_else(|| NgsiError::bad_request(format!("aggrMethods: unknown aggregation method '{name}'")))?;
             if !methods.contains(&method) {
                 methods.push(method);
             }
@@ -619,6 +624,11 @@ pub fn render_instance(instance: &Instance, context: &ActiveContext, options: &R
 
 /// One rendering per datasetId: an object for a single dataset, an array otherwise.
 fn by_dataset(instances: &[Instance], render_group: impl Fn(&[&Instance]) -> Map<String, Value>) -> Value {
+    // An attribute whose instances were all cut by pagination keeps its
+    // shape, with no values.
+    if instances.is_empty() {
+        return Value::Object(render_group(&[]));
+    }
     let mut groups: IndexMap<Option<&str>, Vec<&Instance>> = IndexMap::new();
     for instance in instances {
         groups
@@ -669,14 +679,24 @@ fn values_key(kind: AttributeKind) -> &'static str {
     }
 }
 
-/// The simplified value of an instance (keyValues of its attribute).
+/// The simplified value of an instance (keyValues of its attribute): a
+/// LanguageProperty, JsonProperty or VocabProperty keeps its `languageMap`,
+/// `json` or `vocab` wrapper (clause 4.5.9), so that it stays told apart from
+/// a plain value.
 fn simple_value(instance: &Instance, context: &ActiveContext, options: &RenderOptions) -> Value {
     let options = RenderOptions {
         format: Format::KeyValues,
         ..options.clone()
     };
+    let keeps_wrapper = matches!(
+        instance.attribute.kind,
+        AttributeKind::Property
+            | AttributeKind::LanguageProperty
+            | AttributeKind::JsonProperty
+            | AttributeKind::VocabProperty
+    );
     match render::render_attribute(&instance.attribute, context, &options) {
-        Value::Object(mut map) if instance.attribute.kind != AttributeKind::Property => {
+        Value::Object(mut map) if !keeps_wrapper => {
             let key = instance.attribute.kind.value_key();
             map.remove(key).unwrap_or(Value::Object(map))
         }

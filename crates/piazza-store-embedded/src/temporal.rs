@@ -500,7 +500,7 @@ pub(crate) fn query(
     query: &TemporalQuery,
     page: Page,
 ) -> StoreResult<TemporalQueryResult> {
-    let ids: Vec<String> = {
+    let mut ids: Vec<String> = {
         let mut statement = connection
             .prepare_cached("SELECT id FROM temporal_entities WHERE tenant = ?1 ORDER BY teid")
             .map_err(sql)?;
@@ -509,6 +509,12 @@ pub(crate) fn query(
             .map_err(sql)?;
         rows.collect::<rusqlite::Result<Vec<_>>>().map_err(sql)?
     };
+    if let Some(descending) = query.order_by_id {
+        ids.sort();
+        if descending {
+            ids.reverse();
+        }
+    }
     let needs_attributes = entities.q.is_some() || entities.geo.is_some() || !entities.attrs.is_empty();
     let mut result = TemporalQueryResult::default();
     let mut matched: u64 = 0;

@@ -189,3 +189,121 @@ async fn long_histories_are_paged_with_content_range() {
     assert_eq!(last.status, StatusCode::OK);
     assert_eq!(values(&last.body, "speed").len(), 5);
 }
+
+#[tokio::test]
+async fn temporal_query_by_post_reads_temporal_q_and_aggr_params() {
+    let c = client();
+    let id = "urn:ngsi-ld:Meter:p1";
+    let created = c
+        .post(
+            "/temporal/entities",
+            &json!({"id": id, "type": "Meter", "power": [
+                {"type": "Property", "value": 1, "observedAt": "2024-01-01T10:00:00Z"},
+                {"type": "Property", "value": 3, "observedAt": "2024-01-01T12:00:00Z"}]}),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    let query = json!({"type": "Query", "entities": [{"type": "Meter"}],
+        "temporalQ": {"timerel": "after", "timeAt": "2024-01-01T11:00:00Z"}});
+    let reply = c.post("/temporal/entityOperations/query", &query).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(values(&reply.body[0], "power"), vec![json!(3)]);
+
+    let mut aggregated = query.clone();
+    aggregated["aggrParams"] = json!({"aggrMethods": ["max"]});
+    let reply = c.post("/temporal/entityOperations/query", &aggregated).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert!(reply.body[0]["power"]["max"].is_array(), "{}", reply.body);
+
+    let mut bad = query.clone();
+    bad["temporalQ"]["lastN"] = json!(0);
+    let reply = c.post("/temporal/entityOperations/query", &bad).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    let unbounded = json!({"type": "Query", "temporalQ": {"lastN": 1}});
+    let reply = c.post("/temporal/entityOperations/query", &unbounded).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn temporal_query_orders_by_id_only_and_format_wins_over_options() {
+    let c = client();
+    for id in ["urn:ngsi-ld:Lamp:b", "urn:ngsi-ld:Lamp:a"] {
+        let created = c
+            .post(
+                "/temporal/entities",
+                &json!({"id": id, "type": "Lamp", "lux": [
+                    {"type": "Property", "value": 5, "observedAt": "2024-01-01T10:00:00Z"}]}),
+            )
+            .await;
+        assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    }
+    let ids = |body: &Value| -> Vec<Value> { body.as_array().unwrap().iter().map(|e| e["id"].clone()).collect() };
+    let asc = c.get("/temporal/entities?type=Lamp&orderBy=id").await;
+    assert_eq!(asc.status, StatusCode::OK, "{}", asc.body);
+    assert_eq!(
+        ids(&asc.body),
+        vec![json!("urn:ngsi-ld:Lamp:a"), json!("urn:ngsi-ld:Lamp:b")]
+    );
+    let desc = c.get("/temporal/entities?type=Lamp&orderBy=id;desc").await;
+    assert_eq!(
+        ids(&desc.body),
+        vec![json!("urn:ngsi-ld:Lamp:b"), json!("urn:ngsi-ld:Lamp:a")]
+    );
+    let by_name = c.get("/temporal/entities?type=Lamp&orderBy=lux").await;
+    assert_eq!(by_name.status, StatusCode::BAD_REQUEST);
+
+    let both = c
+        .get("/temporal/entities?type=Lamp&format=temporalValues&options=aggregatedValues&aggrMethods=sum")
+        .await;
+    assert_eq!(both.status, StatusCode::OK, "{}", both.body);
+    assert!(both.body[0]["lux"]["values"].is_array(), "{}", both.body);
+    let system_only = c.get("/temporal/entities?attrs=createdAt").await;
+    assert_eq!(system_only.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn a_scope_history_gives_the_temporal_entity_its_latest_scope() {
+    let c = client();
+    let id = "urn:ngsi-ld:Van:s1";
+    let created = c
+        .post(
+            "/temporal/entities",
+            &json!({"id": id, "type": "Van",
+                "scope": [{"type": "Property", "value": "/R", "observedAt": "2024-01-01T10:00:00Z"},
+                          {"type": "Property", "value": "/S", "observedAt": "2024-01-01T12:00:00Z"}],
+                "speed": [{"type": "Property", "value": 1, "observedAt": "2024-01-01T11:00:00Z"}]}),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    let scoped = c.get("/temporal/entities?type=Van&scopeQ=/S").await;
+    assert_eq!(scoped.status, StatusCode::OK, "{}", scoped.body);
+    assert_eq!(scoped.body.as_array().map(Vec::len), Some(1), "{}", scoped.body);
+    let other = c.get("/temporal/entities?type=Van&scopeQ=/X").await;
+    assert_eq!(other.body.as_array().map(Vec::len), Some(0), "{}", other.body);
+}
+
+#[tokio::test]
+async fn a_deletion_instance_is_accepted_but_a_null_member_is_not() {
+    let c = client();
+    let id = "urn:ngsi-ld:Van:n1";
+    let first = json!({"id": id, "type": "Van",
+        "speed": [{"type": "Property", "value": 1, "observedAt": "2024-01-01T10:00:00Z"}]});
+    assert_eq!(c.post("/temporal/entities", &first).await.status, StatusCode::CREATED);
+    let second = json!({"id": id, "type": ["Van", "Truck"],
+        "speed": [{"type": "Property", "value": "urn:ngsi-ld:null", "observedAt": "2024-01-02T10:00:00Z"}]});
+    let reply = c.post("/temporal/entities", &second).await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", reply.body);
+    let history = c.get(&format!("/temporal/entities/{id}")).await;
+    assert_eq!(
+        history.body["speed"].as_array().map(Vec::len),
+        Some(2),
+        "{}",
+        history.body
+    );
+    let bare = json!({"id": "urn:ngsi-ld:Van:n2", "type": "Van", "expiresAt": "urn:ngsi-ld:null",
+        "speed": [{"type": "Property", "value": 1, "observedAt": "2024-01-01T10:00:00Z"}]});
+    assert_eq!(
+        c.post("/temporal/entities", &bare).await.status,
+        StatusCode::BAD_REQUEST
+    );
+}
