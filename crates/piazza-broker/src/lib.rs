@@ -13,7 +13,7 @@ use piazza_ngsild::query::{EntityQuery, OrderBy};
 use piazza_ngsild::update::{self, UpdateOutcome};
 use piazza_ngsild::{time, ActiveContext, Entity, ErrorKind, NgsiError};
 use piazza_store::{Applied, Edit, EditOutcome, NewState, Page, QueryResult, Store, StoreError, Tenant};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 mod contexts;
 pub mod jsonld_contexts;
@@ -411,29 +411,15 @@ impl Broker {
     pub async fn batch_create(&self, tenant: &Tenant, payloads: Vec<Payload>) -> BrokerResult<Vec<BatchItem>> {
         self.check_batch(payloads.len())?;
         let now = time::now();
-        let mut items = Vec::new();
-        let mut edits = Vec::new();
-        let mut slots = Vec::new();
+        let mut plan = BatchPlan::default();
         for payload in payloads {
-            match parse_entity(&payload.body, &payload.context, ParseOptions::CREATE) {
-                Ok(mut entity) => {
-                    entity.stamp_new(now);
-                    let id = entity.id.clone();
-                    slots.push(items.len());
-                    items.push(BatchItem {
-                        entity_id: id.clone(),
-                        result: Ok(BatchSuccess::Created),
-                    });
-                    edits.push(Edit::new(id, move |existing| create(existing, entity)));
-                }
-                Err(error) => items.push(BatchItem {
-                    entity_id: body_id(&payload.body),
-                    result: Err(error),
-                }),
-            }
+            let edit = parse_entity(&payload.body, &payload.context, ParseOptions::CREATE).map(|mut entity| {
+                entity.stamp_new(now);
+                Edit::new(entity.id.clone(), move |existing| create(existing, entity))
+            });
+            plan.push(&payload.body, edit);
         }
-        self.run_batch(tenant, edits, slots, items, |_| Ok(BatchSuccess::Created))
-            .await
+        self.run_batch(tenant, plan, |_| Ok(BatchSuccess::Created)).await
     }
 
     /// Batch Entity Upsert (clause 5.6.8): `replace` (default) or update existing entities.
@@ -445,27 +431,16 @@ impl Broker {
     ) -> BrokerResult<Vec<BatchItem>> {
         self.check_batch(payloads.len())?;
         let now = time::now();
-        let mut items = Vec::new();
-        let mut edits = Vec::new();
-        let mut slots = Vec::new();
+        let mut plan = BatchPlan::default();
         for payload in payloads {
-            match parse_entity(&payload.body, &payload.context, ParseOptions::CREATE) {
-                Ok(entity) => {
-                    let id = entity.id.clone();
-                    slots.push(items.len());
-                    items.push(BatchItem {
-                        entity_id: id.clone(),
-                        result: Ok(BatchSuccess::Created),
-                    });
-                    edits.push(Edit::new(id, move |existing| upsert(existing, entity, replace, now)));
-                }
-                Err(error) => items.push(BatchItem {
-                    entity_id: body_id(&payload.body),
-                    result: Err(error),
-                }),
-            }
+            let edit = parse_entity(&payload.body, &payload.context, ParseOptions::CREATE).map(|entity| {
+                Edit::new(entity.id.clone(), move |existing| {
+                    upsert(existing, entity, replace, now)
+                })
+            });
+            plan.push(&payload.body, edit);
         }
-        self.run_batch(tenant, edits, slots, items, |applied| {
+        self.run_batch(tenant, plan, |applied| {
             Ok(if applied.before.is_some() {
                 BatchSuccess::Updated
             } else {
@@ -475,7 +450,8 @@ impl Broker {
         .await
     }
 
-    /// Batch Entity Update (clause 5.6.9): append attributes to existing entities.
+    /// Batch Entity Update (clause 5.6.9): append attributes to existing
+    /// entities; attributes left alone (`noOverwrite`) make the entity an error.
     pub async fn batch_update(
         &self,
         tenant: &Tenant,
@@ -484,31 +460,19 @@ impl Broker {
     ) -> BrokerResult<Vec<BatchItem>> {
         self.check_batch(payloads.len())?;
         let now = time::now();
-        let mut items = Vec::new();
-        let mut edits = Vec::new();
-        let mut slots = Vec::new();
+        let mut plan = BatchPlan::default();
         for payload in payloads {
-            match parse_entity(&payload.body, &payload.context, ParseOptions::CREATE) {
-                Ok(fragment) => {
-                    let id = fragment.id.clone();
-                    slots.push(items.len());
-                    items.push(BatchItem {
-                        entity_id: id.clone(),
-                        result: Ok(BatchSuccess::Updated),
-                    });
-                    edits.push(Edit::new(id.clone(), move |existing| {
-                        let mut entity = existing.cloned().ok_or_else(|| not_found(&id))?;
-                        let report = update::append_attributes(&mut entity, fragment, no_overwrite, now);
-                        Ok(EditOutcome::put(entity, report))
-                    }));
-                }
-                Err(error) => items.push(BatchItem {
-                    entity_id: body_id(&payload.body),
-                    result: Err(error),
-                }),
-            }
+            let edit = parse_entity(&payload.body, &payload.context, ParseOptions::CREATE).map(|fragment| {
+                let id = fragment.id.clone();
+                Edit::new(fragment.id.clone(), move |existing| {
+                    let mut entity = existing.cloned().ok_or_else(|| not_found(&id))?;
+                    let report = update::append_attributes(&mut entity, fragment, no_overwrite, now);
+                    Ok(EditOutcome::put(entity, report))
+                })
+            });
+            plan.push(&payload.body, edit);
         }
-        self.run_batch(tenant, edits, slots, items, |applied| {
+        self.run_batch(tenant, plan, |applied| {
             if applied.report.is_complete() {
                 return Ok(BatchSuccess::Updated);
             }
@@ -525,65 +489,41 @@ impl Broker {
     pub async fn batch_merge(&self, tenant: &Tenant, payloads: Vec<Payload>) -> BrokerResult<Vec<BatchItem>> {
         self.check_batch(payloads.len())?;
         let now = time::now();
-        let mut items = Vec::new();
-        let mut edits = Vec::new();
-        let mut slots = Vec::new();
+        let mut plan = BatchPlan::default();
         for payload in payloads {
-            let parsed = parse_entity(&payload.body, &payload.context, ParseOptions::MERGE).and_then(|f| {
-                if f.id.is_empty() {
-                    Err(NgsiError::bad_request("entity id is missing"))
-                } else {
-                    Ok(f)
-                }
-            });
-            match parsed {
-                Ok(fragment) => {
+            let edit = parse_entity(&payload.body, &payload.context, ParseOptions::MERGE)
+                .and_then(|f| {
+                    if f.id.is_empty() {
+                        Err(NgsiError::bad_request("entity id is missing"))
+                    } else {
+                        Ok(f)
+                    }
+                })
+                .map(|fragment| {
                     let id = fragment.id.clone();
-                    slots.push(items.len());
-                    items.push(BatchItem {
-                        entity_id: id.clone(),
-                        result: Ok(BatchSuccess::Updated),
-                    });
-                    edits.push(Edit::new(id.clone(), move |existing| {
+                    Edit::new(fragment.id.clone(), move |existing| {
                         let mut entity = existing.cloned().ok_or_else(|| not_found(&id))?;
                         let report = update::merge_entity(&mut entity, fragment, now);
                         Ok(EditOutcome::put(entity, report))
-                    }));
-                }
-                Err(error) => items.push(BatchItem {
-                    entity_id: body_id(&payload.body),
-                    result: Err(error),
-                }),
-            }
+                    })
+                });
+            plan.push(&payload.body, edit);
         }
-        self.run_batch(tenant, edits, slots, items, |_| Ok(BatchSuccess::Updated))
-            .await
+        self.run_batch(tenant, plan, |_| Ok(BatchSuccess::Updated)).await
     }
 
     /// Batch Entity Delete (clause 5.6.10).
     pub async fn batch_delete(&self, tenant: &Tenant, ids: Vec<Value>) -> BrokerResult<Vec<BatchItem>> {
         self.check_batch(ids.len())?;
-        let mut items = Vec::new();
-        let mut edits = Vec::new();
-        let mut slots = Vec::new();
+        let mut plan = BatchPlan::default();
         for id in ids {
-            match id.as_str().filter(|s| piazza_ngsild::entity::is_uri(s)) {
-                Some(id) => {
-                    slots.push(items.len());
-                    items.push(BatchItem {
-                        entity_id: id.to_owned(),
-                        result: Ok(BatchSuccess::Deleted),
-                    });
-                    edits.push(delete_edit(id));
-                }
-                None => items.push(BatchItem {
-                    entity_id: id.as_str().map(str::to_owned).unwrap_or_else(|| id.to_string()),
-                    result: Err(NgsiError::bad_request("entity id must be a URI")),
-                }),
-            }
+            let edit = match id.as_str().filter(|s| piazza_ngsild::entity::is_uri(s)) {
+                Some(id) => Ok(delete_edit(id)),
+                None => Err(NgsiError::bad_request("entity id must be a URI")),
+            };
+            plan.push(&json!({ "id": id }), edit);
         }
-        self.run_batch(tenant, edits, slots, items, |_| Ok(BatchSuccess::Deleted))
-            .await
+        self.run_batch(tenant, plan, |_| Ok(BatchSuccess::Deleted)).await
     }
 
     /// Purge Entities (clause 5.6.21): deletes every matching entity, or with
@@ -650,11 +590,14 @@ impl Broker {
     async fn run_batch(
         &self,
         tenant: &Tenant,
-        edits: Vec<Edit>,
-        slots: Vec<usize>,
-        mut items: Vec<BatchItem>,
+        plan: BatchPlan,
         success: impl Fn(&Applied) -> Result<BatchSuccess, NgsiError>,
     ) -> BrokerResult<Vec<BatchItem>> {
+        let BatchPlan {
+            mut items,
+            edits,
+            slots,
+        } = plan;
         if edits.is_empty() {
             return Ok(items);
         }
@@ -686,6 +629,36 @@ pub fn relationship_objects(entity: &Entity, names: &[String]) -> Vec<String> {
         }
     }
     ids
+}
+
+/// The entities of a batch: those that parsed become edits (their slot in
+/// `items` filled once the store answers), the others are errors already.
+#[derive(Default)]
+struct BatchPlan {
+    items: Vec<BatchItem>,
+    edits: Vec<Edit>,
+    /// For each edit, its index in `items`.
+    slots: Vec<usize>,
+}
+
+impl BatchPlan {
+    fn push(&mut self, body: &Value, edit: Result<Edit, NgsiError>) {
+        match edit {
+            Ok(edit) => {
+                self.slots.push(self.items.len());
+                self.items.push(BatchItem {
+                    entity_id: edit.entity_id.clone(),
+                    // Replaced by the store's answer.
+                    result: Err(NgsiError::internal("not applied")),
+                });
+                self.edits.push(edit);
+            }
+            Err(error) => self.items.push(BatchItem {
+                entity_id: body_id(body),
+                result: Err(error),
+            }),
+        }
+    }
 }
 
 fn create(existing: Option<&Entity>, entity: Entity) -> Result<EditOutcome, NgsiError> {
