@@ -125,6 +125,18 @@ impl Broker {
         self.contexts.resolve(tenant, local).await
     }
 
+    /// Entity types in use (`/types`); the tenant must exist.
+    pub async fn types(&self, tenant: &Tenant) -> BrokerResult<Vec<piazza_store::TypeSummary>> {
+        self.require_tenant(tenant).await?;
+        Ok(self.store.types(tenant).await?)
+    }
+
+    /// Attributes in use (`/attributes`); the tenant must exist.
+    pub async fn attributes(&self, tenant: &Tenant) -> BrokerResult<Vec<piazza_store::AttributeSummary>> {
+        self.require_tenant(tenant).await?;
+        Ok(self.store.attributes(tenant).await?)
+    }
+
     /// Fails with NonexistentTenant when a read targets a tenant nobody wrote to.
     pub async fn require_tenant(&self, tenant: &Tenant) -> BrokerResult<()> {
         if tenant.is_default() || self.store.tenant_exists(tenant).await? {

@@ -31,13 +31,7 @@ pub async fn types(State(state): State<Arc<AppState>>, meta: Meta, RawQuery(raw)
     let params = Params::parse(raw.as_deref())?;
     let responder = Responder::new(meta.accept(false)?, meta.link.as_deref());
     let context = link_context(&state, &meta).await?;
-    state.broker.require_tenant(&meta.tenant).await?;
-    let types = state
-        .broker
-        .store()
-        .types(&meta.tenant)
-        .await
-        .map_err(piazza_broker::BrokerError::from)?;
+    let types = state.broker.types(&meta.tenant).await?;
     if params.flag("details")? {
         let items = types
             .iter()
@@ -73,14 +67,8 @@ pub async fn type_info(
     reject_unknown(raw.as_deref(), &["local"])?;
     let responder = Responder::new(meta.accept(false)?, meta.link.as_deref());
     let context = link_context(&state, &meta).await?;
-    state.broker.require_tenant(&meta.tenant).await?;
     let expanded = context.expand(&name);
-    let types = state
-        .broker
-        .store()
-        .types(&meta.tenant)
-        .await
-        .map_err(piazza_broker::BrokerError::from)?;
+    let types = state.broker.types(&meta.tenant).await?;
     let found = types
         .into_iter()
         .find(|t| t.name == expanded)
@@ -118,13 +106,7 @@ pub async fn attributes(
     let params = Params::parse(raw.as_deref())?;
     let responder = Responder::new(meta.accept(false)?, meta.link.as_deref());
     let context = link_context(&state, &meta).await?;
-    state.broker.require_tenant(&meta.tenant).await?;
-    let attributes = state
-        .broker
-        .store()
-        .attributes(&meta.tenant)
-        .await
-        .map_err(piazza_broker::BrokerError::from)?;
+    let attributes = state.broker.attributes(&meta.tenant).await?;
     if params.flag("details")? {
         let items = attributes
             .iter()
@@ -168,14 +150,8 @@ pub async fn attribute_info(
     reject_unknown(raw.as_deref(), &["local"])?;
     let responder = Responder::new(meta.accept(false)?, meta.link.as_deref());
     let context = link_context(&state, &meta).await?;
-    state.broker.require_tenant(&meta.tenant).await?;
     let expanded = context.expand(&name);
-    let attributes = state
-        .broker
-        .store()
-        .attributes(&meta.tenant)
-        .await
-        .map_err(piazza_broker::BrokerError::from)?;
+    let attributes = state.broker.attributes(&meta.tenant).await?;
     let found = attributes
         .iter()
         .find(|a| a.name == expanded)
