@@ -1,0 +1,233 @@
+//! The PostgreSQL backend: the same [`Store`] port as the embedded store,
+//! on a database that several `piazza` processes can share.
+//!
+//! Layout (`migrations/`): the tables of the embedded store, each with the
+//! tenant in every key. Entities are JSON documents written with the same
+//! serde serialisation as on SQLite; `entity_types` and `entity_attrs` let
+//! SQL narrow queries by type and attribute, and the pure
+//! `EntityQuery::matches` decides the rest.
+//!
+//! Why a transaction per `edit` call with advisory locks: an [`Edit`] is a
+//! closure that can run only once, so a write must never have to be retried
+//! after its closure ran. Before reading anything, the call takes a
+//! transaction-scoped advisory lock on each `(tenant, entity id)` it will
+//! touch, in one global order. That serialises every writer of an entity
+//! across processes — including two creates of the same id, where there is
+//! no row to lock yet — and rules out deadlocks between batches. Each edit
+//! then reads its row `FOR UPDATE`, runs the closure, and writes the entity,
+//! its index rows and its history in the same transaction; the reply is sent
+//! only after the commit.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use piazza_ngsild::query::EntityQuery;
+use piazza_ngsild::temporal::{TemporalEntity, TemporalQuery};
+use piazza_ngsild::{Entity, NgsiError};
+use piazza_store::{
+    Applied, AttributeSummary, Edit, Page, QueryResult, ResourceKind, Store, StoreError, StoreResult, StoredContext,
+    TemporalEdit, TemporalQueryResult, Tenant, TypeSummary,
+};
+use serde_json::Value;
+use tokio_postgres::NoTls;
+
+mod migrate;
+mod read;
+mod temporal;
+pub mod testing;
+mod write;
+
+/// Connections kept by one process when the operator does not say.
+pub const DEFAULT_POOL_SIZE: usize = 16;
+
+/// How long a new connection may take before the store gives up.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Everything that can go wrong in this backend.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid database URL: {0}")]
+    Url(String),
+    #[error("database: {0}")]
+    Database(#[from] tokio_postgres::Error),
+    #[error("database connection: {0}")]
+    Pool(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("the database schema is at version {found}, newer than the {known} this piazza knows: upgrade piazza")]
+    SchemaTooNew { found: i32, known: i32 },
+}
+
+impl From<deadpool_postgres::PoolError> for Error {
+    fn from(error: deadpool_postgres::PoolError) -> Self {
+        match error {
+            deadpool_postgres::PoolError::Backend(e) => Self::Database(e),
+            other => Self::Pool(other.to_string()),
+        }
+    }
+}
+
+impl From<Error> for StoreError {
+    fn from(error: Error) -> Self {
+        match error {
+            Error::Corrupt(what) => StoreError::Corrupt(what),
+            other => StoreError::Backend(other.to_string()),
+        }
+    }
+}
+
+pub(crate) type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The PostgreSQL store: a pool of connections to one database.
+pub struct PostgresStore {
+    pool: Pool,
+}
+
+impl PostgresStore {
+    /// Connects to `url` (`postgres://user@host:port/database`, or any
+    /// libpq-style key=value string), then creates or migrates the schema.
+    pub async fn connect(url: &str, pool_size: usize) -> Result<Self> {
+        let mut config = tokio_postgres::Config::from_str(url).map_err(|e| Error::Url(e.to_string()))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("piazza");
+        }
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(pool_size.max(1))
+            .build()
+            .map_err(|e| Error::Pool(e.to_string()))?;
+        let mut client = pool.get().await?;
+        migrate::run(&mut client).await?;
+        Ok(Self { pool })
+    }
+
+    /// The schema version the database is at (for operators and tests).
+    pub async fn schema_version(&self) -> Result<i32> {
+        let client = self.pool.get().await?;
+        migrate::current(&client).await
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object> {
+        Ok(self.pool.get().await?)
+    }
+}
+
+/// Runs one backend call and turns its error into the port's.
+async fn port<T>(call: impl std::future::Future<Output = Result<T>>) -> StoreResult<T> {
+    call.await.map_err(|error| {
+        tracing::error!(error = %error, "postgres store call failed");
+        StoreError::from(error)
+    })
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn edit(&self, tenant: &Tenant, edits: Vec<Edit>) -> StoreResult<Vec<Result<Applied, NgsiError>>> {
+        port(async {
+            let mut client = self.client().await?;
+            write::apply(&mut client, tenant, edits).await
+        })
+        .await
+    }
+
+    async fn get(&self, tenant: &Tenant, id: &str) -> StoreResult<Option<Entity>> {
+        port(async { read::get(&self.client().await?, tenant, id).await }).await
+    }
+
+    async fn query(&self, tenant: &Tenant, query: Arc<EntityQuery>, page: Page) -> StoreResult<QueryResult> {
+        port(async { read::query(&mut self.client().await?, tenant, &query, page).await }).await
+    }
+
+    async fn tenant_exists(&self, tenant: &Tenant) -> StoreResult<bool> {
+        port(async { read::tenant_exists(&self.client().await?, tenant).await }).await
+    }
+
+    async fn types(&self, tenant: &Tenant) -> StoreResult<Vec<TypeSummary>> {
+        port(async { read::types(&self.client().await?, tenant).await }).await
+    }
+
+    async fn attributes(&self, tenant: &Tenant) -> StoreResult<Vec<AttributeSummary>> {
+        port(async { read::attributes(&self.client().await?, tenant).await }).await
+    }
+
+    async fn put_context(&self, tenant: &Tenant, context: StoredContext) -> StoreResult<()> {
+        port(async { write::put_context(&self.client().await?, tenant, &context).await }).await
+    }
+
+    async fn get_context(&self, tenant: &Tenant, id: &str) -> StoreResult<Option<StoredContext>> {
+        port(async { Ok(read::contexts(&self.client().await?, tenant, Some(id)).await?.pop()) }).await
+    }
+
+    async fn list_contexts(&self, tenant: &Tenant) -> StoreResult<Vec<StoredContext>> {
+        port(async { read::contexts(&self.client().await?, tenant, None).await }).await
+    }
+
+    async fn delete_context(&self, tenant: &Tenant, id: &str) -> StoreResult<bool> {
+        port(async { write::delete_context(&self.client().await?, tenant, id).await }).await
+    }
+
+    async fn put_resource(
+        &self,
+        tenant: &Tenant,
+        kind: ResourceKind,
+        id: &str,
+        document: Value,
+        create: bool,
+    ) -> StoreResult<bool> {
+        port(async {
+            let mut client = self.client().await?;
+            write::put_resource(&mut client, tenant, kind, id, &document, create).await
+        })
+        .await
+    }
+
+    async fn get_resource(&self, tenant: &Tenant, kind: ResourceKind, id: &str) -> StoreResult<Option<Value>> {
+        port(async { Ok(read::resources(&self.client().await?, tenant, kind, Some(id)).await?.pop()) }).await
+    }
+
+    async fn list_resources(&self, tenant: &Tenant, kind: ResourceKind) -> StoreResult<Vec<Value>> {
+        port(async { read::resources(&self.client().await?, tenant, kind, None).await }).await
+    }
+
+    async fn delete_resource(&self, tenant: &Tenant, kind: ResourceKind, id: &str) -> StoreResult<bool> {
+        port(async { write::delete_resource(&self.client().await?, tenant, kind, id).await }).await
+    }
+
+    async fn temporal_entity(
+        &self,
+        tenant: &Tenant,
+        id: &str,
+        query: &TemporalQuery,
+    ) -> StoreResult<Option<TemporalEntity>> {
+        port(async { temporal::entity_snapshot(&mut self.client().await?, tenant, id, query).await }).await
+    }
+
+    async fn temporal_query(
+        &self,
+        tenant: &Tenant,
+        entities: Arc<EntityQuery>,
+        query: &TemporalQuery,
+        page: Page,
+    ) -> StoreResult<TemporalQueryResult> {
+        port(async { temporal::query(&mut self.client().await?, tenant, &entities, query, page).await }).await
+    }
+
+    async fn temporal_edit(&self, tenant: &Tenant, edit: TemporalEdit) -> StoreResult<Result<bool, NgsiError>> {
+        port(async { temporal::edit(&mut self.client().await?, tenant, edit).await }).await
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,365 @@
+//! Read paths: entity queries, discovery, contexts and resources.
+
+use std::collections::BTreeMap;
+
+use deadpool_postgres::{GenericClient, Transaction};
+use piazza_ngsild::query::EntityQuery;
+use piazza_ngsild::{time, AttributeKind, Entity};
+use piazza_store::{
+    AttributeSummary, ContextKind, Page, QueryResult, ResourceKind, StoredContext, Tenant, TypeSummary,
+};
+use serde_json::Value;
+use tokio_postgres::types::{Json, ToSql};
+use tokio_postgres::IsolationLevel;
+
+use crate::write::decode_entity;
+use crate::{Error, Result};
+
+/// Rows fetched per round trip when documents are filtered in Rust: a page
+/// stops reading as soon as it is full, without the server producing every
+/// candidate first.
+const FETCH: i32 = 256;
+
+pub(crate) async fn get(client: &impl GenericClient, tenant: &Tenant, id: &str) -> Result<Option<Entity>> {
+    let statement = client
+        .prepare_cached("SELECT doc FROM entities WHERE tenant = $1 AND id = $2")
+        .await?;
+    let row = client.query_opt(&statement, &[&tenant.name(), &id]).await?;
+    Ok(row
+        .map(|r| decode_entity(&r, 0))
+        .transpose()?
+        .and_then(|e| e.live(time::now())))
+}
+
+pub(crate) async fn tenant_exists(client: &impl GenericClient, tenant: &Tenant) -> Result<bool> {
+    let statement = client.prepare_cached("SELECT 1 FROM tenants WHERE name = $1").await?;
+    Ok(client.query_opt(&statement, &[&tenant.name()]).await?.is_some())
+}
+
+/// A statement argument.
+type Arg = Box<dyn ToSql + Sync + Send>;
+
+/// The part of a query SQL can answer: tenant, ids, type alternatives and
+/// attribute presence, as candidate entity numbers (`eid`) in index order.
+/// The same narrowing as the embedded store's, so both see the same
+/// candidates in the same order.
+struct Candidates {
+    /// The driving table: `entity_types t` (one type) or `entities e`.
+    from: &'static str,
+    filter: String,
+    /// The ordered candidate key, `t.eid` or `e.eid`.
+    key: &'static str,
+    args: Vec<Arg>,
+    /// Nothing is left to check in Rust.
+    exact: bool,
+}
+
+impl Candidates {
+    /// Adds an argument; returns its placeholder.
+    fn arg(&mut self, value: Arg) -> String {
+        self.args.push(value);
+        format!("${}", self.args.len())
+    }
+
+    fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
+        self.args.iter().map(|a| a.as_ref() as &(dyn ToSql + Sync)).collect()
+    }
+}
+
+fn candidates(tenant: &Tenant, query: &EntityQuery) -> Candidates {
+    let mut exact = query.id_pattern.is_none()
+        && query.q.is_none()
+        && query.geo.is_none()
+        && query.scope.is_none()
+        && query.alternatives.is_empty();
+    let types = match query.types.as_ref().map(|t| t.alternatives()) {
+        Some(Some(types)) => Some(types.into_iter().map(str::to_owned).collect::<Vec<String>>()),
+        Some(None) => {
+            exact = false;
+            None
+        }
+        None => None,
+    };
+    let mut c = Candidates {
+        from: "entities e",
+        filter: String::new(),
+        key: "e.eid",
+        args: vec![Box::new(tenant.name().to_owned())],
+        exact,
+    };
+    match types {
+        // One type and no ids: walk the (tenant, type, eid) index.
+        Some(mut single) if single.len() == 1 && query.ids.is_empty() => {
+            let p = c.arg(Box::new(single.remove(0)));
+            c.from = "entity_types t";
+            c.key = "t.eid";
+            c.filter = format!("t.tenant = $1 AND t.type = {p}");
+        }
+        types => {
+            c.filter = String::from("e.tenant = $1");
+            if !query.ids.is_empty() {
+                let p = c.arg(Box::new(query.ids.clone()));
+                c.filter.push_str(&format!(" AND e.id = ANY({p})"));
+            }
+            if let Some(types) = types {
+                let p = c.arg(Box::new(types));
+                c.filter.push_str(&format!(
+                    " AND EXISTS (SELECT 1 FROM entity_types x WHERE x.tenant = $1 AND x.eid = e.eid AND x.type = ANY({p}))"
+                ));
+            }
+        }
+    }
+    if !query.attrs.is_empty() {
+        let p = c.arg(Box::new(query.attrs.clone()));
+        let key = c.key;
+        c.filter.push_str(&format!(
+            " AND EXISTS (SELECT 1 FROM entity_attrs a WHERE a.tenant = $1 AND a.eid = {key} AND a.name = ANY({p}))"
+        ));
+    }
+    c
+}
+
+/// The documents of all candidates, in eid order (the filtered path).
+fn docs_sql(c: &Candidates) -> String {
+    if c.key == "t.eid" {
+        format!(
+            "SELECT e.doc FROM {} JOIN entities e ON e.tenant = t.tenant AND e.eid = t.eid WHERE {} ORDER BY t.eid",
+            c.from, c.filter
+        )
+    } else {
+        format!("SELECT e.doc FROM {} WHERE {} ORDER BY e.eid", c.from, c.filter)
+    }
+}
+
+/// One page of candidates (the exact path): the index is walked for the
+/// rows `OFFSET` skips, and only the page's documents are read.
+fn page_sql(c: &Candidates, limit: &str, offset: &str) -> String {
+    format!(
+        "SELECT e.doc FROM (SELECT {key} AS eid FROM {} WHERE {} ORDER BY {key} LIMIT {limit} OFFSET {offset}) p \
+         JOIN entities e ON e.tenant = $1 AND e.eid = p.eid ORDER BY p.eid",
+        c.from,
+        c.filter,
+        key = c.key
+    )
+}
+
+/// A read-only snapshot, so that a count and its page agree.
+async fn snapshot(client: &mut deadpool_postgres::Object) -> Result<Transaction<'_>> {
+    Ok(client
+        .build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await?)
+}
+
+pub(crate) async fn query(
+    client: &mut deadpool_postgres::Object,
+    tenant: &Tenant,
+    query: &EntityQuery,
+    page: Page,
+) -> Result<QueryResult> {
+    let candidates = candidates(tenant, query);
+    let transaction = snapshot(client).await?;
+    let result = if candidates.exact {
+        exact_page(&transaction, candidates, page).await?
+    } else {
+        filtered(&transaction, candidates, query, page).await?
+    };
+    transaction.commit().await?;
+    Ok(result)
+}
+
+/// Reads candidates in chunks through a portal and keeps those `query`
+/// matches.
+async fn filtered(
+    transaction: &Transaction<'_>,
+    candidates: Candidates,
+    query: &EntityQuery,
+    page: Page,
+) -> Result<QueryResult> {
+    let statement = transaction.prepare_cached(&docs_sql(&candidates)).await?;
+    let portal = transaction.bind(&statement, &candidates.params()).await?;
+    let mut result = QueryResult::default();
+    let mut matched: u64 = 0;
+    let now = time::now();
+    'chunks: loop {
+        let rows = transaction.query_portal(&portal, FETCH).await?;
+        if rows.is_empty() {
+            break;
+        }
+        for row in &rows {
+            let Some(entity) = decode_entity(row, 0)?.live(now) else {
+                continue;
+            };
+            if !query.matches(&entity) {
+                continue;
+            }
+            matched += 1;
+            if matched as usize > page.offset && result.entities.len() < page.limit {
+                result.entities.push(entity);
+            } else if !page.count && result.entities.len() >= page.limit {
+                break 'chunks;
+            }
+        }
+    }
+    if page.count {
+        result.total = Some(matched);
+    }
+    Ok(result)
+}
+
+async fn exact_page(transaction: &Transaction<'_>, mut candidates: Candidates, page: Page) -> Result<QueryResult> {
+    let mut result = QueryResult::default();
+    if page.count {
+        let sql = format!("SELECT COUNT(*) FROM {} WHERE {}", candidates.from, candidates.filter);
+        let statement = transaction.prepare_cached(&sql).await?;
+        let total: i64 = transaction
+            .query_one(&statement, &candidates.params())
+            .await?
+            .try_get(0)?;
+        result.total = Some(total.max(0) as u64);
+    }
+    if page.limit == 0 {
+        return Ok(result);
+    }
+    let limit = candidates.arg(Box::new(i64::try_from(page.limit).unwrap_or(i64::MAX)));
+    let offset = candidates.arg(Box::new(i64::try_from(page.offset).unwrap_or(i64::MAX)));
+    let statement = transaction
+        .prepare_cached(&page_sql(&candidates, &limit, &offset))
+        .await?;
+    let now = time::now();
+    for row in transaction.query(&statement, &candidates.params()).await? {
+        if let Some(entity) = decode_entity(&row, 0)?.live(now) {
+            result.entities.push(entity);
+        }
+    }
+    Ok(result)
+}
+
+fn kind_of(name: &str) -> Result<AttributeKind> {
+    AttributeKind::from_name(name).ok_or_else(|| Error::Corrupt(format!("unknown attribute kind {name}")))
+}
+
+pub(crate) async fn types(client: &impl GenericClient, tenant: &Tenant) -> Result<Vec<TypeSummary>> {
+    let mut summaries: BTreeMap<String, TypeSummary> = BTreeMap::new();
+    let counts = client
+        .prepare_cached("SELECT type, COUNT(*) FROM entity_types WHERE tenant = $1 GROUP BY type")
+        .await?;
+    for row in client.query(&counts, &[&tenant.name()]).await? {
+        let (name, count): (String, i64) = (row.try_get(0)?, row.try_get(1)?);
+        summaries.insert(
+            name.clone(),
+            TypeSummary {
+                name,
+                entity_count: count.max(0) as u64,
+                attributes: Vec::new(),
+            },
+        );
+    }
+    let attrs = client
+        .prepare_cached(
+            "SELECT DISTINCT t.type, a.name, a.kind FROM entity_types t \
+             JOIN entity_attrs a ON a.tenant = t.tenant AND a.eid = t.eid \
+             WHERE t.tenant = $1 ORDER BY t.type, a.name, a.kind",
+        )
+        .await?;
+    for row in client.query(&attrs, &[&tenant.name()]).await? {
+        let (type_name, attr, kind): (String, String, String) = (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+        let kind = kind_of(&kind)?;
+        if let Some(summary) = summaries.get_mut(&type_name) {
+            match summary.attributes.last_mut() {
+                Some((last, kinds)) if *last == attr => kinds.push(kind),
+                _ => summary.attributes.push((attr, vec![kind])),
+            }
+        }
+    }
+    Ok(summaries.into_values().collect())
+}
+
+pub(crate) async fn attributes(client: &impl GenericClient, tenant: &Tenant) -> Result<Vec<AttributeSummary>> {
+    let mut summaries: BTreeMap<String, AttributeSummary> = BTreeMap::new();
+    let counts = client
+        .prepare_cached(
+            "SELECT name, COUNT(DISTINCT eid), array_agg(DISTINCT kind) FROM entity_attrs \
+             WHERE tenant = $1 GROUP BY name",
+        )
+        .await?;
+    for row in client.query(&counts, &[&tenant.name()]).await? {
+        let (name, count, kinds): (String, i64, Vec<String>) = (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+        let kinds = kinds.iter().map(|k| kind_of(k)).collect::<Result<Vec<_>>>()?;
+        summaries.insert(
+            name.clone(),
+            AttributeSummary {
+                name,
+                entity_count: count.max(0) as u64,
+                kinds,
+                types: Vec::new(),
+            },
+        );
+    }
+    let types = client
+        .prepare_cached(
+            "SELECT DISTINCT a.name, t.type FROM entity_attrs a \
+             JOIN entity_types t ON t.tenant = a.tenant AND t.eid = a.eid \
+             WHERE a.tenant = $1 ORDER BY a.name, t.type",
+        )
+        .await?;
+    for row in client.query(&types, &[&tenant.name()]).await? {
+        let (name, type_name): (String, String) = (row.try_get(0)?, row.try_get(1)?);
+        if let Some(summary) = summaries.get_mut(&name) {
+            summary.types.push(type_name);
+        }
+    }
+    Ok(summaries.into_values().collect())
+}
+
+pub(crate) async fn contexts(
+    client: &impl GenericClient,
+    tenant: &Tenant,
+    id: Option<&str>,
+) -> Result<Vec<StoredContext>> {
+    let statement = client
+        .prepare_cached(
+            "SELECT id, url, kind, document, created_at FROM contexts \
+             WHERE tenant = $1 AND ($2::text IS NULL OR id = $2) ORDER BY created_at, id",
+        )
+        .await?;
+    let mut contexts = Vec::new();
+    for row in client.query(&statement, &[&tenant.name(), &id]).await? {
+        let kind: String = row.try_get(2)?;
+        let Json(document) = row
+            .try_get::<_, Json<Value>>(3)
+            .map_err(|e| Error::Corrupt(format!("context document: {e}")))?;
+        contexts.push(StoredContext {
+            id: row.try_get(0)?,
+            url: row.try_get(1)?,
+            kind: ContextKind::from_name(&kind).ok_or_else(|| Error::Corrupt(format!("unknown context kind {kind}")))?,
+            document,
+            created_at: row.try_get(4)?,
+        });
+    }
+    Ok(contexts)
+}
+
+pub(crate) async fn resources(
+    client: &impl GenericClient,
+    tenant: &Tenant,
+    kind: ResourceKind,
+    id: Option<&str>,
+) -> Result<Vec<Value>> {
+    let statement = client
+        .prepare_cached(
+            "SELECT document FROM resources WHERE tenant = $1 AND kind = $2 AND ($3::text IS NULL OR id = $3) \
+             ORDER BY rid",
+        )
+        .await?;
+    let rows = client.query(&statement, &[&tenant.name(), &kind.name(), &id]).await?;
+    rows.iter()
+        .map(|row| {
+            row.try_get::<_, Json<Value>>(0)
+                .map(|Json(document)| document)
+                .map_err(|e| Error::Corrupt(format!("resource document: {e}")))
+        })
+        .collect()
+}

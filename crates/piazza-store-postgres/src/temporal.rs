@@ -1,0 +1,655 @@
+//! History on PostgreSQL: the semantics of the embedded store's
+//! `temporal.rs`, statement for statement. Attribute instances are recorded
+//! with every entity change in the change's transaction; temporal API edits
+//! take the entity's advisory lock, so they never race an entity edit on the
+//! same temporal row; reads run in one read-only snapshot.
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{GenericClient, Transaction};
+use indexmap::IndexMap;
+use piazza_ngsild::query::EntityQuery;
+use piazza_ngsild::temporal::{self, Instance, TemporalEntity, TemporalQuery, TimeProperty, INSTANCE_PREFIX};
+use piazza_ngsild::time::{self, Timestamp};
+use piazza_ngsild::{Attribute, Entity, NgsiError};
+use piazza_store::{Page, TemporalEdit, TemporalQueryResult, Tenant};
+use tokio_postgres::types::{Json, ToSql};
+use tokio_postgres::{IsolationLevel, Row};
+
+use crate::write::{execute, lock_entities, lock_keys, record_tenant};
+use crate::{Error, Result};
+
+fn new_instance_id() -> String {
+    format!("{INSTANCE_PREFIX}{}", uuid::Uuid::new_v4())
+}
+
+/// The `observedAt` of an attribute as a time, when it is one.
+fn observed(attribute: &Attribute) -> Option<Timestamp> {
+    attribute.observed_at.as_deref().and_then(time::parse)
+}
+
+/// Attribute instances to insert in one statement.
+#[derive(Default)]
+struct Instances {
+    attrs: Vec<String>,
+    instance_ids: Vec<String>,
+    dataset_ids: Vec<Option<String>>,
+    observed: Vec<Option<Timestamp>>,
+    at: Vec<Timestamp>,
+    deleted: Vec<Option<Timestamp>>,
+    docs: Vec<Json<Attribute>>,
+}
+
+impl Instances {
+    /// Adds one instance of `attr` as of `at`.
+    fn push(&mut self, attr: &str, attribute: &Attribute, at: Timestamp, deleted_at: Option<Timestamp>) {
+        let mut attribute = attribute.clone();
+        attribute.created_at = Some(at);
+        attribute.modified_at = Some(at);
+        self.attrs.push(attr.to_owned());
+        self.instance_ids.push(new_instance_id());
+        self.dataset_ids.push(attribute.dataset_id.clone());
+        self.observed.push(observed(&attribute));
+        self.at.push(at);
+        self.deleted.push(deleted_at);
+        self.docs.push(Json(attribute));
+    }
+
+    /// Inserts them, in order (instance order breaks ties between equal times).
+    async fn insert(&self, client: &impl GenericClient, tenant: &Tenant, entity_id: &str) -> Result<()> {
+        if self.attrs.is_empty() {
+            return Ok(());
+        }
+        execute(
+            client,
+            "INSERT INTO attr_instances(tenant, entity_id, attr, instance_id, dataset_id, observed_at, created_at, \
+             modified_at, deleted_at, doc) \
+             SELECT $1, $2, a, i, d, o, t, t, x, j FROM unnest($3::text[], $4::text[], $5::text[], \
+             $6::timestamptz[], $7::timestamptz[], $8::timestamptz[], $9::json[]) WITH ORDINALITY AS u(a, i, d, o, t, x, j, n) \
+             ORDER BY n",
+            &[
+                &tenant.name(),
+                &entity_id,
+                &self.attrs,
+                &self.instance_ids,
+                &self.dataset_ids,
+                &self.observed,
+                &self.at,
+                &self.deleted,
+                &self.docs,
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+/// Creates or refreshes the temporal entity row; returns whether it was
+/// created. The caller holds the entity's advisory lock.
+async fn upsert_entity(
+    client: &impl GenericClient,
+    tenant: &Tenant,
+    id: &str,
+    types: &[String],
+    scope: &[String],
+    now: Timestamp,
+) -> Result<bool> {
+    let statement = client
+        .prepare_cached("SELECT types FROM temporal_entities WHERE tenant = $1 AND id = $2 FOR UPDATE")
+        .await?;
+    let existing: Option<Vec<String>> = match client.query_opt(&statement, &[&tenant.name(), &id]).await? {
+        Some(row) => Some(row.try_get(0)?),
+        None => None,
+    };
+    record_tenant(client, tenant).await?;
+    let Some(mut all) = existing else {
+        execute(
+            client,
+            "INSERT INTO temporal_entities(tenant, id, types, scope, created_at, modified_at) \
+             VALUES ($1, $2, $3, $4, $5, $5)",
+            &[&tenant.name(), &id, &types, &scope, &now],
+        )
+        .await?;
+        return Ok(true);
+    };
+    for t in types {
+        if !all.contains(t) {
+            all.push(t.clone());
+        }
+    }
+    execute(
+        client,
+        "UPDATE temporal_entities SET types = $3, scope = CASE WHEN cardinality($4::text[]) = 0 THEN scope ELSE $4 END, \
+         modified_at = $5, deleted_at = NULL WHERE tenant = $1 AND id = $2",
+        &[&tenant.name(), &id, &all, &scope, &now],
+    )
+    .await?;
+    Ok(false)
+}
+
+/// Records what an entity edit changed: every instance that is new or
+/// differs from before, a deletion record for every instance that
+/// disappeared, and the deletion of the entity itself.
+pub(crate) async fn record(
+    transaction: &Transaction<'_>,
+    tenant: &Tenant,
+    before: Option<&Entity>,
+    after: Option<&Entity>,
+) -> Result<()> {
+    let now = after.and_then(|a| a.modified_at).unwrap_or_else(time::now);
+    let Some(id) = after.or(before).map(|e| e.id.clone()) else {
+        return Ok(());
+    };
+    let mut instances = Instances::default();
+    if let Some(after) = after {
+        upsert_entity(transaction, tenant, &id, &after.types, &after.scope, now).await?;
+        for (name, current) in &after.attributes {
+            for instance in current {
+                let previous = before.and_then(|b| b.instance(name, instance.dataset_id.as_deref()));
+                if previous != Some(instance) {
+                    instances.push(name, instance, instance.modified_at.unwrap_or(now), None);
+                }
+            }
+        }
+    }
+    if let Some(before) = before {
+        for (name, previous) in &before.attributes {
+            for instance in previous {
+                let remains = after.is_some_and(|a| a.instance(name, instance.dataset_id.as_deref()).is_some());
+                if !remains {
+                    let mut gone = Attribute::new(instance.kind, serde_json::Value::Null);
+                    gone.dataset_id = instance.dataset_id.clone();
+                    instances.push(name, &gone, now, Some(now));
+                }
+            }
+        }
+    }
+    instances.insert(transaction, tenant, &id).await?;
+    if before.is_some() && after.is_none() {
+        execute(
+            transaction,
+            "UPDATE temporal_entities SET deleted_at = $3 WHERE tenant = $1 AND id = $2",
+            &[&tenant.name(), &id, &now],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+async fn exists(client: &impl GenericClient, tenant: &Tenant, id: &str) -> Result<bool> {
+    let statement = client
+        .prepare_cached("SELECT 1 FROM temporal_entities WHERE tenant = $1 AND id = $2")
+        .await?;
+    Ok(client.query_opt(&statement, &[&tenant.name(), &id]).await?.is_some())
+}
+
+fn not_found(id: &str) -> NgsiError {
+    NgsiError::not_found(format!("temporal entity {id} not found"))
+}
+
+fn edited_id(edit: &TemporalEdit) -> &str {
+    match edit {
+        TemporalEdit::Upsert { id, .. }
+        | TemporalEdit::Append { id, .. }
+        | TemporalEdit::DeleteEntity { id }
+        | TemporalEdit::DeleteAttribute { id, .. }
+        | TemporalEdit::ModifyInstance { id, .. }
+        | TemporalEdit::DeleteInstance { id, .. } => id,
+    }
+}
+
+/// Applies a temporal API edit in its own transaction: committed when it
+/// applies, rolled back when it is refused.
+pub(crate) async fn edit(
+    client: &mut deadpool_postgres::Object,
+    tenant: &Tenant,
+    edit: TemporalEdit,
+) -> Result<std::result::Result<bool, NgsiError>> {
+    let keys = lock_keys(tenant, [edited_id(&edit)]);
+    let transaction = client.transaction().await?;
+    lock_entities(&transaction, &keys).await?;
+    let outcome = apply_edit(&transaction, tenant, edit).await?;
+    if outcome.is_ok() {
+        transaction.commit().await?;
+    } else {
+        transaction.rollback().await?;
+    }
+    Ok(outcome)
+}
+
+async fn apply_edit(
+    tx: &Transaction<'_>,
+    tenant: &Tenant,
+    edit: TemporalEdit,
+) -> Result<std::result::Result<bool, NgsiError>> {
+    let now = time::now();
+    let t = tenant.name();
+    match edit {
+        TemporalEdit::Upsert {
+            id,
+            types,
+            scope,
+            attributes,
+        } => {
+            let created = upsert_entity(tx, tenant, &id, &types, &scope, now).await?;
+            add_instances(tx, tenant, &id, &attributes, now).await?;
+            Ok(Ok(created))
+        }
+        TemporalEdit::Append { id, attributes } => {
+            if !exists(tx, tenant, &id).await? {
+                return Ok(Err(not_found(&id)));
+            }
+            add_instances(tx, tenant, &id, &attributes, now).await?;
+            execute(
+                tx,
+                "UPDATE temporal_entities SET modified_at = $3 WHERE tenant = $1 AND id = $2",
+                &[&t, &id, &now],
+            )
+            .await?;
+            Ok(Ok(false))
+        }
+        TemporalEdit::DeleteEntity { id } => {
+            let n = execute(
+                tx,
+                "DELETE FROM temporal_entities WHERE tenant = $1 AND id = $2",
+                &[&t, &id],
+            )
+            .await?;
+            if n == 0 {
+                return Ok(Err(not_found(&id)));
+            }
+            execute(
+                tx,
+                "DELETE FROM attr_instances WHERE tenant = $1 AND entity_id = $2",
+                &[&t, &id],
+            )
+            .await?;
+            Ok(Ok(false))
+        }
+        TemporalEdit::DeleteAttribute {
+            id,
+            attr,
+            dataset_id,
+            delete_all,
+        } => {
+            if !exists(tx, tenant, &id).await? {
+                return Ok(Err(not_found(&id)));
+            }
+            let n = if delete_all {
+                execute(
+                    tx,
+                    "DELETE FROM attr_instances WHERE tenant = $1 AND entity_id = $2 AND attr = $3",
+                    &[&t, &id, &attr],
+                )
+                .await?
+            } else {
+                execute(
+                    tx,
+                    "DELETE FROM attr_instances WHERE tenant = $1 AND entity_id = $2 AND attr = $3 \
+                     AND dataset_id IS NOT DISTINCT FROM $4",
+                    &[&t, &id, &attr, &dataset_id],
+                )
+                .await?
+            };
+            if n == 0 {
+                return Ok(Err(NgsiError::not_found(format!(
+                    "attribute {attr} of {id} has no such instances"
+                ))));
+            }
+            Ok(Ok(false))
+        }
+        TemporalEdit::ModifyInstance {
+            id,
+            attr,
+            instance_id,
+            instance,
+        } => modify_instance(tx, tenant, &id, &attr, &instance_id, *instance, now).await,
+        TemporalEdit::DeleteInstance { id, attr, instance_id } => {
+            let n = execute(
+                tx,
+                "DELETE FROM attr_instances WHERE tenant = $1 AND instance_id = $2 AND entity_id = $3 AND attr = $4",
+                &[&t, &instance_id, &id, &attr],
+            )
+            .await?;
+            if n == 0 {
+                if !exists(tx, tenant, &id).await? {
+                    return Ok(Err(not_found(&id)));
+                }
+                return Ok(Err(NgsiError::not_found(format!(
+                    "instance {instance_id} of {attr} not found"
+                ))));
+            }
+            Ok(Ok(false))
+        }
+    }
+}
+
+/// Replaces the content of one instance, keeping its id and createdAt.
+async fn modify_instance(
+    tx: &Transaction<'_>,
+    tenant: &Tenant,
+    id: &str,
+    attr: &str,
+    instance_id: &str,
+    mut attribute: Attribute,
+    now: Timestamp,
+) -> Result<std::result::Result<bool, NgsiError>> {
+    let statement = tx
+        .prepare_cached(
+            "SELECT iid, created_at FROM attr_instances WHERE tenant = $1 AND instance_id = $2 \
+             AND entity_id = $3 AND attr = $4",
+        )
+        .await?;
+    let Some(row) = tx
+        .query_opt(&statement, &[&tenant.name(), &instance_id, &id, &attr])
+        .await?
+    else {
+        return Ok(Err(NgsiError::not_found(format!(
+            "instance {instance_id} of {attr} not found"
+        ))));
+    };
+    let iid: i64 = row.try_get(0)?;
+    attribute.created_at = Some(row.try_get(1)?);
+    attribute.modified_at = Some(now);
+    execute(
+        tx,
+        "UPDATE attr_instances SET dataset_id = $3, observed_at = $4, modified_at = $5, doc = $6 \
+         WHERE tenant = $1 AND iid = $2",
+        &[
+            &tenant.name(),
+            &iid,
+            &attribute.dataset_id,
+            &observed(&attribute),
+            &now,
+            &Json(&attribute),
+        ],
+    )
+    .await?;
+    Ok(Ok(false))
+}
+
+async fn add_instances(
+    client: &impl GenericClient,
+    tenant: &Tenant,
+    id: &str,
+    attributes: &[(String, Vec<Attribute>)],
+    now: Timestamp,
+) -> Result<()> {
+    let mut instances = Instances::default();
+    for (name, given) in attributes {
+        for instance in given {
+            instances.push(name, instance, now, None);
+        }
+    }
+    instances.insert(client, tenant, id).await
+}
+
+fn column(property: TimeProperty) -> &'static str {
+    match property {
+        TimeProperty::ObservedAt => "observed_at",
+        TimeProperty::CreatedAt => "created_at",
+        TimeProperty::ModifiedAt => "modified_at",
+        TimeProperty::DeletedAt => "deleted_at",
+    }
+}
+
+/// The row of a temporal entity.
+struct Header {
+    id: String,
+    types: Vec<String>,
+    scope: Vec<String>,
+    created_at: Option<Timestamp>,
+    modified_at: Option<Timestamp>,
+    deleted_at: Option<Timestamp>,
+}
+
+const HEADER_COLUMNS: &str = "id, types, scope, created_at, modified_at, deleted_at";
+
+impl Header {
+    fn from_row(row: &Row) -> Result<Self> {
+        Ok(Self {
+            id: row.try_get(0)?,
+            types: row.try_get(1)?,
+            scope: row.try_get(2)?,
+            created_at: row.try_get(3)?,
+            modified_at: row.try_get(4)?,
+            deleted_at: row.try_get(5)?,
+        })
+    }
+}
+
+async fn header(client: &impl GenericClient, tenant: &Tenant, id: &str) -> Result<Option<Header>> {
+    let sql = format!("SELECT {HEADER_COLUMNS} FROM temporal_entities WHERE tenant = $1 AND id = $2");
+    let statement = client.prepare_cached(&sql).await?;
+    client
+        .query_opt(&statement, &[&tenant.name(), &id])
+        .await?
+        .map(|row| Header::from_row(&row))
+        .transpose()
+}
+
+async fn attribute_names(client: &impl GenericClient, tenant: &Tenant, id: &str) -> Result<Vec<String>> {
+    let statement = client
+        .prepare_cached("SELECT DISTINCT attr FROM attr_instances WHERE tenant = $1 AND entity_id = $2 ORDER BY attr")
+        .await?;
+    let rows = client.query(&statement, &[&tenant.name(), &id]).await?;
+    rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+}
+
+fn decode_attribute(row: &Row, index: usize) -> Result<Attribute> {
+    row.try_get::<_, Json<Attribute>>(index)
+        .map(|Json(attribute)| attribute)
+        .map_err(|e| Error::Corrupt(format!("attribute instance: {e}")))
+}
+
+/// The instances of one attribute selected by `query`, ascending, at most
+/// as many as a response can hold.
+async fn instances(
+    client: &impl GenericClient,
+    tenant: &Tenant,
+    id: &str,
+    attr: &str,
+    query: &TemporalQuery,
+) -> Result<Vec<Instance>> {
+    let col = column(query.timeproperty);
+    let mut clause = String::from("tenant = $1 AND entity_id = $2 AND attr = $3");
+    let mut args: Vec<Box<dyn ToSql + Sync + Send>> = vec![
+        Box::new(tenant.name().to_owned()),
+        Box::new(id.to_owned()),
+        Box::new(attr.to_owned()),
+    ];
+    if let Some(rel) = query.timerel {
+        let (lo, hi) = rel.bounds();
+        if let Some(lo) = lo {
+            args.push(Box::new(lo));
+            clause.push_str(&format!(" AND {col} >= ${}", args.len()));
+        }
+        if let Some(hi) = hi {
+            args.push(Box::new(hi));
+            clause.push_str(&format!(" AND {col} < ${}", args.len()));
+        }
+    } else if query.timeproperty == TimeProperty::DeletedAt {
+        clause.push_str(" AND deleted_at IS NOT NULL");
+    }
+    let cap = query.instance_limit.saturating_add(1);
+    // NULLS FIRST/LAST: where SQLite puts missing times, so that instances
+    // without the time property come in the same place on both backends.
+    let (order, nulls, limit) = match query.last_n {
+        Some(n) => ("DESC", "NULLS LAST", n.min(cap)),
+        None => ("ASC", "NULLS FIRST", cap),
+    };
+    args.push(Box::new(i64::try_from(limit).unwrap_or(i64::MAX)));
+    let sql = format!(
+        "SELECT instance_id, doc, deleted_at FROM attr_instances WHERE {clause} \
+         ORDER BY {col} {order} {nulls}, created_at {order}, iid {order} LIMIT ${}",
+        args.len()
+    );
+    let statement = client.prepare_cached(&sql).await?;
+    let params: Vec<&(dyn ToSql + Sync)> = args.iter().map(|a| a.as_ref() as &(dyn ToSql + Sync)).collect();
+    let mut out = Vec::new();
+    for row in client.query(&statement, &params).await? {
+        out.push(Instance {
+            instance_id: row.try_get(0)?,
+            attribute: decode_attribute(&row, 1)?,
+            deleted_at: row.try_get::<_, Option<DateTime<Utc>>>(2)?,
+        });
+    }
+    if query.last_n.is_some() {
+        out.reverse();
+    }
+    Ok(out)
+}
+
+/// The history of one entity, read in one snapshot.
+pub(crate) async fn entity_snapshot(
+    client: &mut deadpool_postgres::Object,
+    tenant: &Tenant,
+    id: &str,
+    query: &TemporalQuery,
+) -> Result<Option<TemporalEntity>> {
+    let transaction = snapshot(client).await?;
+    let found = match header(&transaction, tenant, id).await? {
+        Some(header) => Some(history(&transaction, tenant, header, query).await?),
+        None => None,
+    };
+    transaction.commit().await?;
+    Ok(found)
+}
+
+async fn snapshot(client: &mut deadpool_postgres::Object) -> Result<Transaction<'_>> {
+    Ok(client
+        .build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await?)
+}
+
+/// The history of the entity of `header`.
+async fn history(
+    client: &impl GenericClient,
+    tenant: &Tenant,
+    header: Header,
+    query: &TemporalQuery,
+) -> Result<TemporalEntity> {
+    let mut entity = TemporalEntity {
+        id: header.id,
+        types: header.types,
+        scope: header.scope,
+        created_at: header.created_at,
+        modified_at: header.modified_at,
+        deleted_at: header.deleted_at,
+        attributes: IndexMap::new(),
+        range: None,
+    };
+    for name in attribute_names(client, tenant, &entity.id).await? {
+        if !query.attrs.is_empty() && !query.attrs.contains(&name) {
+            continue;
+        }
+        let found = instances(client, tenant, &entity.id, &name, query).await?;
+        if !found.is_empty() {
+            entity.attributes.insert(name, found);
+        }
+    }
+    temporal::paginate(&mut entity, query);
+    Ok(entity)
+}
+
+/// The latest recorded state of a temporal entity, for evaluating `q`,
+/// geo-queries and `attrs` of a temporal query.
+async fn latest(client: &impl GenericClient, tenant: &Tenant, header: &Header) -> Result<Entity> {
+    let mut entity = Entity::new(header.id.clone(), header.types.clone());
+    entity.scope = header.scope.clone();
+    let statement = client
+        .prepare_cached(
+            "SELECT attr, doc, deleted_at FROM attr_instances WHERE tenant = $1 AND entity_id = $2 \
+             ORDER BY attr, COALESCE(observed_at, created_at), iid",
+        )
+        .await?;
+    for row in client.query(&statement, &[&tenant.name(), &header.id]).await? {
+        let attr: String = row.try_get(0)?;
+        let attribute = decode_attribute(&row, 1)?;
+        let deleted_at: Option<Timestamp> = row.try_get(2)?;
+        let instances = entity.attributes.entry(attr).or_default();
+        instances.retain(|i| i.dataset_id != attribute.dataset_id);
+        if deleted_at.is_none() {
+            instances.push(attribute);
+        }
+    }
+    entity.attributes.retain(|_, instances| !instances.is_empty());
+    Ok(entity)
+}
+
+/// The histories of the matching entities, read in one snapshot.
+pub(crate) async fn query(
+    client: &mut deadpool_postgres::Object,
+    tenant: &Tenant,
+    entities: &EntityQuery,
+    query: &TemporalQuery,
+    page: Page,
+) -> Result<TemporalQueryResult> {
+    let transaction = snapshot(client).await?;
+    let result = select(&transaction, tenant, entities, query, page).await?;
+    transaction.commit().await?;
+    Ok(result)
+}
+
+async fn select(
+    client: &impl GenericClient,
+    tenant: &Tenant,
+    entities: &EntityQuery,
+    query: &TemporalQuery,
+    page: Page,
+) -> Result<TemporalQueryResult> {
+    let sql = format!("SELECT {HEADER_COLUMNS} FROM temporal_entities WHERE tenant = $1 ORDER BY teid");
+    let statement = client.prepare_cached(&sql).await?;
+    let mut headers = client
+        .query(&statement, &[&tenant.name()])
+        .await?
+        .iter()
+        .map(Header::from_row)
+        .collect::<Result<Vec<_>>>()?;
+    if let Some(descending) = query.order_by_id {
+        headers.sort_by(|a, b| a.id.cmp(&b.id));
+        if descending {
+            headers.reverse();
+        }
+    }
+    let needs_attributes = entities.q.is_some() || entities.geo.is_some() || !entities.attrs.is_empty();
+    let mut result = TemporalQueryResult::default();
+    let mut matched: u64 = 0;
+    for header in headers {
+        if !entities.ids.is_empty() && !entities.ids.contains(&header.id) {
+            continue;
+        }
+        let state = if needs_attributes {
+            latest(client, tenant, &header).await?
+        } else {
+            let mut bare = Entity::new(header.id.clone(), header.types.clone());
+            bare.scope = header.scope.clone();
+            bare
+        };
+        if !entities.matches(&state) {
+            continue;
+        }
+        let wanted = matched as usize >= page.offset && result.entities.len() < page.limit;
+        if !wanted && !page.count {
+            if result.entities.len() >= page.limit {
+                break;
+            }
+            matched += 1;
+            continue;
+        }
+        if wanted {
+            let history = history(client, tenant, header, query).await?;
+            if history.attributes.is_empty() && (query.timerel.is_some() || !query.attrs.is_empty()) {
+                continue;
+            }
+            result.entities.push(history);
+        }
+        matched += 1;
+    }
+    if page.count {
+        result.total = Some(matched);
+    }
+    Ok(result)
+}
