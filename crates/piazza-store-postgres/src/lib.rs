@@ -51,14 +51,37 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub enum Error {
     #[error("invalid database URL: {0}")]
     Url(String),
-    #[error("database: {0}")]
-    Database(#[from] tokio_postgres::Error),
+    /// The driver's error with its causes (the driver's own message alone
+    /// is only "db error" or "error connecting to server").
+    #[error("database: {}", explain(.0))]
+    Database(tokio_postgres::Error),
     #[error("database connection: {0}")]
     Pool(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     #[error("the database schema is at version {found}, newer than the {known} this piazza knows: upgrade piazza")]
     SchemaTooNew { found: i32, known: i32 },
+}
+
+impl From<tokio_postgres::Error> for Error {
+    fn from(error: tokio_postgres::Error) -> Self {
+        Self::Database(error)
+    }
+}
+
+/// An error and its causes, on one line.
+pub fn explain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        let more = inner.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = inner.source();
+    }
+    text
 }
 
 impl From<deadpool_postgres::PoolError> for Error {
@@ -84,6 +107,7 @@ pub(crate) type Result<T, E = Error> = std::result::Result<T, E>;
 /// The PostgreSQL store: a pool of connections to one database.
 pub struct PostgresStore {
     pool: Pool,
+    target: String,
 }
 
 impl PostgresStore {
@@ -97,6 +121,7 @@ impl PostgresStore {
         if config.get_application_name().is_none() {
             config.application_name("piazza");
         }
+        let target = describe(&config);
         let manager = Manager::from_config(
             config,
             NoTls,
@@ -110,7 +135,13 @@ impl PostgresStore {
             .map_err(|e| Error::Pool(e.to_string()))?;
         let mut client = pool.get().await?;
         migrate::run(&mut client).await?;
-        Ok(Self { pool })
+        Ok(Self { pool, target })
+    }
+
+    /// Where the store is, for logs: hosts, ports, database and user,
+    /// never the password.
+    pub fn target(&self) -> &str {
+        &self.target
     }
 
     /// The schema version the database is at (for operators and tests).
@@ -122,6 +153,30 @@ impl PostgresStore {
     async fn client(&self) -> Result<deadpool_postgres::Object> {
         Ok(self.pool.get().await?)
     }
+}
+
+fn describe(config: &tokio_postgres::Config) -> String {
+    let ports = config.get_ports();
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, host)| {
+            // One port given applies to every host, as in libpq.
+            let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+            match host {
+                tokio_postgres::config::Host::Tcp(name) => format!("{name}:{port}"),
+                #[cfg(unix)]
+                tokio_postgres::config::Host::Unix(path) => format!("{}:{port}", path.display()),
+            }
+        })
+        .collect();
+    format!(
+        "{}/{} as {}",
+        hosts.join(","),
+        config.get_dbname().unwrap_or("(default)"),
+        config.get_user().unwrap_or("(default)")
+    )
 }
 
 /// Runs one backend call and turns its error into the port's.
@@ -194,7 +249,12 @@ impl Store for PostgresStore {
     }
 
     async fn get_resource(&self, tenant: &Tenant, kind: ResourceKind, id: &str) -> StoreResult<Option<Value>> {
-        port(async { Ok(read::resources(&self.client().await?, tenant, kind, Some(id)).await?.pop()) }).await
+        port(async {
+            Ok(read::resources(&self.client().await?, tenant, kind, Some(id))
+                .await?
+                .pop())
+        })
+        .await
     }
 
     async fn list_resources(&self, tenant: &Tenant, kind: ResourceKind) -> StoreResult<Vec<Value>> {

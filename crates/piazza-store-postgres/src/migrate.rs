@@ -36,10 +36,7 @@ pub(crate) async fn run(client: &mut ClientWrapper) -> Result<()> {
     transaction.batch_execute(CREATE_LEDGER).await?;
     let found = current(&transaction).await?;
     if found > latest() {
-        return Err(Error::SchemaTooNew {
-            found,
-            known: latest(),
-        });
+        return Err(Error::SchemaTooNew { found, known: latest() });
     }
     for (version, name, sql) in MIGRATIONS.iter().filter(|(version, _, _)| *version > found) {
         tracing::info!(version, name, "applying database migration");

@@ -334,7 +334,8 @@ pub(crate) async fn contexts(
         contexts.push(StoredContext {
             id: row.try_get(0)?,
             url: row.try_get(1)?,
-            kind: ContextKind::from_name(&kind).ok_or_else(|| Error::Corrupt(format!("unknown context kind {kind}")))?,
+            kind: ContextKind::from_name(&kind)
+                .ok_or_else(|| Error::Corrupt(format!("unknown context kind {kind}")))?,
             document,
             created_at: row.try_get(4)?,
         });

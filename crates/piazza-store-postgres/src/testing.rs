@@ -50,7 +50,10 @@ impl TestDatabase {
             &uuid::Uuid::new_v4().simple().to_string()[..12]
         );
         if let Err(e) = client.batch_execute(&format!("CREATE DATABASE {name}")).await {
-            panic!("cannot create the test database {name} on {server}: {e}");
+            panic!(
+                "cannot create the test database {name} on {server}: {}",
+                crate::explain(&e)
+            );
         }
         let url = database_url(&server, &name);
         Some(TestDatabase { admin, name, url })
@@ -73,7 +76,10 @@ impl Drop for TestDatabase {
     fn drop(&mut self) {
         let (admin, name) = (self.admin.clone(), self.name.clone());
         let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
             runtime.block_on(async {
                 let client = connect(&admin).await.ok()?;
                 client
@@ -98,7 +104,7 @@ async fn connect(config: &Config) -> Result<Client, tokio_postgres::Error> {
 }
 
 fn unreachable_server(server: &str, error: &tokio_postgres::Error) -> Option<TestDatabase> {
-    let why = format!("PostgreSQL at {server} is unreachable ({error})");
+    let why = format!("PostgreSQL at {server} is unreachable ({})", crate::explain(error));
     if required() {
         panic!("{why}, and PIAZZA_TEST_REQUIRE_SERVICES=1: start PostgreSQL or set PIAZZA_TEST_DATABASE_URL");
     }
@@ -162,9 +168,11 @@ async fn collect_leftovers(client: &Client, admin: &Config) {
         return;
     };
     for row in rows {
-        let Ok(name) = row.try_get::<_, String>(0) else { continue };
+        let Ok(name) = row.try_get::<_, String>(0) else {
+            continue;
+        };
         let pid = name[PREFIX.len()..].split('_').next().unwrap_or("");
-        let alive = pid.is_empty() || std::path::Path::new(&format!("/proc/{pid}")).exists();
+        let alive = pid.parse::<u32>().is_err() || std::path::Path::new(&format!("/proc/{pid}")).exists();
         let safe = name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
         if !alive && safe {
             let _ = client

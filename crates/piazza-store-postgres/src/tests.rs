@@ -30,6 +30,8 @@ async fn migrations_are_applied_once_even_when_processes_start_together() {
         let store = start.await.expect("task").expect("connect");
         assert_eq!(store.schema_version().await.expect("version"), crate::migrate::latest());
     }
-    let again = PostgresStore::connect(database.url(), DEFAULT_POOL_SIZE).await.expect("reconnect");
+    let again = PostgresStore::connect(database.url(), DEFAULT_POOL_SIZE)
+        .await
+        .expect("reconnect");
     assert_eq!(again.schema_version().await.expect("version"), crate::migrate::latest());
 }

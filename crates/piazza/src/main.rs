@@ -9,7 +9,9 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use piazza_broker::{Broker, Limits};
 use piazza_http::AppState;
+use piazza_store::Store;
 use piazza_store_embedded::EmbeddedStore;
+use piazza_store_postgres::PostgresStore;
 use tokio::net::TcpListener;
 
 /// Piazza: a regional smart-city data platform speaking ETSI NGSI-LD.
@@ -31,9 +33,16 @@ struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "PIAZZA_ADDR", default_value = "127.0.0.1:1026")]
     addr: SocketAddr,
-    /// Folder of the embedded store (created if missing).
+    /// Folder of the embedded store (created if missing); unused with `--database`.
     #[arg(long, env = "PIAZZA_DATA_DIR", default_value = "./piazza-data")]
     data_dir: PathBuf,
+    /// PostgreSQL instead of the embedded store: `postgres://user@host:port/database`.
+    /// The schema is created and migrated at start-up.
+    #[arg(long, env = "PIAZZA_DATABASE_URL", hide_env_values = true)]
+    database: Option<String>,
+    /// Connections this process keeps open to PostgreSQL.
+    #[arg(long, env = "PIAZZA_DATABASE_POOL_SIZE", default_value_t = piazza_store_postgres::DEFAULT_POOL_SIZE)]
+    database_pool_size: usize,
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "PIAZZA_MAX_BODY_BYTES", default_value_t = piazza_http::DEFAULT_MAX_BODY_BYTES)]
     max_body_bytes: usize,
@@ -77,16 +86,14 @@ fn main() -> ExitCode {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let store = EmbeddedStore::open(&args.data_dir)
-        .with_context(|| format!("cannot open the store in {}", args.data_dir.display()))?;
-    tracing::info!(path = %store.path().display(), "embedded store open");
+    let store = open_store(&args).await?;
     let limits = Limits {
         default_page_size: args.default_page_size,
         max_page_size: args.max_page_size,
         max_batch_size: args.max_batch_size,
         ..Limits::default()
     };
-    let broker = Arc::new(Broker::new(Arc::new(store), limits));
+    let broker = Arc::new(Broker::new(store, limits));
     let state = Arc::new(AppState {
         broker,
         max_body_bytes: args.max_body_bytes,
@@ -99,6 +106,22 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     piazza_http::serve(listener, state, shutdown).await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The backend the flags choose: PostgreSQL when a database URL is given,
+/// else the embedded store in the data dir.
+async fn open_store(args: &ServeArgs) -> anyhow::Result<Arc<dyn Store>> {
+    if let Some(url) = &args.database {
+        let store = PostgresStore::connect(url, args.database_pool_size)
+            .await
+            .context("cannot open the PostgreSQL store")?;
+        tracing::info!(database = %store.target(), "postgres store open");
+        return Ok(Arc::new(store));
+    }
+    let store = EmbeddedStore::open(&args.data_dir)
+        .with_context(|| format!("cannot open the store in {}", args.data_dir.display()))?;
+    tracing::info!(path = %store.path().display(), "embedded store open");
+    Ok(Arc::new(store))
 }
 
 /// Installs the SIGINT/SIGTERM handlers now, so that a signal sent as soon

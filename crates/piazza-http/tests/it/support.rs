@@ -5,7 +5,10 @@ use std::sync::{Arc, OnceLock};
 
 use piazza_broker::{Broker, Limits};
 use piazza_http::AppState;
+use piazza_store::Store;
 use piazza_store_embedded::EmbeddedStore;
+use piazza_store_postgres::testing::TestDatabase;
+use piazza_store_postgres::PostgresStore;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
@@ -13,8 +16,46 @@ pub const CORE: &str = "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context-v1.
 /// Bodies larger than this are refused by the test server.
 pub const TEST_BODY_LIMIT: usize = 64 * 1024;
 
+/// The backend of this test binary's server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Embedded,
+    Postgres,
+}
+
+impl Backend {
+    /// `it` runs on the embedded store, `it_postgres` (the same files) on
+    /// PostgreSQL.
+    pub fn of_this_binary() -> Backend {
+        match env!("CARGO_CRATE_NAME") {
+            "it_postgres" => Backend::Postgres,
+            _ => Backend::Embedded,
+        }
+    }
+}
+
 struct Shared {
-    base: String,
+    /// `None` when the backend's server is unavailable (the suite is skipped).
+    base: Option<String>,
+}
+
+/// A store for the shared server, and what keeps it alive.
+async fn open_store() -> Option<(Arc<dyn Store>, Box<dyn std::any::Any + Send>)> {
+    match Backend::of_this_binary() {
+        Backend::Embedded => {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let store = EmbeddedStore::open(dir.path()).expect("store");
+            Some((Arc::new(store), Box::new(dir)))
+        }
+        Backend::Postgres => {
+            // The server lives as long as the process, so this database is
+            // never dropped here: the next run's `TestDatabase::create`
+            // drops it once this process has exited.
+            let database = TestDatabase::create().await?;
+            let store = PostgresStore::connect(database.url(), 8).await.expect("postgres store");
+            Some((Arc::new(store), Box::new(database)))
+        }
+    }
 }
 
 /// The base URL of the shared server (started on first use, in a thread of
@@ -30,26 +71,38 @@ fn shared() -> &'static Shared {
                 .build()
                 .expect("test runtime");
             runtime.block_on(async move {
-                let dir = tempfile::tempdir().expect("temp dir");
-                let store = EmbeddedStore::open(dir.path()).expect("store");
-                let broker = Arc::new(Broker::new(Arc::new(store), Limits::default()));
+                let Some((store, guard)) = open_store().await else {
+                    sender.send(None).expect("report no server");
+                    return;
+                };
+                let broker = Arc::new(Broker::new(store, Limits::default()));
                 let state = Arc::new(AppState {
                     broker,
                     max_body_bytes: TEST_BODY_LIMIT,
                 });
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
                 let address = listener.local_addr().expect("address");
-                sender.send(format!("http://{address}")).expect("report address");
+                sender.send(Some(format!("http://{address}"))).expect("report address");
                 piazza_http::serve(listener, state, std::future::pending())
                     .await
                     .expect("serve");
-                drop(dir);
+                drop(guard);
             });
         });
         Shared {
             base: receiver.recv().expect("server address"),
         }
     })
+}
+
+/// The shared server's base URL. Without a server to run on (PostgreSQL
+/// unreachable, services not required) the whole binary is skipped: the
+/// skip was announced on stderr, and the process ends successfully.
+fn base() -> &'static str {
+    match &shared().base {
+        Some(base) => base,
+        None => std::process::exit(0),
+    }
 }
 
 /// A client bound to a fresh tenant of the shared server.
@@ -64,7 +117,7 @@ pub fn client() -> Client {
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     Client {
         http: reqwest::Client::new(),
-        base: format!("{}/ngsi-ld/v1", shared().base),
+        base: format!("{}/ngsi-ld/v1", base()),
         tenant: format!("t{}-{n}", std::process::id()),
     }
 }

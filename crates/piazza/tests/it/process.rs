@@ -14,9 +14,14 @@ pub struct Server {
 impl Server {
     /// Starts the server on an ephemeral port and waits until it is ready.
     pub fn start(data_dir: &Path) -> Server {
+        Self::start_with(&["--data-dir".as_ref(), data_dir.as_os_str()])
+    }
+
+    /// Starts the server with more `serve` arguments (`--database URL`...).
+    pub fn start_with(args: &[&std::ffi::OsStr]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_piazza"))
-            .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir)
+            .args(["serve", "--addr", "127.0.0.1:0"])
+            .args(args)
             .env("PIAZZA_LOG", "info")
             .stderr(Stdio::piped())
             .spawn()
