@@ -46,6 +46,18 @@ CREATE TABLE entity_attrs (
 );
 CREATE INDEX entity_attrs_by_name ON entity_attrs (tenant, name, eid);
 
+-- The bounding box of each GeoProperty value (as the geo-query matching
+-- reads it), so that a geo-query reads only entities whose box meets the
+-- query's. The built-in box type with a GiST index: no extension needed.
+CREATE TABLE entity_geo (
+    tenant text COLLATE "C" NOT NULL,
+    eid    bigint NOT NULL,
+    attr   text COLLATE "C" NOT NULL,
+    bbox   box NOT NULL
+);
+CREATE INDEX entity_geo_by_entity ON entity_geo (tenant, eid);
+CREATE INDEX entity_geo_by_box ON entity_geo USING gist (bbox);
+
 CREATE TABLE contexts (
     tenant     text COLLATE "C" NOT NULL,
     id         text COLLATE "C" NOT NULL,

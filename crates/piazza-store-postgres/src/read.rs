@@ -109,6 +109,25 @@ fn candidates(tenant: &Tenant, query: &EntityQuery) -> Candidates {
             }
         }
     }
+    if let Some((geoproperty, [west, south, east, north])) = query
+        .geo
+        .as_ref()
+        .and_then(|g| Some((g.geoproperty(), g.bounding_box()?)))
+    {
+        // Only entities with a value whose box meets the query's can match;
+        // the matching itself stays in Rust (no PostGIS needed).
+        let name = c.arg(Box::new(geoproperty.to_owned()));
+        let corners: Vec<String> = [west, south, east, north]
+            .into_iter()
+            .map(|v| c.arg(Box::new(v)))
+            .collect();
+        let key = c.key;
+        c.filter.push_str(&format!(
+            " AND EXISTS (SELECT 1 FROM entity_geo g WHERE g.tenant = $1 AND g.eid = {key} AND g.attr = {name} \
+             AND g.bbox && box(point({}, {}), point({}, {})))",
+            corners[0], corners[1], corners[2], corners[3]
+        ));
+    }
     if !query.attrs.is_empty() {
         let p = c.arg(Box::new(query.attrs.clone()));
         let key = c.key;

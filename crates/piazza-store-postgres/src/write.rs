@@ -4,7 +4,8 @@
 use std::collections::BTreeSet;
 
 use deadpool_postgres::{GenericClient, Transaction};
-use piazza_ngsild::{time, Entity, NgsiError};
+use piazza_ngsild::query::GeoQuery;
+use piazza_ngsild::{time, AttributeKind, Entity, NgsiError};
 use piazza_store::{Applied, Edit, NewState, ResourceKind, StoredContext, Tenant};
 use serde_json::Value;
 use tokio_postgres::types::{Json, ToSql};
@@ -71,11 +72,13 @@ struct Stored {
     live: Option<Entity>,
 }
 
-/// The index rows of an entity: its types, and its attributes with kinds.
+/// The index rows of an entity: its types, its attributes with kinds, and
+/// the boxes of its GeoProperty values.
 #[derive(Default, PartialEq)]
 struct IndexKeys {
     types: BTreeSet<String>,
     attrs: BTreeSet<(String, String)>,
+    geo: Vec<(String, [f64; 4])>,
 }
 
 impl IndexKeys {
@@ -85,9 +88,20 @@ impl IndexKeys {
             .iter()
             .flat_map(|(name, instances)| instances.iter().map(move |i| (name.clone(), i.kind.name().to_owned())))
             .collect();
+        let geo = entity
+            .attributes
+            .iter()
+            .flat_map(|(name, instances)| {
+                instances
+                    .iter()
+                    .filter(|i| i.kind == AttributeKind::GeoProperty)
+                    .filter_map(move |i| GeoQuery::value_bounds(&i.value).map(|bounds| (name.clone(), bounds)))
+            })
+            .collect();
         Self {
             types: entity.types.iter().cloned().collect(),
             attrs,
+            geo,
         }
     }
 }
@@ -219,6 +233,9 @@ impl Writer<'_> {
             )
             .await?;
         }
+        if new.geo != old.geo {
+            self.reindex_geo(eid, &new.geo).await?;
+        }
         if !new_names.is_empty() {
             execute(
                 self.transaction,
@@ -231,11 +248,36 @@ impl Writer<'_> {
         Ok(())
     }
 
+    /// Replaces the boxes of an entity (few rows: one per GeoProperty value).
+    async fn reindex_geo(&self, eid: i64, boxes: &[(String, [f64; 4])]) -> Result<()> {
+        let tenant = self.tenant.name();
+        execute(
+            self.transaction,
+            "DELETE FROM entity_geo WHERE tenant = $1 AND eid = $2",
+            &[&tenant, &eid],
+        )
+        .await?;
+        if boxes.is_empty() {
+            return Ok(());
+        }
+        let names: Vec<&str> = boxes.iter().map(|(name, _)| name.as_str()).collect();
+        let corner = |i: usize| boxes.iter().map(|(_, b)| b[i]).collect::<Vec<f64>>();
+        execute(
+            self.transaction,
+            "INSERT INTO entity_geo(tenant, eid, attr, bbox) SELECT $1, $2, n, box(point(x0, y0), point(x1, y1)) \
+             FROM unnest($3::text[], $4::float8[], $5::float8[], $6::float8[], $7::float8[]) AS u(n, x0, y0, x1, y1)",
+            &[&tenant, &eid, &names, &corner(0), &corner(1), &corner(2), &corner(3)],
+        )
+        .await?;
+        Ok(())
+    }
+
     async fn delete(&self, eid: i64) -> Result<()> {
         let tenant = self.tenant.name();
         for statement in [
             "DELETE FROM entity_types WHERE tenant = $1 AND eid = $2",
             "DELETE FROM entity_attrs WHERE tenant = $1 AND eid = $2",
+            "DELETE FROM entity_geo WHERE tenant = $1 AND eid = $2",
             "DELETE FROM entities WHERE tenant = $1 AND eid = $2",
         ] {
             execute(self.transaction, statement, &[&tenant, &eid]).await?;

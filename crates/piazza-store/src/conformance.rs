@@ -23,7 +23,7 @@ macro_rules! conformance_suite {
             create_then_get, failed_edit_writes_nothing, tenants_are_isolated,
             queries_page_in_creation_order, delete_removes_from_indexes, discovery_reflects_data,
             contexts_round_trip, concurrent_edits_are_serialised, resources_round_trip,
-            history_records_every_change, temporal_edits_and_time_ranges);
+            history_records_every_change, temporal_edits_and_time_ranges, geo_queries_follow_every_change);
     };
     (@cases $factory:expr; $($case:ident),*) => {
         $(
@@ -526,5 +526,64 @@ pub async fn temporal_edits_and_time_ranges(store: Arc<dyn Store>) {
     assert_eq!(
         store.temporal_edit(&t, delete_all).await.unwrap().unwrap_err().kind,
         ErrorKind::ResourceNotFound
+    );
+}
+
+pub async fn geo_queries_follow_every_change(store: Arc<dyn Store>) {
+    let t = tenant("geo");
+    let core = ActiveContext::core();
+    let at = |lon: f64, lat: f64| json!({"location": {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [lon, lat]}}});
+    store
+        .edit(
+            &t,
+            vec![
+                create(entity("urn:g:florence", "P", at(11.2558, 43.7696))),
+                create(entity("urn:g:pisa", "P", at(10.3966, 43.7230))),
+                create(entity("urn:g:nowhere", "P", json!({"n": 1}))),
+            ],
+        )
+        .await
+        .unwrap();
+    let near_florence = || {
+        let geo = piazza_ngsild::query::GeoQuery::parse(
+            "near;maxDistance==5000",
+            "Point",
+            &json!([11.2560, 43.7731]),
+            None,
+            &core,
+        )
+        .unwrap();
+        Arc::new(EntityQuery {
+            geo: Some(geo),
+            ..Default::default()
+        })
+    };
+    let ids = |result: crate::QueryResult| result.entities.into_iter().map(|e| e.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store.query(&t, near_florence(), all()).await.unwrap()),
+        ["urn:g:florence"]
+    );
+    // Moving an entity moves it in and out of the results.
+    let moved = at(11.2600, 43.7700);
+    let move_pisa = Edit::new("urn:g:pisa", move |e| {
+        let mut e = e.cloned().ok_or_else(|| NgsiError::not_found("missing"))?;
+        let fragment = parse_entity(&moved, &ActiveContext::core(), ParseOptions::FRAGMENT)?;
+        piazza_ngsild::update::append_attributes(&mut e, fragment, false, time::now());
+        Ok(EditOutcome::put(e, UpdateOutcome::default()))
+    });
+    store.edit(&t, vec![move_pisa]).await.unwrap();
+    let found = store.query(&t, near_florence(), all()).await.unwrap();
+    assert_eq!(found.total, Some(2));
+    assert_eq!(ids(found), ["urn:g:florence", "urn:g:pisa"]);
+    let delete = Edit::new("urn:g:florence", |_| {
+        Ok(EditOutcome {
+            state: NewState::Delete,
+            report: UpdateOutcome::default(),
+        })
+    });
+    store.edit(&t, vec![delete]).await.unwrap();
+    assert_eq!(
+        ids(store.query(&t, near_florence(), all()).await.unwrap()),
+        ["urn:g:pisa"]
     );
 }

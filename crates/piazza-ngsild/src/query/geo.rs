@@ -217,6 +217,17 @@ impl GeoQuery {
             .map(|rect| [rect.min().x, rect.min().y, rect.max().x, rect.max().y])
     }
 
+    /// The `[min_lon, min_lat, max_lon, max_lat]` box of a stored
+    /// GeoProperty value, as the matching sees it: an entity can only match
+    /// a query whose [`bounding_box`](Self::bounding_box) this box
+    /// intersects (boundaries included). `None` when the value is no
+    /// geometry the matching understands, which then never matches a
+    /// bounded query. Storage keeps these boxes to pre-filter candidates.
+    pub fn value_bounds(value: &Value) -> Option<[f64; 4]> {
+        let rect = entity_geometry(value, 0)?.bounding_rect()?;
+        Some([rect.min().x, rect.min().y, rect.max().x, rect.max().y])
+    }
+
     /// The expanded name of the GeoProperty tested.
     pub fn geoproperty(&self) -> &str {
         &self.geoproperty

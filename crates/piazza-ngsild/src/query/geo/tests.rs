@@ -1039,6 +1039,24 @@ proptest! {
     }
 
     #[test]
+    fn a_match_has_a_value_box_meeting_the_query_box(
+        entity_shapes in prop::collection::vec(grid_geometry(), 1..3),
+        query_ring in grid_ring(),
+        georel in prop::sample::select(GEORELS.to_vec()),
+    ) {
+        let Ok(q) = GeoQuery::parse(georel, "Polygon", &json!([query_ring]), None, &core()) else {
+            return Ok(());
+        };
+        let (Some([west, south, east, north]), true) = (q.bounding_box(), q.matches(&located(&entity_shapes))) else {
+            return Ok(());
+        };
+        let meets = entity_shapes.iter().filter_map(GeoQuery::value_bounds).any(|[x0, y0, x1, y1]| {
+            x0 <= east && x1 >= west && y0 <= north && y1 >= south
+        });
+        prop_assert!(meets, "storage would pre-filter out a match");
+    }
+
+    #[test]
     fn near_box_is_conservative(
         lon in -180.0..180.0f64,
         lat in -89.9..89.9f64,
