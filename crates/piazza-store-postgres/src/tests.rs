@@ -125,3 +125,22 @@ async fn processes_sharing_a_database_neither_lose_creates_nor_deadlock() {
     let again = b.edit(&tenant, vec![create("urn:race:0".into())]).await.expect("edit");
     assert_eq!(again[0].as_ref().expect_err("exists").kind, ErrorKind::AlreadyExists);
 }
+
+#[tokio::test]
+async fn a_database_migrated_by_a_newer_piazza_is_refused() {
+    let Some(database) = TestDatabase::create().await else {
+        return;
+    };
+    let store = PostgresStore::connect(database.url(), 1).await.expect("connect");
+    let client = store.client().await.expect("client");
+    client
+        .batch_execute("INSERT INTO schema_migrations(version, name) VALUES (9999, 'from the future')")
+        .await
+        .expect("pretend a newer piazza ran");
+    drop(client);
+    match PostgresStore::connect(database.url(), 1).await {
+        Err(crate::Error::SchemaTooNew { found: 9999, .. }) => {}
+        Err(other) => panic!("wrong refusal: {other}"),
+        Ok(_) => panic!("a newer schema was accepted"),
+    }
+}
