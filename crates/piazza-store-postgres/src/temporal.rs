@@ -4,6 +4,8 @@
 //! take the entity's advisory lock, so they never race an entity edit on the
 //! same temporal row; reads run in one read-only snapshot.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{GenericClient, Transaction};
 use indexmap::IndexMap;
@@ -83,8 +85,70 @@ impl Instances {
     }
 }
 
-/// Creates or refreshes the temporal entity row; returns whether it was
-/// created. The caller holds the entity's advisory lock.
+/// The types of the temporal entity rows of `ids`, read and locked until
+/// the commit.
+pub(crate) async fn load_types(
+    transaction: &Transaction<'_>,
+    tenant: &Tenant,
+    ids: &[&str],
+) -> Result<HashMap<String, Vec<String>>> {
+    let statement = transaction
+        .prepare_cached("SELECT id, types FROM temporal_entities WHERE tenant = $1 AND id = ANY($2) FOR UPDATE")
+        .await?;
+    let mut types = HashMap::new();
+    for row in transaction.query(&statement, &[&tenant.name(), &ids]).await? {
+        types.insert(row.try_get(0)?, row.try_get(1)?);
+    }
+    Ok(types)
+}
+
+/// The types a temporal entity keeps: those it had, then the new ones.
+pub(crate) fn merged_types(known: Option<&[String]>, types: &[String]) -> Vec<String> {
+    let Some(known) = known else {
+        return types.to_vec();
+    };
+    let mut all = known.to_vec();
+    for t in types {
+        if !all.contains(t) {
+            all.push(t.clone());
+        }
+    }
+    all
+}
+
+/// Creates the temporal entity row (`known` is `None`: there is none) or
+/// refreshes it; returns whether it was created. The caller holds the
+/// entity's advisory lock and has listed the tenant.
+async fn write_entity_row(
+    client: &impl GenericClient,
+    tenant: &Tenant,
+    id: &str,
+    (types, scope): (&[String], &[String]),
+    now: Timestamp,
+    known: Option<&[String]>,
+) -> Result<bool> {
+    if known.is_none() {
+        execute(
+            client,
+            "INSERT INTO temporal_entities(tenant, id, types, scope, created_at, modified_at) \
+             VALUES ($1, $2, $3, $4, $5, $5)",
+            &[&tenant.name(), &id, &types, &scope, &now],
+        )
+        .await?;
+        return Ok(true);
+    }
+    execute(
+        client,
+        "UPDATE temporal_entities SET types = $3, scope = CASE WHEN cardinality($4::text[]) = 0 THEN scope ELSE $4 END, \
+         modified_at = $5, deleted_at = NULL WHERE tenant = $1 AND id = $2",
+        &[&tenant.name(), &id, &merged_types(known, types), &scope, &now],
+    )
+    .await?;
+    Ok(false)
+}
+
+/// Creates or refreshes the temporal entity row (temporal API edits, which
+/// have not read it yet); returns whether it was created.
 async fn upsert_entity(
     client: &impl GenericClient,
     tenant: &Tenant,
@@ -96,44 +160,25 @@ async fn upsert_entity(
     let statement = client
         .prepare_cached("SELECT types FROM temporal_entities WHERE tenant = $1 AND id = $2 FOR UPDATE")
         .await?;
-    let existing: Option<Vec<String>> = match client.query_opt(&statement, &[&tenant.name(), &id]).await? {
+    let known: Option<Vec<String>> = match client.query_opt(&statement, &[&tenant.name(), &id]).await? {
         Some(row) => Some(row.try_get(0)?),
         None => None,
     };
     record_tenant(client, tenant).await?;
-    let Some(mut all) = existing else {
-        execute(
-            client,
-            "INSERT INTO temporal_entities(tenant, id, types, scope, created_at, modified_at) \
-             VALUES ($1, $2, $3, $4, $5, $5)",
-            &[&tenant.name(), &id, &types, &scope, &now],
-        )
-        .await?;
-        return Ok(true);
-    };
-    for t in types {
-        if !all.contains(t) {
-            all.push(t.clone());
-        }
-    }
-    execute(
-        client,
-        "UPDATE temporal_entities SET types = $3, scope = CASE WHEN cardinality($4::text[]) = 0 THEN scope ELSE $4 END, \
-         modified_at = $5, deleted_at = NULL WHERE tenant = $1 AND id = $2",
-        &[&tenant.name(), &id, &all, &scope, &now],
-    )
-    .await?;
-    Ok(false)
+    write_entity_row(client, tenant, id, (types, scope), now, known.as_deref()).await
 }
 
 /// Records what an entity edit changed: every instance that is new or
 /// differs from before, a deletion record for every instance that
-/// disappeared, and the deletion of the entity itself.
+/// disappeared, and the deletion of the entity itself. `known` holds the
+/// types of the entity's temporal row, `None` when it has none; the caller
+/// holds the entity's lock and has listed the tenant.
 pub(crate) async fn record(
     transaction: &Transaction<'_>,
     tenant: &Tenant,
     before: Option<&Entity>,
     after: Option<&Entity>,
+    known: Option<&[String]>,
 ) -> Result<()> {
     let now = after.and_then(|a| a.modified_at).unwrap_or_else(time::now);
     let Some(id) = after.or(before).map(|e| e.id.clone()) else {
@@ -141,7 +186,6 @@ pub(crate) async fn record(
     };
     let mut instances = Instances::default();
     if let Some(after) = after {
-        upsert_entity(transaction, tenant, &id, &after.types, &after.scope, now).await?;
         for (name, current) in &after.attributes {
             for instance in current {
                 let previous = before.and_then(|b| b.instance(name, instance.dataset_id.as_deref()));
@@ -163,15 +207,25 @@ pub(crate) async fn record(
             }
         }
     }
-    instances.insert(transaction, tenant, &id).await?;
-    if before.is_some() && after.is_none() {
-        execute(
-            transaction,
-            "UPDATE temporal_entities SET deleted_at = $3 WHERE tenant = $1 AND id = $2",
-            &[&tenant.name(), &id, &now],
-        )
-        .await?;
-    }
+    let row = async {
+        match after {
+            Some(after) => {
+                let names = (after.types.as_slice(), after.scope.as_slice());
+                write_entity_row(transaction, tenant, &id, names, now, known).await?;
+            }
+            None if before.is_some() => {
+                execute(
+                    transaction,
+                    "UPDATE temporal_entities SET deleted_at = $3 WHERE tenant = $1 AND id = $2",
+                    &[&tenant.name(), &id, &now],
+                )
+                .await?;
+            }
+            None => {}
+        }
+        Ok::<_, Error>(())
+    };
+    tokio::try_join!(row, instances.insert(transaction, tenant, &id))?;
     Ok(())
 }
 

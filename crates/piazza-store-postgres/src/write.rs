@@ -1,7 +1,7 @@
 //! Write paths: entity edits (one transaction per call), contexts and
 //! resources.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use deadpool_postgres::{GenericClient, Transaction};
 use piazza_ngsild::query::GeoQuery;
@@ -43,18 +43,35 @@ pub(crate) async fn lock_entities(transaction: &Transaction<'_>, keys: &[i64]) -
 
 /// Applies `edits` in one transaction, each seeing the effects of those
 /// before it.
+///
+/// Round trips are what a batch costs on a server: the rows of every id
+/// are locked and read in two statements up front, and each edit's writes
+/// (document, index rows, history) are sent together, pipelined on the
+/// connection, instead of one statement at a time.
 pub(crate) async fn apply(
     client: &mut deadpool_postgres::Object,
     tenant: &Tenant,
     edits: Vec<Edit>,
 ) -> Result<Vec<std::result::Result<Applied, NgsiError>>> {
     let keys = lock_keys(tenant, edits.iter().map(|e| e.entity_id.as_str()));
+    let ids: Vec<&str> = edits
+        .iter()
+        .map(|e| e.entity_id.as_str())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
     let transaction = client.transaction().await?;
     lock_entities(&transaction, &keys).await?;
+    let (entities, temporal) = tokio::try_join!(
+        load_entities(&transaction, tenant, &ids),
+        temporal::load_types(&transaction, tenant, &ids)
+    )?;
     let mut writer = Writer {
         transaction: &transaction,
         tenant,
         tenant_recorded: false,
+        entities,
+        temporal,
     };
     let mut results = Vec::with_capacity(edits.len());
     for edit in edits {
@@ -64,12 +81,30 @@ pub(crate) async fn apply(
     Ok(results)
 }
 
-/// An entity row as stored: its key, the names it is indexed under, and
-/// the entity unless it expired.
+/// An entity row as stored (the document as written, expired or not).
 struct Stored {
     eid: i64,
-    keys: IndexKeys,
-    live: Option<Entity>,
+    entity: Entity,
+}
+
+/// Reads and locks (until the commit) the rows of `ids`.
+async fn load_entities(
+    transaction: &Transaction<'_>,
+    tenant: &Tenant,
+    ids: &[&str],
+) -> Result<HashMap<String, Stored>> {
+    let statement = transaction
+        .prepare_cached("SELECT id, eid, doc FROM entities WHERE tenant = $1 AND id = ANY($2) FOR UPDATE")
+        .await?;
+    let mut rows = HashMap::new();
+    for row in transaction.query(&statement, &[&tenant.name(), &ids]).await? {
+        let stored = Stored {
+            eid: row.try_get(1)?,
+            entity: decode_entity(&row, 2)?,
+        };
+        rows.insert(row.try_get(0)?, stored);
+    }
+    Ok(rows)
 }
 
 /// The index rows of an entity: its types, its attributes with kinds, and
@@ -111,28 +146,44 @@ struct Writer<'t> {
     tenant: &'t Tenant,
     /// Whether this transaction already made sure the tenant is listed.
     tenant_recorded: bool,
+    /// The locked entity rows, kept current as the edits apply.
+    entities: HashMap<String, Stored>,
+    /// The types of each locked temporal entity row, kept current too.
+    temporal: HashMap<String, Vec<String>>,
 }
 
 impl Writer<'_> {
     async fn apply_one(&mut self, edit: Edit) -> Result<std::result::Result<Applied, NgsiError>> {
-        let stored = self.load(&edit.entity_id).await?;
-        let before = stored.as_ref().and_then(|s| s.live.clone());
+        // An expired entity is absent, and its id may be created afresh
+        // (over the same row).
+        let stored = self.entities.remove(&edit.entity_id);
+        let before = stored.as_ref().and_then(|s| s.entity.clone().live(time::now()));
         let outcome = match (edit.apply)(before.as_ref()) {
             Ok(outcome) => outcome,
-            // A refused edit wrote nothing: nothing to undo.
-            Err(refusal) => return Ok(Err(refusal)),
+            Err(refusal) => {
+                // A refused edit wrote nothing: nothing to undo.
+                self.keep(edit.entity_id, stored);
+                return Ok(Err(refusal));
+            }
         };
         let after = match outcome.state {
-            NewState::Keep => before.clone(),
+            NewState::Keep => {
+                self.keep(edit.entity_id, stored);
+                before.clone()
+            }
             NewState::Put(entity) => {
-                self.put(stored, &entity).await?;
-                temporal::record(self.transaction, self.tenant, before.as_ref(), Some(&entity)).await?;
+                let eid = self.put(stored.as_ref(), before.as_ref(), &entity).await?;
+                let kept = Stored {
+                    eid,
+                    entity: entity.clone(),
+                };
+                self.entities.insert(edit.entity_id, kept);
                 Some(entity)
             }
             NewState::Delete => {
                 if let Some(stored) = stored {
-                    self.delete(stored.eid).await?;
-                    temporal::record(self.transaction, self.tenant, before.as_ref(), None).await?;
+                    let history = temporal::record(self.transaction, self.tenant, before.as_ref(), None, None);
+                    tokio::try_join!(self.delete(stored.eid), history)?;
                 }
                 None
             }
@@ -144,63 +195,67 @@ impl Writer<'_> {
         }))
     }
 
-    /// Reads the row and locks it until the commit. An expired entity is
-    /// absent, and its id may be created afresh (over the same row).
-    async fn load(&self, id: &str) -> Result<Option<Stored>> {
-        let statement = self
-            .transaction
-            .prepare_cached("SELECT eid, doc FROM entities WHERE tenant = $1 AND id = $2 FOR UPDATE")
-            .await?;
-        let Some(row) = self
-            .transaction
-            .query_opt(&statement, &[&self.tenant.name(), &id])
-            .await?
-        else {
-            return Ok(None);
-        };
-        let entity = decode_entity(&row, 1)?;
-        Ok(Some(Stored {
-            eid: row.try_get(0)?,
-            keys: IndexKeys::of(&entity),
-            live: entity.live(time::now()),
-        }))
+    fn keep(&mut self, id: String, stored: Option<Stored>) {
+        if let Some(stored) = stored {
+            self.entities.insert(id, stored);
+        }
     }
 
-    async fn put(&mut self, stored: Option<Stored>, entity: &Entity) -> Result<()> {
-        let tenant = self.tenant.name();
-        let (eid, old_keys) = match stored {
-            Some(stored) => {
-                execute(
-                    self.transaction,
-                    "UPDATE entities SET doc = $3 WHERE tenant = $1 AND eid = $2",
-                    &[&tenant, &stored.eid, &Json(entity)],
-                )
-                .await?;
-                (stored.eid, stored.keys)
-            }
-            None => {
-                self.record_tenant().await?;
-                let statement = self
-                    .transaction
-                    .prepare_cached("INSERT INTO entities(tenant, id, doc) VALUES ($1, $2, $3) RETURNING eid")
-                    .await?;
-                let row = self
-                    .transaction
-                    .query_one(&statement, &[&tenant, &entity.id, &Json(entity)])
-                    .await?;
-                (row.try_get(0)?, IndexKeys::default())
-            }
-        };
-        let new_keys = IndexKeys::of(entity);
-        if new_keys != old_keys {
-            self.reindex(eid, &old_keys, &new_keys).await?;
+    /// Writes the document, its changed index rows and its history; returns
+    /// the row's key.
+    async fn put(&mut self, stored: Option<&Stored>, before: Option<&Entity>, entity: &Entity) -> Result<i64> {
+        let known = self.temporal.get(&entity.id).cloned();
+        if stored.is_none() || known.is_none() {
+            self.record_tenant().await?;
         }
+        let history = temporal::record(self.transaction, self.tenant, before, Some(entity), known.as_deref());
+        let new_keys = IndexKeys::of(entity);
+        let eid = match stored {
+            Some(stored) => {
+                let old_keys = IndexKeys::of(&stored.entity);
+                let update = self.update_document(stored.eid, entity, &old_keys, &new_keys);
+                tokio::try_join!(update, history)?;
+                stored.eid
+            }
+            None => tokio::try_join!(self.insert_document(entity, &new_keys), history)?.0,
+        };
+        let types = temporal::merged_types(known.as_deref(), &entity.types);
+        self.temporal.insert(entity.id.clone(), types);
+        Ok(eid)
+    }
+
+    async fn update_document(&self, eid: i64, entity: &Entity, old: &IndexKeys, new: &IndexKeys) -> Result<()> {
+        let (tenant, document) = (self.tenant.name(), Json(entity));
+        let params: [&(dyn ToSql + Sync); 3] = [&tenant, &eid, &document];
+        let write = execute(
+            self.transaction,
+            "UPDATE entities SET doc = $3 WHERE tenant = $1 AND eid = $2",
+            &params,
+        );
+        tokio::try_join!(write, self.reindex(eid, old, new))?;
         Ok(())
+    }
+
+    async fn insert_document(&self, entity: &Entity, keys: &IndexKeys) -> Result<i64> {
+        let statement = self
+            .transaction
+            .prepare_cached("INSERT INTO entities(tenant, id, doc) VALUES ($1, $2, $3) RETURNING eid")
+            .await?;
+        let row = self
+            .transaction
+            .query_one(&statement, &[&self.tenant.name(), &entity.id, &Json(entity)])
+            .await?;
+        let eid = row.try_get(0)?;
+        self.reindex(eid, &IndexKeys::default(), keys).await?;
+        Ok(eid)
     }
 
     /// Rewrites only the index rows that changed: most updates change values,
     /// not the set of attributes, and then touch no index row at all.
     async fn reindex(&self, eid: i64, old: &IndexKeys, new: &IndexKeys) -> Result<()> {
+        if old == new {
+            return Ok(());
+        }
         let tenant = self.tenant.name();
         let gone_types: Vec<&String> = old.types.difference(&new.types).collect();
         let new_types: Vec<&String> = new.types.difference(&old.types).collect();
@@ -208,55 +263,73 @@ impl Writer<'_> {
             old.attrs.difference(&new.attrs).map(|(n, k)| (n, k)).unzip();
         let (new_names, new_kinds): (Vec<&String>, Vec<&String>) =
             new.attrs.difference(&old.attrs).map(|(n, k)| (n, k)).unzip();
-        if !gone_types.is_empty() {
-            execute(
-                self.transaction,
-                "DELETE FROM entity_types WHERE tenant = $1 AND eid = $2 AND type = ANY($3)",
-                &[&tenant, &eid, &gone_types],
-            )
-            .await?;
-        }
-        if !new_types.is_empty() {
-            execute(
-                self.transaction,
-                "INSERT INTO entity_types(tenant, eid, type) SELECT $1, $2, unnest($3::text[])",
-                &[&tenant, &eid, &new_types],
-            )
-            .await?;
-        }
-        if !gone_names.is_empty() {
-            execute(
-                self.transaction,
-                "DELETE FROM entity_attrs WHERE tenant = $1 AND eid = $2 \
-                 AND (name, kind) IN (SELECT * FROM unnest($3::text[], $4::text[]))",
-                &[&tenant, &eid, &gone_names, &gone_kinds],
-            )
-            .await?;
-        }
-        if new.geo != old.geo {
-            self.reindex_geo(eid, &new.geo).await?;
-        }
-        if !new_names.is_empty() {
-            execute(
-                self.transaction,
-                "INSERT INTO entity_attrs(tenant, eid, name, kind) SELECT $1, $2, n, k \
-                 FROM unnest($3::text[], $4::text[]) AS u(n, k)",
-                &[&tenant, &eid, &new_names, &new_kinds],
-            )
-            .await?;
-        }
+        let remove_types = async {
+            if !gone_types.is_empty() {
+                execute(
+                    self.transaction,
+                    "DELETE FROM entity_types WHERE tenant = $1 AND eid = $2 AND type = ANY($3)",
+                    &[&tenant, &eid, &gone_types],
+                )
+                .await?;
+            }
+            Ok::<_, Error>(())
+        };
+        let add_types = async {
+            if !new_types.is_empty() {
+                execute(
+                    self.transaction,
+                    "INSERT INTO entity_types(tenant, eid, type) SELECT $1, $2, unnest($3::text[])",
+                    &[&tenant, &eid, &new_types],
+                )
+                .await?;
+            }
+            Ok(())
+        };
+        let remove_attrs = async {
+            if !gone_names.is_empty() {
+                execute(
+                    self.transaction,
+                    "DELETE FROM entity_attrs WHERE tenant = $1 AND eid = $2 \
+                     AND (name, kind) IN (SELECT * FROM unnest($3::text[], $4::text[]))",
+                    &[&tenant, &eid, &gone_names, &gone_kinds],
+                )
+                .await?;
+            }
+            Ok(())
+        };
+        let add_attrs = async {
+            if !new_names.is_empty() {
+                execute(
+                    self.transaction,
+                    "INSERT INTO entity_attrs(tenant, eid, name, kind) SELECT $1, $2, n, k \
+                     FROM unnest($3::text[], $4::text[]) AS u(n, k)",
+                    &[&tenant, &eid, &new_names, &new_kinds],
+                )
+                .await?;
+            }
+            Ok(())
+        };
+        let boxes = async {
+            if new.geo != old.geo {
+                self.reindex_geo(eid, !old.geo.is_empty(), &new.geo).await?;
+            }
+            Ok(())
+        };
+        tokio::try_join!(remove_types, add_types, remove_attrs, add_attrs, boxes)?;
         Ok(())
     }
 
     /// Replaces the boxes of an entity (few rows: one per GeoProperty value).
-    async fn reindex_geo(&self, eid: i64, boxes: &[(String, [f64; 4])]) -> Result<()> {
+    async fn reindex_geo(&self, eid: i64, had_boxes: bool, boxes: &[(String, [f64; 4])]) -> Result<()> {
         let tenant = self.tenant.name();
-        execute(
-            self.transaction,
-            "DELETE FROM entity_geo WHERE tenant = $1 AND eid = $2",
-            &[&tenant, &eid],
-        )
-        .await?;
+        if had_boxes {
+            execute(
+                self.transaction,
+                "DELETE FROM entity_geo WHERE tenant = $1 AND eid = $2",
+                &[&tenant, &eid],
+            )
+            .await?;
+        }
         if boxes.is_empty() {
             return Ok(());
         }
@@ -274,14 +347,29 @@ impl Writer<'_> {
 
     async fn delete(&self, eid: i64) -> Result<()> {
         let tenant = self.tenant.name();
-        for statement in [
-            "DELETE FROM entity_types WHERE tenant = $1 AND eid = $2",
-            "DELETE FROM entity_attrs WHERE tenant = $1 AND eid = $2",
-            "DELETE FROM entity_geo WHERE tenant = $1 AND eid = $2",
-            "DELETE FROM entities WHERE tenant = $1 AND eid = $2",
-        ] {
-            execute(self.transaction, statement, &[&tenant, &eid]).await?;
-        }
+        let params: [&(dyn ToSql + Sync); 2] = [&tenant, &eid];
+        tokio::try_join!(
+            execute(
+                self.transaction,
+                "DELETE FROM entity_types WHERE tenant = $1 AND eid = $2",
+                &params
+            ),
+            execute(
+                self.transaction,
+                "DELETE FROM entity_attrs WHERE tenant = $1 AND eid = $2",
+                &params
+            ),
+            execute(
+                self.transaction,
+                "DELETE FROM entity_geo WHERE tenant = $1 AND eid = $2",
+                &params
+            ),
+            execute(
+                self.transaction,
+                "DELETE FROM entities WHERE tenant = $1 AND eid = $2",
+                &params
+            ),
+        )?;
         Ok(())
     }
 

@@ -23,7 +23,8 @@ macro_rules! conformance_suite {
             create_then_get, failed_edit_writes_nothing, tenants_are_isolated,
             queries_page_in_creation_order, delete_removes_from_indexes, discovery_reflects_data,
             contexts_round_trip, concurrent_edits_are_serialised, resources_round_trip,
-            history_records_every_change, temporal_edits_and_time_ranges, geo_queries_follow_every_change);
+            history_records_every_change, temporal_edits_and_time_ranges, geo_queries_follow_every_change,
+            edits_of_one_call_see_each_other);
     };
     (@cases $factory:expr; $($case:ident),*) => {
         $(
@@ -586,4 +587,57 @@ pub async fn geo_queries_follow_every_change(store: Arc<dyn Store>) {
         ids(store.query(&t, near_florence(), all()).await.unwrap()),
         ["urn:g:pisa"]
     );
+}
+
+pub async fn edits_of_one_call_see_each_other(store: Arc<dyn Store>) {
+    let t = tenant("same");
+    let delete = || {
+        Edit::new("urn:s:1", |e| match e {
+            Some(_) => Ok(EditOutcome {
+                state: NewState::Delete,
+                report: UpdateOutcome::default(),
+            }),
+            None => Err(NgsiError::not_found("missing")),
+        })
+    };
+    let results = store
+        .edit(
+            &t,
+            vec![
+                create(entity("urn:s:1", "S", json!({"p": 0}))),
+                set_p("urn:s:1", 1),
+                create(entity("urn:s:1", "S", json!({}))),
+                delete(),
+                delete(),
+                create(entity("urn:s:1", "Again", json!({"p": 5}))),
+                set_p("urn:s:1", 6),
+            ],
+        )
+        .await
+        .unwrap();
+    let ok: Vec<bool> = results.iter().map(Result::is_ok).collect();
+    assert_eq!(ok, [true, true, false, true, false, true, true]);
+    let p = ActiveContext::core().expand("p");
+    let stored = store.get(&t, "urn:s:1").await.unwrap().expect("recreated");
+    assert_eq!(stored.types, vec![ActiveContext::core().expand("Again")]);
+    assert_eq!(stored.attributes[&p][0].value, json!(6));
+    let all = TemporalQuery {
+        timeproperty: TimeProperty::CreatedAt,
+        ..TemporalQuery::default()
+    };
+    let history = store
+        .temporal_entity(&t, "urn:s:1", &all)
+        .await
+        .unwrap()
+        .expect("history");
+    // In time order; the entities created were stamped when built, so only
+    // the set of values is fixed here.
+    let mut values: Vec<String> = history.attributes[&p]
+        .iter()
+        .map(|i| i.attribute.value.to_string())
+        .collect();
+    values.sort();
+    assert_eq!(values, ["0", "1", "5", "6", "null"]);
+    assert_eq!(history.types.len(), 2, "the temporal entity keeps both types");
+    assert!(history.deleted_at.is_none(), "recreated");
 }
