@@ -177,7 +177,10 @@ fn instance_changes(before: Option<&Entity>, after: Option<&Entity>) -> Vec<(Str
     let new = instances(after);
     for (name, instance) in &new {
         let dataset = instance.dataset_id.as_deref();
-        match old.iter().find(|(n, i)| n == name && i.dataset_id.as_deref() == dataset) {
+        match old
+            .iter()
+            .find(|(n, i)| n == name && i.dataset_id.as_deref() == dataset)
+        {
             None => changes.push(((*name).clone(), instance.dataset_id.clone(), InstanceChange::Created)),
             Some((_, was)) if was != instance => {
                 changes.push(((*name).clone(), instance.dataset_id.clone(), InstanceChange::Updated))
@@ -244,7 +247,12 @@ pub fn render_notice(notice: &Notice, context: &ActiveContext, options: &NoticeO
 
 /// A deleted entity: id, type and `deletedAt`; with `showChanges` every
 /// attribute is listed as NGSI-LD Null with its previous value.
-fn deleted_entity(entity: &Entity, at: Timestamp, context: &ActiveContext, options: &NoticeOptions) -> Map<String, Value> {
+fn deleted_entity(
+    entity: &Entity,
+    at: Timestamp,
+    context: &ActiveContext,
+    options: &NoticeOptions,
+) -> Map<String, Value> {
     let mut out = Map::new();
     out.insert("id".into(), Value::String(entity.id.clone()));
     out.insert("type".into(), render_types(&entity.types, context));

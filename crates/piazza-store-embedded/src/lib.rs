@@ -20,9 +20,9 @@ use piazza_ngsild::query::EntityQuery;
 use piazza_ngsild::temporal::{TemporalEntity, TemporalQuery};
 use piazza_ngsild::{time, AttributeKind, Entity, NgsiError};
 use piazza_store::{
-    Applied, AttributeSummary, ContextKind, Delivery, DeliveryStats, Edit, NewState, Page, PendingNotice,
-    QueryResult, ResourceKind, Store, StoreError, StoreResult, StoredContext, TemporalEdit, TemporalQueryResult,
-    Tenant, TypeSummary,
+    Applied, AttributeSummary, ContextKind, Delivery, DeliveryStats, Edit, NewState, Page, PendingNotice, QueryResult,
+    ResourceKind, Store, StoreError, StoreResult, StoredContext, TemporalEdit, TemporalQueryResult, Tenant,
+    TypeSummary,
 };
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde_json::Value;
@@ -384,6 +384,26 @@ impl Store for EmbeddedStore {
     async fn query(&self, tenant: &Tenant, query: Arc<EntityQuery>, page: Page) -> StoreResult<QueryResult> {
         let tenant = tenant.clone();
         self.read(move |c| read::query(c, &tenant, &query, page)).await
+    }
+
+    async fn tenants(&self) -> StoreResult<Vec<Tenant>> {
+        self.read(|c| {
+            let mut statement = c
+                .prepare_cached("SELECT name FROM tenants ORDER BY name")
+                .map_err(sql)?;
+            let names = statement
+                .query_map([], |r| r.get::<_, String>(0))
+                .map_err(sql)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(sql)?;
+            // The default tenant is always there, written to or not.
+            let mut tenants = vec![Tenant::default()];
+            for name in names.iter().filter(|n| !n.is_empty()) {
+                tenants.push(Tenant::parse(name).map_err(|e| StoreError::Corrupt(e.detail))?);
+            }
+            Ok(tenants)
+        })
+        .await
     }
 
     async fn tenant_exists(&self, tenant: &Tenant) -> StoreResult<bool> {

@@ -51,7 +51,12 @@ pub(crate) fn pending(
         .map_err(sql)?;
     let rows = statement
         .query_map(params![tenant.name(), subscription, limit], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?))
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+            ))
         })
         .map_err(sql)?;
     rows.map(|row| {

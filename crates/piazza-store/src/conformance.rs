@@ -525,13 +525,19 @@ fn watched_for(edit: Edit, sub: &'static str) -> Edit {
 pub async fn outbox_is_written_with_the_change(store: Arc<dyn Store>) {
     let t = tenant("outbox");
     let created = store
-        .edit(&t, vec![watched_for(create(entity("urn:e:1", "T", json!({}))), "urn:s:1")])
+        .edit(
+            &t,
+            vec![watched_for(create(entity("urn:e:1", "T", json!({}))), "urn:s:1")],
+        )
         .await
         .unwrap();
     assert!(created[0].is_ok());
     // A refused edit records no notice, like it writes no entity.
     let refused = store
-        .edit(&t, vec![watched_for(create(entity("urn:e:1", "T", json!({}))), "urn:s:1")])
+        .edit(
+            &t,
+            vec![watched_for(create(entity("urn:e:1", "T", json!({}))), "urn:s:1")],
+        )
         .await
         .unwrap();
     assert!(refused[0].is_err());

@@ -321,6 +321,9 @@ pub trait Store: Send + Sync + 'static {
     /// The entities matching `query`, in a stable order (creation order).
     async fn query(&self, tenant: &Tenant, query: Arc<EntityQuery>, page: Page) -> StoreResult<QueryResult>;
 
+    /// Every tenant anything was ever written in.
+    async fn tenants(&self) -> StoreResult<Vec<Tenant>>;
+
     /// Whether anything was ever written in `tenant`.
     async fn tenant_exists(&self, tenant: &Tenant) -> StoreResult<bool>;
 

@@ -43,7 +43,9 @@ fn creation_fires_attribute_created_by_default() {
 fn entity_of_another_type_is_not_notified() {
     let mut other = car("a", 1.0);
     other.types = vec!["https://uri.etsi.org/ngsi-ld/default-context/Bus".into()];
-    assert!(watch(&Trigger::DEFAULT, &[]).notice(None, Some(&other), time::now()).is_none());
+    assert!(watch(&Trigger::DEFAULT, &[])
+        .notice(None, Some(&other), time::now())
+        .is_none());
 }
 
 #[test]
@@ -61,7 +63,9 @@ fn only_changes_of_watched_attributes_notify() {
 #[test]
 fn unchanged_entity_is_not_notified() {
     let same = car("a", 1.0);
-    assert!(watch(&[Trigger::EntityUpdated], &[]).notice(Some(&same), Some(&same), time::now()).is_none());
+    assert!(watch(&[Trigger::EntityUpdated], &[])
+        .notice(Some(&same), Some(&same), time::now())
+        .is_none());
 }
 
 #[test]
@@ -105,7 +109,10 @@ fn removed_attribute_is_sent_as_ngsi_ld_null() {
         .notice(Some(&before), Some(&after), time::now())
         .expect("attributeDeleted fires");
     let normalized = render_notice(&notice, &ActiveContext::core(), &NoticeOptions::default());
-    assert_eq!(normalized["name"], json!({"type": "Property", "value": "urn:ngsi-ld:null"}));
+    assert_eq!(
+        normalized["name"],
+        json!({"type": "Property", "value": "urn:ngsi-ld:null"})
+    );
     assert_eq!(normalized["speed"]["value"], json!(1.0));
     let key_values = NoticeOptions {
         render: RenderOptions {
