@@ -3,8 +3,10 @@
 //! (clause 5.2.12). Subscriptions are kept as JSON documents with the
 //! `jsonldContext` their terms are to be read with.
 //!
-//! Notification delivery is not part of this module yet: a stored
-//! subscription is served back with `status`, but nothing is sent.
+//! Every change reloads the tenant's compiled subscriptions (`registry`),
+//! which the write path matches changes against; delivery is the
+//! notifier's. A subscription is served back with its `status` and the
+//! delivery statistics of its `notification` member.
 
 use piazza_ngsild::entity::{is_uri, is_utc_datetime, is_valid_name};
 use piazza_ngsild::jsonld::CORE_CONTEXT_URL;
@@ -97,7 +99,50 @@ impl Broker {
         {
             return Err(NgsiError::already_exists(format!("subscription {id} already exists")).into());
         }
+        self.subscriptions_changed(tenant).await?;
         Ok(id)
+    }
+
+    /// Recompiles the tenant's subscriptions and starts periodic ones.
+    async fn subscriptions_changed(&self, tenant: &Tenant) -> BrokerResult<()> {
+        let subscriptions = self.subscriptions.reload(tenant).await?;
+        self.notifier.start_periodic(tenant, &subscriptions);
+        Ok(())
+    }
+
+    /// `status` and the delivery statistics (clauses 5.2.12, 5.2.14).
+    async fn with_status(&self, tenant: &Tenant, members: Map<String, Value>) -> BrokerResult<Map<String, Value>> {
+        let mut members = with_status(members);
+        let id = members.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let stats = self.store.delivery_stats(tenant, &id).await?;
+        if let Some(Value::Object(notification)) = members.get_mut("notification") {
+            let stamp = |t: Option<time::Timestamp>| t.map(|t| Value::String(time::format(&t)));
+            let failing = match (stats.last_failure, stats.last_success) {
+                (Some(failure), Some(success)) => failure > success,
+                (Some(_), None) => true,
+                _ => false,
+            };
+            notification.insert(
+                "status".into(),
+                Value::String(if failing { "failed" } else { "ok" }.into()),
+            );
+            if stats.times_sent > 0 {
+                notification.insert("timesSent".into(), Value::from(stats.times_sent));
+            }
+            if stats.times_failed > 0 {
+                notification.insert("timesFailed".into(), Value::from(stats.times_failed));
+            }
+            for (key, value) in [
+                ("lastNotification", stamp(stats.last_notification)),
+                ("lastSuccess", stamp(stats.last_success)),
+                ("lastFailure", stamp(stats.last_failure)),
+            ] {
+                if let Some(value) = value {
+                    notification.insert(key.into(), value);
+                }
+            }
+        }
+        Ok(members)
     }
 
     /// Keeps an inline @context as an ImplicitlyCreated context; returns where it is served.
@@ -126,19 +171,19 @@ impl Broker {
         let Some(Value::Object(members)) = stored else {
             return Err(NgsiError::not_found(format!("subscription {id} not found")).into());
         };
-        Ok(with_status(members))
+        self.with_status(tenant, members).await
     }
 
     /// Query Subscriptions (clause 5.8.3).
     pub async fn subscriptions(&self, tenant: &Tenant) -> BrokerResult<Vec<Map<String, Value>>> {
         let stored = self.store.list_resources(tenant, KIND).await?;
-        Ok(stored
-            .into_iter()
-            .filter_map(|s| match s {
-                Value::Object(members) => Some(with_status(members)),
-                _ => None,
-            })
-            .collect())
+        let mut subscriptions = Vec::with_capacity(stored.len());
+        for document in stored {
+            if let Value::Object(members) = document {
+                subscriptions.push(self.with_status(tenant, members).await?);
+            }
+        }
+        Ok(subscriptions)
     }
 
     /// Update Subscription (clause 5.8.4): a merge of top-level members.
@@ -154,7 +199,7 @@ impl Broker {
             return Err(NgsiError::bad_request("a subscription's id cannot change").into());
         }
         let mut current = self.subscription(tenant, id).await?;
-        current.remove("status");
+        strip_status(&mut current);
         let context = match current.get("jsonldContext").and_then(Value::as_str) {
             Some(url) if url != CORE_CONTEXT_URL => self.context(tenant, Some(&Value::String(url.to_owned()))).await?,
             _ => ActiveContext::core(),
@@ -175,7 +220,7 @@ impl Broker {
         {
             return Err(NgsiError::not_found(format!("subscription {id} not found")).into());
         }
-        Ok(())
+        self.subscriptions_changed(tenant).await
     }
 
     /// Delete Subscription (clause 5.8.5).
@@ -184,9 +229,26 @@ impl Broker {
             return Err(NgsiError::bad_request(format!("subscription id '{id}' is not a URI")).into());
         }
         if self.store.delete_resource(tenant, KIND, id).await? {
-            Ok(())
+            self.subscriptions_changed(tenant).await
         } else {
             Err(NgsiError::not_found(format!("subscription {id} not found")).into())
+        }
+    }
+}
+
+/// Removes what is derived, never stored: `status` and delivery statistics.
+fn strip_status(members: &mut Map<String, Value>) {
+    members.remove("status");
+    if let Some(Value::Object(notification)) = members.get_mut("notification") {
+        for key in [
+            "status",
+            "timesSent",
+            "timesFailed",
+            "lastNotification",
+            "lastSuccess",
+            "lastFailure",
+        ] {
+            notification.remove(key);
         }
     }
 }

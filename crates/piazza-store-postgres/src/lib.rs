@@ -28,13 +28,14 @@ use piazza_ngsild::query::EntityQuery;
 use piazza_ngsild::temporal::{TemporalEntity, TemporalQuery};
 use piazza_ngsild::{Entity, NgsiError};
 use piazza_store::{
-    Applied, AttributeSummary, Edit, Page, QueryResult, ResourceKind, Store, StoreError, StoreResult, StoredContext,
-    TemporalEdit, TemporalQueryResult, Tenant, TypeSummary,
+    Applied, AttributeSummary, Delivery, DeliveryStats, Edit, Page, PendingNotice, QueryResult, ResourceKind, Store,
+    StoreError, StoreResult, StoredContext, TemporalEdit, TemporalQueryResult, Tenant, TypeSummary,
 };
 use serde_json::Value;
 use tokio_postgres::NoTls;
 
 mod migrate;
+mod outbox;
 mod read;
 mod temporal;
 pub mod testing;
@@ -205,6 +206,10 @@ impl Store for PostgresStore {
         port(async { read::query(&mut self.client().await?, tenant, &query, page).await }).await
     }
 
+    async fn tenants(&self) -> StoreResult<Vec<Tenant>> {
+        port(async { read::tenants(&self.client().await?).await }).await
+    }
+
     async fn tenant_exists(&self, tenant: &Tenant) -> StoreResult<bool> {
         port(async { read::tenant_exists(&self.client().await?, tenant).await }).await
     }
@@ -262,7 +267,7 @@ impl Store for PostgresStore {
     }
 
     async fn delete_resource(&self, tenant: &Tenant, kind: ResourceKind, id: &str) -> StoreResult<bool> {
-        port(async { write::delete_resource(&self.client().await?, tenant, kind, id).await }).await
+        port(async { write::delete_resource(&mut self.client().await?, tenant, kind, id).await }).await
     }
 
     async fn temporal_entity(
@@ -286,6 +291,27 @@ impl Store for PostgresStore {
 
     async fn temporal_edit(&self, tenant: &Tenant, edit: TemporalEdit) -> StoreResult<Result<bool, NgsiError>> {
         port(async { temporal::edit(&mut self.client().await?, tenant, edit).await }).await
+    }
+
+    async fn pending_notices(
+        &self,
+        tenant: &Tenant,
+        subscription_id: &str,
+        limit: usize,
+    ) -> StoreResult<Vec<PendingNotice>> {
+        port(async { outbox::pending(&self.client().await?, tenant, subscription_id, limit).await }).await
+    }
+
+    async fn subscriptions_with_notices(&self) -> StoreResult<Vec<(Tenant, String)>> {
+        port(async { outbox::backlog(&self.client().await?).await }).await
+    }
+
+    async fn record_delivery(&self, tenant: &Tenant, subscription_id: &str, delivery: Delivery) -> StoreResult<()> {
+        port(async { outbox::record(&mut self.client().await?, tenant, subscription_id, &delivery).await }).await
+    }
+
+    async fn delivery_stats(&self, tenant: &Tenant, subscription_id: &str) -> StoreResult<DeliveryStats> {
+        port(async { outbox::stats(&self.client().await?, tenant, subscription_id).await }).await
     }
 }
 

@@ -12,7 +12,10 @@ use crate::{Error, Result};
 
 /// The migrations, in order; the number is the version a database is at
 /// after applying the file.
-const MIGRATIONS: &[(i32, &str, &str)] = &[(1, "initial", include_str!("../migrations/0001_initial.sql"))];
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "initial", include_str!("../migrations/0001_initial.sql")),
+    (2, "outbox", include_str!("../migrations/0002_outbox.sql")),
+];
 
 /// The advisory lock serialising migrations: a two-key lock, so it never
 /// meets the one-key locks taken on entities (`write::lock_entities`).

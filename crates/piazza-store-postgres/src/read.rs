@@ -36,6 +36,19 @@ pub(crate) async fn tenant_exists(client: &impl GenericClient, tenant: &Tenant) 
     Ok(client.query_opt(&statement, &[&tenant.name()]).await?.is_some())
 }
 
+/// Every tenant anything was written in; the default tenant always.
+pub(crate) async fn tenants(client: &impl GenericClient) -> Result<Vec<Tenant>> {
+    let statement = client.prepare_cached("SELECT name FROM tenants ORDER BY name").await?;
+    let mut tenants = vec![Tenant::default()];
+    for row in client.query(&statement, &[]).await? {
+        let name: String = row.try_get(0)?;
+        if !name.is_empty() {
+            tenants.push(Tenant::parse(&name).map_err(|e| Error::Corrupt(e.detail))?);
+        }
+    }
+    Ok(tenants)
+}
+
 /// A statement argument.
 type Arg = Box<dyn ToSql + Sync + Send>;
 

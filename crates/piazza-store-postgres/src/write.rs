@@ -10,7 +10,7 @@ use piazza_store::{Applied, Edit, NewState, ResourceKind, StoredContext, Tenant}
 use serde_json::Value;
 use tokio_postgres::types::{Json, ToSql};
 
-use crate::{temporal, Error, Result};
+use crate::{outbox, temporal, Error, Result};
 
 /// The advisory lock key of one entity (also taken by temporal edits).
 ///
@@ -166,13 +166,18 @@ impl Writer<'_> {
                 return Ok(Err(refusal));
             }
         };
+        // The notices the change owes go into the outbox in its transaction.
+        let (transaction, tenant, observe) = (self.transaction, self.tenant, edit.observe);
+        let owed = |after: Option<&Entity>| observe.map(|o| o(before.as_ref(), after)).unwrap_or_default();
         let after = match outcome.state {
             NewState::Keep => {
                 self.keep(edit.entity_id, stored);
                 before.clone()
             }
             NewState::Put(entity) => {
-                let eid = self.put(stored.as_ref(), before.as_ref(), &entity).await?;
+                let entries = owed(Some(&entity));
+                let write = self.put(stored.as_ref(), before.as_ref(), &entity);
+                let (eid, ()) = tokio::try_join!(write, outbox::enqueue(transaction, tenant, &entries))?;
                 let kept = Stored {
                     eid,
                     entity: entity.clone(),
@@ -182,8 +187,13 @@ impl Writer<'_> {
             }
             NewState::Delete => {
                 if let Some(stored) = stored {
-                    let history = temporal::record(self.transaction, self.tenant, before.as_ref(), None, None);
-                    tokio::try_join!(self.delete(stored.eid), history)?;
+                    let entries = owed(None);
+                    let history = temporal::record(transaction, tenant, before.as_ref(), None, None);
+                    tokio::try_join!(
+                        self.delete(stored.eid),
+                        history,
+                        outbox::enqueue(transaction, tenant, &entries)
+                    )?;
                 }
                 None
             }
@@ -468,17 +478,24 @@ pub(crate) async fn put_resource(
     Ok(changed > 0)
 }
 
+/// Deletes a resource; a subscription takes its pending notices and
+/// delivery statistics with it, in the same transaction.
 pub(crate) async fn delete_resource(
-    client: &impl GenericClient,
+    client: &mut deadpool_postgres::Object,
     tenant: &Tenant,
     kind: ResourceKind,
     id: &str,
 ) -> Result<bool> {
+    let transaction = client.transaction().await?;
     let deleted = execute(
-        client,
+        &transaction,
         "DELETE FROM resources WHERE tenant = $1 AND kind = $2 AND id = $3",
         &[&tenant.name(), &kind.name(), &id],
     )
     .await?;
+    if kind == ResourceKind::Subscription {
+        outbox::forget(&transaction, tenant, id).await?;
+    }
+    transaction.commit().await?;
     Ok(deleted > 0)
 }

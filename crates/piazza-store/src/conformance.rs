@@ -12,7 +12,10 @@ use piazza_ngsild::update::UpdateOutcome;
 use piazza_ngsild::{time, ActiveContext, Entity, ErrorKind, NgsiError};
 use serde_json::json;
 
-use crate::{ContextKind, Edit, EditOutcome, NewState, Page, ResourceKind, Store, StoredContext, TemporalEdit, Tenant};
+use crate::{
+    ContextKind, Delivery, Edit, EditOutcome, NewState, OutboxEntry, Page, ResourceKind, Store, StoredContext,
+    TemporalEdit, Tenant,
+};
 use piazza_ngsild::temporal::{TemporalQuery, TimeProperty, TimeRel};
 
 /// Generates one `#[tokio::test]` per conformance case.
@@ -24,7 +27,7 @@ macro_rules! conformance_suite {
             queries_page_in_creation_order, delete_removes_from_indexes, discovery_reflects_data,
             contexts_round_trip, concurrent_edits_are_serialised, resources_round_trip,
             history_records_every_change, temporal_edits_and_time_ranges, geo_queries_follow_every_change,
-            edits_of_one_call_see_each_other);
+            edits_of_one_call_see_each_other, outbox_is_written_with_the_change, deliveries_settle_notices_and_count);
     };
     (@cases $factory:expr; $($case:ident),*) => {
         $(
@@ -640,4 +643,131 @@ pub async fn edits_of_one_call_see_each_other(store: Arc<dyn Store>) {
     assert_eq!(values, ["0", "1", "5", "6", "null"]);
     assert_eq!(history.types.len(), 2, "the temporal entity keeps both types");
     assert!(history.deleted_at.is_none(), "recreated");
+}
+
+/// An edit observed for subscription `sub`: the observer sees both states.
+fn watched_for(edit: Edit, sub: &'static str) -> Edit {
+    Edit {
+        observe: Some(Box::new(move |before, after| {
+            vec![OutboxEntry {
+                subscription_id: sub.into(),
+                entity_id: after.or(before).map(|e| e.id.clone()).unwrap_or_default(),
+                notice: json!({"before": before.is_some(), "after": after.is_some()}),
+            }]
+        })),
+        ..edit
+    }
+}
+
+pub async fn outbox_is_written_with_the_change(store: Arc<dyn Store>) {
+    let t = tenant("outbox");
+    let created = store
+        .edit(
+            &t,
+            vec![watched_for(create(entity("urn:e:1", "T", json!({}))), "urn:s:1")],
+        )
+        .await
+        .unwrap();
+    assert!(created[0].is_ok());
+    // A refused edit records no notice, like it writes no entity.
+    let refused = store
+        .edit(
+            &t,
+            vec![watched_for(create(entity("urn:e:1", "T", json!({}))), "urn:s:1")],
+        )
+        .await
+        .unwrap();
+    assert!(refused[0].is_err());
+    let deleted = store
+        .edit(
+            &t,
+            vec![watched_for(
+                Edit::new("urn:e:1", |_| {
+                    Ok(EditOutcome {
+                        state: NewState::Delete,
+                        report: UpdateOutcome::default(),
+                    })
+                }),
+                "urn:s:1",
+            )],
+        )
+        .await
+        .unwrap();
+    assert!(deleted[0].is_ok());
+    let pending = store.pending_notices(&t, "urn:s:1", 10).await.unwrap();
+    let notices: Vec<_> = pending.iter().map(|p| p.notice.clone()).collect();
+    assert_eq!(
+        notices,
+        vec![
+            json!({"before": false, "after": true}),
+            json!({"before": true, "after": false})
+        ]
+    );
+    assert!(
+        pending[0].seq < pending[1].seq,
+        "entries come in the order of the changes"
+    );
+    assert!(pending.iter().all(|p| p.entity_id == "urn:e:1"));
+    assert!(store
+        .pending_notices(&tenant("elsewhere"), "urn:s:1", 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        store.pending_notices(&t, "urn:s:1", 1).await.unwrap().len(),
+        1,
+        "limit is honoured"
+    );
+    assert_eq!(
+        store.subscriptions_with_notices().await.unwrap(),
+        vec![(t.clone(), "urn:s:1".to_string())]
+    );
+}
+
+pub async fn deliveries_settle_notices_and_count(store: Arc<dyn Store>) {
+    let t = tenant("deliveries");
+    let kind = ResourceKind::Subscription;
+    assert!(store
+        .put_resource(&t, kind, "urn:s:1", json!({"id": "urn:s:1"}), true)
+        .await
+        .unwrap());
+    for i in 0..3 {
+        let e = entity(&format!("urn:e:{i}"), "T", json!({}));
+        assert!(store.edit(&t, vec![watched_for(create(e), "urn:s:1")]).await.unwrap()[0].is_ok());
+    }
+    let pending = store.pending_notices(&t, "urn:s:1", 10).await.unwrap();
+    assert_eq!(pending.len(), 3);
+    let failed_at = time::now();
+    let failure = Delivery {
+        at: failed_at,
+        success: false,
+        settled: vec![],
+    };
+    store.record_delivery(&t, "urn:s:1", failure).await.unwrap();
+    let success = Delivery {
+        at: time::now(),
+        success: true,
+        settled: vec![pending[0].seq, pending[1].seq],
+    };
+    store.record_delivery(&t, "urn:s:1", success.clone()).await.unwrap();
+    let left = store.pending_notices(&t, "urn:s:1", 10).await.unwrap();
+    assert_eq!(left, vec![pending[2].clone()]);
+    let stats = store.delivery_stats(&t, "urn:s:1").await.unwrap();
+    assert_eq!((stats.times_sent, stats.times_failed), (1, 1));
+    assert_eq!(stats.last_failure, Some(failed_at));
+    assert_eq!(stats.last_success, Some(success.at));
+    assert_eq!(stats.last_notification, Some(success.at));
+    assert_eq!(
+        store
+            .delivery_stats(&tenant("other"), "urn:s:1")
+            .await
+            .unwrap()
+            .times_sent,
+        0
+    );
+    // Deleting the subscription drops its backlog and statistics.
+    assert!(store.delete_resource(&t, kind, "urn:s:1").await.unwrap());
+    assert!(store.pending_notices(&t, "urn:s:1", 10).await.unwrap().is_empty());
+    assert_eq!(store.delivery_stats(&t, "urn:s:1").await.unwrap().times_failed, 0);
+    assert!(store.subscriptions_with_notices().await.unwrap().is_empty());
 }

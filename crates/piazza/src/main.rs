@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use piazza_broker::{Broker, Limits};
+use piazza_broker::{Broker, Limits, NotifierConfig};
 use piazza_http::AppState;
 use piazza_store::Store;
 use piazza_store_embedded::EmbeddedStore;
@@ -55,6 +55,13 @@ struct ServeArgs {
     /// Most entities in one batch operation.
     #[arg(long, env = "PIAZZA_MAX_BATCH_SIZE", default_value_t = Limits::default().max_batch_size)]
     max_batch_size: usize,
+    /// The URL clients reach this broker at (used in notifications to name
+    /// contexts it hosts); default `http://<addr>`.
+    #[arg(long, env = "PIAZZA_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// Hours an undeliverable notification is retried before it is given up.
+    #[arg(long, env = "PIAZZA_NOTIFICATION_MAX_AGE_HOURS", default_value_t = 24)]
+    notification_max_age_hours: u64,
 }
 
 fn main() -> ExitCode {
@@ -93,7 +100,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_batch_size: args.max_batch_size,
         ..Limits::default()
     };
-    let broker = Arc::new(Broker::new(store, limits));
+    let notifier = NotifierConfig {
+        public_url: args
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", args.addr)),
+        max_notice_age: std::time::Duration::from_secs(args.notification_max_age_hours.saturating_mul(3600)),
+        ..NotifierConfig::default()
+    };
+    let broker = Arc::new(Broker::with_notifier(store, limits, notifier));
+    broker.start().await.context("cannot resume notification delivery")?;
     let state = Arc::new(AppState {
         broker,
         max_body_bytes: args.max_body_bytes,

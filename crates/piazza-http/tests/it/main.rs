@@ -10,6 +10,8 @@ mod bad_input;
 mod batch;
 mod contexts;
 mod entities;
+mod mqtt;
+mod notifications;
 mod query;
 mod subscriptions;
 pub(crate) mod support;
