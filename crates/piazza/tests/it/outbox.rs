@@ -9,12 +9,30 @@ use crate::process::Server;
 #[tokio::test]
 async fn pending_notifications_survive_kill_9() {
     let dir = tempfile::tempdir().expect("temp dir");
+    survive_kill_9(|| Server::start(dir.path())).await;
+}
+
+/// On PostgreSQL the process that delivers is another one than the process
+/// that was killed: the backlog is in the database, not in a process.
+#[tokio::test]
+async fn pending_notifications_survive_kill_9_on_postgres() {
+    let Some(database) = piazza_store_postgres::testing::TestDatabase::create().await else {
+        return;
+    };
+    let url = std::ffi::OsString::from(database.url());
+    survive_kill_9(|| Server::start_with(&["--database".as_ref(), url.as_os_str()])).await;
+}
+
+/// Five changes are notified to an endpoint that is down until the
+/// broker is killed; a broker started afresh on the same store delivers
+/// them all, in order.
+async fn survive_kill_9(start: impl Fn() -> Server) {
     // The endpoint's port: nothing listens there until after the crash.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("free port")
         .port();
-    let server = Server::start(dir.path());
+    let server = start();
     let client = reqwest::Client::new();
     let entity = json!({"id": "urn:ngsi-ld:Car:k9", "type": "Car", "speed": {"type": "Property", "value": 0}});
     let created = client
@@ -63,7 +81,7 @@ async fn pending_notifications_survive_kill_9() {
         .expect("endpoint port");
     tokio::spawn(async move { axum::serve(listener, app).await });
 
-    let server = Server::start(dir.path());
+    let server = start();
     let mut speeds = Vec::new();
     while speeds.len() < 5 {
         let notification = tokio::time::timeout(Duration::from_secs(20), inbox.recv())
