@@ -24,7 +24,7 @@ use piazza_store::{Delivery, Page, PendingNotice, Store, Tenant};
 use serde_json::{Map, Value};
 use tokio::sync::Notify;
 
-use crate::registry::{Join, Registry, Subscription};
+use crate::registry::{Registry, Subscription};
 
 /// How many outbox entries a worker reads at a time.
 const BATCH: usize = 256;
@@ -236,7 +236,7 @@ impl Notifier {
             if let Some(join) = subscription.join {
                 let names = &subscription.options.attributes;
                 let objects = crate::relationship_objects(&notice.entity, names);
-                self.join(tenant, subscription, join, join.level, objects, &mut item, &mut linked)
+                self.join(tenant, subscription, join.level, objects, &mut item, &mut linked)
                     .await;
             }
             data.push(Value::Object(item));
@@ -256,13 +256,13 @@ impl Notifier {
         &'a self,
         tenant: &'a Tenant,
         subscription: &'a Subscription,
-        join: Join,
         level: u32,
         objects: Vec<String>,
         item: &'a mut Map<String, Value>,
         flat: &'a mut Vec<Value>,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
         Box::pin(async move {
+            let Some(join) = subscription.join else { return };
             for id in objects.into_iter().take(MAX_DATA) {
                 let Ok(Some(entity)) = self.store.get(tenant, &id).await else {
                     continue;
@@ -270,7 +270,7 @@ impl Notifier {
                 let mut rendered = render_entity(&entity, &subscription.context, &subscription.options.render);
                 if level > 1 {
                     let deeper = crate::relationship_objects(&entity, &[]);
-                    self.join(tenant, subscription, join, level - 1, deeper, &mut rendered, flat)
+                    self.join(tenant, subscription, level - 1, deeper, &mut rendered, flat)
                         .await;
                 }
                 if join.inline {
