@@ -19,12 +19,14 @@ mod contexts;
 pub mod jsonld_contexts;
 mod notifier;
 mod registry;
+mod retention;
 pub mod subscriptions;
 mod temporal;
 
 pub use contexts::{HOSTED_PATH, MAX_CONTEXT_BYTES};
 pub use notifier::NotifierConfig;
 pub use piazza_store;
+pub use retention::Retention;
 
 /// A failure of a broker operation: the requester's (NGSI-LD problem) or ours.
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +108,7 @@ pub struct Broker {
     limits: Limits,
     subscriptions: Arc<registry::Registry>,
     notifier: Arc<notifier::Notifier>,
+    retention: Retention,
 }
 
 impl Broker {
@@ -122,13 +125,29 @@ impl Broker {
             contexts,
             store,
             limits,
+            retention: Retention::default(),
         }
     }
 
+    /// Keeps history only this long (enforced by [`Broker::start`]).
+    pub fn with_retention(mut self, retention: Retention) -> Self {
+        self.retention = retention;
+        self
+    }
+
+    /// One history retention pass now; returns the instances deleted.
+    pub async fn purge_old_history(&self) -> BrokerResult<u64> {
+        retention::purge_once(&*self.store, &self.retention).await
+    }
+
     /// Starts the background work of a serving broker: delivery of what the
-    /// outbox still holds, and the periodic subscriptions of every tenant.
+    /// outbox still holds, the periodic subscriptions of every tenant, and
+    /// history retention.
     pub async fn start(&self) -> BrokerResult<()> {
         self.notifier.resume().await?;
+        if self.retention.is_active() {
+            tokio::spawn(retention::run(self.store.clone(), self.retention.clone()));
+        }
         for tenant in self.store.tenants().await? {
             let subscriptions = self.subscriptions.of(&tenant).await?;
             self.notifier.start_periodic(&tenant, &subscriptions);
