@@ -17,6 +17,8 @@ use hyper::Method;
 
 mod broker;
 mod load;
+mod history;
+mod notify;
 mod report;
 mod template;
 
@@ -69,6 +71,9 @@ struct Cli {
     /// A request unanswered after this long counts as an error.
     #[arg(long, default_value_t = 120)]
     timeout_secs: u64,
+    /// Attribute instances of the entity of the temporal evolution scenarios.
+    #[arg(long, default_value_t = 100_000)]
+    temporal_instances: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
@@ -101,9 +106,9 @@ enum Scenario {
     Footprint,
     /// Stop, restart on the same data, time from spawn to /health 200.
     ColdStart,
-    /// Temporal API scenarios (not available yet).
+    /// Temporal evolution of one entity (plain, temporalValues, aggregated) and a temporal query by type.
     Temporal,
-    /// Subscription/notification scenarios (not available yet).
+    /// Update → HTTP notification received, one at a time.
     Subscriptions,
 }
 
@@ -223,10 +228,8 @@ impl Bench {
                 Scenario::Ceiling => self.ceiling().await?,
                 Scenario::Footprint => self.footprint().await?,
                 Scenario::ColdStart => self.cold_start().await?,
-                Scenario::Temporal => self.rows.push(Row::unavailable("temporal", "needs the temporal API")),
-                Scenario::Subscriptions => self
-                    .rows
-                    .push(Row::unavailable("subscriptions", "needs subscriptions/notifications")),
+                Scenario::Temporal => self.temporal().await?,
+                Scenario::Subscriptions => self.notification_latency().await?,
             }
         }
         Ok(())
