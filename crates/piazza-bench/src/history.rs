@@ -90,7 +90,9 @@ impl Bench {
 fn instance(k: u64) -> Value {
     let minutes = i64::try_from(k).unwrap_or(i64::MAX);
     let at = chrono::DateTime::parse_from_rfc3339(START).map(|t| t + chrono::Duration::minutes(minutes));
-    let observed = at.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)).unwrap_or_default();
+    let observed = at
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_default();
     json!({
         "type": "Property",
         "value": 10.0 + template::mix(k) as f64 % 2000.0 / 100.0,

@@ -16,8 +16,8 @@ use clap::{Parser, ValueEnum};
 use hyper::Method;
 
 mod broker;
-mod load;
 mod history;
+mod load;
 mod notify;
 mod report;
 mod template;

@@ -37,7 +37,10 @@ impl Bench {
             let req = Req::with_body(Method::POST, uri, serde_json::to_vec(&body)?.into()).tenant(TENANT);
             let (status, _, answer) = load::once(addr, req).await?;
             if !status.is_success() {
-                bail!("notification set-up: HTTP {status}: {}", String::from_utf8_lossy(&answer));
+                bail!(
+                    "notification set-up: HTTP {status}: {}",
+                    String::from_utf8_lossy(&answer)
+                );
             }
         }
         let mut latencies = load::new_histogram();
@@ -49,8 +52,8 @@ impl Bench {
         while Instant::now() < deadline {
             seq += 1;
             let body = serde_json::to_vec(&json!({"value": seq}))?;
-            let req = Req::with_body(Method::PATCH, format!("{API}/entities/{ENTITY}/attrs/seq"), body.into())
-                .tenant(TENANT);
+            let req =
+                Req::with_body(Method::PATCH, format!("{API}/entities/{ENTITY}/attrs/seq"), body.into()).tenant(TENANT);
             let sent = Instant::now();
             let (status, _, _) = load::once(addr, req).await?;
             if !status.is_success() {

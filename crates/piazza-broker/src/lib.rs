@@ -66,6 +66,8 @@ pub struct Limits {
     /// The most attribute instances of one entity a temporal response holds
     /// before it is cut and partial (clause 6.3.10).
     pub max_temporal_instances: usize,
+    /// The most attribute instances one aggregated temporal response reads.
+    pub max_aggregated_instances: usize,
 }
 
 impl Default for Limits {
@@ -77,6 +79,7 @@ impl Default for Limits {
             max_sorted_matches: 10_000,
             max_linked_entities: 1_000,
             max_temporal_instances: 30,
+            max_aggregated_instances: 1_000_000,
         }
     }
 }

@@ -347,14 +347,27 @@ fn header(connection: &Connection, tenant: &Tenant, id: &str) -> StoreResult<Opt
     .transpose()
 }
 
+/// The names of the attributes with history, by skipping through the
+/// instance index one name at a time (a `DISTINCT` would read every
+/// instance of a long history).
 fn attribute_names(connection: &Connection, tenant: &Tenant, id: &str) -> StoreResult<Vec<String>> {
     let mut statement = connection
-        .prepare_cached("SELECT DISTINCT attr FROM attr_instances WHERE tenant = ?1 AND entity_id = ?2 ORDER BY attr")
+        .prepare_cached(
+            "SELECT attr FROM attr_instances WHERE tenant = ?1 AND entity_id = ?2 AND attr > ?3 \
+             ORDER BY attr LIMIT 1",
+        )
         .map_err(sql)?;
-    let rows = statement
-        .query_map(params![tenant.name(), id], |r| r.get::<_, String>(0))
-        .map_err(sql)?;
-    rows.collect::<rusqlite::Result<Vec<_>>>().map_err(sql)
+    let mut names = Vec::new();
+    let mut after = String::new();
+    while let Some(name) = statement
+        .query_row(params![tenant.name(), id, after], |r| r.get::<_, String>(0))
+        .optional()
+        .map_err(sql)?
+    {
+        after.clone_from(&name);
+        names.push(name);
+    }
+    Ok(names)
 }
 
 fn instance_from_row(instance_id: String, doc: &str, deleted_at: Option<String>) -> StoreResult<Instance> {
