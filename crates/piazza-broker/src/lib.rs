@@ -16,6 +16,7 @@ use piazza_store::{Applied, Edit, EditOutcome, NewState, Page, QueryResult, Stor
 use serde_json::{json, Value};
 
 mod contexts;
+pub mod ingest;
 pub mod jsonld_contexts;
 pub mod subscriptions;
 mod temporal;
