@@ -55,8 +55,11 @@ impl Broker {
         let now = time::now();
         let mut plan = BatchPlan::default();
         for payload in payloads {
-            let edit = parse_entity(&payload.body, &payload.context, ParseOptions::CREATE)
-                .map(|entity| Edit::new(entity.id.clone(), move |existing| import_edit(existing, entity, mode, now)));
+            let edit = parse_entity(&payload.body, &payload.context, ParseOptions::CREATE).map(|entity| {
+                Edit::new(entity.id.clone(), move |existing| {
+                    import_edit(existing, entity, mode, now)
+                })
+            });
             plan.push(&payload.body, edit);
         }
         let BatchPlan { items, edits, slots } = plan;
@@ -136,10 +139,7 @@ pub fn same_content(a: &Entity, b: &Entity) -> bool {
         && a.attributes.len() == b.attributes.len()
         && a.attributes.iter().all(|(name, instances)| {
             b.attributes.get(name).is_some_and(|others| {
-                instances.len() == others.len()
-                    && instances
-                        .iter()
-                        .all(|i| others.iter().any(|o| same_attribute(i, o)))
+                instances.len() == others.len() && instances.iter().all(|i| others.iter().any(|o| same_attribute(i, o)))
             })
         })
 }
@@ -153,8 +153,7 @@ fn same_attribute(a: &Attribute, b: &Attribute) -> bool {
         && a.object_type == b.object_type
         && a.expires_at == b.expires_at
         && a.sub.len() == b.sub.len()
-        && a
-            .sub
+        && a.sub
             .iter()
             .all(|(name, sub)| b.sub.get(name).is_some_and(|other| same_attribute(sub, other)))
 }
@@ -176,9 +175,10 @@ mod tests {
 
     fn station(pm10: f64) -> Entity {
         let mut entity = Entity::new("urn:ngsi-ld:S:1", vec!["https://e/S".into()]);
-        entity
-            .attributes
-            .insert("https://e/pm10".into(), vec![Attribute::new(AttributeKind::Property, json!(pm10))]);
+        entity.attributes.insert(
+            "https://e/pm10".into(),
+            vec![Attribute::new(AttributeKind::Property, json!(pm10))],
+        );
         entity
     }
 

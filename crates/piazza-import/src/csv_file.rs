@@ -92,7 +92,11 @@ fn header<R: std::io::Read>(
         // A UTF-8 byte order mark is not part of the first column's name.
         .map(|(i, h)| (h.trim_start_matches('\u{feff}').trim().to_owned(), i))
         .collect();
-    let missing: Vec<String> = mapping.columns().into_iter().filter(|c| !columns.contains_key(c)).collect();
+    let missing: Vec<String> = mapping
+        .columns()
+        .into_iter()
+        .filter(|c| !columns.contains_key(c))
+        .collect();
     if !missing.is_empty() {
         let mut have: Vec<&String> = columns.keys().collect();
         have.sort_by_key(|c| columns[*c]);

@@ -47,9 +47,8 @@ pub async fn import_geojson(
     let text = std::fs::read_to_string(file).map_err(|e| ImportError::io(file, e))?;
     let document: Value =
         serde_json::from_str(&text).map_err(|e| ImportError::Input(format!("{name}: not JSON: {e}")))?;
-    let features = features(&document).ok_or_else(|| {
-        ImportError::Input(format!("{name}: neither a GeoJSON FeatureCollection nor a Feature"))
-    })?;
+    let features = features(&document)
+        .ok_or_else(|| ImportError::Input(format!("{name}: neither a GeoJSON FeatureCollection nor a Feature")))?;
     let mut sink = Sink::new(broker, options, mapping.import_mode(), Some(features.len() as u64));
     for (index, feature) in features.iter().enumerate() {
         let origin = Origin::item(&name, "feature", index as u64 + 1);

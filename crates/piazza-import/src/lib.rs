@@ -227,8 +227,8 @@ pub(crate) async fn mapping_context(
 /// member) into an active context, without fetching anything.
 pub(crate) async fn local_context(broker: &Broker, tenant: &Tenant, path: &Path) -> ImportResult<Arc<ActiveContext>> {
     let text = std::fs::read_to_string(path).map_err(|e| ImportError::io(path, e))?;
-    let document: Value = serde_json::from_str(&text)
-        .map_err(|e| ImportError::Input(format!("{}: not JSON: {e}", path.display())))?;
+    let document: Value =
+        serde_json::from_str(&text).map_err(|e| ImportError::Input(format!("{}: not JSON: {e}", path.display())))?;
     let Some(inner) = document.get("@context") else {
         return Err(ImportError::Input(format!("{}: no @context member", path.display())));
     };

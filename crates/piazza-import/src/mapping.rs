@@ -323,8 +323,10 @@ impl Mapping {
             let (Some(lat_text), Some(lon_text)) = (self.text(row, lat), self.text(row, lon)) else {
                 return Ok(None);
             };
-            let lat = degrees(&lat_text, 90.0).ok_or_else(|| format!("column '{lat}': '{lat_text}' is not a latitude"))?;
-            let lon = degrees(&lon_text, 180.0).ok_or_else(|| format!("column '{lon}': '{lon_text}' is not a longitude"))?;
+            let lat =
+                degrees(&lat_text, 90.0).ok_or_else(|| format!("column '{lat}': '{lat_text}' is not a latitude"))?;
+            let lon =
+                degrees(&lon_text, 180.0).ok_or_else(|| format!("column '{lon}': '{lon_text}' is not a longitude"))?;
             return Ok(Some(json!({ "type": "Point", "coordinates": [lon, lat] })));
         }
         let use_geometry = spec.and_then(|s| s.geometry).unwrap_or(true);
@@ -366,7 +368,10 @@ fn insert_attribute(body: &mut Map<String, Value>, name: &str, mut attribute: Va
             map.insert((*part).to_owned(), inner);
             return;
         }
-        target = Some(map.entry((*part).to_owned()).or_insert_with(|| Value::Object(Map::new())));
+        target = Some(
+            map.entry((*part).to_owned())
+                .or_insert_with(|| Value::Object(Map::new())),
+        );
     }
 }
 
@@ -388,7 +393,9 @@ fn placeholders(template: &str) -> Vec<String> {
 pub(crate) fn uri_safe(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
-        if c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | '"' | '{' | '}' | '|' | '\\' | '^' | '`' | '%')
+        if c.is_whitespace()
+            || c.is_control()
+            || matches!(c, '<' | '>' | '"' | '{' | '}' | '|' | '\\' | '^' | '`' | '%')
         {
             let mut buffer = [0u8; 4];
             for byte in c.encode_utf8(&mut buffer).bytes() {
@@ -425,7 +432,9 @@ fn typed_value(raw: &str, kind: ValueType) -> Result<Value, String> {
             if piazza_ngsild::entity::is_uri(raw) {
                 Ok(Value::String(raw.to_owned()))
             } else {
-                Err(format!("'{raw}' is not a URI (use a template such as \"urn:ngsi-ld:Type:{{column}}\")"))
+                Err(format!(
+                    "'{raw}' is not a URI (use a template such as \"urn:ngsi-ld:Type:{{column}}\")"
+                ))
             }
         }
     }
@@ -453,7 +462,9 @@ pub fn parse_instant(text: &str, format: Option<&str>) -> Option<Timestamp> {
     if let Some(format) = format {
         return NaiveDateTime::parse_from_str(text, format)
             .map(|t| t.and_utc())
-            .or_else(|_| NaiveDate::parse_from_str(text, format).map(|d| d.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc()))
+            .or_else(|_| {
+                NaiveDate::parse_from_str(text, format).map(|d| d.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc())
+            })
             .ok();
     }
     time::parse(text).or_else(|| {
@@ -514,8 +525,14 @@ mod tests {
         assert!(observed.is_none());
         assert_eq!(body["id"], "urn:ngsi-ld:AirQualityObserved:IT%201");
         assert_eq!(body["name"]["value"], "LU-CAPANNORI");
-        assert_eq!(body["altitude"], json!({"type": "Property", "value": 12.5, "unitCode": "MTR"}));
-        assert_eq!(body["address"]["value"], json!({"addressCountry": "IT", "addressLocality": "Capannori"}));
+        assert_eq!(
+            body["altitude"],
+            json!({"type": "Property", "value": 12.5, "unitCode": "MTR"})
+        );
+        assert_eq!(
+            body["address"]["value"],
+            json!({"addressCountry": "IT", "addressLocality": "Capannori"})
+        );
         assert!(!body.contains_key("note"), "NA is a null value");
         assert_eq!(body["location"]["value"]["coordinates"], json!([10.57, 43.84]));
     }
@@ -532,14 +549,25 @@ mod tests {
             pm10 = { column = "PM10", type = "number", unit = "GQ" }
             "#,
         );
-        let row = Cells(HashMap::from([("station", "A"), ("date", "2020-01-02"), ("PM10", "31")]));
+        let row = Cells(HashMap::from([
+            ("station", "A"),
+            ("date", "2020-01-02"),
+            ("PM10", "31"),
+        ]));
         let (body, observed) = m.entity(&row).expect("entity").expect("not skipped");
         assert_eq!(observed, time::parse("2020-01-02T00:00:00Z"));
         assert_eq!(body["pm10"]["observedAt"], "2020-01-02T00:00:00Z");
         let empty = Cells(HashMap::from([("station", "A"), ("date", "2020-01-02"), ("PM10", "")]));
         assert!(m.entity(&empty).expect("no error").is_none(), "no value: skipped");
-        let bad = Cells(HashMap::from([("station", "A"), ("date", "2020-01-02"), ("PM10", "n/d")]));
-        assert_eq!(m.entity(&bad).err().as_deref(), Some("attribute pm10: 'n/d' is not a number"));
+        let bad = Cells(HashMap::from([
+            ("station", "A"),
+            ("date", "2020-01-02"),
+            ("PM10", "n/d"),
+        ]));
+        assert_eq!(
+            m.entity(&bad).err().as_deref(),
+            Some("attribute pm10: 'n/d' is not a number")
+        );
         let undated = Cells(HashMap::from([("station", "A"), ("date", "ieri"), ("PM10", "3")]));
         assert!(m.entity(&undated).is_err());
     }

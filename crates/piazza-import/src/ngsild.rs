@@ -65,8 +65,8 @@ async fn record(broker: &Broker, options: &Options, entity: &Value, origin: Orig
 
 async fn preload(broker: &Broker, options: &Options, url: &str, path: &Path) -> ImportResult<()> {
     let text = std::fs::read_to_string(path).map_err(|e| ImportError::io(path, e))?;
-    let document: Value = serde_json::from_str(&text)
-        .map_err(|e| ImportError::Input(format!("{}: not JSON: {e}", path.display())))?;
+    let document: Value =
+        serde_json::from_str(&text).map_err(|e| ImportError::Input(format!("{}: not JSON: {e}", path.display())))?;
     broker.cache_context(&options.tenant, url, document).await?;
     Ok(())
 }

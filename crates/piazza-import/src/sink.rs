@@ -60,7 +60,12 @@ impl<'a> Sink<'a> {
             Err(rejection) => return self.reject(rejection).await,
         };
         if record.observed_at.is_some() {
-            let id = record.body.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
+            let id = record
+                .body
+                .get("id")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
             self.series.entry(id).or_default().push(record);
             return Ok(());
         }
@@ -134,7 +139,8 @@ impl<'a> Sink<'a> {
         Ok(())
     }
 
-    async fn flush(&mut self) -> ImportResult<()> {
+    /// Writes the entities read so far (observations wait for the end).
+    pub(crate) async fn flush(&mut self) -> ImportResult<()> {
         let records = std::mem::take(&mut self.pending);
         self.upsert(records, self.mode).await
     }
@@ -404,7 +410,10 @@ mod tests {
 
         let (newer, older) = split_point(point(4, json!({"pm10": 1})), &known, &mut latest);
         assert!(newer.is_none());
-        assert!(older.is_some_and(|o| o.body.contains_key("pm10")), "day 4 is back-filled");
+        assert!(
+            older.is_some_and(|o| o.body.contains_key("pm10")),
+            "day 4 is back-filled"
+        );
 
         let (newer, older) = split_point(point(5, json!({"pm10": 1})), &known, &mut latest);
         assert!(newer.is_none() && older.is_none(), "already recorded");

@@ -84,7 +84,10 @@ impl Validator {
         if problems.is_empty() {
             Ok(())
         } else {
-            Err(format!("does not match the {entity_type} schema: {}", problems.join("; ")))
+            Err(format!(
+                "does not match the {entity_type} schema: {}",
+                problems.join("; ")
+            ))
         }
     }
 

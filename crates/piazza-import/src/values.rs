@@ -87,7 +87,12 @@ pub fn is_geometry(value: &Value) -> bool {
 fn is_ngsi_urn(value: &Value) -> bool {
     match value {
         Value::String(s) => s.starts_with("urn:ngsi-ld:"),
-        Value::Array(items) => !items.is_empty() && items.iter().all(|i| i.as_str().is_some_and(|s| s.starts_with("urn:ngsi-ld:"))),
+        Value::Array(items) => {
+            !items.is_empty()
+                && items
+                    .iter()
+                    .all(|i| i.as_str().is_some_and(|s| s.starts_with("urn:ngsi-ld:")))
+        }
         _ => false,
     }
 }
@@ -198,8 +203,16 @@ mod tests {
             "address": {"addressLocality": "Prato"},
             "@context": "https://example.org/ctx.jsonld"
         }));
-        let out = fragment(&message, Some("urn:ngsi-ld:X:1"), Some("X"), Some("2024-01-01T00:00:00Z"));
-        assert_eq!(out["temperature"], json!({"type": "Property", "value": 21.5, "observedAt": "2024-01-01T00:00:00Z"}));
+        let out = fragment(
+            &message,
+            Some("urn:ngsi-ld:X:1"),
+            Some("X"),
+            Some("2024-01-01T00:00:00Z"),
+        );
+        assert_eq!(
+            out["temperature"],
+            json!({"type": "Property", "value": 21.5, "observedAt": "2024-01-01T00:00:00Z"})
+        );
         assert_eq!(out["location"]["type"], "GeoProperty");
         assert_eq!(out["refDevice"]["type"], "Relationship");
         assert_eq!(out["address"]["value"], json!({"addressLocality": "Prato"}));

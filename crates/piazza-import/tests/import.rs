@@ -88,7 +88,11 @@ async fn the_prato_feed_becomes_urban_mobility_entities() {
         feed_rows(&feed, "routes.txt"),
         feed_rows(&feed, "trips.txt"),
     );
-    assert_eq!((stops, routes, trips), (1647, 23, 4401), "the feed as SOURCE.md describes it");
+    assert_eq!(
+        (stops, routes, trips),
+        (1647, 23, 4401),
+        "the feed as SOURCE.md describes it"
+    );
     assert_eq!(count(&f.broker, &format!("{UM}GtfsStop")).await, stops);
     assert_eq!(count(&f.broker, &format!("{UM}GtfsRoute")).await, routes);
     assert_eq!(count(&f.broker, &format!("{UM}GtfsTrip")).await, trips);
@@ -114,12 +118,32 @@ async fn the_prato_feed_becomes_urban_mobility_entities() {
         limit: 1,
         count: false,
     };
-    let stop_time = f.broker.query(&Tenant::default(), trip_query, page).await.expect("query").entities.remove(0);
-    let trip_id = value(&stop_time, &format!("{UM}hasTrip")).as_str().expect("trip").to_owned();
-    let stop_id = value(&stop_time, &format!("{UM}hasStop")).as_str().expect("stop").to_owned();
+    let stop_time = f
+        .broker
+        .query(&Tenant::default(), trip_query, page)
+        .await
+        .expect("query")
+        .entities
+        .remove(0);
+    let trip_id = value(&stop_time, &format!("{UM}hasTrip"))
+        .as_str()
+        .expect("trip")
+        .to_owned();
+    let stop_id = value(&stop_time, &format!("{UM}hasStop"))
+        .as_str()
+        .expect("stop")
+        .to_owned();
     let trip = entity(&f.broker, &trip_id).await;
-    let route = entity(&f.broker, value(&trip, &format!("{UM}hasRoute")).as_str().expect("route")).await;
-    entity(&f.broker, value(&trip, &format!("{UM}hasService")).as_str().expect("service")).await;
+    let route = entity(
+        &f.broker,
+        value(&trip, &format!("{UM}hasRoute")).as_str().expect("route"),
+    )
+    .await;
+    entity(
+        &f.broker,
+        value(&trip, &format!("{UM}hasService")).as_str().expect("service"),
+    )
+    .await;
     assert_eq!(
         value(&route, &format!("{UM}operatedBy")),
         "urn:ngsi-ld:GtfsAgency:169:169"
@@ -166,15 +190,27 @@ async fn the_tuscan_comuni_as_points_and_boundaries() {
     let f = fixture();
     let csv = testdata("tuscany-comuni/comuni_toscana.csv");
     let points = Mapping::load(&testdata("mappings/comuni.toml")).expect("mapping");
-    let summary = piazza_import::import_csv(&f.broker, &options(), &csv, &points).await.expect("import");
-    assert_eq!((summary.created, summary.rejected), (273, 0), "{:?}", summary.rejections);
+    let summary = piazza_import::import_csv(&f.broker, &options(), &csv, &points)
+        .await
+        .expect("import");
+    assert_eq!(
+        (summary.created, summary.rejected),
+        (273, 0),
+        "{:?}",
+        summary.rejections
+    );
 
     let geojson = testdata("tuscany-comuni/limits_R_9_municipalities.simplified.geojson");
     let boundaries = Mapping::load(&testdata("mappings/comuni-boundaries.toml")).expect("mapping");
     let summary = piazza_import::import_geojson(&f.broker, &options(), &geojson, &boundaries)
         .await
         .expect("import");
-    assert_eq!((summary.updated, summary.rejected), (273, 0), "{:?}", summary.rejections);
+    assert_eq!(
+        (summary.updated, summary.rejected),
+        (273, 0),
+        "{:?}",
+        summary.rejections
+    );
 
     let core = ActiveContext::core();
     assert_eq!(count(&f.broker, &core.expand("Municipality")).await, 273);
@@ -189,7 +225,12 @@ async fn the_tuscan_comuni_as_points_and_boundaries() {
 /// Rows of `file` (a CSV) whose `column` is `wanted`.
 fn csv_rows_where(file: &Path, column: &str, wanted: &str) -> Vec<csv::StringRecord> {
     let mut reader = csv::Reader::from_path(file).expect("csv");
-    let index = reader.headers().expect("header").iter().position(|h| h == column).expect(column);
+    let index = reader
+        .headers()
+        .expect("header")
+        .iter()
+        .position(|h| h == column)
+        .expect(column);
     reader
         .records()
         .map(|r| r.expect("row"))
@@ -202,10 +243,18 @@ async fn pm10_history(broker: &Broker, id: &str) -> Vec<(String, Value)> {
         attrs: vec![format!("{ENV}pm10")],
         ..TemporalQuery::default()
     };
-    let history = broker.temporal_entity(&Tenant::default(), id, &query).await.expect("history");
+    let history = broker
+        .temporal_entity(&Tenant::default(), id, &query)
+        .await
+        .expect("history");
     history.attributes[&format!("{ENV}pm10")]
         .iter()
-        .map(|i| (i.attribute.observed_at.clone().unwrap_or_default(), i.attribute.value.clone()))
+        .map(|i| {
+            (
+                i.attribute.observed_at.clone().unwrap_or_default(),
+                i.attribute.value.clone(),
+            )
+        })
         .collect()
 }
 
@@ -225,7 +274,9 @@ async fn arpat_stations_and_their_daily_pm10_in_history() {
 
     let series = testdata("sensor-timeseries/toscana_pm10_daily_2020.csv");
     let pm10 = Mapping::load(&testdata("mappings/arpat-pm10.toml")).expect("mapping");
-    let summary = piazza_import::import_csv(&f.broker, &options(), &series, &pm10).await.expect("pm10");
+    let summary = piazza_import::import_csv(&f.broker, &options(), &series, &pm10)
+        .await
+        .expect("pm10");
     assert_eq!(summary.rejected, 0, "{:?}", summary.rejections);
     assert_eq!(summary.total(), 6041);
 
@@ -241,16 +292,24 @@ async fn arpat_stations_and_their_daily_pm10_in_history() {
         .map(|r| (format!("{}T00:00:00Z", &r[2]), r[3].parse::<f64>().expect("number")))
         .collect();
     expected.sort_by(|a, b| a.0.cmp(&b.0));
-    let got: Vec<(String, f64)> = history.iter().map(|(t, v)| (t.clone(), v.as_f64().expect("number"))).collect();
+    let got: Vec<(String, f64)> = history
+        .iter()
+        .map(|(t, v)| (t.clone(), v.as_f64().expect("number")))
+        .collect();
     assert_eq!(got, expected, "the series, in order");
     let station = entity(&f.broker, id).await;
     let current = &station.attributes[&format!("{ENV}pm10")][0];
     assert_eq!(current.observed_at.as_deref(), expected.last().map(|(t, _)| t.as_str()));
     assert_eq!(current.unit_code.as_deref(), Some("GQ"));
-    assert!(station.attributes.contains_key("https://smartdatamodels.org/name"), "the station is kept");
+    assert!(
+        station.attributes.contains_key("https://smartdatamodels.org/name"),
+        "the station is kept"
+    );
 
     // Re-running adds nothing to history.
-    let again = piazza_import::import_csv(&f.broker, &options(), &series, &pm10).await.expect("again");
+    let again = piazza_import::import_csv(&f.broker, &options(), &series, &pm10)
+        .await
+        .expect("again");
     assert_eq!((again.unchanged, again.created, again.updated), (6041, 0, 0));
     assert_eq!(pm10_history(&f.broker, id).await.len(), rows.len());
 }
@@ -268,14 +327,33 @@ async fn older_observations_fill_history_without_turning_back_the_current_value(
     let dir = tempfile::tempdir().expect("dir");
     let pm10 = Mapping::load(&testdata("mappings/arpat-pm10.toml")).expect("mapping");
     let header = "\"reporting_year\",\"station_eu_code\",\"date\",\"PM10\"\n";
-    let late = temp_csv(&dir, "late.csv", &format!("{header}2020,\"IT1\",2020-01-03,30\n2020,\"IT1\",2020-01-02,20\n"));
-    let early = temp_csv(&dir, "early.csv", &format!("{header}2020,\"IT1\",2020-01-01,10\n2020,\"IT1\",2020-01-02,20\n"));
-    piazza_import::import_csv(&f.broker, &options(), &late, &pm10).await.expect("late");
-    let summary = piazza_import::import_csv(&f.broker, &options(), &early, &pm10).await.expect("early");
-    assert_eq!((summary.updated, summary.unchanged), (1, 1), "day 1 is new, day 2 known");
+    let late = temp_csv(
+        &dir,
+        "late.csv",
+        &format!("{header}2020,\"IT1\",2020-01-03,30\n2020,\"IT1\",2020-01-02,20\n"),
+    );
+    let early = temp_csv(
+        &dir,
+        "early.csv",
+        &format!("{header}2020,\"IT1\",2020-01-01,10\n2020,\"IT1\",2020-01-02,20\n"),
+    );
+    piazza_import::import_csv(&f.broker, &options(), &late, &pm10)
+        .await
+        .expect("late");
+    let summary = piazza_import::import_csv(&f.broker, &options(), &early, &pm10)
+        .await
+        .expect("early");
+    assert_eq!(
+        (summary.updated, summary.unchanged),
+        (1, 1),
+        "day 1 is new, day 2 known"
+    );
     let id = "urn:ngsi-ld:AirQualityObserved:ARPAT:IT1";
     let days: Vec<String> = pm10_history(&f.broker, id).await.into_iter().map(|(t, _)| t).collect();
-    assert_eq!(days, ["2020-01-01T00:00:00Z", "2020-01-02T00:00:00Z", "2020-01-03T00:00:00Z"]);
+    assert_eq!(
+        days,
+        ["2020-01-01T00:00:00Z", "2020-01-02T00:00:00Z", "2020-01-03T00:00:00Z"]
+    );
     let current = &entity(&f.broker, id).await.attributes[&format!("{ENV}pm10")][0];
     assert_eq!(current.value, 30.0);
 }
@@ -293,7 +371,9 @@ async fn a_bad_row_is_reported_with_its_line_and_the_rest_is_imported() {
     let broken = temp_csv(&dir, "stations.csv", &(lines.join("\n") + "\n"));
     let stations = Mapping::load(&testdata("mappings/arpat-stations.toml")).expect("mapping");
 
-    let summary = piazza_import::import_csv(&f.broker, &options(), &broken, &stations).await.expect("import");
+    let summary = piazza_import::import_csv(&f.broker, &options(), &broken, &stations)
+        .await
+        .expect("import");
     assert_eq!((summary.created, summary.rejected), (36, 1));
     let rejection = &summary.rejections[0];
     assert_eq!(rejection.origin.line, 4);
@@ -305,8 +385,13 @@ async fn a_bad_row_is_reported_with_its_line_and_the_rest_is_imported() {
         tenant: Tenant::parse("strict").expect("tenant"),
         ..Options::default()
     };
-    let error = piazza_import::import_csv(&f.broker, &strict, &broken, &stations).await.err();
-    assert!(matches!(&error, Some(ImportError::Strict(r)) if r.origin.line == 4), "{error:?}");
+    let error = piazza_import::import_csv(&f.broker, &strict, &broken, &stations)
+        .await
+        .err();
+    assert!(
+        matches!(&error, Some(ImportError::Strict(r)) if r.origin.line == 4),
+        "{error:?}"
+    );
     let written = f
         .broker
         .query(
@@ -326,21 +411,35 @@ async fn a_bad_row_is_reported_with_its_line_and_the_rest_is_imported() {
 #[tokio::test(flavor = "multi_thread")]
 async fn smart_data_models_examples_normalized_and_key_values() {
     let f = fixture();
-    let contexts: Vec<(String, PathBuf)> = ["Environment", "Parking", "Streetlighting", "WasteManagement", "PointOfInterest"]
-        .iter()
-        .map(|subject| {
-            (
-                format!("https://raw.githubusercontent.com/smart-data-models/dataModel.{subject}/master/context.jsonld"),
-                testdata(&format!("smart-data-models/contexts/dataModel.{subject}.context.jsonld")),
-            )
-        })
-        .collect();
+    let contexts: Vec<(String, PathBuf)> = [
+        "Environment",
+        "Parking",
+        "Streetlighting",
+        "WasteManagement",
+        "PointOfInterest",
+    ]
+    .iter()
+    .map(|subject| {
+        (
+            format!("https://raw.githubusercontent.com/smart-data-models/dataModel.{subject}/master/context.jsonld"),
+            testdata(&format!(
+                "smart-data-models/contexts/dataModel.{subject}.context.jsonld"
+            )),
+        )
+    })
+    .collect();
     let validating = Options {
         validator: Some(Validator::load(&testdata("smart-data-models")).expect("schemas")),
         ..Options::default()
     };
     let mut imported = 0;
-    for model in ["OffStreetParking", "Streetlight", "WasteContainer", "PointOfInterest", "AirQualityObserved"] {
+    for model in [
+        "OffStreetParking",
+        "Streetlight",
+        "WasteContainer",
+        "PointOfInterest",
+        "AirQualityObserved",
+    ] {
         for file in ["example-normalized.jsonld", "example.jsonld"] {
             let path = testdata(&format!("smart-data-models/{model}/{file}"));
             // keyValues examples are what the schemas describe: validate them.
@@ -380,9 +479,15 @@ async fn validation_rejects_what_the_schema_forbids() {
         "https://raw.githubusercontent.com/smart-data-models/dataModel.Streetlighting/master/context.jsonld".to_owned(),
         testdata("smart-data-models/contexts/dataModel.Streetlighting.context.jsonld"),
     )];
-    let summary = piazza_import::import_ngsild(&f.broker, &options, &bad, &context).await.expect("import");
+    let summary = piazza_import::import_ngsild(&f.broker, &options, &bad, &context)
+        .await
+        .expect("import");
     assert_eq!(summary.rejected, 1);
-    assert!(summary.rejections[0].reason.contains("powerState"), "{}", summary.rejections[0].reason);
+    assert!(
+        summary.rejections[0].reason.contains("powerState"),
+        "{}",
+        summary.rejections[0].reason
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -390,7 +495,9 @@ async fn osm_fuel_stations_with_points_and_polygons() {
     let f = fixture();
     let mapping = Mapping::load(&testdata("mappings/osm-fuel-stations.toml")).expect("mapping");
     let file = testdata("prato-osm-poi/prato_fuel_stations_benzinai.geojson");
-    let summary = piazza_import::import_geojson(&f.broker, &options(), &file, &mapping).await.expect("import");
+    let summary = piazza_import::import_geojson(&f.broker, &options(), &file, &mapping)
+        .await
+        .expect("import");
     assert_eq!((summary.created, summary.rejected), (56, 0), "{:?}", summary.rejections);
     let station = entity(&f.broker, "urn:ngsi-ld:PointOfInterest:osm:relation/447811").await;
     assert_eq!(

@@ -33,10 +33,17 @@ async fn a_csv_import_is_summarised_and_served_afterwards() {
     let output = import(dir.path(), &["csv"], &[&stations, Path::new("--mapping"), &mapping]);
     assert!(output.status.success(), "{}", text(&output.stderr));
     let stdout = text(&output.stdout);
-    assert!(stdout.contains("37 created, 0 updated, 0 unchanged, 0 skipped, 0 rejected"), "{stdout}");
+    assert!(
+        stdout.contains("37 created, 0 updated, 0 unchanged, 0 skipped, 0 rejected"),
+        "{stdout}"
+    );
 
     let again = import(dir.path(), &["csv"], &[&stations, Path::new("--mapping"), &mapping]);
-    assert!(text(&again.stdout).contains("0 created, 0 updated, 37 unchanged"), "{}", text(&again.stdout));
+    assert!(
+        text(&again.stdout).contains("0 created, 0 updated, 37 unchanged"),
+        "{}",
+        text(&again.stdout)
+    );
 
     // The server then serves what was imported; an import meanwhile is refused.
     let server = Server::start(dir.path());
@@ -46,7 +53,10 @@ async fn a_csv_import_is_summarised_and_served_afterwards() {
     let refused = import(dir.path(), &["csv"], &[&stations, Path::new("--mapping"), &mapping]);
     assert!(!refused.status.success());
     let stderr = text(&refused.stderr);
-    assert!(stderr.contains("in use by a running piazza server: stop it"), "{stderr}");
+    assert!(
+        stderr.contains("in use by a running piazza server: stop it"),
+        "{stderr}"
+    );
     assert!(server.terminate().success());
 }
 
@@ -66,7 +76,10 @@ fn a_bad_row_is_reported_and_strict_exits_non_zero() {
     let output = import(&data, &["csv"], &[&csv, Path::new("--mapping"), &mapping]);
     assert!(output.status.success(), "a bad row does not fail the import");
     let stderr = text(&output.stderr);
-    assert!(stderr.contains(&format!("{}:3: ", csv.display())) && stderr.contains("st_x"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{}:3: ", csv.display())) && stderr.contains("st_x"),
+        "{stderr}"
+    );
     assert!(text(&output.stdout).contains("36 created, 0 updated, 0 unchanged, 0 skipped, 1 rejected"));
 
     let strict = import(&data, &["csv", "--strict"], &[&csv, Path::new("--mapping"), &mapping]);
