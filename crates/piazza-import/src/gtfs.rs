@@ -206,13 +206,11 @@ async fn push_file<T>(
             // (the benchmark reads the stop_times figure from this line).
             sink.flush().await?;
             let secs = started.elapsed().as_secs_f64();
-            tracing::info!(
-                file,
-                rows = rows.len(),
-                secs,
-                per_sec = rows.len() as f64 / secs.max(1e-9),
-                "imported"
-            );
+            let secs = (secs * 1000.0).round() / 1000.0;
+            let per_sec = (rows.len() as f64 / secs.max(1e-3)).round();
+            // With the bar cleared, so that the log line does not tear it.
+            sink.progress()
+                .suspend(|| tracing::info!(file, rows = rows.len(), secs, per_sec, "imported"));
             Ok(())
         }
     }

@@ -3,7 +3,7 @@
 
 use std::io::IsTerminal;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 
 pub(crate) struct Progress {
     bar: ProgressBar,
@@ -19,11 +19,15 @@ impl Progress {
         };
         let bar = ProgressBar::with_draw_target(total, target);
         let template = if total.is_some() {
-            "{msg:>12} [{bar:40.cyan/blue}] {human_pos}/{human_len} {per_sec} ETA {eta}"
+            "{msg:>12} [{bar:40.cyan/blue}] {human_pos}/{human_len} {rate} ETA {eta}"
         } else {
-            "{msg:>12} {spinner} {human_pos} {per_sec}"
+            "{msg:>12} {spinner} {human_pos} {rate}"
         };
         if let Ok(style) = ProgressStyle::with_template(template) {
+            // Whole records per second: indicatif's own {per_sec} shows four decimals.
+            let style = style.with_key("rate", |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{:.0}/s", state.per_sec());
+            });
             bar.set_style(style.progress_chars("=> "));
         }
         bar.set_message(label.to_owned());
@@ -36,6 +40,12 @@ impl Progress {
 
     pub(crate) fn set_label(&self, label: &str) {
         self.bar.set_message(label.to_owned());
+    }
+
+    /// Runs `f` (that writes to stderr, e.g. a log line) with the bar
+    /// cleared, then redraws it.
+    pub(crate) fn suspend<R>(&self, f: impl FnOnce() -> R) -> R {
+        self.bar.suspend(f)
     }
 
     /// Prints a line above the bar without tearing it.
