@@ -73,7 +73,8 @@ impl Broker {
         if edits.is_empty() {
             return Ok(items);
         }
-        let results = self.store.edit(tenant, edits).await?;
+        // Through `commit`, like every write: subscriptions are notified of imports.
+        let results = self.commit(tenant, edits).await?;
         for (slot, result) in slots.into_iter().zip(results) {
             items[slot].result = result.map(|applied| outcome_of(applied.before.as_ref(), applied.after.as_ref()));
         }

@@ -12,17 +12,22 @@ use piazza_ngsild::entity::{parse_attribute, parse_attribute_patch, parse_entity
 use piazza_ngsild::query::{EntityQuery, OrderBy};
 use piazza_ngsild::update::{self, UpdateOutcome};
 use piazza_ngsild::{time, ActiveContext, Entity, ErrorKind, NgsiError};
-use piazza_store::{Applied, Edit, EditOutcome, NewState, Page, QueryResult, Store, StoreError, Tenant};
+use piazza_store::{Applied, Edit, EditOutcome, NewState, OutboxEntry, Page, QueryResult, Store, StoreError, Tenant};
 use serde_json::{json, Value};
 
 mod contexts;
 pub mod ingest;
 pub mod jsonld_contexts;
+mod notifier;
+mod registry;
+mod retention;
 pub mod subscriptions;
 mod temporal;
 
 pub use contexts::{HOSTED_PATH, MAX_CONTEXT_BYTES};
+pub use notifier::NotifierConfig;
 pub use piazza_store;
+pub use retention::Retention;
 
 /// A failure of a broker operation: the requester's (NGSI-LD problem) or ours.
 #[derive(Debug, thiserror::Error)]
@@ -100,17 +105,100 @@ pub struct Payload {
 /// The broker.
 pub struct Broker {
     store: Arc<dyn Store>,
-    contexts: contexts::ContextResolver,
+    contexts: Arc<contexts::ContextResolver>,
     limits: Limits,
+    subscriptions: Arc<registry::Registry>,
+    notifier: Arc<notifier::Notifier>,
+    retention: Retention,
 }
 
 impl Broker {
     pub fn new(store: Arc<dyn Store>, limits: Limits) -> Self {
+        Self::with_notifier(store, limits, NotifierConfig::default())
+    }
+
+    pub fn with_notifier(store: Arc<dyn Store>, limits: Limits, notifier: NotifierConfig) -> Self {
+        let contexts = Arc::new(contexts::ContextResolver::new(store.clone()));
+        let subscriptions = Arc::new(registry::Registry::new(store.clone(), contexts.clone()));
         Self {
-            contexts: contexts::ContextResolver::new(store.clone()),
+            notifier: Arc::new(notifier::Notifier::new(store.clone(), subscriptions.clone(), notifier)),
+            subscriptions,
+            contexts,
             store,
             limits,
+            retention: Retention::default(),
         }
+    }
+
+    /// Keeps history only this long (enforced by [`Broker::start`]).
+    pub fn with_retention(mut self, retention: Retention) -> Self {
+        self.retention = retention;
+        self
+    }
+
+    /// One history retention pass now; returns the instances deleted.
+    pub async fn purge_old_history(&self) -> BrokerResult<u64> {
+        retention::purge_once(&*self.store, &self.retention).await
+    }
+
+    /// Starts the background work of a serving broker: delivery of what the
+    /// outbox still holds, the periodic subscriptions of every tenant, and
+    /// history retention.
+    pub async fn start(&self) -> BrokerResult<()> {
+        self.notifier.resume().await?;
+        if self.retention.is_active() {
+            tokio::spawn(retention::run(self.store.clone(), self.retention.clone()));
+        }
+        for tenant in self.store.tenants().await? {
+            let subscriptions = self.subscriptions.of(&tenant).await?;
+            self.notifier.start_periodic(&tenant, &subscriptions);
+        }
+        Ok(())
+    }
+
+    /// Applies edits through the store, with the notifications they owe
+    /// recorded in the same transactions, then wakes the notifier.
+    async fn commit(&self, tenant: &Tenant, mut edits: Vec<Edit>) -> BrokerResult<Vec<Result<Applied, NgsiError>>> {
+        let now = time::now();
+        let watching: Vec<_> = self
+            .subscriptions
+            .of(tenant)
+            .await?
+            .iter()
+            .filter(|s| s.on_change(now))
+            .cloned()
+            .collect();
+        if watching.is_empty() {
+            return Ok(self.store.edit(tenant, edits).await?);
+        }
+        let watching = Arc::new(watching);
+        let notified = Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
+        for edit in &mut edits {
+            let (watching, notified) = (watching.clone(), notified.clone());
+            edit.observe = Some(Box::new(move |before, after| {
+                let entries: Vec<OutboxEntry> = watching
+                    .iter()
+                    .filter_map(|subscription| {
+                        let notice = subscription.watch.notice(before, after, now)?;
+                        Some(OutboxEntry {
+                            subscription_id: subscription.id.clone(),
+                            entity_id: notice.entity.id.clone(),
+                            notice: serde_json::to_value(&notice).ok()?,
+                        })
+                    })
+                    .collect();
+                if let Ok(mut notified) = notified.lock() {
+                    notified.extend(entries.iter().map(|e| e.subscription_id.clone()));
+                }
+                entries
+            }));
+        }
+        let results = self.store.edit(tenant, edits).await?;
+        let notified = notified.lock().map(|n| n.clone()).unwrap_or_default();
+        for id in notified {
+            self.notifier.wake(tenant, &id);
+        }
+        Ok(results)
     }
 
     pub fn limits(&self) -> &Limits {
@@ -148,7 +236,7 @@ impl Broker {
     }
 
     async fn edit_one(&self, tenant: &Tenant, edit: Edit) -> BrokerResult<Applied> {
-        let mut results = self.store.edit(tenant, vec![edit]).await?;
+        let mut results = self.commit(tenant, vec![edit]).await?;
         match results.pop() {
             Some(result) => Ok(result?),
             None => Err(NgsiError::internal("the store returned no result").into()),
@@ -583,7 +671,7 @@ impl Broker {
                 })
             })
             .collect();
-        for result in self.store.edit(tenant, edits).await? {
+        for result in self.commit(tenant, edits).await? {
             result?;
         }
         Ok(())
@@ -614,7 +702,7 @@ impl Broker {
         if edits.is_empty() {
             return Ok(items);
         }
-        let results = self.store.edit(tenant, edits).await?;
+        let results = self.commit(tenant, edits).await?;
         for (slot, result) in slots.into_iter().zip(results) {
             items[slot].result = result.and_then(|applied| success(&applied));
         }

@@ -8,12 +8,14 @@
 //! - [`entity`]: entities and attributes, parsed from the wire forms.
 //! - [`update`]: the update semantics (append, update, merge, replace, delete).
 //! - [`render`]: entities back to normalized, concise, keyValues or GeoJSON.
+//! - [`notification`]: which change owes a subscription a notification, and its content.
 //! - [`query`]: entity selection: ids, types, `q`, `scopeQ`, geo-queries, projection.
 //! - [`time`]: DateTime handling.
 
 pub mod entity;
 pub mod error;
 pub mod jsonld;
+pub mod notification;
 pub mod query;
 pub mod render;
 pub mod temporal;

@@ -20,13 +20,15 @@ use piazza_ngsild::query::EntityQuery;
 use piazza_ngsild::temporal::{TemporalEntity, TemporalQuery};
 use piazza_ngsild::{time, AttributeKind, Entity, NgsiError};
 use piazza_store::{
-    Applied, AttributeSummary, ContextKind, Edit, NewState, Page, QueryResult, ResourceKind, Store, StoreError,
-    StoreResult, StoredContext, TemporalEdit, TemporalQueryResult, Tenant, TypeSummary,
+    Applied, AttributeSummary, ContextKind, Delivery, DeliveryStats, Edit, NewState, Page, PendingNotice, QueryResult,
+    ResourceKind, Store, StoreError, StoreResult, StoredContext, TemporalEdit, TemporalQueryResult, Tenant,
+    TypeSummary,
 };
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde_json::Value;
 use tokio::sync::oneshot;
 
+mod outbox;
 mod read;
 mod temporal;
 
@@ -244,25 +246,31 @@ fn apply_edit(transaction: &Transaction<'_>, tenant: &Tenant, edit: Edit) -> Res
         None => (None, None),
     };
     let outcome = (edit.apply)(before.as_ref())?;
+    let observe = edit.observe;
+    // The history and the outbox are written with the change, in its savepoint.
+    let write = |after: Option<&Entity>| {
+        in_savepoint(transaction, |tx| {
+            match (after, eid) {
+                (Some(entity), _) => put(tx, tenant, eid, entity)?,
+                (None, Some(eid)) => delete(tx, eid)?,
+                (None, None) => return Ok(()),
+            }
+            temporal::record(tx, tenant, before.as_ref(), after)?;
+            if let Some(observe) = observe {
+                outbox::enqueue(tx, tenant, observe(before.as_ref(), after))?;
+            }
+            Ok(())
+        })
+        .map_err(|e| NgsiError::internal(format!("storage failure: {e}")))
+    };
     let after = match outcome.state {
         NewState::Keep => before.clone(),
-        // The history is written with the change, in its savepoint.
         NewState::Put(entity) => {
-            in_savepoint(transaction, |tx| {
-                put(tx, tenant, eid, &entity)?;
-                temporal::record(tx, tenant, before.as_ref(), Some(&entity))
-            })
-            .map_err(|e| NgsiError::internal(format!("storage failure: {e}")))?;
+            write(Some(&entity))?;
             Some(entity)
         }
         NewState::Delete => {
-            if let Some(eid) = eid {
-                in_savepoint(transaction, |tx| {
-                    delete(tx, eid)?;
-                    temporal::record(tx, tenant, before.as_ref(), None)
-                })
-                .map_err(|e| NgsiError::internal(format!("storage failure: {e}")))?;
-            }
+            write(None)?;
             None
         }
     };
@@ -378,6 +386,26 @@ impl Store for EmbeddedStore {
         self.read(move |c| read::query(c, &tenant, &query, page)).await
     }
 
+    async fn tenants(&self) -> StoreResult<Vec<Tenant>> {
+        self.read(|c| {
+            let mut statement = c
+                .prepare_cached("SELECT name FROM tenants ORDER BY name")
+                .map_err(sql)?;
+            let names = statement
+                .query_map([], |r| r.get::<_, String>(0))
+                .map_err(sql)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(sql)?;
+            // The default tenant is always there, written to or not.
+            let mut tenants = vec![Tenant::default()];
+            for name in names.iter().filter(|n| !n.is_empty()) {
+                tenants.push(Tenant::parse(name).map_err(|e| StoreError::Corrupt(e.detail))?);
+            }
+            Ok(tenants)
+        })
+        .await
+    }
+
     async fn tenant_exists(&self, tenant: &Tenant) -> StoreResult<bool> {
         let tenant = tenant.clone();
         self.read(move |c| {
@@ -474,6 +502,9 @@ impl Store for EmbeddedStore {
             let n = tx
                 .prepare_cached("DELETE FROM resources WHERE tenant = ?1 AND kind = ?2 AND id = ?3")?
                 .execute(params![tenant.name(), kind.name(), id])?;
+            if kind == ResourceKind::Subscription {
+                outbox::forget(tx, &tenant, &id)?;
+            }
             Ok(n > 0)
         })
         .await
@@ -513,6 +544,54 @@ impl Store for EmbeddedStore {
 
     async fn temporal_edit(&self, tenant: &Tenant, edit: TemporalEdit) -> StoreResult<Result<bool, NgsiError>> {
         self.temporal_edit_impl(tenant, edit).await
+    }
+
+    async fn purge_history(&self, tenant: &Tenant, horizon: time::Timestamp, limit: usize) -> StoreResult<u64> {
+        let tenant = tenant.clone();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let horizon = time::format(&horizon);
+        let purged = Arc::new(Mutex::new(0u64));
+        let count = purged.clone();
+        self.exec(move |tx| {
+            // Instances are numbered in recording order, so the oldest come first.
+            let n = tx
+                .prepare_cached(
+                    "DELETE FROM attr_instances WHERE iid IN (SELECT iid FROM attr_instances \
+                     WHERE tenant = ?1 AND created_at < ?2 ORDER BY iid LIMIT ?3)",
+                )?
+                .execute(params![tenant.name(), horizon, limit])?;
+            if let Ok(mut c) = count.lock() {
+                *c = n as u64;
+            }
+            Ok(())
+        })
+        .await?;
+        let n = purged.lock().map(|c| *c).unwrap_or(0);
+        Ok(n)
+    }
+
+    async fn pending_notices(
+        &self,
+        tenant: &Tenant,
+        subscription_id: &str,
+        limit: usize,
+    ) -> StoreResult<Vec<PendingNotice>> {
+        let (tenant, id) = (tenant.clone(), subscription_id.to_owned());
+        self.read(move |c| outbox::pending(c, &tenant, &id, limit)).await
+    }
+
+    async fn subscriptions_with_notices(&self) -> StoreResult<Vec<(Tenant, String)>> {
+        self.read(outbox::backlog).await
+    }
+
+    async fn record_delivery(&self, tenant: &Tenant, subscription_id: &str, delivery: Delivery) -> StoreResult<()> {
+        let (tenant, id) = (tenant.clone(), subscription_id.to_owned());
+        self.exec(move |tx| outbox::record(tx, &tenant, &id, &delivery)).await
+    }
+
+    async fn delivery_stats(&self, tenant: &Tenant, subscription_id: &str) -> StoreResult<DeliveryStats> {
+        let (tenant, id) = (tenant.clone(), subscription_id.to_owned());
+        self.read(move |c| outbox::stats(c, &tenant, &id)).await
     }
 }
 

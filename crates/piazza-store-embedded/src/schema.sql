@@ -84,3 +84,28 @@ CREATE INDEX IF NOT EXISTS attr_instances_observed ON attr_instances (tenant, en
 CREATE INDEX IF NOT EXISTS attr_instances_created ON attr_instances (tenant, entity_id, attr, created_at);
 CREATE INDEX IF NOT EXISTS attr_instances_modified ON attr_instances (tenant, entity_id, attr, modified_at);
 CREATE INDEX IF NOT EXISTS attr_instances_by_id ON attr_instances (tenant, instance_id);
+
+-- The outbox: notifications owed, written in the transaction of the change
+-- that caused them and removed once delivered (or given up), so a
+-- notification survives a crash between the write and its delivery.
+CREATE TABLE IF NOT EXISTS outbox (
+    seq          INTEGER PRIMARY KEY,
+    tenant       TEXT NOT NULL,
+    subscription TEXT NOT NULL,
+    entity_id    TEXT NOT NULL,
+    notice       TEXT NOT NULL,  -- JSON, opaque to the store
+    recorded_at  TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outbox_by_subscription ON outbox (tenant, subscription, seq);
+
+-- The status members of each subscription's deliveries (clause 5.2.12).
+CREATE TABLE IF NOT EXISTS delivery_stats (
+    tenant            TEXT NOT NULL,
+    subscription      TEXT NOT NULL,
+    times_sent        INTEGER NOT NULL DEFAULT 0,
+    times_failed      INTEGER NOT NULL DEFAULT 0,
+    last_notification TEXT,
+    last_success      TEXT,
+    last_failure      TEXT,
+    PRIMARY KEY (tenant, subscription)
+) WITHOUT ROWID;

@@ -11,7 +11,10 @@ use piazza_ngsild::update::UpdateOutcome;
 use piazza_ngsild::{time, ActiveContext, Entity, ErrorKind, NgsiError};
 use serde_json::json;
 
-use crate::{ContextKind, Edit, EditOutcome, NewState, Page, ResourceKind, Store, StoredContext, TemporalEdit, Tenant};
+use crate::{
+    ContextKind, Delivery, Edit, EditOutcome, NewState, OutboxEntry, Page, ResourceKind, Store, StoredContext,
+    TemporalEdit, Tenant,
+};
 use piazza_ngsild::temporal::{TemporalQuery, TimeProperty, TimeRel};
 
 /// Generates one `#[tokio::test]` per conformance case.
@@ -22,7 +25,9 @@ macro_rules! conformance_suite {
             create_then_get, failed_edit_writes_nothing, tenants_are_isolated,
             queries_page_in_creation_order, delete_removes_from_indexes, discovery_reflects_data,
             contexts_round_trip, concurrent_edits_are_serialised, resources_round_trip,
-            history_records_every_change, temporal_edits_and_time_ranges);
+            history_records_every_change, temporal_edits_and_time_ranges,
+            outbox_is_written_with_the_change, deliveries_settle_notices_and_count,
+            retention_purges_old_history_of_one_tenant);
     };
     (@cases $factory:expr; $($case:ident),*) => {
         $(
@@ -502,4 +507,175 @@ pub async fn temporal_edits_and_time_ranges(store: Arc<dyn Store>) {
         store.temporal_edit(&t, delete_all).await.unwrap().unwrap_err().kind,
         ErrorKind::ResourceNotFound
     );
+}
+
+/// An edit observed for subscription `sub`: the observer sees both states.
+fn watched_for(edit: Edit, sub: &'static str) -> Edit {
+    Edit {
+        observe: Some(Box::new(move |before, after| {
+            vec![OutboxEntry {
+                subscription_id: sub.into(),
+                entity_id: after.or(before).map(|e| e.id.clone()).unwrap_or_default(),
+                notice: json!({"before": before.is_some(), "after": after.is_some()}),
+            }]
+        })),
+        ..edit
+    }
+}
+
+pub async fn outbox_is_written_with_the_change(store: Arc<dyn Store>) {
+    let t = tenant("outbox");
+    let created = store
+        .edit(
+            &t,
+            vec![watched_for(create(entity("urn:e:1", "T", json!({}))), "urn:s:1")],
+        )
+        .await
+        .unwrap();
+    assert!(created[0].is_ok());
+    // A refused edit records no notice, like it writes no entity.
+    let refused = store
+        .edit(
+            &t,
+            vec![watched_for(create(entity("urn:e:1", "T", json!({}))), "urn:s:1")],
+        )
+        .await
+        .unwrap();
+    assert!(refused[0].is_err());
+    let deleted = store
+        .edit(
+            &t,
+            vec![watched_for(
+                Edit::new("urn:e:1", |_| {
+                    Ok(EditOutcome {
+                        state: NewState::Delete,
+                        report: UpdateOutcome::default(),
+                    })
+                }),
+                "urn:s:1",
+            )],
+        )
+        .await
+        .unwrap();
+    assert!(deleted[0].is_ok());
+    let pending = store.pending_notices(&t, "urn:s:1", 10).await.unwrap();
+    let notices: Vec<_> = pending.iter().map(|p| p.notice.clone()).collect();
+    assert_eq!(
+        notices,
+        vec![
+            json!({"before": false, "after": true}),
+            json!({"before": true, "after": false})
+        ]
+    );
+    assert!(
+        pending[0].seq < pending[1].seq,
+        "entries come in the order of the changes"
+    );
+    assert!(pending.iter().all(|p| p.entity_id == "urn:e:1"));
+    assert!(store
+        .pending_notices(&tenant("elsewhere"), "urn:s:1", 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        store.pending_notices(&t, "urn:s:1", 1).await.unwrap().len(),
+        1,
+        "limit is honoured"
+    );
+    assert_eq!(
+        store.subscriptions_with_notices().await.unwrap(),
+        vec![(t.clone(), "urn:s:1".to_string())]
+    );
+}
+
+pub async fn deliveries_settle_notices_and_count(store: Arc<dyn Store>) {
+    let t = tenant("deliveries");
+    let kind = ResourceKind::Subscription;
+    assert!(store
+        .put_resource(&t, kind, "urn:s:1", json!({"id": "urn:s:1"}), true)
+        .await
+        .unwrap());
+    for i in 0..3 {
+        let e = entity(&format!("urn:e:{i}"), "T", json!({}));
+        assert!(store.edit(&t, vec![watched_for(create(e), "urn:s:1")]).await.unwrap()[0].is_ok());
+    }
+    let pending = store.pending_notices(&t, "urn:s:1", 10).await.unwrap();
+    assert_eq!(pending.len(), 3);
+    let failed_at = time::now();
+    let failure = Delivery {
+        at: failed_at,
+        success: false,
+        settled: vec![],
+    };
+    store.record_delivery(&t, "urn:s:1", failure).await.unwrap();
+    let success = Delivery {
+        at: time::now(),
+        success: true,
+        settled: vec![pending[0].seq, pending[1].seq],
+    };
+    store.record_delivery(&t, "urn:s:1", success.clone()).await.unwrap();
+    let left = store.pending_notices(&t, "urn:s:1", 10).await.unwrap();
+    assert_eq!(left, vec![pending[2].clone()]);
+    let stats = store.delivery_stats(&t, "urn:s:1").await.unwrap();
+    assert_eq!((stats.times_sent, stats.times_failed), (1, 1));
+    assert_eq!(stats.last_failure, Some(failed_at));
+    assert_eq!(stats.last_success, Some(success.at));
+    assert_eq!(stats.last_notification, Some(success.at));
+    assert_eq!(
+        store
+            .delivery_stats(&tenant("other"), "urn:s:1")
+            .await
+            .unwrap()
+            .times_sent,
+        0
+    );
+    // Deleting the subscription drops its backlog and statistics.
+    assert!(store.delete_resource(&t, kind, "urn:s:1").await.unwrap());
+    assert!(store.pending_notices(&t, "urn:s:1", 10).await.unwrap().is_empty());
+    assert_eq!(store.delivery_stats(&t, "urn:s:1").await.unwrap().times_failed, 0);
+    assert!(store.subscriptions_with_notices().await.unwrap().is_empty());
+}
+
+pub async fn retention_purges_old_history_of_one_tenant(store: Arc<dyn Store>) {
+    let (t, other) = (tenant("retained"), tenant("untouched"));
+    for tenant in [&t, &other] {
+        let created = store
+            .edit(tenant, vec![create(entity("urn:e:r", "T", json!({"p": 0})))])
+            .await
+            .unwrap();
+        assert!(created[0].is_ok());
+        for value in 1..=4 {
+            assert!(store.edit(tenant, vec![set_p("urn:e:r", value)]).await.unwrap()[0].is_ok());
+        }
+    }
+    let query = TemporalQuery {
+        attrs: vec![],
+        ..TemporalQuery::default()
+    };
+    let instances = |e: Option<piazza_ngsild::temporal::TemporalEntity>| {
+        e.map(|e| e.attributes.values().map(Vec::len).sum::<usize>())
+            .unwrap_or(0)
+    };
+    let before = instances(store.temporal_entity(&t, "urn:e:r", &query).await.unwrap());
+    assert_eq!(before, 5);
+    // Nothing is older than a horizon in the past.
+    let past = time::now() - chrono::Duration::hours(1);
+    assert_eq!(store.purge_history(&t, past, 100).await.unwrap(), 0);
+    let future = time::now() + chrono::Duration::seconds(1);
+    assert_eq!(
+        store.purge_history(&t, future, 2).await.unwrap(),
+        2,
+        "the limit bounds one batch"
+    );
+    assert_eq!(store.purge_history(&t, future, 100).await.unwrap(), 3);
+    assert_eq!(
+        instances(store.temporal_entity(&t, "urn:e:r", &query).await.unwrap()),
+        0
+    );
+    assert_eq!(
+        instances(store.temporal_entity(&other, "urn:e:r", &query).await.unwrap()),
+        5
+    );
+    // The entity itself is not history: it stays.
+    assert!(store.get(&t, "urn:e:r").await.unwrap().is_some());
 }

@@ -84,10 +84,57 @@ impl EditOutcome {
 /// The closure of an edit: sees the entity as stored (`None` if absent).
 pub type EditFn = Box<dyn FnOnce(Option<&Entity>) -> Result<EditOutcome, NgsiError> + Send>;
 
+/// Decides, from the entity before and after an edit, which notifications
+/// the change owes; run by the store inside the edit's transaction.
+pub type ObserveFn = Box<dyn FnOnce(Option<&Entity>, Option<&Entity>) -> Vec<OutboxEntry> + Send>;
+
 /// A change to one entity, applied atomically.
 pub struct Edit {
     pub entity_id: String,
     pub apply: EditFn,
+    /// Called only when the edit wrote something; the entries it returns
+    /// are recorded in the same transaction as the change (the outbox).
+    pub observe: Option<ObserveFn>,
+}
+
+/// A notification owed to a subscription, recorded with the change that
+/// caused it, so that it is never lost between the write and the delivery.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OutboxEntry {
+    pub subscription_id: String,
+    pub entity_id: String,
+    /// What the notifier needs to render it (opaque to the store).
+    pub notice: Value,
+}
+
+/// An outbox entry waiting for delivery.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PendingNotice {
+    /// Position in the outbox: entries are delivered in this order.
+    pub seq: i64,
+    pub entity_id: String,
+    pub notice: Value,
+    pub recorded_at: piazza_ngsild::time::Timestamp,
+}
+
+/// One attempt to deliver a notification, as the status of its
+/// subscription records it (clause 5.2.12: timesSent, lastSuccess...).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Delivery {
+    pub at: piazza_ngsild::time::Timestamp,
+    pub success: bool,
+    /// Outbox entries this attempt settles: delivered, or given up.
+    pub settled: Vec<i64>,
+}
+
+/// What a subscription's deliveries have been so far.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DeliveryStats {
+    pub times_sent: u64,
+    pub times_failed: u64,
+    pub last_notification: Option<piazza_ngsild::time::Timestamp>,
+    pub last_success: Option<piazza_ngsild::time::Timestamp>,
+    pub last_failure: Option<piazza_ngsild::time::Timestamp>,
 }
 
 impl Edit {
@@ -98,6 +145,7 @@ impl Edit {
         Self {
             entity_id: entity_id.into(),
             apply: Box::new(apply),
+            observe: None,
         }
     }
 }
@@ -273,6 +321,9 @@ pub trait Store: Send + Sync + 'static {
     /// The entities matching `query`, in a stable order (creation order).
     async fn query(&self, tenant: &Tenant, query: Arc<EntityQuery>, page: Page) -> StoreResult<QueryResult>;
 
+    /// Every tenant anything was ever written in.
+    async fn tenants(&self) -> StoreResult<Vec<Tenant>>;
+
     /// Whether anything was ever written in `tenant`.
     async fn tenant_exists(&self, tenant: &Tenant) -> StoreResult<bool>;
 
@@ -305,7 +356,8 @@ pub trait Store: Send + Sync + 'static {
     /// All resources of a kind, in creation order.
     async fn list_resources(&self, tenant: &Tenant, kind: ResourceKind) -> StoreResult<Vec<Value>>;
 
-    /// Returns whether a resource was deleted.
+    /// Returns whether a resource was deleted. Deleting a subscription
+    /// also drops its pending notices and delivery statistics.
     async fn delete_resource(&self, tenant: &Tenant, kind: ResourceKind, id: &str) -> StoreResult<bool>;
 
     /// The history of one entity, selected by `query` (time relation,
@@ -330,4 +382,32 @@ pub trait Store: Send + Sync + 'static {
     /// Applies a temporal API edit atomically; `Ok(true)` when it created
     /// the temporal entity.
     async fn temporal_edit(&self, tenant: &Tenant, edit: TemporalEdit) -> StoreResult<Result<bool, NgsiError>>;
+
+    /// Deletes up to `limit` attribute instances of `tenant` recorded
+    /// before `horizon` (history retention); returns how many went. Small
+    /// batches keep the writer free for the writes that matter.
+    async fn purge_history(
+        &self,
+        tenant: &Tenant,
+        horizon: piazza_ngsild::time::Timestamp,
+        limit: usize,
+    ) -> StoreResult<u64>;
+
+    /// The oldest `limit` outbox entries of a subscription, in order.
+    async fn pending_notices(
+        &self,
+        tenant: &Tenant,
+        subscription_id: &str,
+        limit: usize,
+    ) -> StoreResult<Vec<PendingNotice>>;
+
+    /// Every subscription with outbox entries waiting (to resume delivery
+    /// after a restart).
+    async fn subscriptions_with_notices(&self) -> StoreResult<Vec<(Tenant, String)>>;
+
+    /// Records a delivery attempt in the subscription's statistics and
+    /// removes the outbox entries it settles, atomically.
+    async fn record_delivery(&self, tenant: &Tenant, subscription_id: &str, delivery: Delivery) -> StoreResult<()>;
+
+    async fn delivery_stats(&self, tenant: &Tenant, subscription_id: &str) -> StoreResult<DeliveryStats>;
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use piazza_broker::{Broker, Limits};
+use piazza_broker::{Broker, Limits, NotifierConfig, Retention};
 use piazza_http::AppState;
 use piazza_store_embedded::EmbeddedStore;
 use tokio::net::TcpListener;
@@ -51,6 +51,20 @@ struct ServeArgs {
     /// Most entities in one batch operation.
     #[arg(long, env = "PIAZZA_MAX_BATCH_SIZE", default_value_t = Limits::default().max_batch_size)]
     max_batch_size: usize,
+    /// The URL clients reach this broker at (used in notifications to name
+    /// contexts it hosts); default `http://<addr>`.
+    #[arg(long, env = "PIAZZA_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// Days of history kept (attribute instances); unset keeps everything.
+    #[arg(long, env = "PIAZZA_HISTORY_RETENTION_DAYS")]
+    history_retention_days: Option<u64>,
+    /// Days of history kept for one tenant, as TENANT=DAYS (repeatable;
+    /// in the environment, comma-separated).
+    #[arg(long, env = "PIAZZA_TENANT_HISTORY_RETENTION", value_delimiter = ',', value_parser = tenant_days)]
+    tenant_history_retention: Vec<(String, u64)>,
+    /// Hours an undeliverable notification is retried before it is given up.
+    #[arg(long, env = "PIAZZA_NOTIFICATION_MAX_AGE_HOURS", default_value_t = 24)]
+    notification_max_age_hours: u64,
 }
 
 fn main() -> ExitCode {
@@ -92,7 +106,26 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_batch_size: args.max_batch_size,
         ..Limits::default()
     };
-    let broker = Arc::new(Broker::new(Arc::new(store), limits));
+    let notifier = NotifierConfig {
+        public_url: args
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", args.addr)),
+        max_notice_age: std::time::Duration::from_secs(args.notification_max_age_hours.saturating_mul(3600)),
+        ..NotifierConfig::default()
+    };
+    let day = |days: u64| std::time::Duration::from_secs(days.saturating_mul(86_400));
+    let retention = Retention {
+        default: args.history_retention_days.map(day),
+        tenants: args
+            .tenant_history_retention
+            .iter()
+            .map(|(tenant, days)| (tenant.clone(), day(*days)))
+            .collect(),
+        ..Retention::default()
+    };
+    let broker = Arc::new(Broker::with_notifier(Arc::new(store), limits, notifier).with_retention(retention));
+    broker.start().await.context("cannot resume notification delivery")?;
     let state = Arc::new(AppState {
         broker,
         max_body_bytes: args.max_body_bytes,
@@ -105,6 +138,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     piazza_http::serve(listener, state, shutdown).await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Parses `TENANT=DAYS`.
+fn tenant_days(text: &str) -> Result<(String, u64), String> {
+    let (tenant, days) = text
+        .split_once('=')
+        .ok_or_else(|| format!("expected TENANT=DAYS, got '{text}'"))?;
+    piazza_broker::piazza_store::Tenant::parse(tenant).map_err(|e| e.detail)?;
+    let days = days.parse().map_err(|_| format!("'{days}' is not a number of days"))?;
+    Ok((tenant.to_owned(), days))
 }
 
 /// Installs the SIGINT/SIGTERM handlers now, so that a signal sent as soon

@@ -6,6 +6,8 @@ mod bad_input;
 mod batch;
 mod contexts;
 mod entities;
+mod mqtt;
+mod notifications;
 mod query;
 mod subscriptions;
 mod support;

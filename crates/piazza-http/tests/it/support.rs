@@ -137,3 +137,67 @@ impl Client {
 pub fn problem(kind: &str) -> String {
     format!("https://uri.etsi.org/ngsi-ld/errors/{kind}")
 }
+
+/// A notification as an endpoint received it.
+pub struct Received {
+    pub headers: axum::http::HeaderMap,
+    pub body: Value,
+}
+
+/// A real HTTP endpoint that records every notification POSTed to it.
+pub struct Receiver {
+    pub url: String,
+    inbox: tokio::sync::mpsc::UnboundedReceiver<Received>,
+}
+
+impl Receiver {
+    pub async fn start() -> Receiver {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind receiver");
+        Self::serve(listener)
+    }
+
+    /// Serves on a listener bound beforehand (to reuse a known port).
+    pub fn serve(listener: tokio::net::TcpListener) -> Receiver {
+        let address = listener.local_addr().expect("receiver address");
+        let (sender, inbox) = tokio::sync::mpsc::unbounded_channel();
+        let app = axum::Router::new().route(
+            "/notify",
+            axum::routing::post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let sender = sender.clone();
+                async move {
+                    let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                    let _ = sender.send(Received { headers, body });
+                    StatusCode::OK
+                }
+            }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Receiver {
+            url: format!("http://{address}/notify"),
+            inbox,
+        }
+    }
+
+    /// The next notification; fails the test after `seconds`.
+    pub async fn next(&mut self, seconds: u64) -> Received {
+        tokio::time::timeout(std::time::Duration::from_secs(seconds), self.inbox.recv())
+            .await
+            .expect("a notification in time")
+            .expect("receiver running")
+    }
+
+    /// Whether nothing arrives within `millis`.
+    pub async fn quiet_for(&mut self, millis: u64) -> bool {
+        tokio::time::timeout(std::time::Duration::from_millis(millis), self.inbox.recv())
+            .await
+            .is_err()
+    }
+}
+
+/// A local port nothing listens on.
+pub fn dead_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("address").port()
+}

@@ -2,4 +2,5 @@
 
 mod durability;
 mod import;
+mod outbox;
 mod process;
