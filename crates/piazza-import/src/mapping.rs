@@ -573,6 +573,36 @@ mod tests {
     }
 
     #[test]
+    fn a_filter_skips_rows() {
+        let m = mapping(
+            r#"
+            type = "AirQualityObserved"
+            id = "urn:ngsi-ld:AirQualityObserved:{stazione}"
+            observed_at = { column = "date" }
+            [filter]
+            parameter = "PM10"
+            [attributes]
+            pm10 = { column = "value", type = "number" }
+            "#,
+        );
+        let pm25 = Cells(HashMap::from([
+            ("stazione", "FI-GRAMSCI"),
+            ("parameter", "PM2.5"),
+            ("date", "2015-01-01"),
+            ("value", "12"),
+        ]));
+        assert!(m.entity(&pm25).expect("no error").is_none());
+        let pm10 = Cells(HashMap::from([
+            ("stazione", "FI-GRAMSCI"),
+            ("parameter", "PM10"),
+            ("date", "2015-01-01"),
+            ("value", "31"),
+        ]));
+        assert!(m.entity(&pm10).expect("no error").is_some());
+        assert!(m.columns().contains(&"parameter".to_owned()));
+    }
+
+    #[test]
     fn mappings_are_checked() {
         let bad: Mapping = toml::from_str("type = \"T\"\nid = \"urn:x:1\"").expect("parses");
         assert!(bad.check().is_err(), "an id without placeholder");

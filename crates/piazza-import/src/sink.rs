@@ -212,13 +212,11 @@ impl<'a> Sink<'a> {
                     }
                     (Some(newer), older) => {
                         live.push(newer);
-                        // The older part of a mixed point adds history only.
-                        backfill.extend(older.map(|mut o| {
-                            o.origin.line = 0;
-                            o
-                        }));
+                        // The older part of a mixed row adds history only; the
+                        // row is counted once, through its newer part.
+                        backfill.extend(older.map(|o| (o, false)));
                     }
-                    (None, Some(older)) => backfill.push(older),
+                    (None, Some(older)) => backfill.push((older, true)),
                 }
             }
             self.write_history(&id, backfill).await?;
@@ -280,8 +278,9 @@ impl<'a> Sink<'a> {
 
     /// Adds observations older than the entity's current ones to its
     /// history through the temporal API (they must not become current).
-    async fn write_history(&mut self, id: &str, points: Vec<Record>) -> ImportResult<()> {
-        let Some(first) = points.first() else {
+    /// Each point says whether it counts as a row in the summary.
+    async fn write_history(&mut self, id: &str, points: Vec<(Record, bool)>) -> ImportResult<()> {
+        let Some((first, _)) = points.first() else {
             return Ok(());
         };
         let context = first.context.clone();
@@ -290,7 +289,7 @@ impl<'a> Sink<'a> {
         if let Some(entity_type) = first.body.get("type") {
             body.insert("type".into(), entity_type.clone());
         }
-        for point in &points {
+        for (point, _) in &points {
             for name in attribute_names(point) {
                 let instances = body.entry(name.to_owned()).or_insert_with(|| Value::Array(Vec::new()));
                 if let (Value::Array(list), Some(instance)) = (instances, point.body.get(name)) {
@@ -304,14 +303,14 @@ impl<'a> Sink<'a> {
         };
         match self.broker.upsert_temporal(&self.options.tenant, payload).await {
             Ok(_) => {
-                let counted = points.iter().filter(|p| p.origin.line != 0).count() as u64;
+                let counted = points.iter().filter(|(_, counts)| *counts).count() as u64;
                 self.summary.updated += counted;
                 self.progress.advance(counted);
                 Ok(())
             }
             Err(BrokerError::Ngsi(error)) => {
                 let mut first = None;
-                for point in points.into_iter().filter(|p| p.origin.line != 0) {
+                for (point, _) in points.into_iter().filter(|(_, counts)| *counts) {
                     let rejection = Rejection {
                         origin: point.origin,
                         reason: error.detail.clone(),
