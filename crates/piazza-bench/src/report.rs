@@ -33,6 +33,14 @@ impl Row {
             ..Row::default()
         }
     }
+
+    pub fn unavailable(name: &str, why: &str) -> Self {
+        Row {
+            name: name.into(),
+            note: format!("not available: {why}"),
+            ..Row::default()
+        }
+    }
 }
 
 fn ms(x: f64) -> String {

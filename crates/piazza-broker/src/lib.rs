@@ -16,6 +16,7 @@ use piazza_store::{Applied, Edit, EditOutcome, NewState, OutboxEntry, Page, Quer
 use serde_json::{json, Value};
 
 mod contexts;
+pub mod ingest;
 pub mod jsonld_contexts;
 mod notifier;
 mod registry;

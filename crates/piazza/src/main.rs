@@ -12,6 +12,8 @@ use piazza_http::AppState;
 use piazza_store_embedded::EmbeddedStore;
 use tokio::net::TcpListener;
 
+mod import;
+
 /// Piazza: a regional smart-city data platform speaking ETSI NGSI-LD.
 #[derive(Parser)]
 #[command(version, about)]
@@ -24,6 +26,9 @@ struct Cli {
 enum Command {
     /// Run the NGSI-LD context broker.
     Serve(ServeArgs),
+    /// Load a file into the data dir (the server must be stopped).
+    #[command(subcommand)]
+    Import(import::ImportCommand),
 }
 
 #[derive(clap::Args)]
@@ -79,6 +84,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve(args).await,
+            Command::Import(command) => import::run(command).await,
         }
     });
     match result {
