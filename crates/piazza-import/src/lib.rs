@@ -11,6 +11,8 @@
 //! - `sink`: records → broker, in chunks; time series into history;
 //!   rejections, `--strict`, the summary. `progress`: the terminal bar.
 //! - `validate`: optional Smart Data Models JSON Schema validation.
+//! - [`mqtt`]: the live bridge of `piazza serve --mqtt`: sensor messages
+//!   become attribute updates, through the same [`Broker::import_upsert`].
 //!
 //! Every import is idempotent: entities are upserted and unchanged ones are
 //! not written; observations already in history (same attribute, same
@@ -31,6 +33,7 @@ mod csv_file;
 mod geojson;
 mod gtfs;
 pub mod mapping;
+pub mod mqtt;
 mod ngsild;
 mod progress;
 mod sink;

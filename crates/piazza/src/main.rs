@@ -65,6 +65,14 @@ struct ServeArgs {
     /// Hours an undeliverable notification is retried before it is given up.
     #[arg(long, env = "PIAZZA_NOTIFICATION_MAX_AGE_HOURS", default_value_t = 24)]
     notification_max_age_hours: u64,
+    /// MQTT broker whose sensor messages update entities
+    /// (`mqtt://[user:password@]host[:port]`); unset runs no bridge.
+    #[arg(long, env = "PIAZZA_MQTT_URL")]
+    mqtt: Option<String>,
+    /// First topic level(s) of the MQTT bridge: it listens to
+    /// `<prefix>/<tenant>/<type>/<entity-id>/attrs` (tenant `-` is the default tenant).
+    #[arg(long, env = "PIAZZA_MQTT_PREFIX", default_value = piazza_import::mqtt::DEFAULT_PREFIX)]
+    mqtt_prefix: String,
 }
 
 fn main() -> ExitCode {
@@ -126,6 +134,19 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let broker = Arc::new(Broker::with_notifier(Arc::new(store), limits, notifier).with_retention(retention));
     broker.start().await.context("cannot resume notification delivery")?;
+    let bridge = match &args.mqtt {
+        Some(url) => Some(
+            piazza_import::mqtt::MqttBridge::start(
+                broker.clone(),
+                piazza_import::mqtt::MqttBridgeConfig {
+                    url: url.clone(),
+                    prefix: args.mqtt_prefix.clone(),
+                },
+            )
+            .map_err(anyhow::Error::msg)?,
+        ),
+        None => None,
+    };
     let state = Arc::new(AppState {
         broker,
         max_body_bytes: args.max_body_bytes,
@@ -135,7 +156,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.addr))?;
     tracing::info!(addr = %listener.local_addr()?, "NGSI-LD API ready");
-    piazza_http::serve(listener, state, shutdown).await?;
+    let served = piazza_http::serve(listener, state, shutdown).await;
+    if let Some(bridge) = bridge {
+        bridge.stop().await;
+    }
+    served?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -14,9 +14,15 @@ pub struct Server {
 impl Server {
     /// Starts the server on an ephemeral port and waits until it is ready.
     pub fn start(data_dir: &Path) -> Server {
+        Server::start_with(data_dir, &[])
+    }
+
+    /// [`Server::start`] with more `serve` options.
+    pub fn start_with(data_dir: &Path, extra: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_piazza"))
             .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
+            .args(extra)
             .env("PIAZZA_LOG", "info")
             .stderr(Stdio::piped())
             .spawn()
