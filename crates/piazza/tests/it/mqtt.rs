@@ -148,3 +148,117 @@ async fn sensor_messages_update_entities_and_history() {
         "graceful shutdown with the bridge running"
     );
 }
+
+/// The Mosquitto binary for a private broker, or `None` (loudly).
+fn mosquitto_binary() -> Option<std::path::PathBuf> {
+    let candidates = std::env::var_os("PIAZZA_TEST_MOSQUITTO")
+        .map(std::path::PathBuf::from)
+        .into_iter()
+        .chain(std::env::var_os("PATH").into_iter().flat_map(|path| {
+            std::env::split_paths(&path)
+                .map(|dir| dir.join("mosquitto"))
+                .collect::<Vec<_>>()
+        }))
+        .chain(["/usr/sbin/mosquitto".into(), "/usr/local/sbin/mosquitto".into()]);
+    let found = candidates.into_iter().find(|p| p.is_file());
+    if found.is_none() {
+        eprintln!("\n*** SKIPPED: no mosquitto binary (PIAZZA_TEST_MOSQUITTO); MQTT reconnection test not run ***\n");
+    }
+    found
+}
+
+/// A private Mosquitto on `port`, killed when dropped.
+struct Mosquitto(std::process::Child);
+
+impl Mosquitto {
+    async fn start(binary: &std::path::Path, port: u16) -> Mosquitto {
+        let child = std::process::Command::new(binary)
+            .args(["-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start mosquitto");
+        let mosquitto = Mosquitto(child);
+        eventually("mosquitto to listen", || async move {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .ok()
+                .map(|_| ())
+        })
+        .await;
+        mosquitto
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Publishes once with a fresh connection (QoS 1, until PUBACK or 2 s).
+async fn publish_once(port: u16, topic: &str, payload: &[u8]) {
+    let options = MqttOptions::new(format!("piazza-test-{}", unique()), "127.0.0.1", port);
+    let (client, mut events) = AsyncClient::new(options, 16);
+    client
+        .publish(topic, QoS::AtLeastOnce, false, payload.to_vec())
+        .await
+        .expect("publish");
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while let Ok(event) = events.poll().await {
+            if let rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)) = event {
+                break;
+            }
+        }
+    })
+    .await;
+    let _ = client.try_disconnect();
+}
+
+#[tokio::test]
+async fn the_bridge_reconnects_when_the_mqtt_broker_restarts() {
+    let Some(binary) = mosquitto_binary() else {
+        return;
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("free port")
+        .local_addr()
+        .expect("port")
+        .port();
+    let mosquitto = Mosquitto::start(&binary, port).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("mqtt://127.0.0.1:{port}");
+    let server = Server::start_with(dir.path(), &["--mqtt", &url, "--mqtt-prefix", "restart"]);
+    let id = "urn:ngsi-ld:Sensor:restart";
+    let topic = format!("restart/city/Sensor/{id}/attrs");
+    let entity_url = server.url(&format!("/ngsi-ld/v1/entities/{id}"));
+    let value_becomes = |value: i64| {
+        let topic = topic.clone();
+        let entity_url = entity_url.clone();
+        let client = reqwest::Client::new();
+        async move {
+            eventually(&format!("t = {value}"), || {
+                let (topic, entity_url, client) = (topic.clone(), entity_url.clone(), client.clone());
+                async move {
+                    publish_once(port, &topic, format!("{{\"t\": {value}}}").as_bytes()).await;
+                    let reply = client
+                        .get(&entity_url)
+                        .header("NGSILD-Tenant", "city")
+                        .send()
+                        .await
+                        .ok()?;
+                    let entity: Value = reply.json().await.ok()?;
+                    (entity["t"]["value"] == json!(value)).then_some(())
+                }
+            })
+            .await
+        }
+    };
+    value_becomes(1).await;
+    drop(mosquitto);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _mosquitto = Mosquitto::start(&binary, port).await;
+    value_becomes(2).await;
+    assert!(server.terminate().success());
+}
