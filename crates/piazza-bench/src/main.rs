@@ -19,6 +19,7 @@ mod broker;
 mod history;
 mod ingest;
 mod load;
+mod mqtt;
 mod notify;
 mod report;
 mod template;
@@ -72,6 +73,12 @@ struct Cli {
     /// The GTFS feed of `ingest-gtfs` (run from the repository root for the default).
     #[arg(long, default_value = "testdata/gtfs/cap-prato-2016.gtfs.zip")]
     gtfs_feed: PathBuf,
+    /// The MQTT broker of `ingest-mqtt`.
+    #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
+    mqtt_url: String,
+    /// Messages published by `ingest-mqtt`.
+    #[arg(long, default_value_t = 20_000)]
+    mqtt_messages: u64,
     /// A request unanswered after this long counts as an error.
     #[arg(long, default_value_t = 120)]
     timeout_secs: u64,
@@ -112,6 +119,8 @@ enum Scenario {
     ColdStart,
     /// `piazza import gtfs` of a real feed (the Prato feed in testdata/): stop_times rows/s.
     IngestGtfs,
+    /// Sensor messages through Mosquitto and `serve --mqtt`: messages/s applied.
+    IngestMqtt,
     /// Temporal evolution of one entity (plain, temporalValues, aggregated) and a temporal query by type.
     Temporal,
     /// Update → HTTP notification received, one at a time.
@@ -235,6 +244,7 @@ impl Bench {
                 Scenario::Footprint => self.footprint().await?,
                 Scenario::ColdStart => self.cold_start().await?,
                 Scenario::IngestGtfs => self.ingest_gtfs()?,
+                Scenario::IngestMqtt => self.ingest_mqtt().await?,
                 Scenario::Temporal => self.temporal().await?,
                 Scenario::Subscriptions => self.notification_latency().await?,
             }
