@@ -24,6 +24,16 @@ impl Broker {
     /// Starts `bin serve` on `data_dir` and returns once `GET /health` answers
     /// 200, with the time from spawn to that answer (the cold-start time).
     pub async fn start(bin: &Path, data_dir: &Path, log: &Path) -> anyhow::Result<(Broker, Duration)> {
+        Self::start_with_env(bin, data_dir, log, &[]).await
+    }
+
+    /// As [`Broker::start`], with extra `PIAZZA_*` settings in the environment.
+    pub async fn start_with_env(
+        bin: &Path,
+        data_dir: &Path,
+        log: &Path,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<(Broker, Duration)> {
         let started = Instant::now();
         let mut child = Command::new(bin)
             .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
@@ -32,6 +42,7 @@ impl Broker {
             // default body limit.
             .args(["--max-body-bytes", "67108864"])
             .env("PIAZZA_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

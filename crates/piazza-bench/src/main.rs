@@ -16,7 +16,11 @@ use clap::{Parser, ValueEnum};
 use hyper::Method;
 
 mod broker;
+mod history;
+mod ingest;
 mod load;
+mod mqtt;
+mod notify;
 mod report;
 mod template;
 
@@ -66,9 +70,21 @@ struct Cli {
     /// Restarts measured by `cold-start` (the median is reported).
     #[arg(long, default_value_t = 3)]
     restarts: usize,
+    /// The GTFS feed of `ingest-gtfs` (run from the repository root for the default).
+    #[arg(long, default_value = "testdata/gtfs/cap-prato-2016.gtfs.zip")]
+    gtfs_feed: PathBuf,
+    /// The MQTT broker of `ingest-mqtt`.
+    #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
+    mqtt_url: String,
+    /// Messages published by `ingest-mqtt`.
+    #[arg(long, default_value_t = 20_000)]
+    mqtt_messages: u64,
     /// A request unanswered after this long counts as an error.
     #[arg(long, default_value_t = 120)]
     timeout_secs: u64,
+    /// Attribute instances of the entity of the temporal evolution scenarios.
+    #[arg(long, default_value_t = 100_000)]
+    temporal_instances: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
@@ -101,9 +117,13 @@ enum Scenario {
     Footprint,
     /// Stop, restart on the same data, time from spawn to /health 200.
     ColdStart,
-    /// Temporal API scenarios (not available yet).
+    /// `piazza import gtfs` of a real feed (the Prato feed in testdata/): stop_times rows/s.
+    IngestGtfs,
+    /// Sensor messages through Mosquitto and `serve --mqtt`: messages/s applied.
+    IngestMqtt,
+    /// Temporal evolution of one entity (plain, temporalValues, aggregated) and a temporal query by type.
     Temporal,
-    /// Subscription/notification scenarios (not available yet).
+    /// Update → HTTP notification received, one at a time.
     Subscriptions,
 }
 
@@ -223,10 +243,10 @@ impl Bench {
                 Scenario::Ceiling => self.ceiling().await?,
                 Scenario::Footprint => self.footprint().await?,
                 Scenario::ColdStart => self.cold_start().await?,
-                Scenario::Temporal => self.rows.push(Row::unavailable("temporal", "needs the temporal API")),
-                Scenario::Subscriptions => self
-                    .rows
-                    .push(Row::unavailable("subscriptions", "needs subscriptions/notifications")),
+                Scenario::IngestGtfs => self.ingest_gtfs()?,
+                Scenario::IngestMqtt => self.ingest_mqtt().await?,
+                Scenario::Temporal => self.temporal().await?,
+                Scenario::Subscriptions => self.notification_latency().await?,
             }
         }
         Ok(())
@@ -565,6 +585,31 @@ impl Bench {
             rss.iter().copied().max().unwrap_or(0) as f64 / 1048576.0
         );
         row.restart = Some(median);
+        self.rows.push(row);
+        Ok(())
+    }
+}
+
+impl Bench {
+    /// Imports the GTFS feed into a data dir of its own with the release
+    /// binary (the broker is not involved: imports write the data dir).
+    fn ingest_gtfs(&mut self) -> anyhow::Result<()> {
+        let feed = &self.cli.gtfs_feed;
+        if !feed.is_file() {
+            self.rows.push(Row::unavailable(
+                "ingest-gtfs",
+                &format!(
+                    "no feed at {} (run from the repository root or pass --gtfs-feed)",
+                    feed.display()
+                ),
+            ));
+            return Ok(());
+        }
+        let data_dir = self.data_dir.with_file_name("import-data");
+        let figures = ingest::gtfs(&self.bin, feed, &data_dir)?;
+        let mut row = Row::unmeasured("ingest-gtfs");
+        row.note = figures.note();
+        row.entities_per_sec = Some(figures.entities_per_sec());
         self.rows.push(row);
         Ok(())
     }

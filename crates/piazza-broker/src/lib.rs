@@ -16,15 +16,18 @@ use piazza_store::{Applied, Edit, EditOutcome, NewState, OutboxEntry, Page, Quer
 use serde_json::{json, Value};
 
 mod contexts;
+pub mod ingest;
 pub mod jsonld_contexts;
 mod notifier;
 mod registry;
+mod retention;
 pub mod subscriptions;
 mod temporal;
 
 pub use contexts::{HOSTED_PATH, MAX_CONTEXT_BYTES};
 pub use notifier::NotifierConfig;
 pub use piazza_store;
+pub use retention::Retention;
 
 /// A failure of a broker operation: the requester's (NGSI-LD problem) or ours.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +67,8 @@ pub struct Limits {
     /// The most attribute instances of one entity a temporal response holds
     /// before it is cut and partial (clause 6.3.10).
     pub max_temporal_instances: usize,
+    /// The most attribute instances one aggregated temporal response reads.
+    pub max_aggregated_instances: usize,
 }
 
 impl Default for Limits {
@@ -75,6 +80,7 @@ impl Default for Limits {
             max_sorted_matches: 10_000,
             max_linked_entities: 1_000,
             max_temporal_instances: 30,
+            max_aggregated_instances: 1_000_000,
         }
     }
 }
@@ -106,6 +112,7 @@ pub struct Broker {
     limits: Limits,
     subscriptions: Arc<registry::Registry>,
     notifier: Arc<notifier::Notifier>,
+    retention: Retention,
 }
 
 impl Broker {
@@ -122,13 +129,29 @@ impl Broker {
             contexts,
             store,
             limits,
+            retention: Retention::default(),
         }
     }
 
+    /// Keeps history only this long (enforced by [`Broker::start`]).
+    pub fn with_retention(mut self, retention: Retention) -> Self {
+        self.retention = retention;
+        self
+    }
+
+    /// One history retention pass now; returns the instances deleted.
+    pub async fn purge_old_history(&self) -> BrokerResult<u64> {
+        retention::purge_once(&*self.store, &self.retention).await
+    }
+
     /// Starts the background work of a serving broker: delivery of what the
-    /// outbox still holds, and the periodic subscriptions of every tenant.
+    /// outbox still holds, the periodic subscriptions of every tenant, and
+    /// history retention.
     pub async fn start(&self) -> BrokerResult<()> {
         self.notifier.resume().await?;
+        if self.retention.is_active() {
+            tokio::spawn(retention::run(self.store.clone(), self.retention.clone()));
+        }
         for tenant in self.store.tenants().await? {
             let subscriptions = self.subscriptions.of(&tenant).await?;
             self.notifier.start_periodic(&tenant, &subscriptions);

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use piazza_ngsild::notification::{render_notice, Notice};
 use piazza_ngsild::query::EntityQuery;
+use piazza_ngsild::render::render_entity;
 use piazza_ngsild::time;
 use piazza_store::{Delivery, Page, PendingNotice, Store, Tenant};
 use serde_json::{Map, Value};
@@ -66,6 +67,9 @@ pub(crate) struct Notifier {
     mqtt: mqtt::MqttSender,
     workers: Mutex<HashMap<Key, Arc<Notify>>>,
     periodic: Mutex<HashSet<Key>>,
+    /// Held while a delivery is sent and recorded, so that reading a
+    /// subscription's status right after its endpoint answered sees it.
+    delivering: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// One notification ready to send.
@@ -86,7 +90,22 @@ impl Notifier {
             config,
             workers: Mutex::new(HashMap::new()),
             periodic: Mutex::new(HashSet::new()),
+            delivering: Mutex::new(HashMap::new()),
         }
+    }
+
+    fn delivery_lock(&self, tenant: &Tenant, subscription_id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let key = (tenant.clone(), subscription_id.to_owned());
+        match self.delivering.lock() {
+            Ok(mut locks) => locks.entry(key).or_default().clone(),
+            Err(_) => Arc::default(),
+        }
+    }
+
+    /// Waits (briefly) for a delivery in flight to be recorded.
+    pub async fn settled(&self, tenant: &Tenant, subscription_id: &str) {
+        let lock = self.delivery_lock(tenant, subscription_id);
+        let _ = tokio::time::timeout(Duration::from_secs(2), lock.lock()).await;
     }
 
     /// Makes sure the subscription's worker runs and looks at its outbox.
@@ -155,7 +174,12 @@ impl Notifier {
                     continue;
                 }
             }
-            let (outgoing, settled) = self.plan(&subscription, &pending, throttle.is_some());
+            let (notices, settled) = plan(&pending, throttle.is_some());
+            let trigger = notices.last().map(|n| n.trigger.name());
+            let data = self.render(tenant, &subscription, &notices).await;
+            let outgoing = self.outgoing(&subscription, data, trigger);
+            let lock = self.delivery_lock(tenant, id);
+            let recording = lock.lock().await;
             let delivered = self.send(tenant, &subscription, outgoing).await;
             let success = delivered.is_ok();
             let settled = if success { settled } else { self.expired(&pending) };
@@ -170,6 +194,7 @@ impl Notifier {
             if let Err(error) = self.store.record_delivery(tenant, id, delivery).await {
                 tracing::error!(%tenant, subscription = %id, %error, "cannot record a delivery");
             }
+            drop(recording);
             if success {
                 retry = FIRST_RETRY;
                 last_sent = Some(Instant::now());
@@ -180,6 +205,9 @@ impl Notifier {
         }
         if let Ok(mut workers) = self.workers.lock() {
             workers.remove(&key);
+        }
+        if let Ok(mut locks) = self.delivering.lock() {
+            locks.remove(&key);
         }
     }
 
@@ -198,42 +226,63 @@ impl Notifier {
         expired
     }
 
-    /// The next notification from the head of the outbox and the entries
-    /// it settles. Consecutive notices of one trigger about distinct
-    /// entities share a notification; under throttling, everything pending
-    /// is coalesced into one notification with the latest state of each entity.
-    fn plan(&self, subscription: &Subscription, pending: &[PendingNotice], coalesce: bool) -> (Outgoing, Vec<i64>) {
-        let mut settled = Vec::new();
-        let mut notices: Vec<Notice> = Vec::new();
-        for entry in pending {
-            let notice: Notice = match serde_json::from_value(entry.notice.clone()) {
-                Ok(notice) => notice,
-                Err(error) => {
-                    tracing::error!(seq = entry.seq, %error, "unreadable outbox entry dropped");
-                    settled.push(entry.seq);
-                    continue;
-                }
-            };
-            let same_entity = notices.iter().position(|n| n.entity.id == notice.entity.id);
-            if coalesce {
-                if let Some(at) = same_entity {
-                    notices.remove(at);
-                }
-            } else if same_entity.is_some()
-                || notices.len() >= MAX_DATA
-                || notices.first().is_some_and(|n| n.trigger != notice.trigger)
-            {
-                break;
+    /// The notified entities, with their linked entities when the
+    /// subscription joins them.
+    async fn render(&self, tenant: &Tenant, subscription: &Subscription, notices: &[Notice]) -> Vec<Value> {
+        let mut data: Vec<Value> = Vec::with_capacity(notices.len());
+        let mut linked: Vec<Value> = Vec::new();
+        for notice in notices {
+            let mut item = render_notice(notice, &subscription.context, &subscription.options);
+            if let Some(join) = subscription.join {
+                let names = &subscription.options.attributes;
+                let objects = crate::relationship_objects(&notice.entity, names);
+                self.join(tenant, subscription, join.level, objects, &mut item, &mut linked)
+                    .await;
             }
-            settled.push(entry.seq);
-            notices.push(notice);
+            data.push(Value::Object(item));
         }
-        let trigger = notices.last().map(|n| n.trigger.name());
-        let data = notices
-            .iter()
-            .map(|n| Value::Object(render_notice(n, &subscription.context, &subscription.options)))
-            .collect();
-        (self.outgoing(subscription, data, trigger), settled)
+        for entity in linked {
+            let id = entity.get("id").cloned();
+            if !data.iter().any(|d| d.get("id") == id.as_ref()) {
+                data.push(entity);
+            }
+        }
+        data
+    }
+
+    /// Fetches the entities `objects` name and puts them inside the
+    /// relationships of `item` (inline) or in `flat`, `level` hops deep.
+    fn join<'a>(
+        &'a self,
+        tenant: &'a Tenant,
+        subscription: &'a Subscription,
+        level: u32,
+        objects: Vec<String>,
+        item: &'a mut Map<String, Value>,
+        flat: &'a mut Vec<Value>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
+        Box::pin(async move {
+            let Some(join) = subscription.join else { return };
+            for id in objects.into_iter().take(MAX_DATA) {
+                let Ok(Some(entity)) = self.store.get(tenant, &id).await else {
+                    continue;
+                };
+                let mut rendered = render_entity(&entity, &subscription.context, &subscription.options.render);
+                if level > 1 {
+                    let deeper = crate::relationship_objects(&entity, &[]);
+                    self.join(tenant, subscription, level - 1, deeper, &mut rendered, flat)
+                        .await;
+                }
+                if join.inline {
+                    inline_into(item, &id, rendered);
+                } else if !flat
+                    .iter()
+                    .any(|f| f.get("id").and_then(Value::as_str) == Some(id.as_str()))
+                {
+                    flat.push(Value::Object(rendered));
+                }
+            }
+        })
     }
 
     /// A notification (clause 5.3.1) with its media type and context.
@@ -260,6 +309,12 @@ impl Notifier {
             body.insert("triggerReason".into(), Value::String(trigger.into()));
         }
         if subscription.endpoint.accept == "application/ld+json" {
+            // Each notified entity is a JSON-LD document of its own, too.
+            if let Some(Value::Array(items)) = body.get_mut("data") {
+                for item in items.iter_mut().filter_map(Value::as_object_mut) {
+                    item.insert("@context".into(), Value::String(context_url.clone()));
+                }
+            }
             body.insert("@context".into(), Value::String(context_url));
             Outgoing {
                 body,
@@ -324,20 +379,21 @@ impl Notifier {
         if entities.is_empty() {
             return;
         }
-        let data = entities
+        let notices: Vec<Notice> = entities
             .into_iter()
-            .map(|entity| {
-                let notice = Notice {
-                    trigger: piazza_ngsild::notification::Trigger::EntityUpdated,
-                    entity,
-                    deleted_at: None,
-                    removed: Vec::new(),
-                    previous: Default::default(),
-                };
-                Value::Object(render_notice(&notice, &subscription.context, &subscription.options))
+            .map(|entity| Notice {
+                trigger: piazza_ngsild::notification::Trigger::EntityUpdated,
+                entity,
+                deleted_at: None,
+                at: None,
+                removed: Vec::new(),
+                previous: Default::default(),
             })
             .collect();
+        let data = self.render(tenant, subscription, &notices).await;
         let outgoing = self.outgoing(subscription, data, None);
+        let lock = self.delivery_lock(tenant, &subscription.id);
+        let _recording = lock.lock().await;
         let delivered = self.send(tenant, subscription, outgoing).await;
         if let Err(error) = &delivered {
             tracing::warn!(%tenant, subscription = %subscription.id, %error, "periodic notification failed");
@@ -349,6 +405,61 @@ impl Notifier {
         };
         if let Err(error) = self.store.record_delivery(tenant, &subscription.id, delivery).await {
             tracing::error!(%tenant, subscription = %subscription.id, %error, "cannot record a delivery");
+        }
+    }
+}
+
+/// The next notification from the head of the outbox and the entries
+/// it settles. Consecutive notices of one trigger about distinct
+/// entities share a notification; under throttling, everything pending
+/// is coalesced into one notification with the latest state of each entity.
+fn plan(pending: &[PendingNotice], coalesce: bool) -> (Vec<Notice>, Vec<i64>) {
+    let mut settled = Vec::new();
+    let mut notices: Vec<Notice> = Vec::new();
+    for entry in pending {
+        let notice: Notice = match serde_json::from_value(entry.notice.clone()) {
+            Ok(notice) => notice,
+            Err(error) => {
+                tracing::error!(seq = entry.seq, %error, "unreadable outbox entry dropped");
+                settled.push(entry.seq);
+                continue;
+            }
+        };
+        let same_entity = notices.iter().position(|n| n.entity.id == notice.entity.id);
+        if coalesce {
+            if let Some(at) = same_entity {
+                notices.remove(at);
+            }
+        } else if same_entity.is_some()
+            || notices.len() >= MAX_DATA
+            || notices.first().is_some_and(|n| n.trigger != notice.trigger)
+        {
+            break;
+        }
+        settled.push(entry.seq);
+        notices.push(notice);
+    }
+    (notices, settled)
+}
+
+/// Puts a linked entity inside the relationship that names it: as its
+/// `entity` member (normalized, concise) or in place of the object id
+/// (keyValues).
+fn inline_into(item: &mut Map<String, Value>, id: &str, linked: Map<String, Value>) {
+    for value in item.values_mut() {
+        match value {
+            Value::String(object) if object == id => *value = Value::Object(linked.clone()),
+            Value::Object(relationship) if relationship.get("object").and_then(Value::as_str) == Some(id) => {
+                relationship.insert("entity".into(), Value::Object(linked.clone()));
+            }
+            Value::Array(instances) => {
+                for instance in instances.iter_mut().filter_map(Value::as_object_mut) {
+                    if instance.get("object").and_then(Value::as_str) == Some(id) {
+                        instance.insert("entity".into(), Value::Object(linked.clone()));
+                    }
+                }
+            }
+            _ => {}
         }
     }
 }

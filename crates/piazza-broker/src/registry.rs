@@ -37,6 +37,17 @@ pub(crate) struct Subscription {
     pub context_url: String,
     pub options: NoticeOptions,
     pub endpoint: Endpoint,
+    /// `notification.join`: linked entities sent along (clause 4.5.23).
+    pub join: Option<Join>,
+}
+
+/// How linked entities join a notification.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Join {
+    /// Inside their relationships (`inline`), else beside the entity (`flat`).
+    pub inline: bool,
+    /// How many relationship hops are followed (`joinLevel`).
+    pub level: u32,
 }
 
 /// Where and how notifications go (`notification.endpoint`, clause 5.2.15).
@@ -122,6 +133,8 @@ impl Registry {
             .and_then(Value::as_str)
             .unwrap_or(CORE_CONTEXT_URL)
             .to_owned();
+        // Notifications are compacted with `jsonldContext`; the
+        // subscription's own terms are read with the context it was written with.
         let context = if context_url == CORE_CONTEXT_URL {
             ActiveContext::core()
         } else {
@@ -129,16 +142,18 @@ impl Registry {
                 .resolve(tenant, Some(&Value::String(context_url.clone())))
                 .await?
         };
+        let terms = self.contexts.resolve(tenant, members.get("@context")).await?;
         let id = text(members, "id").unwrap_or_default();
         let notification = members.get("notification").and_then(Value::as_object);
         Ok(Subscription {
-            watch: watch(members, &context)?,
+            watch: watch(members, &terms)?,
             paused: members.get("isActive") == Some(&Value::Bool(false)),
             expires_at: text(members, "expiresAt").as_deref().and_then(time::parse),
             time_interval: members.get("timeInterval").and_then(Value::as_f64),
             throttling: members.get("throttling").and_then(Value::as_f64),
-            options: notice_options(members, notification, &context),
+            options: notice_options(members, notification, &terms, &context),
             endpoint: endpoint(notification),
+            join: join(notification),
             context,
             context_url,
             id,
@@ -189,7 +204,7 @@ fn watch(members: &Map<String, Value>, context: &ActiveContext) -> Result<Watch,
         });
     }
     if let Some(q) = members.get("q").and_then(Value::as_str) {
-        selection.q = Some(Query::parse(q, context)?);
+        selection.q = Some(Query::parse(&crate::subscriptions::decoded_q(q), context)?);
     }
     if let Some(scope) = members.get("scopeQ").and_then(Value::as_str) {
         selection.scope = Some(ScopeQuery::parse(scope)?);
@@ -220,8 +235,24 @@ fn show_changes(members: &Map<String, Value>) -> bool {
 fn notice_options(
     members: &Map<String, Value>,
     notification: Option<&Map<String, Value>>,
+    terms: &ActiveContext,
     context: &ActiveContext,
 ) -> NoticeOptions {
+    // pick/omit name members of the rendered entity: compacted with the
+    // notification's context, with `id`, `type` and `scope` as they are.
+    let members_named = |key: &str| -> Option<Vec<String>> {
+        let items = notification?.get(key)?.as_array()?;
+        Some(
+            items
+                .iter()
+                .filter_map(Value::as_str)
+                .map(|n| match n {
+                    "id" | "type" | "scope" => n.to_owned(),
+                    _ => context.compact(&terms.expand(n)),
+                })
+                .collect(),
+        )
+    };
     let get = |key: &str| notification.and_then(|n| n.get(key));
     let flag = |v: Option<&Value>| v.and_then(Value::as_bool).unwrap_or(false);
     NoticeOptions {
@@ -233,9 +264,30 @@ fn notice_options(
             sys_attrs: flag(get("sysAttrs")) || flag(members.get("sysAttrs")),
             lang: text(members, "lang"),
         },
-        attributes: names(get("attributes"), context),
+        attributes: names(get("attributes"), terms),
         show_changes: show_changes(members),
+        pick: members_named("pick"),
+        omit: members_named("omit").unwrap_or_default(),
+        dataset_ids: members
+            .get("datasetId")
+            .and_then(Value::as_array)
+            .map(|ids| ids.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+            .unwrap_or_default(),
     }
+}
+
+fn join(notification: Option<&Map<String, Value>>) -> Option<Join> {
+    let notification = notification?;
+    let inline = match notification.get("join").and_then(Value::as_str)? {
+        "inline" => true,
+        "flat" => false,
+        _ => return None,
+    };
+    let level = notification
+        .get("joinLevel")
+        .and_then(Value::as_u64)
+        .map_or(1, |l| l.clamp(1, 10) as u32);
+    Some(Join { inline, level })
 }
 
 fn endpoint(notification: Option<&Map<String, Value>>) -> Endpoint {

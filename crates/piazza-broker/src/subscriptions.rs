@@ -10,6 +10,7 @@
 
 use piazza_ngsild::entity::{is_uri, is_utc_datetime, is_valid_name};
 use piazza_ngsild::jsonld::CORE_CONTEXT_URL;
+use piazza_ngsild::notification::Trigger;
 use piazza_ngsild::query::{GeoQuery, Query, ScopeQuery, TypeSelector};
 use piazza_ngsild::{time, ActiveContext, ErrorKind, NgsiError};
 use piazza_store::{ContextKind, ResourceKind, StoredContext, Tenant};
@@ -83,13 +84,24 @@ impl Broker {
             None => format!("urn:ngsi-ld:Subscription:{}", uuid::Uuid::new_v4()),
         };
         members.insert("id".into(), Value::String(id.clone()));
+        strip_read_only(&mut members);
         validate(&members, &context, true)?;
-        let jsonld_context = match origin {
-            SubscriptionContext::Core => CORE_CONTEXT_URL.to_owned(),
-            SubscriptionContext::Link(url) => url,
-            SubscriptionContext::Inline(value) => self.implicit_context(tenant, value).await?,
+        let jsonld_context = match (members.get("jsonldContext"), origin) {
+            (Some(given), _) => self.notification_context(tenant, given).await?,
+            (None, SubscriptionContext::Core) => CORE_CONTEXT_URL.to_owned(),
+            (None, SubscriptionContext::Link(url)) => url,
+            (None, SubscriptionContext::Inline(value)) => match single_url(&value) {
+                // One URL names itself; only a composite context needs hosting.
+                Some(url) => url,
+                None => self.implicit_context(tenant, value).await?,
+            },
         };
         members.insert("jsonldContext".into(), Value::String(jsonld_context));
+        // The context the subscription's terms were written with: its
+        // selectors and `q` are read with it, and JSON-LD answers echo it.
+        if let Some(local) = local {
+            members.insert("@context".into(), local);
+        }
         members.insert("createdAt".into(), Value::String(time::format(&time::now())));
         members.remove("status");
         if !self
@@ -114,6 +126,7 @@ impl Broker {
     async fn with_status(&self, tenant: &Tenant, members: Map<String, Value>) -> BrokerResult<Map<String, Value>> {
         let mut members = with_status(members);
         let id = members.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
+        self.notifier.settled(tenant, &id).await;
         let stats = self.store.delivery_stats(tenant, &id).await?;
         if let Some(Value::Object(notification)) = members.get_mut("notification") {
             let stamp = |t: Option<time::Timestamp>| t.map(|t| Value::String(time::format(&t)));
@@ -122,10 +135,10 @@ impl Broker {
                 (Some(_), None) => true,
                 _ => false,
             };
-            notification.insert(
-                "status".into(),
-                Value::String(if failing { "failed" } else { "ok" }.into()),
-            );
+            if stats.times_sent + stats.times_failed > 0 {
+                let status = if failing { "failed" } else { "ok" };
+                notification.insert("status".into(), Value::String(status.into()));
+            }
             if stats.times_sent > 0 {
                 notification.insert("timesSent".into(), Value::from(stats.times_sent));
             }
@@ -143,6 +156,18 @@ impl Broker {
             }
         }
         Ok(members)
+    }
+
+    /// Checks a user-given `jsonldContext`: an absolute URI whose context
+    /// can be loaded (or 504 LdContextNotAvailable).
+    async fn notification_context(&self, tenant: &Tenant, given: &Value) -> BrokerResult<String> {
+        let url = given
+            .as_str()
+            .filter(|u| u.starts_with("http://") || u.starts_with("https://"))
+            .filter(|u| is_uri(u))
+            .ok_or_else(|| bad("jsonldContext must be the URL of a JSON-LD context"))?;
+        self.context(tenant, Some(given)).await?;
+        Ok(url.to_owned())
     }
 
     /// Keeps an inline @context as an ImplicitlyCreated context; returns where it is served.
@@ -200,10 +225,10 @@ impl Broker {
         }
         let mut current = self.subscription(tenant, id).await?;
         strip_status(&mut current);
-        let context = match current.get("jsonldContext").and_then(Value::as_str) {
-            Some(url) if url != CORE_CONTEXT_URL => self.context(tenant, Some(&Value::String(url.to_owned()))).await?,
-            _ => ActiveContext::core(),
-        };
+        let context = self.context(tenant, current.get("@context")).await?;
+        strip_read_only(&mut patch);
+        let expires_changed = patch.contains_key("expiresAt");
+        let new_notification_context = patch.get("jsonldContext").cloned();
         for (key, value) in patch {
             if value.is_null() {
                 current.remove(&key);
@@ -211,7 +236,11 @@ impl Broker {
                 current.insert(key, value);
             }
         }
-        validate(&current, &context, false)?;
+        validate(&current, &context, expires_changed)?;
+        if let Some(given) = new_notification_context {
+            let url = self.notification_context(tenant, &given).await?;
+            current.insert("jsonldContext".into(), Value::String(url));
+        }
         current.insert("modifiedAt".into(), Value::String(time::format(&time::now())));
         if !self
             .store
@@ -234,6 +263,25 @@ impl Broker {
             Err(NgsiError::not_found(format!("subscription {id} not found")).into())
         }
     }
+}
+
+/// The URL of an inline @context that is one URL (or a list of one).
+fn single_url(context: &Value) -> Option<String> {
+    let url = match context {
+        Value::String(url) => url,
+        Value::Array(items) if items.len() == 1 => items[0].as_str()?,
+        _ => return None,
+    };
+    (url.starts_with("http://") || url.starts_with("https://")).then(|| url.to_owned())
+}
+
+/// Drops what a client may not set: read-only members (clause 5.2.12,
+/// Table 5.2.12-2) and members the spec does not define.
+fn strip_read_only(members: &mut Map<String, Value>) {
+    strip_status(members);
+    members.remove("createdAt");
+    members.remove("modifiedAt");
+    members.retain(|key, _| MEMBERS.contains(&key.as_str()));
 }
 
 /// Removes what is derived, never stored: `status` and delivery statistics.
@@ -269,6 +317,13 @@ fn with_status(mut members: Map<String, Value>) -> Map<String, Value> {
         "active"
     };
     members.insert("status".into(), Value::String(status.into()));
+    if !members.contains_key("notificationTrigger") {
+        let defaults = Trigger::DEFAULT
+            .iter()
+            .map(|t| Value::String(t.name().into()))
+            .collect();
+        members.insert("notificationTrigger".into(), Value::Array(defaults));
+    }
     members
 }
 
@@ -278,7 +333,10 @@ fn bad(detail: impl Into<String>) -> NgsiError {
 
 /// Checks a subscription against clause 5.2.12 and the rules of 5.8.1.
 fn validate(members: &Map<String, Value>, context: &ActiveContext, creating: bool) -> Result<(), NgsiError> {
-    if let Some(unknown) = members.keys().find(|k| !MEMBERS.contains(&k.as_str())) {
+    if let Some(unknown) = members
+        .keys()
+        .find(|k| *k != "@context" && !MEMBERS.contains(&k.as_str()))
+    {
         return Err(bad(format!("unknown subscription member '{unknown}'")));
     }
     if members.get("type").and_then(Value::as_str) != Some("Subscription") {
@@ -323,7 +381,13 @@ fn validate(members: &Map<String, Value>, context: &ActiveContext, creating: boo
         }
     }
     if let Some(q) = members.get("q") {
-        Query::parse(q.as_str().ok_or_else(|| bad("q must be a string"))?, context)?;
+        Query::parse(
+            &decoded_q(q.as_str().ok_or_else(|| bad("q must be a string"))?),
+            context,
+        )?;
+    }
+    if let Some(csf) = members.get("csf") {
+        Query::parse(csf.as_str().ok_or_else(|| bad("csf must be a string"))?, context)?;
     }
     if let Some(scope) = members.get("scopeQ") {
         ScopeQuery::parse(scope.as_str().ok_or_else(|| bad("scopeQ must be a string"))?)?;
@@ -393,10 +457,44 @@ fn entity_selector(selector: &Value, context: &ActiveContext) -> Result<(), Ngsi
     Ok(())
 }
 
+/// A subscription's `q` as written in a query string: clients often send
+/// it percent-encoded (`name=="Eiffel%20Tower"`).
+pub(crate) fn decoded_q(q: &str) -> String {
+    percent_encoding::percent_decode_str(q).decode_utf8_lossy().into_owned()
+}
+
 fn notification(value: &Value) -> Result<(), NgsiError> {
     let Value::Object(members) = value else {
         return Err(bad("notification must be an object"));
     };
+    let name_list = |key: &str| -> Result<Option<Vec<&str>>, NgsiError> {
+        let Some(value) = members.get(key) else { return Ok(None) };
+        let names: Option<Vec<&str>> = value.as_array().filter(|a| !a.is_empty()).and_then(|a| {
+            a.iter()
+                .map(|n| n.as_str().filter(|s| is_valid_name(s) || *s == "id" || *s == "type"))
+                .collect()
+        });
+        names
+            .map(Some)
+            .ok_or_else(|| bad(format!("notification {key} must be a non-empty array of names")))
+    };
+    let pick = name_list("pick")?;
+    let omit = name_list("omit")?;
+    if let (Some(pick), Some(omit)) = (&pick, &omit) {
+        if pick.iter().any(|p| omit.contains(p)) {
+            return Err(bad("a member cannot be both picked and omitted"));
+        }
+    }
+    if (pick.is_some() || omit.is_some()) && members.contains_key("attributes") {
+        return Err(bad("notification attributes cannot be combined with pick or omit"));
+    }
+    let key_values = matches!(
+        members.get("format").and_then(Value::as_str),
+        Some("keyValues" | "simplified")
+    );
+    if key_values && members.get("showChanges") == Some(&Value::Bool(true)) {
+        return Err(bad("showChanges needs the normalized or concise format"));
+    }
     if let Some(format) = members.get("format") {
         if !matches!(
             format.as_str(),
@@ -429,6 +527,20 @@ fn notification(value: &Value) -> Result<(), NgsiError> {
             ErrorKind::BadRequestData,
             format!("endpoint uri '{uri}' is not an http(s) or mqtt(s) URI"),
         ));
+    }
+    for key in ["receiverInfo", "notifierInfo"] {
+        if let Some(pairs) = endpoint.get(key) {
+            let valid = pairs.as_array().is_some_and(|items| {
+                items.iter().all(|item| {
+                    item.as_object().is_some_and(|pair| {
+                        pair.get("key").is_some_and(Value::is_string) && pair.get("value").is_some_and(Value::is_string)
+                    })
+                })
+            });
+            if !valid {
+                return Err(bad(format!("endpoint {key} must be a list of string key/value pairs")));
+            }
+        }
     }
     if let Some(accept) = endpoint.get("accept") {
         if !matches!(

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use piazza_broker::Payload;
 use piazza_ngsild::query::{Projection, Query, TypeSelector};
@@ -17,9 +17,10 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{link_context, JsonBody, MediaType, Meta};
 use crate::linked::{Join, JoinKind, Linked, Shape};
 use crate::params::{self, Params};
+use crate::respond::pagination_links;
 use crate::respond::{created, Responder};
 use crate::AppState;
-use piazza_store::{Page, Tenant};
+use piazza_store::Tenant;
 
 pub const ENTITIES_PATH: &str = "/ngsi-ld/v1/entities/";
 
@@ -401,44 +402,10 @@ pub async fn query(State(state): State<Arc<AppState>>, meta: Meta, RawQuery(raw)
     if wants_count {
         response.headers_mut().insert("NGSILD-Results-Count", total.into());
     }
-    for link in pagination_links(&params, page, returned, total) {
+    for link in pagination_links(ENTITIES_PATH, &params, page, returned, total, "application/json") {
         response.headers_mut().append(header::LINK, link);
     }
     Ok(response)
-}
-
-/// `Link` headers to the previous and next pages (clause 4.12): the same
-/// query with another offset, parameters in alphabetical order.
-fn pagination_links(params: &Params, page: Page, returned: usize, total: u64) -> Vec<HeaderValue> {
-    if page.limit == 0 {
-        return Vec::new();
-    }
-    let link = |offset: usize, rel: &str| {
-        let mut pairs: Vec<(String, String)> = params
-            .pairs()
-            .iter()
-            .filter(|(k, _)| k != "offset" && k != "limit")
-            .cloned()
-            .collect();
-        pairs.push(("limit".into(), page.limit.to_string()));
-        pairs.push(("offset".into(), offset.to_string()));
-        pairs.sort();
-        let query: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        let path = ENTITIES_PATH.trim_end_matches('/');
-        HeaderValue::from_str(&format!(
-            "<{path}?{}>; rel=\"{rel}\"; type=\"application/json\"",
-            query.join("&")
-        ))
-        .ok()
-    };
-    let mut links = Vec::new();
-    if page.offset > 0 {
-        links.extend(link(page.offset.saturating_sub(page.limit), "prev"));
-    }
-    if ((page.offset + returned) as u64) < total {
-        links.extend(link(page.offset + page.limit, "next"));
-    }
-    links
 }
 
 pub async fn delete(

@@ -45,6 +45,8 @@ pub struct Meta {
     accept: Option<String>,
     /// `Prefer: body=json`: GeoJSON without `@context` in the body (clause 6.3.x).
     pub prefer_body_json: bool,
+    /// `Prefer: ngsi-ld=<version>` (clause 6.3.6): the version asked for.
+    pub prefer_version: Option<String>,
 }
 
 impl Meta {
@@ -130,15 +132,28 @@ impl FromRequestParts<Arc<AppState>> for Meta {
         };
         let link = context_link(&parts.headers)?;
         let accept = header_text(&parts.headers, header::ACCEPT.as_str())?.map(str::to_owned);
-        let prefer_body_json = header_text(&parts.headers, "Prefer")?
-            .is_some_and(|p| p.split([',', ';']).any(|token| token.trim() == "body=json"));
+        let prefer = header_text(&parts.headers, "Prefer")?;
+        let prefer_body_json = prefer.is_some_and(|p| p.split([',', ';']).any(|token| token.trim() == "body=json"));
         Ok(Meta {
             tenant,
             link,
             accept,
             prefer_body_json,
+            prefer_version: prefer.and_then(preferred_version),
         })
     }
+}
+
+/// The `ngsi-ld` preference of a `Prefer` header (RFC 7240): a
+/// comma-separated list of `name[=value]` with `;` parameters; names are
+/// case-insensitive and values may be quoted.
+fn preferred_version(prefer: &str) -> Option<String> {
+    prefer.split(',').find_map(|preference| {
+        let head = preference.split(';').next()?;
+        let (name, value) = head.split_once('=')?;
+        let value = value.trim().trim_matches('"');
+        (name.trim().eq_ignore_ascii_case("ngsi-ld") && !value.is_empty()).then(|| value.to_owned())
+    })
 }
 
 fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ApiError> {

@@ -7,6 +7,8 @@ use piazza_ngsild::jsonld::CORE_CONTEXT_URL;
 use serde_json::{Map, Value};
 
 use crate::extract::{MediaType, JSONLD_CONTEXT_REL};
+use crate::params::Params;
+use piazza_broker::piazza_store::Page;
 
 /// How to send entity-shaped bodies back to one requester.
 pub struct Responder {
@@ -84,4 +86,45 @@ pub fn created(location: &str) -> Response {
         response.headers_mut().insert(header::LOCATION, value);
     }
     response
+}
+
+/// `Link` headers to the previous and next pages (clause 4.12): the same
+/// query with another offset, parameters in alphabetical order.
+pub fn pagination_links(
+    base_path: &str,
+    params: &Params,
+    page: Page,
+    returned: usize,
+    total: u64,
+    media_type: &str,
+) -> Vec<HeaderValue> {
+    if page.limit == 0 {
+        return Vec::new();
+    }
+    let link = |offset: usize, rel: &str| {
+        let mut pairs: Vec<(String, String)> = params
+            .pairs()
+            .iter()
+            .filter(|(k, _)| k != "offset" && k != "limit")
+            .cloned()
+            .collect();
+        pairs.push(("limit".into(), page.limit.to_string()));
+        pairs.push(("offset".into(), offset.to_string()));
+        pairs.sort();
+        let query: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let path = base_path.trim_end_matches('/');
+        HeaderValue::from_str(&format!(
+            "<{path}?{}>; rel=\"{rel}\"; type=\"{media_type}\"",
+            query.join("&")
+        ))
+        .ok()
+    };
+    let mut links = Vec::new();
+    if page.offset > 0 {
+        links.extend(link(page.offset.saturating_sub(page.limit), "prev"));
+    }
+    if ((page.offset + returned) as u64) < total {
+        links.extend(link(page.offset + page.limit, "next"));
+    }
+    links
 }

@@ -3,16 +3,17 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, RawQuery, State};
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use piazza_broker::subscriptions::SubscriptionContext;
 use serde_json::{Map, Value};
 
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{JsonBody, LocalContext, Meta};
+use crate::extract::{JsonBody, LocalContext, MediaType, Meta};
 use crate::params::Params;
-use crate::respond::{created, Responder};
+use crate::respond::{created, pagination_links, Responder};
 use crate::AppState;
+use piazza_broker::piazza_store::Page;
 
 const SUBSCRIPTIONS_PATH: &str = "/ngsi-ld/v1/subscriptions/";
 
@@ -35,11 +36,35 @@ pub async fn create(
     Ok(created(&format!("{SUBSCRIPTIONS_PATH}{id}")))
 }
 
-/// The responder for a subscription: its own @context.
-fn responder(meta: &Meta, subscription: &Map<String, Value>) -> ApiResult<Responder> {
+/// The responder for a subscription: JSON-LD answers carry the @context
+/// it was written with, JSON ones a Link to its `jsonldContext`.
+fn responder(meta: &Meta, subscription: &mut Map<String, Value>) -> ApiResult<Responder> {
     let media = meta.accept(false)?;
+    let written_with = subscription.remove("@context");
     let context = subscription.get("jsonldContext").and_then(Value::as_str);
-    Ok(Responder::new(media, context))
+    let mut responder = Responder::new(media, context);
+    if let (MediaType::JsonLd, Some(written_with)) = (media, written_with) {
+        responder.context = written_with;
+    }
+    Ok(responder)
+}
+
+/// `createdAt` and `modifiedAt` are shown with `options=sysAttrs` only.
+fn hide_system_members(params: &Params, subscription: &mut Map<String, Value>) {
+    if !params.options().iter().any(|o| o == "sysAttrs") {
+        subscription.remove("createdAt");
+        subscription.remove("modifiedAt");
+    }
+}
+
+/// `Preference-Applied` for a `Prefer: ngsi-ld=<version>`: subscriptions
+/// have no version fallbacks (clause 4.3.6.8), so they are served unaltered.
+fn apply_version_preference(meta: &Meta, response: &mut Response) {
+    if let Some(version) = &meta.prefer_version {
+        if let Ok(value) = HeaderValue::from_str(&format!("ngsi-ld={version}")) {
+            response.headers_mut().insert("Preference-Applied", value);
+        }
+    }
 }
 
 pub async fn retrieve(
@@ -48,16 +73,20 @@ pub async fn retrieve(
     Path(id): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Response> {
-    Params::parse(raw.as_deref())?.allow_only(&[])?;
+    let params = Params::parse(raw.as_deref())?;
+    params.allow_only(&["options"])?;
     meta.accept(false)?;
-    let subscription = state.broker.subscription(&meta.tenant, &id).await?;
-    let responder = responder(&meta, &subscription)?;
-    Ok(responder.object(StatusCode::OK, subscription))
+    let mut subscription = state.broker.subscription(&meta.tenant, &id).await?;
+    hide_system_members(&params, &mut subscription);
+    let responder = responder(&meta, &mut subscription)?;
+    let mut response = responder.object(StatusCode::OK, subscription);
+    apply_version_preference(&meta, &mut response);
+    Ok(response)
 }
 
 pub async fn query(State(state): State<Arc<AppState>>, meta: Meta, RawQuery(raw): RawQuery) -> ApiResult<Response> {
     let params = Params::parse(raw.as_deref())?;
-    params.allow_only(&["limit", "offset", "count"])?;
+    params.allow_only(&["limit", "offset", "count", "options"])?;
     let media = meta.accept(false)?;
     let limit = match params.number("limit")? {
         None => state.broker.limits().default_page_size,
@@ -70,11 +99,37 @@ pub async fn query(State(state): State<Arc<AppState>>, meta: Meta, RawQuery(raw)
     };
     let all = state.broker.subscriptions(&meta.tenant).await?;
     let total = all.len();
-    let page: Vec<_> = all.into_iter().skip(offset).take(limit).collect();
+    let page: Vec<_> = all
+        .into_iter()
+        .skip(offset)
+        .take(limit)
+        .map(|mut s| {
+            s.remove("@context");
+            hide_system_members(&params, &mut s);
+            s
+        })
+        .collect();
+    let returned = page.len();
     let mut response = Responder::new(media, None).list(StatusCode::OK, page);
     if params.flag("count")? {
         response.headers_mut().insert("NGSILD-Results-Count", total.into());
     }
+    let window = Page {
+        offset,
+        limit,
+        count: false,
+    };
+    for link in pagination_links(
+        SUBSCRIPTIONS_PATH,
+        &params,
+        window,
+        returned,
+        total as u64,
+        media.as_str(),
+    ) {
+        response.headers_mut().append(header::LINK, link);
+    }
+    apply_version_preference(&meta, &mut response);
     Ok(response)
 }
 

@@ -123,6 +123,10 @@ impl TemporalView {
             Some(format) => format == "temporalValues" || render.format == Format::KeyValues,
             None => has("temporalValues") || render.format == Format::KeyValues,
         };
+        if aggregated {
+            // An aggregate covers every instance of its periods, not a page.
+            query.instance_limit = state.broker.limits().max_aggregated_instances;
+        }
         let mode = if aggregated {
             let methods = params
                 .get("aggrMethods")

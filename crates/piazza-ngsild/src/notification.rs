@@ -84,15 +84,32 @@ pub struct Notice {
     pub trigger: Trigger,
     /// The entity after the change (before it, for a deletion).
     pub entity: Entity,
-    /// When the entity was deleted (entityDeleted).
+    /// When the entity was deleted.
     #[serde(default, skip_serializing_if = "Option::is_none", with = "time::serde_opt")]
     pub deleted_at: Option<Timestamp>,
-    /// Attribute instances the change removed: expanded name, datasetId, kind.
+    /// When the change happened (the `deletedAt` of removed attributes).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "time::serde_opt")]
+    pub at: Option<Timestamp>,
+    /// Attribute instances the change removed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub removed: Vec<(String, Option<String>, AttributeKind)>,
+    pub removed: Vec<Removed>,
     /// The instances as they were before, of what changed (`showChanges`).
     #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
     pub previous: IndexMap<String, Vec<Attribute>>,
+}
+
+/// An attribute instance a change removed, as its Null will be rendered.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Removed {
+    /// Expanded name.
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset_id: Option<String>,
+    pub kind: AttributeKind,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "time::serde_opt")]
+    pub created_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "time::serde_opt")]
+    pub modified_at: Option<Timestamp>,
 }
 
 impl Watch {
@@ -139,12 +156,19 @@ impl Watch {
         now: Timestamp,
     ) -> Notice {
         let all_changes = instance_changes(before, after);
+        let watched = |name: &str| self.watched.is_empty() || self.watched.iter().any(|w| w == name);
         let removed = all_changes
             .iter()
-            .filter(|(_, _, c)| *c == InstanceChange::Deleted)
+            .filter(|(name, _, c)| *c == InstanceChange::Deleted && watched(name))
             .filter_map(|(name, dataset, _)| {
-                let kind = before?.instance(name, dataset.as_deref())?.kind;
-                Some((name.clone(), dataset.clone(), kind))
+                let old = before?.instance(name, dataset.as_deref())?;
+                Some(Removed {
+                    name: name.clone(),
+                    dataset_id: dataset.clone(),
+                    kind: old.kind,
+                    created_at: old.created_at,
+                    modified_at: old.modified_at,
+                })
             })
             .collect();
         let mut previous: IndexMap<String, Vec<Attribute>> = IndexMap::new();
@@ -162,6 +186,7 @@ impl Watch {
             trigger,
             entity: subject.clone(),
             deleted_at: after.is_none().then_some(now),
+            at: Some(now),
             removed,
             previous,
         }
@@ -212,6 +237,13 @@ pub struct NoticeOptions {
     /// `notification.attributes`, expanded; empty sends every attribute.
     pub attributes: Vec<String>,
     pub show_changes: bool,
+    /// `notification.pick`, compacted member names (`id`, `type` included).
+    pub pick: Option<Vec<String>>,
+    /// `notification.omit`, compacted member names.
+    pub omit: Vec<String>,
+    /// The subscription's `datasetId`: only these instances are sent
+    /// (`@none` for the default instance); empty sends all.
+    pub dataset_ids: Vec<String>,
 }
 
 /// The notified entity (one item of a notification's `data`): the entity
@@ -219,19 +251,49 @@ pub struct NoticeOptions {
 /// `showChanges`; a deleted entity is its id, type and `deletedAt`.
 pub fn render_notice(notice: &Notice, context: &ActiveContext, options: &NoticeOptions) -> Map<String, Value> {
     let wanted = |name: &str| options.attributes.is_empty() || options.attributes.iter().any(|a| a == name);
+    let in_dataset = |dataset_id: Option<&str>| {
+        options.dataset_ids.is_empty() || options.dataset_ids.iter().any(|d| d == dataset_id.unwrap_or("@none"))
+    };
     let mut entity = notice.entity.clone();
     entity.attributes.retain(|name, _| wanted(name));
+    for instances in entity.attributes.values_mut() {
+        instances.retain(|i| in_dataset(i.dataset_id.as_deref()));
+    }
+    entity.attributes.retain(|_, instances| !instances.is_empty());
+    let removed: Vec<_> = notice
+        .removed
+        .iter()
+        .filter(|r| wanted(&r.name) && in_dataset(r.dataset_id.as_deref()))
+        .collect();
     let mut out = match notice.deleted_at {
         Some(at) => deleted_entity(&entity, at, context, options),
         None => render_entity(&entity, context, &options.render),
     };
-    // A deleted entity lists its attributes itself (with showChanges).
-    let removed = notice.removed.iter().filter(|_| notice.deleted_at.is_none());
-    for (name, dataset_id, kind) in removed {
-        if wanted(name) {
-            let null = null_instance(*kind, dataset_id.as_deref(), options.render.format);
-            push_instance(&mut out, context.compact(name), null);
+    // A deleted entity lists its attributes only when asked for them.
+    let list_removed =
+        notice.deleted_at.is_none() || options.show_changes || notice.trigger == Trigger::AttributeDeleted;
+    for removed in removed.into_iter().filter(|_| list_removed) {
+        // An attribute gone entirely is one Null; else the removed instance.
+        let gone = notice.deleted_at.is_some() || !notice.entity.attributes.contains_key(&removed.name);
+        let dataset_id = if gone { None } else { removed.dataset_id.as_deref() };
+        let mut null = null_instance(removed.kind, dataset_id, options.render.format);
+        if let (Value::Object(instance), true) = (&mut null, options.render.sys_attrs) {
+            let stamps = [
+                ("createdAt", removed.created_at),
+                ("modifiedAt", removed.modified_at),
+                ("deletedAt", notice.at),
+            ];
+            for (key, stamp) in stamps {
+                if let Some(stamp) = stamp {
+                    instance.insert(key.into(), Value::String(time::format(&stamp)));
+                }
+            }
         }
+        let key = context.compact(&removed.name);
+        if gone && out.contains_key(&key) {
+            continue;
+        }
+        push_instance(&mut out, key, null, dataset_id);
     }
     if options.show_changes && options.render.format != Format::KeyValues {
         for (name, instances) in &notice.previous {
@@ -242,11 +304,20 @@ pub fn render_notice(notice: &Notice, context: &ActiveContext, options: &NoticeO
             }
         }
     }
+    project(&mut out, options);
     out
 }
 
-/// A deleted entity: id, type and `deletedAt`; with `showChanges` every
-/// attribute is listed as NGSI-LD Null with its previous value.
+/// Applies `pick` and `omit` to the members of a rendered entity.
+fn project(out: &mut Map<String, Value>, options: &NoticeOptions) {
+    if let Some(pick) = &options.pick {
+        out.retain(|key, _| pick.iter().any(|p| p == key));
+    }
+    out.retain(|key, _| !options.omit.iter().any(|o| o == key));
+}
+
+/// A deleted entity: id, type and `deletedAt` (its attributes are added
+/// by the caller when the subscription wants them).
 fn deleted_entity(
     entity: &Entity,
     at: Timestamp,
@@ -263,14 +334,6 @@ fn deleted_entity(
         }
         if let Some(modified) = &entity.modified_at {
             out.insert("modifiedAt".into(), Value::String(time::format(modified)));
-        }
-    }
-    if options.show_changes {
-        for (name, instances) in &entity.attributes {
-            for instance in instances {
-                let null = null_instance(instance.kind, instance.dataset_id.as_deref(), options.render.format);
-                push_instance(&mut out, context.compact(name), null);
-            }
         }
     }
     out
@@ -295,14 +358,26 @@ fn null_instance(kind: AttributeKind, dataset_id: Option<&str>, format: Format) 
     Value::Object(out)
 }
 
-/// Adds one instance to a rendered attribute, turning it into an array
-/// when the attribute already has one.
-fn push_instance(out: &mut Map<String, Value>, name: String, instance: Value) {
+/// Adds one instance to a rendered attribute: next to the others (an
+/// array), or into the `dataset` map of the keyValues form.
+fn push_instance(out: &mut Map<String, Value>, name: String, instance: Value, dataset_id: Option<&str>) {
     match out.get_mut(&name) {
         None => {
             out.insert(name, instance);
         }
         Some(Value::Array(items)) => items.push(instance),
+        Some(Value::Object(map)) if map.contains_key("dataset") && !instance.is_object() => {
+            if let Some(Value::Object(dataset)) = map.get_mut("dataset") {
+                dataset.insert(dataset_id.unwrap_or("@none").to_owned(), instance);
+            }
+        }
+        Some(existing) if !instance.is_object() => {
+            // keyValues: the remaining value becomes a dataset map.
+            let mut dataset = Map::new();
+            dataset.insert("@none".into(), existing.take());
+            dataset.insert(dataset_id.unwrap_or("@none").to_owned(), instance);
+            *existing = serde_json::json!({ "dataset": dataset });
+        }
         Some(existing) => {
             let first = existing.take();
             *existing = Value::Array(vec![first, instance]);

@@ -546,6 +546,30 @@ impl Store for EmbeddedStore {
         self.temporal_edit_impl(tenant, edit).await
     }
 
+    async fn purge_history(&self, tenant: &Tenant, horizon: time::Timestamp, limit: usize) -> StoreResult<u64> {
+        let tenant = tenant.clone();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let horizon = time::format(&horizon);
+        let purged = Arc::new(Mutex::new(0u64));
+        let count = purged.clone();
+        self.exec(move |tx| {
+            // Instances are numbered in recording order, so the oldest come first.
+            let n = tx
+                .prepare_cached(
+                    "DELETE FROM attr_instances WHERE iid IN (SELECT iid FROM attr_instances \
+                     WHERE tenant = ?1 AND created_at < ?2 ORDER BY iid LIMIT ?3)",
+                )?
+                .execute(params![tenant.name(), horizon, limit])?;
+            if let Ok(mut c) = count.lock() {
+                *c = n as u64;
+            }
+            Ok(())
+        })
+        .await?;
+        let n = purged.lock().map(|c| *c).unwrap_or(0);
+        Ok(n)
+    }
+
     async fn pending_notices(
         &self,
         tenant: &Tenant,

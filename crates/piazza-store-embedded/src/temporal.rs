@@ -347,14 +347,27 @@ fn header(connection: &Connection, tenant: &Tenant, id: &str) -> StoreResult<Opt
     .transpose()
 }
 
+/// The names of the attributes with history, by skipping through the
+/// instance index one name at a time (a `DISTINCT` would read every
+/// instance of a long history).
 fn attribute_names(connection: &Connection, tenant: &Tenant, id: &str) -> StoreResult<Vec<String>> {
     let mut statement = connection
-        .prepare_cached("SELECT DISTINCT attr FROM attr_instances WHERE tenant = ?1 AND entity_id = ?2 ORDER BY attr")
+        .prepare_cached(
+            "SELECT attr FROM attr_instances WHERE tenant = ?1 AND entity_id = ?2 AND attr > ?3 \
+             ORDER BY attr LIMIT 1",
+        )
         .map_err(sql)?;
-    let rows = statement
-        .query_map(params![tenant.name(), id], |r| r.get::<_, String>(0))
-        .map_err(sql)?;
-    rows.collect::<rusqlite::Result<Vec<_>>>().map_err(sql)
+    let mut names = Vec::new();
+    let mut after = String::new();
+    while let Some(name) = statement
+        .query_row(params![tenant.name(), id, after], |r| r.get::<_, String>(0))
+        .optional()
+        .map_err(sql)?
+    {
+        after.clone_from(&name);
+        names.push(name);
+    }
+    Ok(names)
 }
 
 fn instance_from_row(instance_id: String, doc: &str, deleted_at: Option<String>) -> StoreResult<Instance> {
@@ -493,6 +506,14 @@ fn latest(connection: &Connection, tenant: &Tenant, id: &str, header: &Header) -
 }
 
 /// The histories of the matching entities.
+/// Whether `attr` of entity `id` has any recorded instance.
+fn has_history(connection: &Connection, tenant: &Tenant, id: &str, attr: &str) -> StoreResult<bool> {
+    connection
+        .prepare_cached("SELECT 1 FROM attr_instances WHERE tenant = ?1 AND entity_id = ?2 AND attr = ?3 LIMIT 1")
+        .and_then(|mut s| s.exists(params![tenant.name(), id, attr]))
+        .map_err(sql)
+}
+
 pub(crate) fn query(
     connection: &Connection,
     tenant: &Tenant,
@@ -515,7 +536,9 @@ pub(crate) fn query(
             ids.reverse();
         }
     }
-    let needs_attributes = entities.q.is_some() || entities.geo.is_some() || !entities.attrs.is_empty();
+    // `attrs` alone is answered from the instance index; only `q` and
+    // geo-queries need the entity's latest state rebuilt from its history.
+    let needs_attributes = entities.q.is_some() || entities.geo.is_some();
     let mut result = TemporalQueryResult::default();
     let mut matched: u64 = 0;
     for id in ids {
@@ -530,6 +553,11 @@ pub(crate) fn query(
         } else {
             let mut bare = Entity::new(id.clone(), header.types.clone());
             bare.scope = header.scope.clone();
+            for attr in &entities.attrs {
+                if has_history(connection, tenant, &id, attr)? {
+                    bare.attributes.insert(attr.clone(), Vec::new());
+                }
+            }
             bare
         };
         if !entities.matches(&state) {

@@ -26,6 +26,7 @@ use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use piazza_ngsild::query::EntityQuery;
 use piazza_ngsild::temporal::{TemporalEntity, TemporalQuery};
+use piazza_ngsild::time::Timestamp;
 use piazza_ngsild::{Entity, NgsiError};
 use piazza_store::{
     Applied, AttributeSummary, Delivery, DeliveryStats, Edit, Page, PendingNotice, QueryResult, ResourceKind, Store,
@@ -291,6 +292,10 @@ impl Store for PostgresStore {
 
     async fn temporal_edit(&self, tenant: &Tenant, edit: TemporalEdit) -> StoreResult<Result<bool, NgsiError>> {
         port(async { temporal::edit(&mut self.client().await?, tenant, edit).await }).await
+    }
+
+    async fn purge_history(&self, tenant: &Tenant, horizon: Timestamp, limit: usize) -> StoreResult<u64> {
+        port(async { temporal::purge(&self.client().await?, tenant, horizon, limit).await }).await
     }
 
     async fn pending_notices(

@@ -437,6 +437,24 @@ async fn add_instances(
     instances.insert(client, tenant, id).await
 }
 
+/// Deletes up to `limit` of the tenant's instances recorded before
+/// `horizon`, oldest first (instances are numbered in recording order).
+pub(crate) async fn purge(
+    client: &impl GenericClient,
+    tenant: &Tenant,
+    horizon: Timestamp,
+    limit: usize,
+) -> Result<u64> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    execute(
+        client,
+        "DELETE FROM attr_instances WHERE tenant = $1 AND iid IN (SELECT iid FROM attr_instances \
+         WHERE tenant = $1 AND created_at < $2 ORDER BY iid LIMIT $3)",
+        &[&tenant.name(), &horizon, &limit],
+    )
+    .await
+}
+
 fn column(property: TimeProperty) -> &'static str {
     match property {
         TimeProperty::ObservedAt => "observed_at",
@@ -481,9 +499,20 @@ async fn header(client: &impl GenericClient, tenant: &Tenant, id: &str) -> Resul
         .transpose()
 }
 
+/// The names of the attributes with history, by skipping through the
+/// instance index one name at a time (a loose index scan: `DISTINCT` would
+/// read every instance of a long history).
 async fn attribute_names(client: &impl GenericClient, tenant: &Tenant, id: &str) -> Result<Vec<String>> {
     let statement = client
-        .prepare_cached("SELECT DISTINCT attr FROM attr_instances WHERE tenant = $1 AND entity_id = $2 ORDER BY attr")
+        .prepare_cached(
+            "WITH RECURSIVE names(attr) AS ( \
+               (SELECT attr FROM attr_instances WHERE tenant = $1 AND entity_id = $2 ORDER BY attr LIMIT 1) \
+               UNION ALL \
+               SELECT (SELECT a.attr FROM attr_instances a WHERE a.tenant = $1 AND a.entity_id = $2 \
+                       AND a.attr > n.attr ORDER BY a.attr LIMIT 1) \
+               FROM names n WHERE n.attr IS NOT NULL) \
+             SELECT attr FROM names WHERE attr IS NOT NULL",
+        )
         .await?;
     let rows = client.query(&statement, &[&tenant.name(), &id]).await?;
     rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
@@ -633,6 +662,17 @@ async fn latest(client: &impl GenericClient, tenant: &Tenant, header: &Header) -
     Ok(entity)
 }
 
+/// Whether `attr` of entity `id` has any recorded instance.
+async fn has_history(client: &impl GenericClient, tenant: &Tenant, id: &str, attr: &str) -> Result<bool> {
+    let statement = client
+        .prepare_cached("SELECT 1 FROM attr_instances WHERE tenant = $1 AND entity_id = $2 AND attr = $3 LIMIT 1")
+        .await?;
+    Ok(client
+        .query_opt(&statement, &[&tenant.name(), &id, &attr])
+        .await?
+        .is_some())
+}
+
 /// The histories of the matching entities, read in one snapshot.
 pub(crate) async fn query(
     client: &mut deadpool_postgres::Object,
@@ -668,7 +708,9 @@ async fn select(
             headers.reverse();
         }
     }
-    let needs_attributes = entities.q.is_some() || entities.geo.is_some() || !entities.attrs.is_empty();
+    // `attrs` alone is answered from the instance index; only `q` and
+    // geo-queries need the entity's latest state rebuilt from its history.
+    let needs_attributes = entities.q.is_some() || entities.geo.is_some();
     let mut result = TemporalQueryResult::default();
     let mut matched: u64 = 0;
     for header in headers {
@@ -680,6 +722,11 @@ async fn select(
         } else {
             let mut bare = Entity::new(header.id.clone(), header.types.clone());
             bare.scope = header.scope.clone();
+            for attr in &entities.attrs {
+                if has_history(client, tenant, &header.id, attr).await? {
+                    bare.attributes.insert(attr.clone(), Vec::new());
+                }
+            }
             bare
         };
         if !entities.matches(&state) {

@@ -27,7 +27,8 @@ macro_rules! conformance_suite {
             queries_page_in_creation_order, delete_removes_from_indexes, discovery_reflects_data,
             contexts_round_trip, concurrent_edits_are_serialised, resources_round_trip,
             history_records_every_change, temporal_edits_and_time_ranges, geo_queries_follow_every_change,
-            edits_of_one_call_see_each_other, outbox_is_written_with_the_change, deliveries_settle_notices_and_count);
+            edits_of_one_call_see_each_other, outbox_is_written_with_the_change, deliveries_settle_notices_and_count,
+            retention_purges_old_history_of_one_tenant);
     };
     (@cases $factory:expr; $($case:ident),*) => {
         $(
@@ -770,4 +771,48 @@ pub async fn deliveries_settle_notices_and_count(store: Arc<dyn Store>) {
     assert!(store.pending_notices(&t, "urn:s:1", 10).await.unwrap().is_empty());
     assert_eq!(store.delivery_stats(&t, "urn:s:1").await.unwrap().times_failed, 0);
     assert!(store.subscriptions_with_notices().await.unwrap().is_empty());
+}
+
+pub async fn retention_purges_old_history_of_one_tenant(store: Arc<dyn Store>) {
+    let (t, other) = (tenant("retained"), tenant("untouched"));
+    for tenant in [&t, &other] {
+        let created = store
+            .edit(tenant, vec![create(entity("urn:e:r", "T", json!({"p": 0})))])
+            .await
+            .unwrap();
+        assert!(created[0].is_ok());
+        for value in 1..=4 {
+            assert!(store.edit(tenant, vec![set_p("urn:e:r", value)]).await.unwrap()[0].is_ok());
+        }
+    }
+    let query = TemporalQuery {
+        attrs: vec![],
+        ..TemporalQuery::default()
+    };
+    let instances = |e: Option<piazza_ngsild::temporal::TemporalEntity>| {
+        e.map(|e| e.attributes.values().map(Vec::len).sum::<usize>())
+            .unwrap_or(0)
+    };
+    let before = instances(store.temporal_entity(&t, "urn:e:r", &query).await.unwrap());
+    assert_eq!(before, 5);
+    // Nothing is older than a horizon in the past.
+    let past = time::now() - chrono::Duration::hours(1);
+    assert_eq!(store.purge_history(&t, past, 100).await.unwrap(), 0);
+    let future = time::now() + chrono::Duration::seconds(1);
+    assert_eq!(
+        store.purge_history(&t, future, 2).await.unwrap(),
+        2,
+        "the limit bounds one batch"
+    );
+    assert_eq!(store.purge_history(&t, future, 100).await.unwrap(), 3);
+    assert_eq!(
+        instances(store.temporal_entity(&t, "urn:e:r", &query).await.unwrap()),
+        0
+    );
+    assert_eq!(
+        instances(store.temporal_entity(&other, "urn:e:r", &query).await.unwrap()),
+        5
+    );
+    // The entity itself is not history: it stays.
+    assert!(store.get(&t, "urn:e:r").await.unwrap().is_some());
 }

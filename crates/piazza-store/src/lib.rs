@@ -383,6 +383,16 @@ pub trait Store: Send + Sync + 'static {
     /// the temporal entity.
     async fn temporal_edit(&self, tenant: &Tenant, edit: TemporalEdit) -> StoreResult<Result<bool, NgsiError>>;
 
+    /// Deletes up to `limit` attribute instances of `tenant` recorded
+    /// before `horizon` (history retention); returns how many went. Small
+    /// batches keep the writer free for the writes that matter.
+    async fn purge_history(
+        &self,
+        tenant: &Tenant,
+        horizon: piazza_ngsild::time::Timestamp,
+        limit: usize,
+    ) -> StoreResult<u64>;
+
     /// The oldest `limit` outbox entries of a subscription, in order.
     async fn pending_notices(
         &self,

@@ -7,12 +7,14 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use piazza_broker::{Broker, Limits, NotifierConfig};
+use piazza_broker::{Broker, Limits, NotifierConfig, Retention};
 use piazza_http::AppState;
 use piazza_store::Store;
 use piazza_store_embedded::EmbeddedStore;
 use piazza_store_postgres::PostgresStore;
 use tokio::net::TcpListener;
+
+mod import;
 
 /// Piazza: a regional smart-city data platform speaking ETSI NGSI-LD.
 #[derive(Parser)]
@@ -26,6 +28,9 @@ struct Cli {
 enum Command {
     /// Run the NGSI-LD context broker.
     Serve(ServeArgs),
+    /// Load a file into the data dir (the server must be stopped).
+    #[command(subcommand)]
+    Import(import::ImportCommand),
 }
 
 #[derive(clap::Args)]
@@ -59,9 +64,24 @@ struct ServeArgs {
     /// contexts it hosts); default `http://<addr>`.
     #[arg(long, env = "PIAZZA_PUBLIC_URL")]
     public_url: Option<String>,
+    /// Days of history kept (attribute instances); unset keeps everything.
+    #[arg(long, env = "PIAZZA_HISTORY_RETENTION_DAYS")]
+    history_retention_days: Option<u64>,
+    /// Days of history kept for one tenant, as TENANT=DAYS (repeatable;
+    /// in the environment, comma-separated).
+    #[arg(long, env = "PIAZZA_TENANT_HISTORY_RETENTION", value_delimiter = ',', value_parser = tenant_days)]
+    tenant_history_retention: Vec<(String, u64)>,
     /// Hours an undeliverable notification is retried before it is given up.
     #[arg(long, env = "PIAZZA_NOTIFICATION_MAX_AGE_HOURS", default_value_t = 24)]
     notification_max_age_hours: u64,
+    /// MQTT broker whose sensor messages update entities
+    /// (`mqtt://[user:password@]host[:port]`); unset runs no bridge.
+    #[arg(long, env = "PIAZZA_MQTT_URL")]
+    mqtt: Option<String>,
+    /// First topic level(s) of the MQTT bridge: it listens to
+    /// `<prefix>/<tenant>/<type>/<entity-id>/attrs` (tenant `-` is the default tenant).
+    #[arg(long, env = "PIAZZA_MQTT_PREFIX", default_value = piazza_import::mqtt::DEFAULT_PREFIX)]
+    mqtt_prefix: String,
 }
 
 fn main() -> ExitCode {
@@ -81,6 +101,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve(args).await,
+            Command::Import(command) => import::run(command).await,
         }
     });
     match result {
@@ -108,8 +129,31 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_notice_age: std::time::Duration::from_secs(args.notification_max_age_hours.saturating_mul(3600)),
         ..NotifierConfig::default()
     };
-    let broker = Arc::new(Broker::with_notifier(store, limits, notifier));
+    let day = |days: u64| std::time::Duration::from_secs(days.saturating_mul(86_400));
+    let retention = Retention {
+        default: args.history_retention_days.map(day),
+        tenants: args
+            .tenant_history_retention
+            .iter()
+            .map(|(tenant, days)| (tenant.clone(), day(*days)))
+            .collect(),
+        ..Retention::default()
+    };
+    let broker = Arc::new(Broker::with_notifier(store, limits, notifier).with_retention(retention));
     broker.start().await.context("cannot resume notification delivery")?;
+    let bridge = match &args.mqtt {
+        Some(url) => Some(
+            piazza_import::mqtt::MqttBridge::start(
+                broker.clone(),
+                piazza_import::mqtt::MqttBridgeConfig {
+                    url: url.clone(),
+                    prefix: args.mqtt_prefix.clone(),
+                },
+            )
+            .map_err(anyhow::Error::msg)?,
+        ),
+        None => None,
+    };
     let state = Arc::new(AppState {
         broker,
         max_body_bytes: args.max_body_bytes,
@@ -119,7 +163,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.addr))?;
     tracing::info!(addr = %listener.local_addr()?, "NGSI-LD API ready");
-    piazza_http::serve(listener, state, shutdown).await?;
+    let served = piazza_http::serve(listener, state, shutdown).await;
+    if let Some(bridge) = bridge {
+        bridge.stop().await;
+    }
+    served?;
     tracing::info!("stopped");
     Ok(())
 }
@@ -138,6 +186,16 @@ async fn open_store(args: &ServeArgs) -> anyhow::Result<Arc<dyn Store>> {
         .with_context(|| format!("cannot open the store in {}", args.data_dir.display()))?;
     tracing::info!(path = %store.path().display(), "embedded store open");
     Ok(Arc::new(store))
+}
+
+/// Parses `TENANT=DAYS`.
+fn tenant_days(text: &str) -> Result<(String, u64), String> {
+    let (tenant, days) = text
+        .split_once('=')
+        .ok_or_else(|| format!("expected TENANT=DAYS, got '{text}'"))?;
+    piazza_broker::piazza_store::Tenant::parse(tenant).map_err(|e| e.detail)?;
+    let days = days.parse().map_err(|_| format!("'{days}' is not a number of days"))?;
+    Ok((tenant.to_owned(), days))
 }
 
 /// Installs the SIGINT/SIGTERM handlers now, so that a signal sent as soon

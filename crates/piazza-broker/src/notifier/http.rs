@@ -19,6 +19,9 @@ impl HttpSender {
             // A dead host must fail fast: the worker retries anyway.
             .connect_timeout(Duration::from_secs(2))
             .pool_max_idle_per_host(4)
+            // Receivers that look headers up case-sensitively expect the
+            // spelling of the spec (`Link`, `NGSILD-Tenant`) and of receiverInfo.
+            .http1_title_case_headers()
             .build()
             .unwrap_or_default();
         Self { client }

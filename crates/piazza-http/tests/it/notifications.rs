@@ -283,3 +283,53 @@ async fn tenants_never_see_each_others_notifications() {
     let body = receiver.next(10).await.body;
     assert_eq!(body["data"][0]["speed"]["value"], 2);
 }
+
+#[tokio::test]
+async fn linked_entities_join_notifications_flat_or_inline() {
+    let c = client();
+    let mut flat = Receiver::start().await;
+    let mut inline = Receiver::start().await;
+    c.create(&json!({"id": "urn:ngsi-ld:City:Prato", "type": "City", "name": {"type": "Property", "value": "Prato"}}))
+        .await;
+    c.create(&json!({
+        "id": "urn:ngsi-ld:Car:j", "type": "Car",
+        "speed": {"type": "Property", "value": 1},
+        "parkedIn": {"type": "Relationship", "object": "urn:ngsi-ld:City:Prato"},
+    }))
+    .await;
+    for (id, receiver, join) in [("flat", &flat, "flat"), ("inline", &inline, "inline")] {
+        let body = json!({
+            "id": format!("urn:ngsi-ld:Subscription:join-{id}"), "type": "Subscription",
+            "entities": [{"type": "Car"}],
+            "notification": {"endpoint": {"uri": receiver.url}, "join": join, "joinLevel": 1},
+        });
+        assert_eq!(c.post("/subscriptions", &body).await.status, StatusCode::CREATED);
+    }
+    set_speed(&c, "urn:ngsi-ld:Car:j", 2).await;
+    let flat_data = flat.next(10).await.body["data"].clone();
+    assert_eq!(flat_data[0]["id"], "urn:ngsi-ld:Car:j");
+    assert_eq!(flat_data[1]["id"], "urn:ngsi-ld:City:Prato", "{flat_data}");
+    let inline_data = inline.next(10).await.body["data"].clone();
+    assert_eq!(inline_data.as_array().map(Vec::len), Some(1));
+    assert_eq!(
+        inline_data[0]["parkedIn"]["entity"]["name"]["value"], "Prato",
+        "{inline_data}"
+    );
+}
+
+#[tokio::test]
+async fn pick_and_omit_shape_the_notified_entity() {
+    let c = client();
+    let mut receiver = Receiver::start().await;
+    c.create(&car("urn:ngsi-ld:Car:pick", 1)).await;
+    let body = json!({
+        "id": "urn:ngsi-ld:Subscription:pick", "type": "Subscription",
+        "entities": [{"type": "Car"}],
+        "notification": {"endpoint": {"uri": receiver.url}, "pick": ["id", "speed"]},
+    });
+    assert_eq!(c.post("/subscriptions", &body).await.status, StatusCode::CREATED);
+    set_speed(&c, "urn:ngsi-ld:Car:pick", 2).await;
+    let item = receiver.next(10).await.body["data"][0].clone();
+    let keys: Vec<_> = item.as_object().expect("entity").keys().cloned().collect();
+    assert_eq!(keys, ["id", "speed"]);
+}

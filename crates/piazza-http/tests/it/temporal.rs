@@ -307,3 +307,20 @@ async fn a_deletion_instance_is_accepted_but_a_null_member_is_not() {
         StatusCode::BAD_REQUEST
     );
 }
+
+#[tokio::test]
+async fn aggregates_cover_every_instance_not_one_page() {
+    let c = crate::support::client();
+    let instances: Vec<_> = (0..50)
+        .map(|i| serde_json::json!({"type": "Property", "value": i, "observedAt": format!("2024-01-01T00:{i:02}:00Z")}))
+        .collect();
+    let body = serde_json::json!({"id": "urn:ngsi-ld:Sensor:agg", "type": "Sensor", "pm10": instances});
+    let created = c.post("/temporal/entities", &body).await;
+    assert_eq!(created.status, reqwest::StatusCode::CREATED, "{}", created.body);
+    let reply = c
+        .get("/temporal/entities/urn:ngsi-ld:Sensor:agg?options=aggregatedValues&aggrMethods=totalCount,sum&aggrPeriodDuration=P1D")
+        .await;
+    assert_eq!(reply.status, reqwest::StatusCode::OK, "{}", reply.body);
+    assert_eq!(reply.body["pm10"]["totalCount"][0][0], 50, "{}", reply.body);
+    assert_eq!(reply.body["pm10"]["sum"][0][0], 1225.0, "{}", reply.body);
+}

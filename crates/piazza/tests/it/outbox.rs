@@ -20,7 +20,7 @@ async fn pending_notifications_survive_kill_9_on_postgres() {
         return;
     };
     let url = std::ffi::OsString::from(database.url());
-    survive_kill_9(|| Server::start_with(&["--database".as_ref(), url.as_os_str()])).await;
+    survive_kill_9(|| Server::start_args(&["--database".as_ref(), url.as_os_str()])).await;
 }
 
 /// Five changes are notified to an endpoint that is down until the

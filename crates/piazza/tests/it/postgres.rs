@@ -9,7 +9,7 @@ use serde_json::json;
 use crate::process::Server;
 
 fn on(database: &TestDatabase) -> Server {
-    Server::start_with(&[OsStr::new("--database"), OsStr::new(database.url())])
+    Server::start_args(&[OsStr::new("--database"), OsStr::new(database.url())])
 }
 
 #[tokio::test]

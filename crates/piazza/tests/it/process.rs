@@ -14,11 +14,18 @@ pub struct Server {
 impl Server {
     /// Starts the server on an ephemeral port and waits until it is ready.
     pub fn start(data_dir: &Path) -> Server {
-        Self::start_with(&["--data-dir".as_ref(), data_dir.as_os_str()])
+        Server::start_with(data_dir, &[])
     }
 
-    /// Starts the server with more `serve` arguments (`--database URL`...).
-    pub fn start_with(args: &[&std::ffi::OsStr]) -> Server {
+    /// [`Server::start`] with more `serve` options.
+    pub fn start_with(data_dir: &Path, extra: &[&str]) -> Server {
+        let mut args = vec![std::ffi::OsStr::new("--data-dir"), data_dir.as_os_str()];
+        args.extend(extra.iter().map(std::ffi::OsStr::new));
+        Server::start_args(&args)
+    }
+
+    /// Starts the server with these `serve` arguments (`--database URL`...).
+    pub fn start_args(args: &[&std::ffi::OsStr]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_piazza"))
             .args(["serve", "--addr", "127.0.0.1:0"])
             .args(args)
