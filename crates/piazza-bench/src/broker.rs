@@ -23,12 +23,10 @@ pub struct Broker {
 impl Broker {
     /// Starts `bin serve` on `data_dir` and returns once `GET /health` answers
     /// 200, with the time from spawn to that answer (the cold-start time).
-    pub async fn start(bin: &Path, data_dir: &Path, log: &Path) -> anyhow::Result<(Broker, Duration)> {
-        Self::start_with_env(bin, data_dir, log, &[]).await
-    }
-
-    /// As [`Broker::start`], with extra `PIAZZA_*` settings in the environment.
-    pub async fn start_with_env(
+    /// Starts `bin serve` on `data_dir` (with extra `PIAZZA_*` settings in
+    /// the environment) and returns once `GET /health` answers 200, with the
+    /// time from spawn to that answer (the cold-start time).
+    pub async fn start(
         bin: &Path,
         data_dir: &Path,
         log: &Path,

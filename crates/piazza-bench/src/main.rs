@@ -73,6 +73,10 @@ struct Cli {
     /// The GTFS feed of `ingest-gtfs` (run from the repository root for the default).
     #[arg(long, default_value = "testdata/gtfs/cap-prato-2016.gtfs.zip")]
     gtfs_feed: PathBuf,
+    /// Run the broker on PostgreSQL (`piazza serve --database`): the URL of
+    /// an empty database. Footprint figures then describe the process only.
+    #[arg(long)]
+    database: Option<String>,
     /// The MQTT broker of `ingest-mqtt`.
     #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
     mqtt_url: String,
@@ -168,9 +172,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let log = work.path().join("broker.log");
     eprintln!("{}", report::machine());
     eprintln!(
-        "broker {}; data dir {}; broker log {}",
+        "broker {}; storage {}; broker log {}",
         bin.display(),
-        data_dir.display(),
+        cli.database
+            .as_deref()
+            .map_or_else(|| data_dir.display().to_string(), |_| "PostgreSQL (--database)".into()),
         log.display()
     );
     eprintln!(
@@ -268,10 +274,18 @@ impl Bench {
         if let Some(b) = &self.broker {
             return Ok(b.addr);
         }
-        let (b, _) = Broker::start(&self.bin, &self.data_dir, &self.log).await?;
+        let (b, _) = Broker::start(&self.bin, &self.data_dir, &self.log, &self.backend()).await?;
         let addr = b.addr;
         self.broker = Some(b);
         Ok(addr)
+    }
+
+    /// The environment choosing the broker's storage backend.
+    fn backend(&self) -> Vec<(&str, &str)> {
+        match &self.cli.database {
+            Some(url) => vec![("PIAZZA_DATABASE_URL", url.as_str())],
+            None => Vec::new(),
+        }
     }
 
     /// Warm-up, then the measured run, of a duration-bounded load.
@@ -564,7 +578,7 @@ impl Bench {
         let mut times = Vec::new();
         let mut rss = Vec::new();
         for _ in 0..self.cli.restarts.max(1) {
-            let (b, took) = Broker::start(&self.bin, &self.data_dir, &self.log).await?;
+            let (b, took) = Broker::start(&self.bin, &self.data_dir, &self.log, &self.backend()).await?;
             times.push(took);
             rss.push(b.peak_rss().unwrap_or(0));
             b.stop()?;

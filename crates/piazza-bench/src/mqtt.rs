@@ -36,7 +36,7 @@ impl Bench {
             ("PIAZZA_MQTT_URL", url.as_str()),
             ("PIAZZA_MQTT_PREFIX", prefix.as_str()),
         ];
-        let (broker, _) = Broker::start_with_env(&self.bin, &data_dir, &log, &env).await?;
+        let (broker, _) = Broker::start(&self.bin, &data_dir, &log, &env).await?;
         let result = self.publish_and_wait(&broker, &host, port, &prefix).await;
         broker.stop()?;
         let (messages, elapsed) = result?;
