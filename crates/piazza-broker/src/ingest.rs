@@ -13,7 +13,7 @@ use piazza_ngsild::{time, Attribute, Entity, NgsiError};
 use piazza_store::{ContextKind, Edit, EditOutcome, NewState, StoredContext, Tenant};
 use serde_json::Value;
 
-use crate::{BatchPlan, Broker, BrokerResult, Payload};
+use crate::{BatchItem, BatchPlan, Broker, BrokerResult, Payload};
 
 /// How an imported entity meets the stored one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,11 +34,7 @@ pub enum ImportOutcome {
 }
 
 /// The outcome of one entity of [`Broker::import_upsert`], in input order.
-#[derive(Debug)]
-pub struct ImportItem {
-    pub entity_id: String,
-    pub result: Result<ImportOutcome, NgsiError>,
-}
+pub type ImportItem = BatchItem<ImportOutcome>;
 
 impl Broker {
     /// Creates or changes each entity, as batch upsert does, but writes
@@ -62,23 +58,11 @@ impl Broker {
             });
             plan.push(&payload.body, edit);
         }
-        let BatchPlan { items, edits, slots } = plan;
-        let mut items: Vec<ImportItem> = items
-            .into_iter()
-            .map(|item| ImportItem {
-                entity_id: item.entity_id,
-                result: item.result.map(|_| ImportOutcome::Unchanged),
-            })
-            .collect();
-        if edits.is_empty() {
-            return Ok(items);
-        }
         // Through `commit`, like every write: subscriptions are notified of imports.
-        let results = self.commit(tenant, edits).await?;
-        for (slot, result) in slots.into_iter().zip(results) {
-            items[slot].result = result.map(|applied| outcome_of(applied.before.as_ref(), applied.after.as_ref()));
-        }
-        Ok(items)
+        self.run_batch(tenant, plan, |applied| {
+            Ok(outcome_of(applied.before.as_ref(), applied.after.as_ref()))
+        })
+        .await
     }
 
     /// Keeps `document` (an object with `@context`) as the cached copy of

@@ -85,11 +85,11 @@ impl Default for Limits {
     }
 }
 
-/// The outcome of one entity in a batch operation.
+/// The outcome of one entity in a batch operation (`T`: what success means).
 #[derive(Debug)]
-pub struct BatchItem {
+pub struct BatchItem<T = BatchSuccess> {
     pub entity_id: String,
-    pub result: Result<BatchSuccess, NgsiError>,
+    pub result: Result<T, NgsiError>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -691,12 +691,12 @@ impl Broker {
         Ok(())
     }
 
-    async fn run_batch(
+    async fn run_batch<T>(
         &self,
         tenant: &Tenant,
-        plan: BatchPlan,
-        success: impl Fn(&Applied) -> Result<BatchSuccess, NgsiError>,
-    ) -> BrokerResult<Vec<BatchItem>> {
+        plan: BatchPlan<T>,
+        success: impl Fn(&Applied) -> Result<T, NgsiError>,
+    ) -> BrokerResult<Vec<BatchItem<T>>> {
         let BatchPlan {
             mut items,
             edits,
@@ -737,15 +737,24 @@ pub fn relationship_objects(entity: &Entity, names: &[String]) -> Vec<String> {
 
 /// The entities of a batch: those that parsed become edits (their slot in
 /// `items` filled once the store answers), the others are errors already.
-#[derive(Default)]
-struct BatchPlan {
-    items: Vec<BatchItem>,
+struct BatchPlan<T = BatchSuccess> {
+    items: Vec<BatchItem<T>>,
     edits: Vec<Edit>,
     /// For each edit, its index in `items`.
     slots: Vec<usize>,
 }
 
-impl BatchPlan {
+impl<T> Default for BatchPlan<T> {
+    fn default() -> Self {
+        Self {
+            items: Vec::new(),
+            edits: Vec::new(),
+            slots: Vec::new(),
+        }
+    }
+}
+
+impl<T> BatchPlan<T> {
     fn push(&mut self, body: &Value, edit: Result<Edit, NgsiError>) {
         match edit {
             Ok(edit) => {

@@ -126,7 +126,6 @@ impl Broker {
     async fn with_status(&self, tenant: &Tenant, members: Map<String, Value>) -> BrokerResult<Map<String, Value>> {
         let mut members = with_status(members);
         let id = members.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
-        self.notifier.settled(tenant, &id).await;
         let stats = self.store.delivery_stats(tenant, &id).await?;
         if let Some(Value::Object(notification)) = members.get_mut("notification") {
             let stamp = |t: Option<time::Timestamp>| t.map(|t| Value::String(time::format(&t)));
@@ -196,6 +195,10 @@ impl Broker {
         let Some(Value::Object(members)) = stored else {
             return Err(NgsiError::not_found(format!("subscription {id} not found")).into());
         };
+        // One subscription's status may be read right after its endpoint
+        // answered: let a delivery in flight be recorded first. A listing
+        // does not wait, so it never waits once per subscription.
+        self.notifier.settled(tenant, id).await;
         self.with_status(tenant, members).await
     }
 

@@ -13,7 +13,7 @@ use piazza_ngsild::query::EntityQuery;
 use piazza_ngsild::temporal::{self, Instance, TemporalEntity, TemporalQuery, TimeProperty, INSTANCE_PREFIX};
 use piazza_ngsild::time::{self, Timestamp};
 use piazza_ngsild::{Attribute, Entity, NgsiError};
-use piazza_store::{Page, TemporalEdit, TemporalQueryResult, Tenant};
+use piazza_store::{Page, PageStep, Pager, TemporalEdit, TemporalQueryResult, Tenant};
 use tokio_postgres::types::{Json, ToSql};
 use tokio_postgres::{IsolationLevel, Row};
 
@@ -712,7 +712,7 @@ async fn select(
     // geo-queries need the entity's latest state rebuilt from its history.
     let needs_attributes = entities.q.is_some() || entities.geo.is_some();
     let mut result = TemporalQueryResult::default();
-    let mut matched: u64 = 0;
+    let mut pager = Pager::new(page);
     for header in headers {
         if !entities.ids.is_empty() && !entities.ids.contains(&header.id) {
             continue;
@@ -732,25 +732,19 @@ async fn select(
         if !entities.matches(&state) {
             continue;
         }
-        let wanted = matched as usize >= page.offset && result.entities.len() < page.limit;
-        if !wanted && !page.count {
-            if result.entities.len() >= page.limit {
-                break;
+        match pager.next_step() {
+            PageStep::Stop => break,
+            PageStep::Skip => pager.counted(false),
+            PageStep::Take => {
+                let history = history(client, tenant, header, query).await?;
+                if history.attributes.is_empty() && (query.timerel.is_some() || !query.attrs.is_empty()) {
+                    continue;
+                }
+                result.entities.push(history);
+                pager.counted(true);
             }
-            matched += 1;
-            continue;
         }
-        if wanted {
-            let history = history(client, tenant, header, query).await?;
-            if history.attributes.is_empty() && (query.timerel.is_some() || !query.attrs.is_empty()) {
-                continue;
-            }
-            result.entities.push(history);
-        }
-        matched += 1;
     }
-    if page.count {
-        result.total = Some(matched);
-    }
+    result.total = pager.total();
     Ok(result)
 }

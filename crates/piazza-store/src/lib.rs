@@ -167,6 +167,60 @@ pub struct Page {
     pub count: bool,
 }
 
+/// Walks the matches of a query that is paged by the backend's own loop
+/// (matches found one at a time): which to return, when to stop, the total.
+#[derive(Debug)]
+pub struct Pager {
+    page: Page,
+    matched: u64,
+    taken: usize,
+}
+
+/// What to do with the next match.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PageStep {
+    /// It belongs to the page.
+    Take,
+    /// It only counts (before the offset, or after the page for `count`).
+    Skip,
+    /// The page is full and no total is wanted.
+    Stop,
+}
+
+impl Pager {
+    pub fn new(page: Page) -> Self {
+        Self {
+            page,
+            matched: 0,
+            taken: 0,
+        }
+    }
+
+    pub fn next_step(&self) -> PageStep {
+        let full = self.taken >= self.page.limit;
+        if self.matched >= self.page.offset as u64 && !full {
+            PageStep::Take
+        } else if full && !self.page.count {
+            PageStep::Stop
+        } else {
+            PageStep::Skip
+        }
+    }
+
+    /// Records one match, returned in the page or not.
+    pub fn counted(&mut self, taken: bool) {
+        self.matched += 1;
+        if taken {
+            self.taken += 1;
+        }
+    }
+
+    /// The total number of matches, when `count` was asked for.
+    pub fn total(&self) -> Option<u64> {
+        self.page.count.then_some(self.matched)
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct QueryResult {
     pub entities: Vec<Entity>,
@@ -410,4 +464,33 @@ pub trait Store: Send + Sync + 'static {
     async fn record_delivery(&self, tenant: &Tenant, subscription_id: &str, delivery: Delivery) -> StoreResult<()>;
 
     async fn delivery_stats(&self, tenant: &Tenant, subscription_id: &str) -> StoreResult<DeliveryStats>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn walk(offset: usize, limit: usize, count: bool, matches: usize) -> (Vec<usize>, Option<u64>) {
+        let mut pager = Pager::new(Page { offset, limit, count });
+        let mut taken = Vec::new();
+        for n in 0..matches {
+            match pager.next_step() {
+                PageStep::Stop => break,
+                PageStep::Skip => pager.counted(false),
+                PageStep::Take => {
+                    taken.push(n);
+                    pager.counted(true);
+                }
+            }
+        }
+        (taken, pager.total())
+    }
+
+    #[test]
+    fn a_pager_takes_the_window_and_counts_all_only_when_asked() {
+        assert_eq!(walk(2, 3, false, 10), (vec![2, 3, 4], None));
+        assert_eq!(walk(2, 3, true, 10), (vec![2, 3, 4], Some(10)));
+        assert_eq!(walk(8, 5, true, 10), (vec![8, 9], Some(10)));
+        assert_eq!(walk(0, 0, true, 4), (vec![], Some(4)));
+    }
 }
