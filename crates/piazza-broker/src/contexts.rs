@@ -134,6 +134,16 @@ impl ContextResolver {
         }
     }
 
+    /// Forgets everything memoised, for every tenant.
+    pub(crate) fn invalidate_all(&self) {
+        if let Ok(mut memo) = self.memo.lock() {
+            memo.clear();
+        }
+        if let Ok(mut documents) = self.documents.lock() {
+            documents.clear();
+        }
+    }
+
     async fn document(&self, tenant: &Tenant, url: &str) -> Result<Arc<Value>, BrokerError> {
         let key = (tenant.clone(), url.to_owned());
         if let Some(hit) = self.documents.lock().ok().and_then(|d| d.get(&key).cloned()) {

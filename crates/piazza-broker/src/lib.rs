@@ -15,6 +15,7 @@ use piazza_ngsild::{time, ActiveContext, Entity, ErrorKind, NgsiError};
 use piazza_store::{Applied, Edit, EditOutcome, NewState, OutboxEntry, Page, QueryResult, Store, StoreError, Tenant};
 use serde_json::{json, Value};
 
+mod cluster;
 mod contexts;
 pub mod ingest;
 pub mod jsonld_contexts;
@@ -148,6 +149,17 @@ impl Broker {
     /// outbox still holds, the periodic subscriptions of every tenant, and
     /// history retention.
     pub async fn start(&self) -> BrokerResult<()> {
+        if let Some(events) = self.store.cluster_events() {
+            tokio::spawn(cluster::follow(
+                events,
+                cluster::Caches {
+                    store: Arc::downgrade(&self.store),
+                    notifier: Arc::downgrade(&self.notifier),
+                    registry: Arc::downgrade(&self.subscriptions),
+                    contexts: Arc::downgrade(&self.contexts),
+                },
+            ));
+        }
         self.notifier.resume().await?;
         if self.retention.is_active() {
             tokio::spawn(retention::run(self.store.clone(), self.retention.clone()));
@@ -157,6 +169,12 @@ impl Broker {
             self.notifier.start_periodic(&tenant, &subscriptions);
         }
         Ok(())
+    }
+
+    /// Stops delivering: gives this process's delivery leases up, so that
+    /// the other processes sharing the store take over without waiting.
+    pub async fn stop(&self) {
+        self.notifier.release_leases().await;
     }
 
     /// Applies edits through the store, with the notifications they owe

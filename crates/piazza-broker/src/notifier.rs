@@ -8,6 +8,11 @@
 //! backoff; entries older than `max_notice_age` are given up (and logged)
 //! so that a dead endpoint cannot grow the outbox without bound.
 //! Periodic subscriptions (`timeInterval`) have their own task.
+//!
+//! When several processes share the store, each subscription is delivered
+//! by the one holding its lease (`Store::claim_delivery`), renewed as it
+//! delivers; the others only check, while something is pending, whether
+//! the lease ran out because its holder died, and then take over.
 
 mod http;
 mod mqtt;
@@ -45,6 +50,9 @@ pub struct NotifierConfig {
     pub max_notice_age: Duration,
     /// How long one HTTP delivery may take.
     pub request_timeout: Duration,
+    /// How long a delivery lease lasts without renewal: the longest a
+    /// subscription waits when the process delivering it dies.
+    pub lease: Duration,
 }
 
 impl Default for NotifierConfig {
@@ -53,6 +61,7 @@ impl Default for NotifierConfig {
             public_url: "http://127.0.0.1:1026".into(),
             max_notice_age: Duration::from_secs(24 * 3600),
             request_timeout: Duration::from_secs(10),
+            lease: Duration::from_secs(20),
         }
     }
 }
@@ -70,6 +79,9 @@ pub(crate) struct Notifier {
     /// Held while a delivery is sent and recorded, so that reading a
     /// subscription's status right after its endpoint answered sees it.
     delivering: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<()>>>>,
+    /// Until when this process holds the delivery lease of a subscription
+    /// (a lower bound: measured from before the claim was sent).
+    leases: Mutex<HashMap<Key, Instant>>,
 }
 
 /// One notification ready to send.
@@ -91,6 +103,49 @@ impl Notifier {
             workers: Mutex::new(HashMap::new()),
             periodic: Mutex::new(HashSet::new()),
             delivering: Mutex::new(HashMap::new()),
+            leases: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether this process may deliver the subscription now: it holds the
+    /// lease with at least three quarters of it left, so a delivery that
+    /// started under it ends under it; renewed when less is left.
+    async fn hold(&self, key: &Key) -> bool {
+        let lease = self.config.lease;
+        let now = Instant::now();
+        let held = self.leases.lock().ok().and_then(|l| l.get(key).copied());
+        if held.is_some_and(|until| until >= now + lease * 3 / 4) {
+            return true;
+        }
+        let (tenant, id) = key;
+        let claimed = match self.store.claim_delivery(tenant, id, lease).await {
+            Ok(claimed) => claimed,
+            Err(error) => {
+                tracing::warn!(%tenant, subscription = %id, %error, "cannot claim the delivery lease");
+                false
+            }
+        };
+        if let Ok(mut leases) = self.leases.lock() {
+            if claimed {
+                leases.insert(key.clone(), now + lease);
+            } else {
+                leases.remove(key);
+            }
+        }
+        claimed
+    }
+
+    /// Gives up every lease this process holds (at shutdown), so that
+    /// another process takes the deliveries over at once.
+    pub async fn release_leases(&self) {
+        let held: Vec<Key> = match self.leases.lock() {
+            Ok(mut leases) => leases.drain().map(|(key, _)| key).collect(),
+            Err(_) => return,
+        };
+        for (tenant, id) in held {
+            if let Err(error) = self.store.release_delivery(&tenant, &id).await {
+                tracing::warn!(%tenant, subscription = %id, %error, "cannot release a delivery lease");
+            }
         }
     }
 
@@ -166,6 +221,12 @@ impl Notifier {
                 let _ = tokio::time::timeout(IDLE_CHECK, wake.notified()).await;
                 continue;
             }
+            if !self.hold(&key).await {
+                // Another process delivers; wake-ups are its business now.
+                // Look again when its lease could have run out.
+                tokio::time::sleep(self.config.lease / 2).await;
+                continue;
+            }
             let throttle = subscription.throttling.map(Duration::from_secs_f64);
             if let (Some(throttle), Some(sent)) = (throttle, last_sent) {
                 let due = sent + throttle;
@@ -208,6 +269,15 @@ impl Notifier {
         }
         if let Ok(mut locks) = self.delivering.lock() {
             locks.remove(&key);
+        }
+        self.forget_lease(&key).await;
+    }
+
+    /// Gives up the lease of a subscription this process stops delivering.
+    async fn forget_lease(&self, key: &Key) {
+        let held = self.leases.lock().ok().and_then(|mut l| l.remove(key)).is_some();
+        if held {
+            let _ = self.store.release_delivery(&key.0, &key.1).await;
         }
     }
 
@@ -352,7 +422,7 @@ impl Notifier {
             let Some(interval) = subscription.time_interval else {
                 break;
             };
-            if subscription.is_live(time::now()) {
+            if subscription.is_live(time::now()) && self.hold(&key).await {
                 self.send_current_state(tenant, &subscription).await;
             }
             tokio::time::sleep(Duration::from_secs_f64(interval.max(0.1))).await;

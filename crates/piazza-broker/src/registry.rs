@@ -102,6 +102,13 @@ impl Registry {
         Ok(self.of(tenant).await?.iter().find(|s| s.id == id).cloned())
     }
 
+    /// Drops every compiled subscription; each tenant's are read again on next use.
+    pub fn forget_all(&self) {
+        if let Ok(mut tenants) = self.tenants.lock() {
+            tenants.clear();
+        }
+    }
+
     /// Reads the tenant's subscriptions again (after one changed).
     pub async fn reload(&self, tenant: &Tenant) -> BrokerResult<Subscriptions> {
         let documents = self.store.list_resources(tenant, ResourceKind::Subscription).await?;

@@ -19,7 +19,7 @@
 //! only after the commit.
 
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -29,12 +29,15 @@ use piazza_ngsild::temporal::{TemporalEntity, TemporalQuery};
 use piazza_ngsild::time::Timestamp;
 use piazza_ngsild::{Entity, NgsiError};
 use piazza_store::{
-    Applied, AttributeSummary, Delivery, DeliveryStats, Edit, Page, PendingNotice, QueryResult, ResourceKind, Store,
-    StoreError, StoreResult, StoredContext, TemporalEdit, TemporalQueryResult, Tenant, TypeSummary,
+    Applied, AttributeSummary, ClusterEvent, Delivery, DeliveryStats, Edit, Page, PendingNotice, QueryResult,
+    ResourceKind, Store, StoreError, StoreResult, StoredContext, TemporalEdit, TemporalQueryResult, Tenant,
+    TypeSummary,
 };
 use serde_json::Value;
+use tokio::sync::broadcast;
 use tokio_postgres::NoTls;
 
+mod cluster;
 mod migrate;
 mod outbox;
 mod read;
@@ -110,6 +113,21 @@ pub(crate) type Result<T, E = Error> = std::result::Result<T, E>;
 pub struct PostgresStore {
     pool: Pool,
     target: String,
+    config: tokio_postgres::Config,
+    /// Who holds delivery leases through this handle: unique per handle,
+    /// and names its process for operators (`pid:<n>/<uuid>`).
+    holder: String,
+    /// The change events of the processes sharing the database, heard on a
+    /// connection of their own once someone asks for them.
+    events: OnceLock<(broadcast::Sender<ClusterEvent>, tokio::task::JoinHandle<()>)>,
+}
+
+impl Drop for PostgresStore {
+    fn drop(&mut self) {
+        if let Some((_, listener)) = self.events.get() {
+            listener.abort();
+        }
+    }
 }
 
 impl PostgresStore {
@@ -125,7 +143,7 @@ impl PostgresStore {
         }
         let target = describe(&config);
         let manager = Manager::from_config(
-            config,
+            config.clone(),
             NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
@@ -137,7 +155,13 @@ impl PostgresStore {
             .map_err(|e| Error::Pool(e.to_string()))?;
         let mut client = pool.get().await?;
         migrate::run(&mut client).await?;
-        Ok(Self { pool, target })
+        Ok(Self {
+            pool,
+            target,
+            config,
+            holder: format!("pid:{}/{}", std::process::id(), uuid::Uuid::new_v4()),
+            events: OnceLock::new(),
+        })
     }
 
     /// Where the store is, for logs: hosts, ports, database and user,
@@ -317,6 +341,19 @@ impl Store for PostgresStore {
 
     async fn delivery_stats(&self, tenant: &Tenant, subscription_id: &str) -> StoreResult<DeliveryStats> {
         port(async { outbox::stats(&self.client().await?, tenant, subscription_id).await }).await
+    }
+
+    async fn claim_delivery(&self, tenant: &Tenant, subscription_id: &str, lease: Duration) -> StoreResult<bool> {
+        port(async { cluster::claim(&self.client().await?, &self.holder, tenant, subscription_id, lease).await }).await
+    }
+
+    async fn release_delivery(&self, tenant: &Tenant, subscription_id: &str) -> StoreResult<()> {
+        port(async { cluster::release(&self.client().await?, &self.holder, tenant, subscription_id).await }).await
+    }
+
+    fn cluster_events(&self) -> Option<broadcast::Receiver<ClusterEvent>> {
+        let (sender, _) = self.events.get_or_init(|| cluster::listen(self.config.clone()));
+        Some(sender.subscribe())
     }
 }
 

@@ -15,6 +15,11 @@ use crate::{Error, Result};
 const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "initial", include_str!("../migrations/0001_initial.sql")),
     (2, "outbox", include_str!("../migrations/0002_outbox.sql")),
+    (
+        3,
+        "delivery leases",
+        include_str!("../migrations/0003_delivery_leases.sql"),
+    ),
 ];
 
 /// The advisory lock serialising migrations: a two-key lock, so it never

@@ -26,13 +26,19 @@ pub(crate) async fn enqueue(transaction: &Transaction<'_>, tenant: &Tenant, entr
         &[&tenant.name(), &subscriptions, &entities, &notices, &time::now()],
     )
     .await?;
-    Ok(())
+    crate::cluster::announce_notices(transaction, tenant, &subscriptions).await
 }
 
-/// Drops what a deleted subscription still had pending and its statistics.
+/// Drops what a deleted subscription still had pending, its statistics
+/// and its delivery lease.
 pub(crate) async fn forget(client: &impl GenericClient, tenant: &Tenant, subscription: &str) -> Result<()> {
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&tenant.name(), &subscription];
     tokio::try_join!(
+        execute(
+            client,
+            "DELETE FROM delivery_leases WHERE tenant = $1 AND subscription = $2",
+            &params
+        ),
         execute(
             client,
             "DELETE FROM outbox WHERE tenant = $1 AND subscription = $2",

@@ -144,3 +144,122 @@ async fn a_database_migrated_by_a_newer_piazza_is_refused() {
         Ok(_) => panic!("a newer schema was accepted"),
     }
 }
+
+/// Two handles are two processes: one holds a subscription's delivery
+/// lease at a time, until it releases it or stops renewing it.
+#[tokio::test]
+async fn one_process_at_a_time_holds_a_delivery_lease() {
+    use std::time::Duration;
+
+    use piazza_store::Tenant;
+
+    let Some(database) = TestDatabase::create().await else {
+        return;
+    };
+    let a = PostgresStore::connect(database.url(), 2).await.expect("connect a");
+    let b = PostgresStore::connect(database.url(), 2).await.expect("connect b");
+    let (tenant, other) = (Tenant::default(), Tenant::parse("other").expect("tenant"));
+    let long = Duration::from_secs(60);
+    assert!(a.claim_delivery(&tenant, "urn:s:1", long).await.expect("claim"));
+    assert!(
+        a.claim_delivery(&tenant, "urn:s:1", long).await.expect("renew"),
+        "the holder renews"
+    );
+    assert!(
+        !b.claim_delivery(&tenant, "urn:s:1", long).await.expect("claim"),
+        "held by a"
+    );
+    assert!(
+        b.claim_delivery(&tenant, "urn:s:2", long).await.expect("claim"),
+        "leases are per subscription"
+    );
+    assert!(
+        b.claim_delivery(&other, "urn:s:1", long).await.expect("claim"),
+        "and per tenant"
+    );
+
+    b.release_delivery(&tenant, "urn:s:1").await.expect("release");
+    assert!(
+        !b.claim_delivery(&tenant, "urn:s:1", long).await.expect("claim"),
+        "only the holder releases"
+    );
+    a.release_delivery(&tenant, "urn:s:1").await.expect("release");
+    assert!(
+        b.claim_delivery(&tenant, "urn:s:1", long).await.expect("claim"),
+        "free once released"
+    );
+
+    assert!(a
+        .claim_delivery(&tenant, "urn:s:3", Duration::from_millis(100))
+        .await
+        .expect("claim"));
+    assert!(!b.claim_delivery(&tenant, "urn:s:3", long).await.expect("claim"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        b.claim_delivery(&tenant, "urn:s:3", long).await.expect("claim"),
+        "taken over once it ran out"
+    );
+    assert!(
+        !a.claim_delivery(&tenant, "urn:s:3", long).await.expect("claim"),
+        "the old holder lost it"
+    );
+}
+
+/// What one handle changes reaches the other's event stream after commit.
+#[tokio::test]
+async fn changes_are_announced_to_the_other_processes() {
+    use std::time::Duration;
+
+    use piazza_store::{ClusterEvent, ResourceKind, Tenant};
+    use serde_json::json;
+
+    let Some(database) = TestDatabase::create().await else {
+        return;
+    };
+    let a = PostgresStore::connect(database.url(), 2).await.expect("connect a");
+    let b = PostgresStore::connect(database.url(), 2).await.expect("connect b");
+    let mut events = b.cluster_events().expect("postgres has events");
+    async fn next(events: &mut tokio::sync::broadcast::Receiver<ClusterEvent>) -> ClusterEvent {
+        tokio::time::timeout(Duration::from_secs(10), events.recv())
+            .await
+            .expect("an event in time")
+            .expect("event")
+    }
+    assert_eq!(
+        next(&mut events).await,
+        ClusterEvent::Resync,
+        "listening starts with a resync"
+    );
+    let tenant = Tenant::parse("t1").expect("tenant");
+    let subscription = json!({"id": "urn:s:1", "type": "Subscription"});
+    assert!(a
+        .put_resource(&tenant, ResourceKind::Subscription, "urn:s:1", subscription, true)
+        .await
+        .expect("put"));
+    assert_eq!(
+        next(&mut events).await,
+        ClusterEvent::Subscriptions { tenant: tenant.clone() }
+    );
+    assert!(a
+        .delete_resource(&tenant, ResourceKind::Subscription, "urn:s:1")
+        .await
+        .expect("delete"));
+    assert_eq!(
+        next(&mut events).await,
+        ClusterEvent::Subscriptions { tenant: tenant.clone() }
+    );
+    let context = piazza_store::StoredContext {
+        id: "c1".into(),
+        url: "http://example.org/c1".into(),
+        kind: piazza_store::ContextKind::Hosted,
+        document: json!({"@context": {}}),
+        created_at: piazza_ngsild::time::now(),
+    };
+    a.put_context(&tenant, context).await.expect("put context");
+    assert_eq!(
+        next(&mut events).await,
+        ClusterEvent::Contexts { tenant: tenant.clone() }
+    );
+    assert!(a.delete_context(&tenant, "c1").await.expect("delete context"));
+    assert_eq!(next(&mut events).await, ClusterEvent::Contexts { tenant });
+}

@@ -10,6 +10,7 @@ use piazza_store::{Applied, Edit, NewState, ResourceKind, StoredContext, Tenant}
 use serde_json::Value;
 use tokio_postgres::types::{Json, ToSql};
 
+use crate::cluster::{self, Changed};
 use crate::{outbox, temporal, Error, Result};
 
 /// The advisory lock key of one entity (also taken by temporal edits).
@@ -432,7 +433,7 @@ pub(crate) async fn put_context(client: &impl GenericClient, tenant: &Tenant, co
         ],
     )
     .await?;
-    Ok(())
+    cluster::announce(client, tenant, Changed::Contexts).await
 }
 
 pub(crate) async fn delete_context(client: &impl GenericClient, tenant: &Tenant, id: &str) -> Result<bool> {
@@ -442,6 +443,9 @@ pub(crate) async fn delete_context(client: &impl GenericClient, tenant: &Tenant,
         &[&tenant.name(), &id],
     )
     .await?;
+    if deleted > 0 {
+        cluster::announce(client, tenant, Changed::Contexts).await?;
+    }
     Ok(deleted > 0)
 }
 
@@ -473,6 +477,7 @@ pub(crate) async fn put_resource(
     };
     if changed > 0 {
         record_tenant(&transaction, tenant).await?;
+        announce_resource(&transaction, tenant, kind).await?;
     }
     transaction.commit().await?;
     Ok(changed > 0)
@@ -496,6 +501,16 @@ pub(crate) async fn delete_resource(
     if kind == ResourceKind::Subscription {
         outbox::forget(&transaction, tenant, id).await?;
     }
+    if deleted > 0 {
+        announce_resource(&transaction, tenant, kind).await?;
+    }
     transaction.commit().await?;
     Ok(deleted > 0)
+}
+
+/// Tells the other processes that a resource they may hold compiled changed.
+async fn announce_resource(client: &impl GenericClient, tenant: &Tenant, kind: ResourceKind) -> Result<()> {
+    match kind {
+        ResourceKind::Subscription => cluster::announce(client, tenant, Changed::Subscriptions).await,
+    }
 }

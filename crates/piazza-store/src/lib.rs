@@ -10,6 +10,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use piazza_ngsild::query::EntityQuery;
@@ -125,6 +126,25 @@ pub struct Delivery {
     pub success: bool,
     /// Outbox entries this attempt settles: delivered, or given up.
     pub settled: Vec<i64>,
+}
+
+/// A change another process sharing the store made to something this
+/// process keeps in memory (several `piazza serve` over one database).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClusterEvent {
+    /// Notifications were recorded for a subscription (`None`: for some
+    /// subscriptions of the tenant).
+    Notices {
+        tenant: Tenant,
+        subscription_id: Option<String>,
+    },
+    /// A subscription of the tenant was created, changed or deleted.
+    Subscriptions { tenant: Tenant },
+    /// A stored @context of the tenant was added, reloaded or deleted.
+    Contexts { tenant: Tenant },
+    /// Events may have been missed (the listening connection was lost):
+    /// whatever is cached may be stale.
+    Resync,
 }
 
 /// What a subscription's deliveries have been so far.
@@ -464,6 +484,29 @@ pub trait Store: Send + Sync + 'static {
     async fn record_delivery(&self, tenant: &Tenant, subscription_id: &str, delivery: Delivery) -> StoreResult<()>;
 
     async fn delivery_stats(&self, tenant: &Tenant, subscription_id: &str) -> StoreResult<DeliveryStats>;
+
+    // Several processes over one store. A store only one process can open
+    // (the embedded one locks its data dir) keeps the defaults.
+
+    /// Takes, or renews, this store handle's lease on delivering the
+    /// subscription's notifications, for `lease` from now; `false` while
+    /// another holder's lease runs. So each notification is sent by one
+    /// process, and by another once the holder stops renewing (it died).
+    async fn claim_delivery(&self, _tenant: &Tenant, _subscription_id: &str, _lease: Duration) -> StoreResult<bool> {
+        Ok(true)
+    }
+
+    /// Gives the lease up (a clean shutdown), so another process takes over at once.
+    async fn release_delivery(&self, _tenant: &Tenant, _subscription_id: &str) -> StoreResult<()> {
+        Ok(())
+    }
+
+    /// The changes other processes make, to keep caches coherent and to
+    /// wake the delivery of notifications they record; `None` when no
+    /// other process can share the store.
+    fn cluster_events(&self) -> Option<tokio::sync::broadcast::Receiver<ClusterEvent>> {
+        None
+    }
 }
 
 #[cfg(test)]

@@ -74,6 +74,11 @@ struct ServeArgs {
     /// Hours an undeliverable notification is retried before it is given up.
     #[arg(long, env = "PIAZZA_NOTIFICATION_MAX_AGE_HOURS", default_value_t = 24)]
     notification_max_age_hours: u64,
+    /// With several processes over one database: seconds a process's claim
+    /// on delivering a subscription lasts unrenewed, so the longest its
+    /// notifications wait when that process dies.
+    #[arg(long, env = "PIAZZA_NOTIFICATION_LEASE_SECS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    notification_lease_secs: u64,
     /// MQTT broker whose sensor messages update entities
     /// (`mqtt://[user:password@]host[:port]`); unset runs no bridge.
     #[arg(long, env = "PIAZZA_MQTT_URL")]
@@ -127,6 +132,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .clone()
             .unwrap_or_else(|| format!("http://{}", args.addr)),
         max_notice_age: std::time::Duration::from_secs(args.notification_max_age_hours.saturating_mul(3600)),
+        lease: std::time::Duration::from_secs(args.notification_lease_secs),
         ..NotifierConfig::default()
     };
     let day = |days: u64| std::time::Duration::from_secs(days.saturating_mul(86_400));
@@ -155,7 +161,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         None => None,
     };
     let state = Arc::new(AppState {
-        broker,
+        broker: broker.clone(),
         max_body_bytes: args.max_body_bytes,
     });
     let shutdown = shutdown_signal()?;
@@ -167,6 +173,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(bridge) = bridge {
         bridge.stop().await;
     }
+    broker.stop().await;
     served?;
     tracing::info!("stopped");
     Ok(())
