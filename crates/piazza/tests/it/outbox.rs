@@ -13,14 +13,21 @@ async fn pending_notifications_survive_kill_9() {
 }
 
 /// On PostgreSQL the process that delivers is another one than the process
-/// that was killed: the backlog is in the database, not in a process.
+/// that was killed: the backlog is in the database, not in a process. It
+/// takes over once the dead process's delivery lease ran out (short here).
 #[tokio::test]
 async fn pending_notifications_survive_kill_9_on_postgres() {
     let Some(database) = piazza_store_postgres::testing::TestDatabase::create().await else {
         return;
     };
     let url = std::ffi::OsString::from(database.url());
-    survive_kill_9(|| Server::start_args(&["--database".as_ref(), url.as_os_str()])).await;
+    let args = [
+        "--database".as_ref(),
+        url.as_os_str(),
+        "--notification-lease-secs".as_ref(),
+        "2".as_ref(),
+    ];
+    survive_kill_9(|| Server::start_args(&args)).await;
 }
 
 /// Five changes are notified to an endpoint that is down until the
