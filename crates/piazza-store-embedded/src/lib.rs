@@ -31,6 +31,7 @@ use tokio::sync::oneshot;
 mod outbox;
 mod read;
 mod temporal;
+mod values;
 
 const SCHEMA: &str = include_str!("schema.sql");
 /// How many queued write jobs one transaction may absorb.
@@ -73,8 +74,9 @@ impl EmbeddedStore {
         lock.try_lock()
             .map_err(|_| backend(format!("{} is in use by another piazza process", data_dir.display())))?;
         let path = data_dir.join("piazza.sqlite");
-        let connection = open_connection(&path)?;
+        let mut connection = open_connection(&path)?;
         connection.execute_batch(SCHEMA).map_err(sql)?;
+        values::backfill(&mut connection)?;
         let (sender, receiver) = mpsc::channel();
         thread::Builder::new()
             .name("piazza-sqlite-writer".into())
@@ -251,8 +253,8 @@ fn apply_edit(transaction: &Transaction<'_>, tenant: &Tenant, edit: Edit) -> Res
     let write = |after: Option<&Entity>| {
         in_savepoint(transaction, |tx| {
             match (after, eid) {
-                (Some(entity), _) => put(tx, tenant, eid, entity)?,
-                (None, Some(eid)) => delete(tx, eid)?,
+                (Some(entity), _) => put(tx, tenant, eid, before.as_ref(), entity)?,
+                (None, Some(eid)) => delete(tx, tenant, eid)?,
                 (None, None) => return Ok(()),
             }
             temporal::record(tx, tenant, before.as_ref(), after)?;
@@ -295,7 +297,15 @@ fn load(transaction: &Transaction<'_>, tenant: &Tenant, id: &str) -> StoreResult
         .transpose()
 }
 
-fn put(transaction: &Transaction<'_>, tenant: &Tenant, eid: Option<i64>, entity: &Entity) -> rusqlite::Result<()> {
+/// Writes an entity and its index rows; `before` is what the row held, as
+/// far as it is known (an expired entity's rows are replaced whole).
+fn put(
+    transaction: &Transaction<'_>,
+    tenant: &Tenant,
+    eid: Option<i64>,
+    before: Option<&Entity>,
+    entity: &Entity,
+) -> rusqlite::Result<()> {
     let doc = serde_json::to_string(entity).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
     let eid = match eid {
         Some(eid) => {
@@ -332,10 +342,11 @@ fn put(transaction: &Transaction<'_>, tenant: &Tenant, eid: Option<i64>, entity:
             insert_attr.execute(params![eid, tenant.name(), name, instance.kind.name()])?;
         }
     }
-    Ok(())
+    values::reindex(transaction, tenant, eid, before, Some(entity))
 }
 
-fn delete(transaction: &Transaction<'_>, eid: i64) -> rusqlite::Result<()> {
+fn delete(transaction: &Transaction<'_>, tenant: &Tenant, eid: i64) -> rusqlite::Result<()> {
+    values::reindex(transaction, tenant, eid, None, None)?;
     transaction
         .prepare_cached("DELETE FROM entity_types WHERE eid = ?1")?
         .execute([eid])?;

@@ -2,13 +2,14 @@
 
 use std::collections::BTreeMap;
 
+use piazza_ngsild::query::q::ValueBound;
 use piazza_ngsild::query::EntityQuery;
 use piazza_ngsild::{time, AttributeKind, Entity};
 use piazza_store::{AttributeSummary, Page, QueryResult, StoreError, StoreResult, StoredContext, Tenant, TypeSummary};
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
 
-use crate::{context_kind, decode, kind_of, sql};
+use crate::{context_kind, decode, kind_of, sql, values};
 
 pub(crate) fn get(connection: &Connection, tenant: &Tenant, id: &str) -> StoreResult<Option<Entity>> {
     let doc: Option<String> = connection
@@ -36,7 +37,33 @@ struct Candidates {
     exact: bool,
 }
 
-fn candidates(tenant: &Tenant, query: &EntityQuery) -> Candidates {
+/// How the value bounds of a query's `q` narrow its candidates.
+#[derive(Default)]
+struct Narrowing {
+    bounds: Vec<ValueBound>,
+    /// The bound few enough entities meet to drive the scan.
+    driver: Option<usize>,
+}
+
+impl Narrowing {
+    /// The bounds of the query's `q`, driven by the most selective one
+    /// when it selects fewer than `DRIVE_LIMIT` index rows.
+    fn of(connection: &Connection, tenant: &Tenant, query: &EntityQuery) -> StoreResult<Narrowing> {
+        let bounds = query.q.as_ref().map(|q| q.value_bounds()).unwrap_or_default();
+        let mut driver = None;
+        let mut fewest = values::DRIVE_LIMIT;
+        for (i, bound) in bounds.iter().enumerate() {
+            let rows = values::selected_rows(connection, tenant, bound)?;
+            if rows < fewest {
+                fewest = rows;
+                driver = Some(i);
+            }
+        }
+        Ok(Narrowing { bounds, driver })
+    }
+}
+
+fn candidates(tenant: &Tenant, query: &EntityQuery, narrowing: &Narrowing) -> Candidates {
     let mut args = vec![SqlValue::Text(tenant.name().to_owned())];
     let mut exact = query.id_pattern.is_none()
         && query.q.is_none()
@@ -62,13 +89,21 @@ fn candidates(tenant: &Tenant, query: &EntityQuery) -> Candidates {
     let (from, mut filter, key) = match types.as_deref() {
         // One type and no ids: walk the (tenant, type, eid) index, which is
         // already in eid order.
-        Some([single]) if query.ids.is_empty() => {
+        Some([single]) if query.ids.is_empty() && narrowing.driver.is_none() => {
             let list = placeholders(&mut args, &[*single]);
             ("entity_types t", format!("t.tenant = ?1 AND t.type = {list}"), "t.eid")
         }
         _ => {
-            // The tenant's entities in eid order, through (tenant, eid).
+            // The tenant's entities in eid order, through (tenant, eid), or
+            // those a selective value bound names, in the order of its
+            // (deduplicated, sorted) eid list.
             let mut filter = String::from("e.tenant = ?1");
+            if let Some(bound) = narrowing.driver.and_then(|i| narrowing.bounds.get(i)) {
+                let (table, condition) = values::condition(bound, args.len() + 1, &mut args);
+                filter.push_str(&format!(
+                    " AND e.eid IN (SELECT v.eid FROM {table} v WHERE v.tenant = ?1 AND {condition})"
+                ));
+            }
             if !query.ids.is_empty() {
                 // A handful of rows through the (tenant, id) index; sorting
                 // them is cheap.
@@ -95,6 +130,15 @@ fn candidates(tenant: &Tenant, query: &EntityQuery) -> Candidates {
         filter.push_str(&format!(
             " AND EXISTS (SELECT 1 FROM entity_attrs a WHERE a.eid = {key} AND a.name IN ({list}) AND a.tenant = ?1)"
         ));
+    }
+    for (i, bound) in narrowing.bounds.iter().enumerate() {
+        if Some(i) != narrowing.driver {
+            // A probe of the by-entity value index per candidate.
+            let (table, condition) = values::condition(bound, args.len() + 1, &mut args);
+            filter.push_str(&format!(
+                " AND EXISTS (SELECT 1 FROM {table} v WHERE v.eid = {key} AND {condition} AND v.tenant = ?1)"
+            ));
+        }
     }
     Candidates {
         from,
@@ -137,7 +181,8 @@ pub(crate) fn query(
     query: &EntityQuery,
     page: Page,
 ) -> StoreResult<QueryResult> {
-    let candidates = candidates(tenant, query);
+    let narrowing = Narrowing::of(connection, tenant, query)?;
+    let candidates = candidates(tenant, query, &narrowing);
     if candidates.exact {
         return exact_page(connection, candidates, page);
     }
@@ -363,7 +408,7 @@ mod tests {
     use piazza_store::Tenant;
     use rusqlite::{params_from_iter, Connection};
 
-    use super::{candidates, docs_sql, page_sql};
+    use super::{candidates, docs_sql, page_sql, Narrowing};
 
     fn schema() -> Connection {
         let connection = Connection::open_in_memory().expect("in-memory database");
@@ -394,7 +439,7 @@ mod tests {
 
     fn assert_no_sort(connection: &Connection, query: &EntityQuery) {
         let tenant = Tenant::parse("plan").expect("tenant");
-        let c = candidates(&tenant, query);
+        let c = candidates(&tenant, query, &Narrowing::default());
         let filtered = plan(connection, &docs_sql(&c), &c.args);
         assert!(
             !filtered.contains("TEMP B-TREE"),
@@ -414,7 +459,7 @@ mod tests {
         let connection = schema();
         let query = typed(TypeSelector::Type("https://example.org/BeeHive".into()), &[]);
         let tenant = Tenant::parse("plan").expect("tenant");
-        let c = candidates(&tenant, &query);
+        let c = candidates(&tenant, &query, &Narrowing::default());
         let filtered = plan(&connection, &docs_sql(&c), &c.args);
         assert!(
             filtered.contains("entity_types_by_type"),
@@ -449,5 +494,36 @@ mod tests {
                 ..EntityQuery::default()
             },
         );
+    }
+
+    #[test]
+    fn a_selective_value_bound_drives_the_scan_and_the_others_are_probed() {
+        use piazza_ngsild::query::q::Query;
+        use piazza_ngsild::ActiveContext;
+
+        let connection = schema();
+        let mut query = typed(TypeSelector::Type("https://example.org/BeeHive".into()), &[]);
+        query.q = Some(Query::parse("temperature>39.7;status==\"alert\"", &ActiveContext::core()).expect("q"));
+        let tenant = Tenant::parse("plan").expect("tenant");
+        let bounds = query.q.as_ref().map(|q| q.value_bounds()).unwrap_or_default();
+        let narrowing = Narrowing {
+            bounds,
+            driver: Some(0),
+        };
+        let c = candidates(&tenant, &query, &narrowing);
+        let filtered = plan(&connection, &docs_sql(&c), &c.args);
+        assert!(
+            !filtered.contains("entity_types_by_type"),
+            "the type index still drives:\n{filtered}"
+        );
+        assert!(
+            filtered.contains("LIST SUBQUERY") && filtered.contains("value>?"),
+            "not driven by the eids of the number range:\n{filtered}"
+        );
+        assert!(
+            filtered.contains("attr_texts_by_entity"),
+            "the string bound is not probed per entity:\n{filtered}"
+        );
+        assert!(!filtered.contains("SCAN"), "something is scanned whole:\n{filtered}");
     }
 }

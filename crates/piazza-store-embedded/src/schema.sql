@@ -109,3 +109,25 @@ CREATE TABLE IF NOT EXISTS delivery_stats (
     last_failure      TEXT,
     PRIMARY KEY (tenant, subscription)
 ) WITHOUT ROWID;
+
+-- Value indexes: the numbers and strings `q` compares on whole attributes
+-- (`piazza_ngsild::query::q::indexed_values`), so that a query narrows its
+-- candidates before any document is read. The by-entity indexes answer
+-- "does this candidate have such a value" and keep rewrites cheap.
+CREATE TABLE IF NOT EXISTS attr_numbers (
+    tenant TEXT NOT NULL,
+    name   TEXT NOT NULL,
+    value  REAL NOT NULL,
+    eid    INTEGER NOT NULL,
+    PRIMARY KEY (tenant, name, value, eid)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS attr_numbers_by_entity ON attr_numbers (eid, name, value);
+
+CREATE TABLE IF NOT EXISTS attr_texts (
+    tenant TEXT NOT NULL,
+    name   TEXT NOT NULL,
+    value  TEXT NOT NULL,
+    eid    INTEGER NOT NULL,
+    PRIMARY KEY (tenant, name, value, eid)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS attr_texts_by_entity ON attr_texts (eid, name, value);

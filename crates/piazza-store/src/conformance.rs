@@ -28,7 +28,7 @@ macro_rules! conformance_suite {
             contexts_round_trip, concurrent_edits_are_serialised, resources_round_trip,
             history_records_every_change, temporal_edits_and_time_ranges, geo_queries_follow_every_change,
             edits_of_one_call_see_each_other, outbox_is_written_with_the_change, deliveries_settle_notices_and_count,
-            retention_purges_old_history_of_one_tenant);
+            retention_purges_old_history_of_one_tenant, q_queries_return_exactly_what_matches);
     };
     (@cases $factory:expr; $($case:ident),*) => {
         $(
@@ -815,4 +815,109 @@ pub async fn retention_purges_old_history_of_one_tenant(store: Arc<dyn Store>) {
     );
     // The entity itself is not history: it stays.
     assert!(store.get(&t, "urn:e:r").await.unwrap().is_some());
+}
+
+/// The `q` an entity of [`q_queries_return_exactly_what_matches`] has:
+/// numbers (one instance, two, an array), strings, a typed literal.
+fn q_entity(i: usize, shift: i64) -> Entity {
+    let n = (i % 50) as i64 + shift;
+    let s = ["x", "y", "z"][i % 3];
+    let mut extra = json!({
+        "n": {"type": "Property", "value": n},
+        "s": {"type": "Property", "value": s},
+    });
+    if i.is_multiple_of(7) {
+        extra["n"] = json!([
+            {"type": "Property", "value": n},
+            {"type": "Property", "value": (i % 13) as f64 + 0.5, "datasetId": "urn:ngsi-ld:Dataset:second"},
+        ]);
+    }
+    if i.is_multiple_of(10) {
+        extra["n"] = json!({"type": "Property", "value": [n, 100]});
+    }
+    if i.is_multiple_of(11) {
+        extra["s"] = json!({"type": "Property", "value": {"@type": "Text", "@value": "w"}});
+    }
+    entity(&format!("urn:q:{i:05}"), "V", extra)
+}
+
+/// Whatever a backend indexes to answer `q`, the answer is what
+/// `Query::matches` says of every entity: through creates, updates that
+/// change and drop values, deletes, and in another tenant with the same
+/// values; with selective terms (an index can drive) and broad ones.
+pub async fn q_queries_return_exactly_what_matches(store: Arc<dyn Store>) {
+    let (t, other) = (tenant("tq"), tenant("tq-other"));
+    let count = 2_500;
+    let mut model: Vec<Option<Entity>> = (0..count).map(|i| Some(q_entity(i, 0))).collect();
+    let edits = model.iter().flatten().cloned().map(create).collect();
+    store.edit(&t, edits).await.unwrap();
+    store
+        .edit(&other, (0..200).map(|i| create(q_entity(i, 1000))).collect())
+        .await
+        .unwrap();
+    let mut changes = Vec::new();
+    for i in (0..count).step_by(25) {
+        let changed = q_entity(i, 1000);
+        model[i] = Some(changed.clone());
+        changes.push(Edit::new(changed.id.clone(), move |_| {
+            Ok(EditOutcome::put(changed, UpdateOutcome::default()))
+        }));
+    }
+    for i in (3..count).step_by(50) {
+        model[i] = None;
+        changes.push(Edit::new(format!("urn:q:{i:05}"), |_| {
+            Ok(EditOutcome {
+                state: NewState::Delete,
+                report: UpdateOutcome::default(),
+            })
+        }));
+    }
+    for result in store.edit(&t, changes).await.unwrap() {
+        result.unwrap();
+    }
+    let core = ActiveContext::core();
+    for q in [
+        "n>=1000",
+        "n==3;s==\"x\"",
+        "n>10",
+        "s==\"y\"",
+        "s==\"w\"",
+        "n==3|s==\"x\"",
+        "n<0",
+        "n==100",
+        "n==0.5..1.5",
+        "n==1005,1010;s==\"y\",\"z\"",
+        "n>=48;n<=49",
+    ] {
+        let parsed = piazza_ngsild::query::Query::parse(q, &core).unwrap();
+        let expected: Vec<&str> = model
+            .iter()
+            .flatten()
+            .filter(|e| parsed.matches(e))
+            .map(|e| e.id.as_str())
+            .collect();
+        let query = Arc::new(EntityQuery {
+            types: Some(TypeSelector::parse("V", &core).unwrap()),
+            q: Some(parsed.clone()),
+            ..Default::default()
+        });
+        let page = store.query(&t, query.clone(), all()).await.unwrap();
+        let ids: Vec<&str> = page.entities.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(page.total, Some(expected.len() as u64), "{q}: count");
+        assert_eq!(ids, expected[..expected.len().min(1000)], "{q}: entities");
+        let short = Page {
+            offset: 0,
+            limit: 5,
+            count: false,
+        };
+        let first: Vec<String> = store
+            .query(&t, query, short)
+            .await
+            .unwrap()
+            .entities
+            .into_iter()
+            .map(|e| e.id)
+            .collect();
+        assert_eq!(first, expected[..expected.len().min(5)], "{q}: first page");
+    }
 }

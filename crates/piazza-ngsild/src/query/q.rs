@@ -966,5 +966,8 @@ fn range(low: Scalar, high: Scalar) -> Option<Check> {
     ordered.then_some(Check::Range(low, high))
 }
 
+mod index;
+pub use index::{indexed_values, IndexedValue, ValueBound, ValueTest, MAX_INDEXED_TEXT};
+
 #[cfg(test)]
 mod tests;

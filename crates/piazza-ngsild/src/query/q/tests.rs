@@ -646,3 +646,172 @@ proptest! {
         }
     }
 }
+
+fn bounds(query: &str) -> Vec<ValueBound> {
+    Query::parse(query, &core()).expect("query").value_bounds()
+}
+
+#[test]
+fn value_bounds_are_stated_only_for_whole_attribute_comparisons() {
+    let speed = core().expand("speed");
+    let brand = core().expand("brand");
+    assert_eq!(
+        bounds("speed>80;brand==\"Mercedes\""),
+        vec![
+            ValueBound {
+                attribute: speed.clone(),
+                test: ValueTest::Between {
+                    low: Some(80.0),
+                    high: None
+                }
+            },
+            ValueBound {
+                attribute: brand,
+                test: ValueTest::Texts(vec!["Mercedes".into()])
+            },
+        ]
+    );
+    assert_eq!(
+        bounds("speed==1..5"),
+        vec![ValueBound {
+            attribute: speed.clone(),
+            test: ValueTest::Between {
+                low: Some(1.0),
+                high: Some(5.0)
+            }
+        }]
+    );
+    assert_eq!(
+        bounds("speed==1,2"),
+        vec![ValueBound {
+            attribute: speed,
+            test: ValueTest::Numbers(vec![1.0, 2.0])
+        }]
+    );
+    for unbounded in [
+        "speed>80|brand==\"Mercedes\"",
+        "speed!=80",
+        "brand~=\"Merc.*\"",
+        "speed.observedAt>2018-01-01T00:00:00Z",
+        "speed.accuracy>0.5",
+        "address[city]==\"Prato\"",
+        "speed",
+        "!speed",
+        "speed==1,\"one\"",
+        "serviced>2018-01-01T00:00:00Z",
+    ] {
+        assert_eq!(bounds(unbounded), Vec::new(), "{unbounded}");
+    }
+}
+
+#[test]
+fn indexed_values_are_the_numbers_and_strings_comparisons_see() {
+    let car = car();
+    let values = indexed_values(&car);
+    let of = |name: &str| -> Vec<IndexedValue> {
+        let name = core().expand(name);
+        values
+            .iter()
+            .filter(|(n, _)| *n == name)
+            .map(|(_, v)| v.clone())
+            .collect()
+    };
+    assert_eq!(of("speed"), vec![IndexedValue::Number(80.0)]);
+    assert_eq!(of("brand"), vec![IndexedValue::Text("Mercedes".into())]);
+    assert_eq!(of("electric"), Vec::new(), "booleans are not indexed");
+    assert_eq!(
+        of("bought"),
+        vec![IndexedValue::Text("2017-05-20".into())],
+        "typed literals by value"
+    );
+}
+
+/// An attribute value of one of the shapes `q` treats differently.
+fn arbitrary_value() -> impl Strategy<Value = Value> {
+    let scalar = prop_oneof![
+        (-5i64..5).prop_map(Value::from),
+        (-5.0f64..5.0).prop_map(|f| json!((f * 4.0).round() / 4.0)),
+        prop::sample::select(vec!["a", "b", "Mercedes", "2017-05-20"]).prop_map(Value::from),
+        any::<bool>().prop_map(Value::from),
+    ];
+    prop_oneof![
+        3 => scalar.clone(),
+        1 => prop::collection::vec(scalar.clone(), 0..3).prop_map(Value::from),
+        1 => scalar.prop_map(|v| json!({"@value": v})),
+    ]
+}
+
+fn arbitrary_query() -> impl Strategy<Value = String> {
+    let name = prop::sample::select(vec!["p", "q"]);
+    let literal = prop::sample::select(vec![
+        "0",
+        "1",
+        "-2",
+        "2.5",
+        "-1.25",
+        "\"a\"",
+        "\"b\"",
+        "true",
+        "1..3",
+        "0,2",
+        "\"a\",\"b\"",
+    ]);
+    let operator = prop::sample::select(vec!["==", "!=", ">", ">=", "<", "<=", "~="]);
+    let term = (name, operator, literal).prop_map(|(n, o, l)| format!("{n}{o}{l}"));
+    prop::collection::vec(term, 1..3).prop_flat_map(|terms| {
+        let n = terms.len();
+        (
+            Just(terms),
+            prop::collection::vec(prop::sample::select(vec![";", ";", ";", "|"]), n),
+        )
+            .prop_map(|(terms, joins)| {
+                let mut q = String::new();
+                for (i, term) in terms.iter().enumerate() {
+                    if i > 0 {
+                        q.push_str(joins[i]);
+                    }
+                    q.push_str(term);
+                }
+                q
+            })
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2048))]
+
+    /// The index contract: an entity a query matches meets all its bounds
+    /// through its indexed values, so narrowing never loses a match.
+    #[test]
+    fn an_entity_a_query_matches_meets_its_value_bounds(
+        p in prop::collection::vec(arbitrary_value(), 1..3),
+        q in prop::collection::vec(arbitrary_value(), 0..2),
+        query in arbitrary_query(),
+    ) {
+        let mut body = json!({"id": "urn:ngsi-ld:T:1", "type": "T"});
+        let instances = |values: &[Value]| -> Value {
+            values.iter().enumerate().map(|(i, v)| {
+                let mut instance = json!({"type": "Property", "value": v});
+                if i > 0 {
+                    instance["datasetId"] = json!(format!("urn:ngsi-ld:Dataset:{i}"));
+                }
+                instance
+            }).collect::<Vec<_>>().into()
+        };
+        body["p"] = instances(&p);
+        if !q.is_empty() {
+            body["q"] = instances(&q);
+        }
+        let Ok(entity) = parse_entity(&body, &core(), ParseOptions::CREATE) else { return Ok(()) };
+        let Ok(parsed) = Query::parse(&query, &core()) else { return Ok(()) };
+        if parsed.matches(&entity) {
+            let values = indexed_values(&entity);
+            for bound in parsed.value_bounds() {
+                prop_assert!(
+                    values.iter().any(|(name, value)| *name == bound.attribute && bound.test.passes(value)),
+                    "{query} matches but {bound:?} is not met by {values:?}"
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,214 @@
+//! The value indexes (`attr_numbers`, `attr_texts`): kept with every write,
+//! filled once for data dirs from before they existed, and turned into
+//! candidate filters for `q`.
+
+use std::collections::HashSet;
+
+use piazza_ngsild::query::q::{indexed_values, IndexedValue, ValueBound, ValueTest};
+use piazza_ngsild::Entity;
+use piazza_store::{StoreResult, Tenant};
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{params, Connection, Transaction};
+
+use crate::{decode, sql};
+
+/// `PRAGMA user_version` from which the value indexes are complete.
+const INDEXED_VERSION: i64 = 2;
+
+/// Brings the value indexes of `entity` (row `eid`) from what `before` had
+/// to what `after` has; `before` is `None` when the stored rows are
+/// unknown (a new or expired entity), then they are all replaced.
+pub(crate) fn reindex(
+    transaction: &Transaction<'_>,
+    tenant: &Tenant,
+    eid: i64,
+    before: Option<&Entity>,
+    after: Option<&Entity>,
+) -> rusqlite::Result<()> {
+    let old: HashSet<(&str, IndexedValue)> = before.map(indexed_values).unwrap_or_default().into_iter().collect();
+    let new: HashSet<(&str, IndexedValue)> = after.map(indexed_values).unwrap_or_default().into_iter().collect();
+    if before.is_none() {
+        for table in ["attr_numbers", "attr_texts"] {
+            transaction
+                .prepare_cached(&format!("DELETE FROM {table} WHERE eid = ?1"))?
+                .execute([eid])?;
+        }
+    }
+    for (name, value) in old.iter().filter(|entry| !new.contains(entry)) {
+        let (table, value) = row(value);
+        transaction
+            .prepare_cached(&format!(
+                "DELETE FROM {table} WHERE tenant = ?1 AND name = ?2 AND value = ?3 AND eid = ?4"
+            ))?
+            .execute(params![tenant.name(), name, value, eid])?;
+    }
+    for (name, value) in new.iter().filter(|entry| !old.contains(entry)) {
+        let (table, value) = row(value);
+        transaction
+            .prepare_cached(&format!(
+                "INSERT OR IGNORE INTO {table}(tenant, name, value, eid) VALUES (?1, ?2, ?3, ?4)"
+            ))?
+            .execute(params![tenant.name(), name, value, eid])?;
+    }
+    Ok(())
+}
+
+fn row(value: &IndexedValue) -> (&'static str, SqlValue) {
+    match value {
+        IndexedValue::Number(n) => ("attr_numbers", SqlValue::Real(*n)),
+        IndexedValue::Text(t) => ("attr_texts", SqlValue::Text(t.clone())),
+    }
+}
+
+/// Fills the value indexes of a data dir written before they existed.
+pub(crate) fn backfill(connection: &mut Connection) -> StoreResult<()> {
+    let version: i64 = connection
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(sql)?;
+    if version >= INDEXED_VERSION {
+        return Ok(());
+    }
+    let transaction = connection.transaction().map_err(sql)?;
+    let mut indexed = 0u64;
+    {
+        let mut rows = transaction
+            .prepare("SELECT eid, tenant, doc FROM entities")
+            .map_err(sql)?;
+        let mut rows = rows.query([]).map_err(sql)?;
+        while let Some(row) = rows.next().map_err(sql)? {
+            let (eid, tenant, doc): (i64, String, String) = (
+                row.get(0).map_err(sql)?,
+                row.get(1).map_err(sql)?,
+                row.get(2).map_err(sql)?,
+            );
+            let tenant = Tenant::parse(&tenant).map_err(|e| piazza_store::StoreError::Corrupt(e.detail))?;
+            reindex(&transaction, &tenant, eid, None, Some(&decode(&doc)?)).map_err(sql)?;
+            indexed += 1;
+        }
+    }
+    transaction
+        .pragma_update(None, "user_version", INDEXED_VERSION)
+        .map_err(sql)?;
+    transaction.commit().map_err(sql)?;
+    if indexed > 0 {
+        tracing::info!(entities = indexed, "value indexes built for an older data dir");
+    }
+    Ok(())
+}
+
+/// Candidates a query's bounds would drive at most this many rows of are
+/// read through the bound; beyond that, the type index drives and the
+/// bounds are probed per candidate.
+pub(crate) const DRIVE_LIMIT: i64 = 2_000;
+
+/// A bound as SQL over a value table aliased `v`: the condition and its
+/// arguments, numbered from `first`.
+pub(crate) fn condition(bound: &ValueBound, first: usize, args: &mut Vec<SqlValue>) -> (&'static str, String) {
+    let mut next = first;
+    let mut arg = |args: &mut Vec<SqlValue>, value: SqlValue| {
+        args.push(value);
+        next += 1;
+        format!("?{}", next - 1)
+    };
+    let name = arg(args, SqlValue::Text(bound.attribute.clone()));
+    match &bound.test {
+        ValueTest::Numbers(numbers) => {
+            let list: Vec<String> = numbers.iter().map(|n| arg(args, SqlValue::Real(*n))).collect();
+            (
+                "attr_numbers",
+                format!("v.name = {name} AND v.value IN ({})", list.join(",")),
+            )
+        }
+        ValueTest::Texts(texts) => {
+            let list: Vec<String> = texts.iter().map(|t| arg(args, SqlValue::Text(t.clone()))).collect();
+            (
+                "attr_texts",
+                format!("v.name = {name} AND v.value IN ({})", list.join(",")),
+            )
+        }
+        ValueTest::Between { low, high } => {
+            let mut sql = format!("v.name = {name}");
+            if let Some(low) = low {
+                sql.push_str(&format!(" AND v.value >= {}", arg(args, SqlValue::Real(*low))));
+            }
+            if let Some(high) = high {
+                sql.push_str(&format!(" AND v.value <= {}", arg(args, SqlValue::Real(*high))));
+            }
+            ("attr_numbers", sql)
+        }
+    }
+}
+
+/// How many index rows a bound selects, counted up to [`DRIVE_LIMIT`].
+pub(crate) fn selected_rows(connection: &Connection, tenant: &Tenant, bound: &ValueBound) -> StoreResult<i64> {
+    let mut args = vec![SqlValue::Text(tenant.name().to_owned())];
+    let (table, filter) = condition(bound, 2, &mut args);
+    let count_sql =
+        format!("SELECT COUNT(*) FROM (SELECT 1 FROM {table} v WHERE v.tenant = ?1 AND {filter} LIMIT {DRIVE_LIMIT})");
+    connection
+        .prepare_cached(&count_sql)
+        .and_then(|mut s| s.query_row(rusqlite::params_from_iter(args), |r| r.get(0)))
+        .map_err(sql)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use piazza_ngsild::entity::{parse_entity, ParseOptions};
+    use piazza_ngsild::query::{EntityQuery, Query};
+    use piazza_ngsild::update::UpdateOutcome;
+    use piazza_ngsild::{time, ActiveContext};
+    use piazza_store::{Edit, EditOutcome, Page, Store, Tenant};
+    use serde_json::json;
+
+    use crate::EmbeddedStore;
+
+    /// A data dir from before the value indexes (user_version below 2,
+    /// empty tables) gets them at open, and `q` then finds its entities.
+    #[tokio::test]
+    async fn a_data_dir_from_before_the_value_indexes_is_backfilled_at_open() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let tenant = Tenant::parse("backfill").expect("tenant");
+        let store = EmbeddedStore::open(dir.path()).expect("open");
+        let edits = (0..30)
+            .map(|i| {
+                let body = json!({"id": format!("urn:b:{i}"), "type": "T",
+                    "n": {"type": "Property", "value": i}, "s": {"type": "Property", "value": format!("s{i}")}});
+                let mut entity =
+                    parse_entity(&body, &ActiveContext::core(), ParseOptions::CREATE).expect("valid entity");
+                entity.stamp_new(time::now());
+                Edit::new(entity.id.clone(), move |_| {
+                    Ok(EditOutcome::put(entity, UpdateOutcome::default()))
+                })
+            })
+            .collect();
+        store.edit(&tenant, edits).await.expect("create");
+        drop(store);
+
+        let old = rusqlite::Connection::open(dir.path().join("piazza.sqlite")).expect("sqlite");
+        old.execute_batch("DELETE FROM attr_numbers; DELETE FROM attr_texts; PRAGMA user_version = 0;")
+            .expect("age the data dir");
+        drop(old);
+
+        let store = EmbeddedStore::open(dir.path()).expect("reopen");
+        let page = Page {
+            offset: 0,
+            limit: 100,
+            count: true,
+        };
+        for (q, expected) in [
+            ("n==7", vec!["urn:b:7"]),
+            ("s==\"s12\"", vec!["urn:b:12"]),
+            ("n>=28", vec!["urn:b:28", "urn:b:29"]),
+        ] {
+            let query = EntityQuery {
+                q: Some(Query::parse(q, &ActiveContext::core()).expect("q")),
+                ..Default::default()
+            };
+            let found = store.query(&tenant, Arc::new(query), page).await.expect("query");
+            let ids: Vec<&str> = found.entities.iter().map(|e| e.id.as_str()).collect();
+            assert_eq!(ids, expected, "{q}");
+        }
+    }
+}
