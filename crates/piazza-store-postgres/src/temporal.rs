@@ -17,7 +17,7 @@ use piazza_store::{Page, PageStep, Pager, TemporalEdit, TemporalQueryResult, Ten
 use tokio_postgres::types::{Json, ToSql};
 use tokio_postgres::{IsolationLevel, Row};
 
-use crate::write::{execute, lock_entities, lock_keys, record_tenant};
+use crate::write::{entity_locks, execute, lock_entities, record_tenant};
 use crate::{Error, Result};
 
 fn new_instance_id() -> String {
@@ -258,9 +258,9 @@ pub(crate) async fn edit(
     tenant: &Tenant,
     edit: TemporalEdit,
 ) -> Result<std::result::Result<bool, NgsiError>> {
-    let keys = lock_keys(tenant, [edited_id(&edit)]);
+    let locks = entity_locks(tenant, [edited_id(&edit)]);
     let transaction = client.transaction().await?;
-    lock_entities(&transaction, &keys).await?;
+    lock_entities(&transaction, &locks).await?;
     let outcome = apply_edit(&transaction, tenant, edit).await?;
     if outcome.is_ok() {
         transaction.commit().await?;

@@ -126,6 +126,69 @@ async fn processes_sharing_a_database_neither_lose_creates_nor_deadlock() {
     assert_eq!(again[0].as_ref().expect_err("exists").kind, ErrorKind::AlreadyExists);
 }
 
+/// Large batches stay within PostgreSQL's shared lock table (per-entity
+/// advisory locks did not: "out of shared memory"), and a batch that locks buckets whole still excludes
+/// single writes of the same ids: each id is created exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_batches_fit_the_lock_table_and_exclude_single_writes() {
+    use piazza_ngsild::update::UpdateOutcome;
+    use piazza_ngsild::{Entity, NgsiError};
+    use piazza_store::{Edit, EditOutcome, Tenant};
+
+    let Some(database) = TestDatabase::create().await else {
+        return;
+    };
+    let store = Arc::new(PostgresStore::connect(database.url(), 8).await.expect("connect"));
+    let create = |id: String| {
+        Edit::new(id.clone(), move |existing| match existing {
+            Some(_) => Err(NgsiError::already_exists("exists")),
+            None => Ok(EditOutcome::put(
+                Entity::new(id, vec!["https://example.org/T".into()]),
+                UpdateOutcome::default(),
+            )),
+        })
+    };
+    let tenant = Tenant::default();
+    // One transaction of 20,000 per-entity advisory locks alone overflows
+    // the default lock table; so would sixteen concurrent batches of 1000.
+    let edits = (0..20_000).map(|i| create(format!("urn:big:{i}"))).collect();
+    let results = store.edit(&tenant, edits).await.expect("a batch within the lock table");
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 20_000);
+
+    let ids: Vec<String> = (0..100).map(|i| format!("urn:mixed:{i}")).collect();
+    let batch = {
+        let (store, tenant) = (store.clone(), tenant.clone());
+        let edits = ids.iter().cloned().map(create).collect();
+        tokio::spawn(async move { store.edit(&tenant, edits).await })
+    };
+    let singles = ids.iter().cloned().map(|id| {
+        let (store, tenant) = (store.clone(), tenant.clone());
+        tokio::spawn(async move { store.edit(&tenant, vec![create(id)]).await })
+    });
+    let mut created = 0;
+    for single in singles {
+        created += single
+            .await
+            .expect("task")
+            .expect("edit")
+            .iter()
+            .filter(|r| r.is_ok())
+            .count();
+    }
+    created += batch
+        .await
+        .expect("task")
+        .expect("edit")
+        .iter()
+        .filter(|r| r.is_ok())
+        .count();
+    assert_eq!(
+        created,
+        ids.len(),
+        "every id created once, by the batch or by its single write"
+    );
+}
+
 #[tokio::test]
 async fn a_database_migrated_by_a_newer_piazza_is_refused() {
     let Some(database) = TestDatabase::create().await else {

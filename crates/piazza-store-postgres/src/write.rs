@@ -25,20 +25,71 @@ pub(crate) fn lock_key(tenant: &Tenant, id: &str) -> i64 {
     i64::from_ne_bytes(hash.to_ne_bytes())
 }
 
-/// The lock keys of `ids`, sorted and without repeats.
-pub(crate) fn lock_keys<'a>(tenant: &Tenant, ids: impl IntoIterator<Item = &'a str>) -> Vec<i64> {
-    let keys: BTreeSet<i64> = ids.into_iter().map(|id| lock_key(tenant, id)).collect();
-    keys.into_iter().collect()
+/// Up to this many entities, a write locks each one; a larger batch locks
+/// whole buckets instead. PostgreSQL keeps advisory locks in a shared table
+/// of about `max_locks_per_transaction` (64 by default) × connections
+/// slots: sixteen concurrent batches of 1000 per-entity locks overflowed it
+/// ("out of shared memory").
+const MAX_ENTITY_LOCKS: usize = 32;
+
+/// Buckets the entities of all tenants are hashed into.
+const BUCKETS: i64 = 16;
+
+/// The first key of the two-key advisory locks on buckets: a space apart
+/// from the one-key entity locks and from `migrate`'s.
+const BUCKET_CLASS: i32 = 0x5049_4142; // "PIAB"
+
+/// The advisory locks a write takes: every bucket its entities fall in
+/// (shared when it also locks the entities one by one, exclusive when it
+/// locks the buckets whole), then each entity's key.
+///
+/// A small write and a batch on the same bucket exclude each other
+/// (shared against exclusive); two small writes meet only on an entity
+/// they share. Every write takes buckets before entities, each set in
+/// ascending order, so two writes never deadlock.
+#[derive(Debug, PartialEq)]
+pub(crate) struct EntityLocks {
+    buckets: Vec<i32>,
+    /// Empty when the buckets are locked whole.
+    keys: Vec<i64>,
 }
 
-/// Takes the advisory locks of `keys` (from [`lock_keys`]), in ascending
-/// order: two calls that lock overlapping sets always queue on the same
-/// first common key, so they never deadlock.
-pub(crate) async fn lock_entities(transaction: &Transaction<'_>, keys: &[i64]) -> Result<()> {
-    let statement = transaction
-        .prepare_cached("SELECT pg_advisory_xact_lock(k) FROM unnest($1::int8[]) AS u(k) ORDER BY k")
+/// The locks of a write of `ids`.
+pub(crate) fn entity_locks<'a>(tenant: &Tenant, ids: impl IntoIterator<Item = &'a str>) -> EntityLocks {
+    let keys: BTreeSet<i64> = ids.into_iter().map(|id| lock_key(tenant, id)).collect();
+    let buckets: BTreeSet<i32> = keys.iter().map(|key| bucket(*key)).collect();
+    EntityLocks {
+        buckets: buckets.into_iter().collect(),
+        keys: if keys.len() <= MAX_ENTITY_LOCKS {
+            keys.into_iter().collect()
+        } else {
+            Vec::new()
+        },
+    }
+}
+
+fn bucket(key: i64) -> i32 {
+    // rem_euclid of a positive divisor is in 0..BUCKETS.
+    i32::try_from(key.rem_euclid(BUCKETS)).unwrap_or(0)
+}
+
+/// Takes `locks` (see [`EntityLocks`]) until the transaction ends.
+pub(crate) async fn lock_entities(transaction: &Transaction<'_>, locks: &EntityLocks) -> Result<()> {
+    let bucket_lock = if locks.keys.is_empty() {
+        "SELECT pg_advisory_xact_lock($2::int4, b) FROM unnest($1::int4[]) AS u(b) ORDER BY b"
+    } else {
+        "SELECT pg_advisory_xact_lock_shared($2::int4, b) FROM unnest($1::int4[]) AS u(b) ORDER BY b"
+    };
+    let statement = transaction.prepare_cached(bucket_lock).await?;
+    transaction
+        .execute(&statement, &[&locks.buckets, &BUCKET_CLASS])
         .await?;
-    transaction.execute(&statement, &[&keys]).await?;
+    if !locks.keys.is_empty() {
+        let statement = transaction
+            .prepare_cached("SELECT pg_advisory_xact_lock(k) FROM unnest($1::int8[]) AS u(k) ORDER BY k")
+            .await?;
+        transaction.execute(&statement, &[&locks.keys]).await?;
+    }
     Ok(())
 }
 
@@ -54,7 +105,7 @@ pub(crate) async fn apply(
     tenant: &Tenant,
     edits: Vec<Edit>,
 ) -> Result<Vec<std::result::Result<Applied, NgsiError>>> {
-    let keys = lock_keys(tenant, edits.iter().map(|e| e.entity_id.as_str()));
+    let locks = entity_locks(tenant, edits.iter().map(|e| e.entity_id.as_str()));
     let ids: Vec<&str> = edits
         .iter()
         .map(|e| e.entity_id.as_str())
@@ -62,7 +113,7 @@ pub(crate) async fn apply(
         .into_iter()
         .collect();
     let transaction = client.transaction().await?;
-    lock_entities(&transaction, &keys).await?;
+    lock_entities(&transaction, &locks).await?;
     let (entities, temporal) = tokio::try_join!(
         load_entities(&transaction, tenant, &ids),
         temporal::load_types(&transaction, tenant, &ids)
@@ -512,5 +563,28 @@ pub(crate) async fn delete_resource(
 async fn announce_resource(client: &impl GenericClient, tenant: &Tenant, kind: ResourceKind) -> Result<()> {
     match kind {
         ResourceKind::Subscription => cluster::announce(client, tenant, Changed::Subscriptions).await,
+    }
+}
+
+#[cfg(test)]
+mod lock_tests {
+    use piazza_store::Tenant;
+
+    use super::{entity_locks, BUCKETS, MAX_ENTITY_LOCKS};
+
+    #[test]
+    fn small_writes_lock_entities_and_large_ones_lock_buckets() {
+        let tenant = Tenant::default();
+        let small: Vec<String> = (0..MAX_ENTITY_LOCKS).map(|i| format!("urn:s:{i}")).collect();
+        let locks = entity_locks(&tenant, small.iter().map(String::as_str));
+        assert_eq!(locks.keys.len(), MAX_ENTITY_LOCKS);
+        assert!(locks.keys.windows(2).all(|w| w[0] < w[1]), "keys ascending");
+        assert!(locks.buckets.windows(2).all(|w| w[0] < w[1]), "buckets ascending");
+
+        let large: Vec<String> = (0..1000).map(|i| format!("urn:l:{i}")).collect();
+        let locks = entity_locks(&tenant, large.iter().map(String::as_str));
+        assert!(locks.keys.is_empty(), "a batch of 1000 takes no per-entity lock");
+        assert_eq!(locks.buckets.len() as i64, BUCKETS, "1000 ids fall in every bucket");
+        assert!(locks.buckets.iter().all(|b| (0..BUCKETS as i32).contains(b)));
     }
 }
