@@ -552,6 +552,20 @@ impl Bench {
         let broker = self.broker.take().context("broker running")?;
         let rss = broker.peak_rss()?;
         broker.stop()?;
+        if let Some(url) = &self.cli.database {
+            let disk = database_size(url).await?;
+            let mut row = Row::unmeasured("footprint");
+            row.note = format!(
+                "peak RSS {:.0} MiB (the broker process); {:.0} B/entity in PostgreSQL ({:.1} MiB, pg_database_size, {} entities)",
+                rss as f64 / 1048576.0,
+                disk as f64 / self.stored.max(1) as f64,
+                disk as f64 / 1048576.0,
+                self.stored
+            );
+            row.peak_rss = Some(rss);
+            self.rows.push(row);
+            return Ok(());
+        }
         let disk = broker::dir_size(&self.data_dir)?;
         // The WAL keeps its high-water size after a checkpoint, so say how
         // much of the total it is.
@@ -648,4 +662,16 @@ async fn ceiling_server(payload: Bytes) -> anyhow::Result<(std::net::SocketAddr,
         }
     });
     Ok((addr, task))
+}
+
+/// The bytes PostgreSQL uses for the database at `url` (tables, indexes, TOAST).
+async fn database_size(url: &str) -> anyhow::Result<u64> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .context("connecting to measure the database")?;
+    tokio::spawn(connection);
+    let row = client
+        .query_one("SELECT pg_database_size(current_database())", &[])
+        .await?;
+    Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
 }
