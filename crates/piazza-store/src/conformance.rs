@@ -1044,6 +1044,14 @@ async fn observable(store: &dyn Store, t: &Tenant, ids: &[&str]) -> Vec<String> 
     seen
 }
 
+/// Two views compared line by line, so a failure shows the first difference only.
+fn assert_same(found: Vec<String>, wanted: Vec<String>, what: &str) {
+    for (found, wanted) in found.iter().zip(&wanted) {
+        assert_eq!(found, wanted, "{what}");
+    }
+    assert_eq!(found.len(), wanted.len(), "{what}");
+}
+
 fn delete(id: &str) -> Edit {
     Edit::new(id, |_| {
         Ok(EditOutcome {
@@ -1193,10 +1201,10 @@ pub async fn raw_export_and_import_round_trip(source: Arc<dyn Store>, target: Ar
     );
     for t in &tenants {
         assert_eq!(target.raw_counts(t).await.unwrap(), source.raw_counts(t).await.unwrap());
-        assert_eq!(
+        assert_same(
             observable(&*target, t, &ids).await,
             observable(&*source, t, &ids).await,
-            "{t}"
+            &format!("tenant {t} after the import"),
         );
     }
     let five = target
@@ -1258,14 +1266,16 @@ pub async fn raw_export_and_import_round_trip(source: Arc<dyn Store>, target: Ar
     assert!(ids_of(target.query(&a, q("p==5"), all()).await.unwrap()).is_empty());
     assert!(target.types(&a).await.unwrap().is_empty());
     assert!(target.list_contexts(&a).await.unwrap().is_empty());
-    assert_eq!(
+    assert_same(
         observable(&*target, &b, &ids).await,
-        observable(&*source, &b, &ids).await
+        observable(&*source, &b, &ids).await,
+        "the tenant not cleared",
     );
     target.import_batch(&a, records_of(&a)).await.unwrap();
     assert_eq!(export_raw(&*target, &tenants, 7).await, dump);
-    assert_eq!(
+    assert_same(
         observable(&*target, &a, &ids).await,
-        observable(&*source, &a, &ids).await
+        observable(&*source, &a, &ids).await,
+        "the tenant re-imported",
     );
 }
