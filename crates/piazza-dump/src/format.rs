@@ -35,7 +35,7 @@ pub enum Line {
     DeliveryStats(DeliveryStatsLine),
     Entity(EntityLine),
     TemporalEntity(TemporalEntityLine),
-    Instance(InstanceLine),
+    Instance(Box<InstanceLine>),
     Notice(NoticeLine),
     Trailer(Trailer),
 }
@@ -202,7 +202,7 @@ impl Line {
                 modified_at: t.modified_at,
                 deleted_at: t.deleted_at,
             }),
-            RawRecord::Instance(i) => Line::Instance(InstanceLine {
+            RawRecord::Instance(i) => Line::Instance(Box::new(InstanceLine {
                 tenant,
                 entity: i.entity_id,
                 attr: i.attr,
@@ -213,7 +213,7 @@ impl Line {
                 modified_at: i.modified_at,
                 deleted_at: i.deleted_at,
                 attribute: i.attribute,
-            }),
+            })),
             RawRecord::Notice(n) => Line::Notice(NoticeLine {
                 tenant,
                 subscription: n.subscription_id,
@@ -289,7 +289,7 @@ impl Line {
                     deleted_at: i.deleted_at,
                     attribute: i.attribute,
                 };
-                (i.tenant, RawRecord::Instance(instance))
+                (i.tenant, RawRecord::Instance(Box::new(instance)))
             }
             Line::Notice(n) => {
                 let notice = RawNotice {

@@ -174,7 +174,7 @@ fn record(kind: RawKind, row: &Row<'_>) -> StoreResult<(String, RawRecord)> {
         ),
         RawKind::Instance => (
             number(0)?.to_string(),
-            RawRecord::Instance(RawInstance {
+            RawRecord::Instance(Box::new(RawInstance {
                 entity_id: text(1)?,
                 attr: text(2)?,
                 instance_id: text(3)?,
@@ -184,7 +184,7 @@ fn record(kind: RawKind, row: &Row<'_>) -> StoreResult<(String, RawRecord)> {
                 modified_at: stamp(&text(7)?)?,
                 deleted_at: optional_stamp(maybe(8)?)?,
                 attribute: json::<Attribute>("attribute instance", &text(9)?)?,
-            }),
+            })),
         ),
         RawKind::Notice => (
             number(0)?.to_string(),

@@ -174,7 +174,7 @@ fn record(kind: RawKind, row: &Row) -> Result<(String, RawRecord)> {
         ),
         RawKind::Instance => (
             number(0)?.to_string(),
-            RawRecord::Instance(RawInstance {
+            RawRecord::Instance(Box::new(RawInstance {
                 entity_id: row.try_get(1)?,
                 attr: row.try_get(2)?,
                 instance_id: row.try_get(3)?,
@@ -184,7 +184,7 @@ fn record(kind: RawKind, row: &Row) -> Result<(String, RawRecord)> {
                 modified_at: row.try_get(7)?,
                 deleted_at: row.try_get(8)?,
                 attribute: document::<Attribute>(row, 9, "attribute instance")?,
-            }),
+            })),
         ),
         RawKind::Notice => (
             number(0)?.to_string(),
@@ -220,7 +220,7 @@ impl Batch {
                 RawRecord::DeliveryStats { subscription_id, stats } => batch.stats.push((subscription_id, stats)),
                 RawRecord::Entity(e) => batch.entities.push(e),
                 RawRecord::TemporalEntity(t) => batch.temporal.push(t),
-                RawRecord::Instance(i) => batch.instances.push(i),
+                RawRecord::Instance(i) => batch.instances.push(*i),
                 RawRecord::Notice(n) => batch.notices.push(n),
             }
         }

@@ -428,7 +428,8 @@ pub enum RawRecord {
     },
     Entity(Entity),
     TemporalEntity(RawTemporalEntity),
-    Instance(RawInstance),
+    /// Boxed: an attribute document is by far the largest record.
+    Instance(Box<RawInstance>),
     Notice(RawNotice),
 }
 
