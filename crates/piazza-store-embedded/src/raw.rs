@@ -40,27 +40,66 @@ pub(crate) fn counts(connection: &Connection, tenant: &Tenant) -> StoreResult<Ra
     Ok(counts)
 }
 
-/// The key a page of each kind is read by, and the columns it reads.
-fn select(kind: RawKind) -> (&'static str, &'static str) {
+/// The columns a page of each kind is read in the order of (its key: the
+/// last record's values are where the next page starts), and the columns
+/// that make the record.
+///
+/// The order is the one a normal write gave, which an import keeps:
+/// creation order for entities, temporal entities and resources; outbox
+/// order per subscription. History goes by entity, attribute and time,
+/// then instance number, the order of `attr_instances_created` (which ends
+/// with the row id): a page then starts where the index does instead of
+/// sorting a tenant's whole history, and every order a read depends on
+/// (instances of one attribute by time, ties by instance number) is kept.
+fn select(kind: RawKind) -> (&'static [&'static str], &'static str) {
     match kind {
-        RawKind::Context => ("id", "id, url, kind, document, created_at"),
-        RawKind::Resource => ("rid", "rid, kind, id, document"),
+        RawKind::Context => (&["id"], "id, url, kind, document, created_at"),
+        RawKind::Resource => (&["rid"], "kind, id, document"),
         RawKind::DeliveryStats => (
-            "subscription",
+            &["subscription"],
             "subscription, times_sent, times_failed, last_notification, last_success, last_failure",
         ),
-        RawKind::Entity => ("eid", "eid, doc"),
-        RawKind::TemporalEntity => ("teid", "teid, id, types, scope, created_at, modified_at, deleted_at"),
+        RawKind::Entity => (&["eid"], "doc"),
+        RawKind::TemporalEntity => (&["teid"], "id, types, scope, created_at, modified_at, deleted_at"),
         RawKind::Instance => (
-            "iid",
-            "iid, entity_id, attr, instance_id, dataset_id, observed_at, created_at, modified_at, deleted_at, doc",
+            &["entity_id", "attr", "created_at", "iid"],
+            "entity_id, attr, instance_id, dataset_id, observed_at, created_at, modified_at, deleted_at, doc",
         ),
-        RawKind::Notice => ("seq", "seq, subscription, entity_id, notice, recorded_at"),
+        RawKind::Notice => (&["subscription", "seq"], "subscription, entity_id, notice, recorded_at"),
     }
 }
 
-fn text_key(kind: RawKind) -> bool {
-    matches!(kind, RawKind::Context | RawKind::DeliveryStats)
+/// The values of a cursor (a JSON array of the key's values).
+fn cursor_values(cursor: &str, width: usize) -> StoreResult<Vec<SqlValue>> {
+    let invalid = || StoreError::Backend(format!("invalid export cursor '{cursor}'"));
+    let values: Vec<serde_json::Value> = serde_json::from_str(cursor).map_err(|_| invalid())?;
+    if values.len() != width {
+        return Err(invalid());
+    }
+    values
+        .into_iter()
+        .map(|value| match value {
+            serde_json::Value::String(text) => Ok(SqlValue::Text(text)),
+            serde_json::Value::Number(n) => n.as_i64().map(SqlValue::Integer).ok_or_else(invalid),
+            _ => Err(invalid()),
+        })
+        .collect()
+}
+
+fn cursor_of(row: &Row<'_>, width: usize) -> StoreResult<String> {
+    let mut values = Vec::with_capacity(width);
+    for i in 0..width {
+        values.push(match row.get::<_, SqlValue>(i).map_err(sql)? {
+            SqlValue::Integer(n) => serde_json::Value::from(n),
+            SqlValue::Text(text) => serde_json::Value::from(text),
+            _ => {
+                return Err(StoreError::Corrupt(
+                    "a key column that is neither text nor integer".into(),
+                ))
+            }
+        });
+    }
+    Ok(serde_json::Value::Array(values).to_string())
 }
 
 pub(crate) fn page(
@@ -75,32 +114,27 @@ pub(crate) fn page(
         SqlValue::Text(tenant.name().to_owned()),
         SqlValue::Integer(i64::try_from(limit).unwrap_or(i64::MAX)),
     ];
-    // A key condition only after the first page: `key > ?` on a plain
-    // bound lets SQLite walk the key's index (or the row ids) from there.
+    let keys = key.join(", ");
     let from = match after {
         None => String::new(),
         Some(cursor) => {
-            args.push(if text_key(kind) {
-                SqlValue::Text(cursor.to_owned())
-            } else {
-                SqlValue::Integer(
-                    cursor
-                        .parse()
-                        .map_err(|_| StoreError::Backend(format!("invalid export cursor '{cursor}'")))?,
-                )
-            });
-            format!(" AND {key} > ?3")
+            args.extend(cursor_values(cursor, key.len())?);
+            let places: Vec<String> = (3..3 + key.len()).map(|i| format!("?{i}")).collect();
+            format!(" AND ({keys}) > ({})", places.join(", "))
         }
     };
+    // Resources are few: their row ids drive the scan, not the tenant's
+    // index, which is not in creation order.
+    let tenant_column = if kind == RawKind::Resource { "+tenant" } else { "tenant" };
     let statement = format!(
-        "SELECT {columns} FROM {} WHERE tenant = ?1{from} ORDER BY {key} LIMIT ?2",
+        "SELECT {keys}, {columns} FROM {} WHERE {tenant_column} = ?1{from} ORDER BY {keys} LIMIT ?2",
         table(kind)
     );
     let mut statement = connection.prepare_cached(&statement).map_err(sql)?;
     let mut rows = statement.query(params_from_iter(args)).map_err(sql)?;
     let mut records = Vec::new();
     while let Some(row) = rows.next().map_err(sql)? {
-        records.push(record(kind, row)?);
+        records.push((cursor_of(row, key.len())?, record(kind, row, key.len())?));
     }
     Ok(RawPage::of(records, limit))
 }
@@ -117,84 +151,66 @@ fn json<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> StoreResult<T
     serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
 }
 
-/// One row as its key (the cursor after it) and record.
-fn record(kind: RawKind, row: &Row<'_>) -> StoreResult<(String, RawRecord)> {
-    let text = |i: usize| row.get::<_, String>(i).map_err(sql);
-    let maybe = |i: usize| row.get::<_, Option<String>>(i).map_err(sql);
-    let number = |i: usize| row.get::<_, i64>(i).map_err(sql);
+/// The record in the columns of `row` from `first` on.
+fn record(kind: RawKind, row: &Row<'_>, first: usize) -> StoreResult<RawRecord> {
+    let text = |i: usize| row.get::<_, String>(first + i).map_err(sql);
+    let maybe = |i: usize| row.get::<_, Option<String>>(first + i).map_err(sql);
+    let number = |i: usize| row.get::<_, i64>(first + i).map_err(sql);
     Ok(match kind {
-        RawKind::Context => (
-            text(0)?,
-            RawRecord::Context(StoredContext {
-                id: text(0)?,
-                url: text(1)?,
-                kind: context_kind(&text(2)?)?,
-                document: json("context", &text(3)?)?,
-                created_at: stamp(&text(4)?)?,
-            }),
-        ),
+        RawKind::Context => RawRecord::Context(StoredContext {
+            id: text(0)?,
+            url: text(1)?,
+            kind: context_kind(&text(2)?)?,
+            document: json("context", &text(3)?)?,
+            created_at: stamp(&text(4)?)?,
+        }),
         RawKind::Resource => {
-            let name = text(1)?;
+            let name = text(0)?;
             let kind = ResourceKind::from_name(&name)
                 .ok_or_else(|| StoreError::Corrupt(format!("unknown resource kind {name}")))?;
-            (
-                number(0)?.to_string(),
-                RawRecord::Resource {
-                    kind,
-                    id: text(2)?,
-                    document: json("resource", &text(3)?)?,
-                },
-            )
-        }
-        RawKind::DeliveryStats => (
-            text(0)?,
-            RawRecord::DeliveryStats {
-                subscription_id: text(0)?,
-                stats: DeliveryStats {
-                    times_sent: u64::try_from(number(1)?).unwrap_or(0),
-                    times_failed: u64::try_from(number(2)?).unwrap_or(0),
-                    last_notification: optional_stamp(maybe(3)?)?,
-                    last_success: optional_stamp(maybe(4)?)?,
-                    last_failure: optional_stamp(maybe(5)?)?,
-                },
-            },
-        ),
-        // As stored: an expired entity is still a row until it is rewritten.
-        RawKind::Entity => (number(0)?.to_string(), RawRecord::Entity(decode(&text(1)?)?)),
-        RawKind::TemporalEntity => (
-            number(0)?.to_string(),
-            RawRecord::TemporalEntity(RawTemporalEntity {
+            RawRecord::Resource {
+                kind,
                 id: text(1)?,
-                types: json("temporal types", &text(2)?)?,
-                scope: json("temporal scope", &text(3)?)?,
-                created_at: stamp(&text(4)?)?,
-                modified_at: stamp(&text(5)?)?,
-                deleted_at: optional_stamp(maybe(6)?)?,
-            }),
-        ),
-        RawKind::Instance => (
-            number(0)?.to_string(),
-            RawRecord::Instance(Box::new(RawInstance {
-                entity_id: text(1)?,
-                attr: text(2)?,
-                instance_id: text(3)?,
-                dataset_id: maybe(4)?,
-                observed_at: optional_stamp(maybe(5)?)?,
-                created_at: stamp(&text(6)?)?,
-                modified_at: stamp(&text(7)?)?,
-                deleted_at: optional_stamp(maybe(8)?)?,
-                attribute: json::<Attribute>("attribute instance", &text(9)?)?,
-            })),
-        ),
-        RawKind::Notice => (
-            number(0)?.to_string(),
-            RawRecord::Notice(RawNotice {
-                subscription_id: text(1)?,
-                entity_id: text(2)?,
-                notice: json("outbox entry", &text(3)?)?,
-                recorded_at: stamp(&text(4)?)?,
-            }),
-        ),
+                document: json("resource", &text(2)?)?,
+            }
+        }
+        RawKind::DeliveryStats => RawRecord::DeliveryStats {
+            subscription_id: text(0)?,
+            stats: DeliveryStats {
+                times_sent: u64::try_from(number(1)?).unwrap_or(0),
+                times_failed: u64::try_from(number(2)?).unwrap_or(0),
+                last_notification: optional_stamp(maybe(3)?)?,
+                last_success: optional_stamp(maybe(4)?)?,
+                last_failure: optional_stamp(maybe(5)?)?,
+            },
+        },
+        // As stored: an expired entity is still a row until it is rewritten.
+        RawKind::Entity => RawRecord::Entity(decode(&text(0)?)?),
+        RawKind::TemporalEntity => RawRecord::TemporalEntity(RawTemporalEntity {
+            id: text(0)?,
+            types: json("temporal types", &text(1)?)?,
+            scope: json("temporal scope", &text(2)?)?,
+            created_at: stamp(&text(3)?)?,
+            modified_at: stamp(&text(4)?)?,
+            deleted_at: optional_stamp(maybe(5)?)?,
+        }),
+        RawKind::Instance => RawRecord::Instance(Box::new(RawInstance {
+            entity_id: text(0)?,
+            attr: text(1)?,
+            instance_id: text(2)?,
+            dataset_id: maybe(3)?,
+            observed_at: optional_stamp(maybe(4)?)?,
+            created_at: stamp(&text(5)?)?,
+            modified_at: stamp(&text(6)?)?,
+            deleted_at: optional_stamp(maybe(7)?)?,
+            attribute: json::<Attribute>("attribute instance", &text(8)?)?,
+        })),
+        RawKind::Notice => RawRecord::Notice(RawNotice {
+            subscription_id: text(0)?,
+            entity_id: text(1)?,
+            notice: json("outbox entry", &text(2)?)?,
+            recorded_at: stamp(&text(3)?)?,
+        }),
     })
 }
 
