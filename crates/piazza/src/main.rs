@@ -29,7 +29,7 @@ struct Cli {
 enum Command {
     /// Run the NGSI-LD context broker.
     Serve(ServeArgs),
-    /// Load a file into the data dir (the server must be stopped).
+    /// Load a file into the data dir (the server must be stopped); a dump also into PostgreSQL.
     #[command(subcommand)]
     Import(ImportCommand),
     /// Write the whole store (every tenant, history included) as NDJSON, to
