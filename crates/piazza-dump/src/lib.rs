@@ -61,7 +61,22 @@ impl Counts {
     }
 }
 
-/// One line per tenant: `tenant (default): 3 entity, 12 instance, …`.
+/// `n` records of `kind`, in words.
+fn counted(kind: RawKind, n: u64) -> String {
+    let (one, many) = match kind {
+        RawKind::Context => ("@context", "@contexts"),
+        // Every resource is a subscription so far.
+        RawKind::Resource => ("subscription", "subscriptions"),
+        RawKind::DeliveryStats => ("delivery statistics", "delivery statistics"),
+        RawKind::Entity => ("entity", "entities"),
+        RawKind::TemporalEntity => ("temporal entity", "temporal entities"),
+        RawKind::Instance => ("attribute instance", "attribute instances"),
+        RawKind::Notice => ("pending notification", "pending notifications"),
+    };
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// One line per tenant: `tenant (default): 3 entities, 12 attribute instances, …`.
 impl fmt::Display for Counts {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.0.is_empty() {
@@ -71,7 +86,7 @@ impl fmt::Display for Counts {
             if i > 0 {
                 f.write_str("\n")?;
             }
-            let kinds: Vec<String> = counts.iter().map(|(kind, n)| format!("{n} {kind}")).collect();
+            let kinds: Vec<String> = counts.iter().map(|(kind, n)| counted(*kind, *n)).collect();
             write!(f, "tenant {tenant}: {}", kinds.join(", "))?;
         }
         Ok(())

@@ -260,7 +260,7 @@ async fn a_data_dir_moves_to_postgres_and_back_with_its_history_subscriptions_an
     ok(&exported, "export from the data dir");
     let summary = text(&exported.stderr);
     assert!(
-        summary.contains("tenant comune-prato:") && summary.contains("2 entity"),
+        summary.contains("tenant comune-prato:") && summary.contains("2 entities"),
         "{summary}"
     );
     let imported = piazza(
