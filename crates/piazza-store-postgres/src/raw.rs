@@ -22,7 +22,7 @@ use tokio_postgres::types::Json;
 use tokio_postgres::Row;
 
 use crate::cluster::{self, Changed};
-use crate::write::{self, execute, lock_entities, lock_keys, IndexKeys};
+use crate::write::{self, execute, IndexKeys};
 use crate::{Error, Result};
 
 /// The table of each kind (every one has a `tenant` column).
@@ -327,15 +327,21 @@ async fn write_stats(
 }
 
 /// Writes entities with their index rows: an entity already stored under
-/// an id is replaced whole (its index rows go with it), under the entity
-/// advisory locks every writer takes.
+/// an id is replaced whole (its index rows go with it).
+///
+/// Why without the entity advisory locks every edit takes: a batch of
+/// thousands of entities would hold thousands of locks until its commit,
+/// more than PostgreSQL's lock table has room for (`max_locks_per_transaction`
+/// × connections; a million-entity import failed so). An import is for a
+/// store no piazza serves from; should one write meanwhile anyway, the row
+/// locks of the replaced rows and the unique key on `(tenant, id)` still
+/// make one of the two writes fail rather than leave two rows.
 async fn write_entities(transaction: &Transaction<'_>, tenant: &Tenant, entities: Vec<Entity>) -> Result<()> {
     let entities = last_per_key(entities, |e| e.id.clone());
     if entities.is_empty() {
         return Ok(());
     }
     let ids: Vec<&str> = entities.iter().map(|e| e.id.as_str()).collect();
-    lock_entities(transaction, &lock_keys(tenant, ids.iter().copied())).await?;
     let t = tenant.name();
     let replaced = "(SELECT eid FROM entities WHERE tenant = $1 AND id = ANY($2))";
     for index in ["entity_types", "entity_attrs", "entity_geo"] {

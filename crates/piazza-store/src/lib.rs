@@ -681,7 +681,8 @@ pub trait Store: Send + Sync + 'static {
     /// Writes records as they are, in one transaction: no notification
     /// and no history is generated, timestamps and instance ids are kept,
     /// and every index (types, attributes, values, geo) is written as a
-    /// normal write would. An entity, context, resource, statistics or
+    /// normal write would. For a store no server writes to meanwhile: it
+    /// takes no entity locks (see the PostgreSQL backend's `raw.rs`). An entity, context, resource, statistics or
     /// temporal entity replaces the one with its id; instances and notices
     /// are added. Lists the tenant even when `records` is empty. Returns
     /// how many records were written.
