@@ -21,14 +21,15 @@ use piazza_ngsild::temporal::{TemporalEntity, TemporalQuery};
 use piazza_ngsild::{time, AttributeKind, Entity, NgsiError};
 use piazza_store::{
     Applied, AttributeSummary, ContextKind, Delivery, DeliveryStats, Edit, NewState, Page, PendingNotice, QueryResult,
-    ResourceKind, Store, StoreError, StoreResult, StoredContext, TemporalEdit, TemporalQueryResult, Tenant,
-    TypeSummary,
+    RawCounts, RawKind, RawPage, RawRecord, ResourceKind, Store, StoreError, StoreResult, StoredContext, TemporalEdit,
+    TemporalQueryResult, Tenant, TypeSummary,
 };
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde_json::Value;
 use tokio::sync::oneshot;
 
 mod outbox;
+mod raw;
 mod read;
 mod temporal;
 mod values;
@@ -604,11 +605,57 @@ impl Store for EmbeddedStore {
         let (tenant, id) = (tenant.clone(), subscription_id.to_owned());
         self.read(move |c| outbox::stats(c, &tenant, &id)).await
     }
+
+    async fn raw_counts(&self, tenant: &Tenant) -> StoreResult<RawCounts> {
+        let tenant = tenant.clone();
+        self.read(move |c| raw::counts(c, &tenant)).await
+    }
+
+    async fn export_page(
+        &self,
+        tenant: &Tenant,
+        kind: RawKind,
+        after: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<RawPage> {
+        let (tenant, after) = (tenant.clone(), after.map(str::to_owned));
+        self.read(move |c| raw::page(c, &tenant, kind, after.as_deref(), limit))
+            .await
+    }
+
+    async fn import_batch(&self, tenant: &Tenant, records: Vec<RawRecord>) -> StoreResult<u64> {
+        let tenant = tenant.clone();
+        self.exec_returning(move |tx| raw::write(tx, &tenant, records)).await
+    }
+
+    async fn clear_tenant(&self, tenant: &Tenant) -> StoreResult<()> {
+        let tenant = tenant.clone();
+        self.exec(move |tx| raw::clear(tx, &tenant)).await
+    }
 }
 
 impl EmbeddedStore {}
 
 impl EmbeddedStore {
+    /// Runs a write that answers a value, on the writer.
+    async fn exec_returning<T: Send + 'static>(
+        &self,
+        run: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let slot: Arc<Mutex<Option<T>>> = Arc::new(Mutex::new(None));
+        let answer = slot.clone();
+        self.exec(move |tx| {
+            let value = run(tx)?;
+            if let Ok(mut s) = answer.lock() {
+                *s = Some(value);
+            }
+            Ok(())
+        })
+        .await?;
+        let value = slot.lock().ok().and_then(|mut s| s.take());
+        value.ok_or_else(|| backend("the writer produced no answer"))
+    }
+
     /// Runs a write whose answer is one flag (rows changed), on the writer.
     async fn exec_flag(
         &self,

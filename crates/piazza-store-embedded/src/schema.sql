@@ -63,6 +63,8 @@ CREATE TABLE IF NOT EXISTS temporal_entities (
     deleted_at TEXT,
     UNIQUE (tenant, id)
 );
+-- A tenant's temporal entities in creation order (exports read them so).
+CREATE INDEX IF NOT EXISTS temporal_entities_by_tenant ON temporal_entities (tenant, teid);
 
 -- One row per attribute instance: every change of an attribute, written in
 -- the transaction of the change. Timestamps are fixed-width RFC 3339 UTC

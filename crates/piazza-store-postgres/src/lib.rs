@@ -30,8 +30,8 @@ use piazza_ngsild::time::Timestamp;
 use piazza_ngsild::{Entity, NgsiError};
 use piazza_store::{
     Applied, AttributeSummary, ClusterEvent, Delivery, DeliveryStats, Edit, Page, PendingNotice, QueryResult,
-    ResourceKind, Store, StoreError, StoreResult, StoredContext, TemporalEdit, TemporalQueryResult, Tenant,
-    TypeSummary,
+    RawCounts, RawKind, RawPage, RawRecord, ResourceKind, Store, StoreError, StoreResult, StoredContext, TemporalEdit,
+    TemporalQueryResult, Tenant, TypeSummary,
 };
 use serde_json::Value;
 use tokio::sync::broadcast;
@@ -40,6 +40,7 @@ use tokio_postgres::NoTls;
 mod cluster;
 mod migrate;
 mod outbox;
+mod raw;
 mod read;
 mod temporal;
 pub mod testing;
@@ -66,6 +67,9 @@ pub enum Error {
     Corrupt(String),
     #[error("the database schema is at version {found}, newer than the {known} this piazza knows: upgrade piazza")]
     SchemaTooNew { found: i32, known: i32 },
+    /// A raw export page asked to start after a key no page returned.
+    #[error("invalid export cursor '{0}'")]
+    InvalidCursor(String),
 }
 
 impl From<tokio_postgres::Error> for Error {
@@ -354,6 +358,27 @@ impl Store for PostgresStore {
     fn cluster_events(&self) -> Option<broadcast::Receiver<ClusterEvent>> {
         let (sender, _) = self.events.get_or_init(|| cluster::listen(self.config.clone()));
         Some(sender.subscribe())
+    }
+    async fn raw_counts(&self, tenant: &Tenant) -> StoreResult<RawCounts> {
+        port(async { raw::counts(&self.client().await?, tenant).await }).await
+    }
+
+    async fn export_page(
+        &self,
+        tenant: &Tenant,
+        kind: RawKind,
+        after: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<RawPage> {
+        port(async { raw::page(&self.client().await?, tenant, kind, after, limit).await }).await
+    }
+
+    async fn import_batch(&self, tenant: &Tenant, records: Vec<RawRecord>) -> StoreResult<u64> {
+        port(async { raw::write(&mut self.client().await?, tenant, records).await }).await
+    }
+
+    async fn clear_tenant(&self, tenant: &Tenant) -> StoreResult<()> {
+        port(async { raw::clear(&mut self.client().await?, tenant).await }).await
     }
 }
 

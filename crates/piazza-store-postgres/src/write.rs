@@ -162,14 +162,14 @@ async fn load_entities(
 /// The index rows of an entity: its types, its attributes with kinds, and
 /// the boxes of its GeoProperty values.
 #[derive(Default, PartialEq)]
-struct IndexKeys {
-    types: BTreeSet<String>,
-    attrs: BTreeSet<(String, String)>,
-    geo: Vec<(String, [f64; 4])>,
+pub(crate) struct IndexKeys {
+    pub(crate) types: BTreeSet<String>,
+    pub(crate) attrs: BTreeSet<(String, String)>,
+    pub(crate) geo: Vec<(String, [f64; 4])>,
 }
 
 impl IndexKeys {
-    fn of(entity: &Entity) -> Self {
+    pub(crate) fn of(entity: &Entity) -> Self {
         let attrs = entity
             .attributes
             .iter()
@@ -560,7 +560,7 @@ pub(crate) async fn delete_resource(
 }
 
 /// Tells the other processes that a resource they may hold compiled changed.
-async fn announce_resource(client: &impl GenericClient, tenant: &Tenant, kind: ResourceKind) -> Result<()> {
+pub(crate) async fn announce_resource(client: &impl GenericClient, tenant: &Tenant, kind: ResourceKind) -> Result<()> {
     match kind {
         ResourceKind::Subscription => cluster::announce(client, tenant, Changed::Subscriptions).await,
     }

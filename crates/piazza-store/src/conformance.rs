@@ -29,6 +29,22 @@ macro_rules! conformance_suite {
             history_records_every_change, temporal_edits_and_time_ranges, geo_queries_follow_every_change,
             edits_of_one_call_see_each_other, outbox_is_written_with_the_change, deliveries_settle_notices_and_count,
             retention_purges_old_history_of_one_tenant, q_queries_return_exactly_what_matches);
+        $crate::conformance_suite!(@pairs $factory; raw_export_and_import_round_trip);
+    };
+    // Cases that need two fresh stores of the backend (a source and a target).
+    (@pairs $factory:expr; $($case:ident),*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let Some((source, _source_guard)) = $crate::conformance::Provided::provided(($factory)().await) else {
+                    return;
+                };
+                let Some((target, _target_guard)) = $crate::conformance::Provided::provided(($factory)().await) else {
+                    return;
+                };
+                $crate::conformance::$case(source, target).await;
+            }
+        )*
     };
     (@cases $factory:expr; $($case:ident),*) => {
         $(
@@ -920,4 +936,347 @@ pub async fn q_queries_return_exactly_what_matches(store: Arc<dyn Store>) {
             .collect();
         assert_eq!(first, expected[..expected.len().min(5)], "{q}: first page");
     }
+}
+
+/// Every record of each tenant, read in pages of `limit`.
+async fn export_raw(store: &dyn Store, tenants: &[Tenant], limit: usize) -> Vec<(Tenant, Vec<crate::RawRecord>)> {
+    let mut dump = Vec::new();
+    for t in tenants {
+        let mut records = Vec::new();
+        for kind in crate::RawKind::ALL {
+            let mut after: Option<String> = None;
+            loop {
+                let page = store.export_page(t, kind, after.as_deref(), limit).await.unwrap();
+                assert!(page.records.len() <= limit);
+                assert!(page.records.iter().all(|r| r.kind() == kind));
+                records.extend(page.records);
+                match page.next {
+                    Some(next) => after = Some(next),
+                    None => break,
+                }
+            }
+        }
+        dump.push((t.clone(), records));
+    }
+    dump
+}
+
+fn counted(records: &[crate::RawRecord]) -> crate::RawCounts {
+    let mut counts: crate::RawCounts = crate::RawKind::ALL.into_iter().map(|k| (k, 0)).collect();
+    for record in records {
+        *counts.entry(record.kind()).or_default() += 1;
+    }
+    counts
+}
+
+/// What a client of the broker sees of a tenant: entities (current and by
+/// id), `q`, type, attribute and geo queries, discovery, @contexts,
+/// subscriptions with their statistics and pending notices, and history.
+async fn observable(store: &dyn Store, t: &Tenant, ids: &[&str]) -> Vec<String> {
+    let core = ActiveContext::core();
+    let mut seen = Vec::new();
+    let query = |q: Option<&str>, types: Option<&str>, geo: bool| {
+        Arc::new(EntityQuery {
+            q: q.map(|q| piazza_ngsild::query::Query::parse(q, &core).unwrap()),
+            types: types.map(|t| TypeSelector::parse(t, &core).unwrap()),
+            geo: geo.then(|| {
+                piazza_ngsild::query::GeoQuery::parse(
+                    "near;maxDistance==5000",
+                    "Point",
+                    &json!([11.2560, 43.7731]),
+                    None,
+                    &core,
+                )
+                .unwrap()
+            }),
+            ..Default::default()
+        })
+    };
+    for (q, types, geo) in [
+        (None, None, false),
+        (Some("p==5"), None, false),
+        (Some("p<3"), None, false),
+        (Some("s==\"x\""), None, false),
+        (None, Some("T"), false),
+        (None, Some("U"), false),
+        (None, None, true),
+    ] {
+        let found = store.query(t, query(q, types, geo), all()).await.unwrap();
+        seen.push(format!(
+            "query {q:?} {types:?} geo={geo}: {:?} {:?}",
+            found.total, found.entities
+        ));
+    }
+    for id in ids {
+        seen.push(format!("get {id}: {:?}", store.get(t, id).await.unwrap()));
+        let history = TemporalQuery {
+            timeproperty: TimeProperty::CreatedAt,
+            ..TemporalQuery::default()
+        };
+        seen.push(format!(
+            "history {id}: {:?}",
+            store.temporal_entity(t, id, &history).await.unwrap()
+        ));
+    }
+    let temporal = store
+        .temporal_query(t, Arc::new(EntityQuery::default()), &TemporalQuery::default(), all())
+        .await
+        .unwrap();
+    seen.push(format!("temporal query: {:?} {:?}", temporal.total, temporal.entities));
+    seen.push(format!("types: {:?}", store.types(t).await.unwrap()));
+    seen.push(format!("attributes: {:?}", store.attributes(t).await.unwrap()));
+    seen.push(format!("contexts: {:?}", store.list_contexts(t).await.unwrap()));
+    let subscriptions = store.list_resources(t, ResourceKind::Subscription).await.unwrap();
+    seen.push(format!("subscriptions: {subscriptions:?}"));
+    for id in ["urn:sub:1"] {
+        seen.push(format!("stats {id}: {:?}", store.delivery_stats(t, id).await.unwrap()));
+        // Outbox numbers are the store's own; what is owed, and in which order, is what moves.
+        let pending: Vec<_> = store
+            .pending_notices(t, id, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|p| (p.entity_id, p.notice, p.recorded_at))
+            .collect();
+        seen.push(format!("pending {id}: {pending:?}"));
+    }
+    seen.push(format!("exists: {}", store.tenant_exists(t).await.unwrap()));
+    seen
+}
+
+/// Two views compared line by line, so a failure shows the first difference only.
+fn assert_same(found: Vec<String>, wanted: Vec<String>, what: &str) {
+    for (found, wanted) in found.iter().zip(&wanted) {
+        assert_eq!(found, wanted, "{what}");
+    }
+    assert_eq!(found.len(), wanted.len(), "{what}");
+}
+
+fn delete(id: &str) -> Edit {
+    Edit::new(id, |_| {
+        Ok(EditOutcome {
+            state: NewState::Delete,
+            report: UpdateOutcome::default(),
+        })
+    })
+}
+
+/// A tenant's data moved raw to a fresh store of the same backend: the
+/// records read back are the records written (timestamps, instance ids,
+/// expired entities included), everything a client can ask is answered
+/// the same, the index tables are right (q, type, geo and discovery find
+/// what they should), a record replaces the one with its id, and
+/// `clear_tenant` removes a tenant entirely so that an import can be
+/// re-run.
+pub async fn raw_export_and_import_round_trip(source: Arc<dyn Store>, target: Arc<dyn Store>) {
+    let (a, b) = (tenant("raw-a"), tenant("raw-b"));
+    let at = json!({"type": "GeoProperty", "value": {"type": "Point", "coordinates": [11.2558, 43.7696]}});
+    let results = source
+        .edit(
+            &a,
+            vec![
+                create(entity("urn:r:1", "T", json!({"p": 1, "s": "x", "location": at}))),
+                watched_for(create(entity("urn:r:2", "T", json!({"p": 2}))), "urn:sub:1"),
+                create(entity("urn:r:3", "U", json!({"p": 3, "s": "gone"}))),
+                create(entity(
+                    "urn:r:4",
+                    "T",
+                    json!({"p": 4, "expiresAt": "2001-01-01T00:00:00Z"}),
+                )),
+                create(entity(
+                    "urn:r:5",
+                    "U",
+                    json!({"p": [{"type": "Property", "value": 7, "datasetId": "urn:d:1"},
+                                 {"type": "Property", "value": 8}]}),
+                )),
+            ],
+        )
+        .await
+        .unwrap();
+    assert!(results.iter().all(Result::is_ok));
+    source
+        .edit(&a, vec![watched_for(set_p("urn:r:2", 5), "urn:sub:1")])
+        .await
+        .unwrap()[0]
+        .as_ref()
+        .unwrap();
+    source.edit(&a, vec![delete("urn:r:3")]).await.unwrap()[0]
+        .as_ref()
+        .unwrap();
+    let observed = {
+        let mut instance = piazza_ngsild::Attribute::new(piazza_ngsild::AttributeKind::Property, json!(9));
+        instance.observed_at = Some("2020-05-01T10:00:00Z".into());
+        instance
+    };
+    source
+        .temporal_edit(
+            &a,
+            TemporalEdit::Upsert {
+                id: "urn:r:9".into(),
+                types: vec![ActiveContext::core().expand("H")],
+                scope: Vec::new(),
+                attributes: vec![(ActiveContext::core().expand("p"), vec![observed])],
+            },
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    let context = |id: &str| StoredContext {
+        id: id.into(),
+        url: format!("http://localhost/ngsi-ld/v1/jsonldContexts/{id}"),
+        kind: ContextKind::Hosted,
+        document: json!({"@context": {"x": "https://example.org/x"}}),
+        created_at: time::now(),
+    };
+    source.put_context(&a, context("ctx-a")).await.unwrap();
+    source.put_context(&b, context("ctx-b")).await.unwrap();
+    let subscription = json!({"id": "urn:sub:1", "type": "Subscription", "entities": [{"type": "T"}]});
+    assert!(source
+        .put_resource(&a, ResourceKind::Subscription, "urn:sub:1", subscription, true)
+        .await
+        .unwrap());
+    source
+        .record_delivery(
+            &a,
+            "urn:sub:1",
+            Delivery {
+                at: time::now(),
+                success: true,
+                settled: Vec::new(),
+            },
+        )
+        .await
+        .unwrap();
+    // The same ids in another tenant, with other values.
+    source
+        .edit(
+            &b,
+            vec![
+                create(entity("urn:r:1", "T", json!({"p": 100, "s": "y"}))),
+                create(entity("urn:r:2", "U", json!({"p": 5}))),
+            ],
+        )
+        .await
+        .unwrap();
+
+    let tenants = [a.clone(), b.clone()];
+    let ids = ["urn:r:1", "urn:r:2", "urn:r:3", "urn:r:4", "urn:r:5", "urn:r:9"];
+    // Pages of one record: every record is read through a cursor, ties
+    // (two instances of one attribute at one time) included.
+    let dump = export_raw(&*source, &tenants, 1).await;
+    for (t, records) in &dump {
+        assert_eq!(counted(records), source.raw_counts(t).await.unwrap(), "{t}");
+    }
+    let a_counts = source.raw_counts(&a).await.unwrap();
+    assert_eq!(
+        a_counts[&crate::RawKind::Entity],
+        4,
+        "the expired entity is exported, the deleted one is not"
+    );
+    assert_eq!(a_counts[&crate::RawKind::TemporalEntity], 6);
+    assert!(a_counts[&crate::RawKind::Instance] >= 10, "{a_counts:?}");
+    assert_eq!(a_counts[&crate::RawKind::Notice], 2);
+    for kind in crate::RawKind::ALL {
+        assert!(a_counts[&kind] > 0, "the data set has {kind} records");
+    }
+    let records_of = |t: &Tenant| dump.iter().find(|(d, _)| d == t).unwrap().1.clone();
+    let expired = records_of(&a).into_iter().find_map(|r| match r {
+        crate::RawRecord::Entity(e) if e.id == "urn:r:4" => Some(e),
+        _ => None,
+    });
+    assert!(expired.is_some(), "transient entities are exported as stored");
+    assert!(source.get(&a, "urn:r:4").await.unwrap().is_none());
+
+    // Into a fresh store, in batches that mix kinds.
+    for (t, records) in &dump {
+        let mut written = 0;
+        for batch in records.chunks(3) {
+            written += target.import_batch(t, batch.to_vec()).await.unwrap();
+        }
+        assert_eq!(written, records.len() as u64);
+    }
+    assert_eq!(
+        export_raw(&*target, &tenants, 1000).await,
+        dump,
+        "raw records come back as written"
+    );
+    for t in &tenants {
+        assert_eq!(target.raw_counts(t).await.unwrap(), source.raw_counts(t).await.unwrap());
+        assert_same(
+            observable(&*target, t, &ids).await,
+            observable(&*source, t, &ids).await,
+            &format!("tenant {t} after the import"),
+        );
+    }
+    let five = target
+        .query(
+            &a,
+            Arc::new(EntityQuery {
+                q: Some(piazza_ngsild::query::Query::parse("p==5", &ActiveContext::core()).unwrap()),
+                ..Default::default()
+            }),
+            all(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        five.entities.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+        ["urn:r:2"]
+    );
+    let updated = target.get(&a, "urn:r:2").await.unwrap().unwrap();
+    assert_eq!(
+        Some(updated),
+        source.get(&a, "urn:r:2").await.unwrap(),
+        "timestamps are kept"
+    );
+    assert!(target.tenants().await.unwrap().contains(&b));
+
+    // An imported entity replaces the stored one, its index rows with it.
+    let mut replacement = entity("urn:r:1", "U", json!({"p": 42}));
+    replacement.created_at = Some(time::parse("2010-01-01T00:00:00Z").unwrap());
+    assert_eq!(
+        target
+            .import_batch(&a, vec![crate::RawRecord::Entity(replacement.clone())])
+            .await
+            .unwrap(),
+        1
+    );
+    let ids_of = |result: crate::QueryResult| result.entities.into_iter().map(|e| e.id).collect::<Vec<_>>();
+    let q = |text: &str| {
+        Arc::new(EntityQuery {
+            q: Some(piazza_ngsild::query::Query::parse(text, &ActiveContext::core()).unwrap()),
+            ..Default::default()
+        })
+    };
+    assert_eq!(ids_of(target.query(&a, q("p==42"), all()).await.unwrap()), ["urn:r:1"]);
+    assert!(ids_of(target.query(&a, q("p==1"), all()).await.unwrap()).is_empty());
+    assert!(ids_of(target.query(&a, q("s==\"x\""), all()).await.unwrap()).is_empty());
+    let history_before = target.raw_counts(&a).await.unwrap()[&crate::RawKind::Instance];
+    assert_eq!(
+        history_before,
+        a_counts[&crate::RawKind::Instance],
+        "a raw write records no history"
+    );
+    assert_eq!(target.get(&a, "urn:r:1").await.unwrap(), Some(replacement));
+
+    // Clearing a tenant removes all of it, and only it; a re-import is then exact.
+    target.clear_tenant(&a).await.unwrap();
+    assert!(target.raw_counts(&a).await.unwrap().values().all(|n| *n == 0));
+    assert!(!target.tenant_exists(&a).await.unwrap());
+    assert!(target.get(&a, "urn:r:2").await.unwrap().is_none());
+    assert!(ids_of(target.query(&a, q("p==5"), all()).await.unwrap()).is_empty());
+    assert!(target.types(&a).await.unwrap().is_empty());
+    assert!(target.list_contexts(&a).await.unwrap().is_empty());
+    assert_same(
+        observable(&*target, &b, &ids).await,
+        observable(&*source, &b, &ids).await,
+        "the tenant not cleared",
+    );
+    target.import_batch(&a, records_of(&a)).await.unwrap();
+    assert_eq!(export_raw(&*target, &tenants, 7).await, dump);
+    assert_same(
+        observable(&*target, &a, &ids).await,
+        observable(&*source, &a, &ids).await,
+        "the tenant re-imported",
+    );
 }

@@ -316,12 +316,164 @@ pub enum ResourceKind {
 }
 
 impl ResourceKind {
+    pub const ALL: [ResourceKind; 1] = [Self::Subscription];
+
     pub fn name(self) -> &'static str {
         match self {
             Self::Subscription => "subscription",
         }
     }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.name() == name)
+    }
 }
+
+/// The kinds of stored record a raw export reads and a raw import writes
+/// (moving a data dir between backends, `piazza export`), in the order a
+/// dump holds them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RawKind {
+    Context,
+    Resource,
+    DeliveryStats,
+    Entity,
+    TemporalEntity,
+    Instance,
+    Notice,
+}
+
+impl RawKind {
+    pub const ALL: [RawKind; 7] = [
+        Self::Context,
+        Self::Resource,
+        Self::DeliveryStats,
+        Self::Entity,
+        Self::TemporalEntity,
+        Self::Instance,
+        Self::Notice,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Context => "context",
+            Self::Resource => "resource",
+            Self::DeliveryStats => "deliveryStats",
+            Self::Entity => "entity",
+            Self::TemporalEntity => "temporalEntity",
+            Self::Instance => "instance",
+            Self::Notice => "notice",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.name() == name)
+    }
+}
+
+impl fmt::Display for RawKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What the history keeps of an entity itself (its types outlive it).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RawTemporalEntity {
+    pub id: String,
+    pub types: Vec<String>,
+    pub scope: Vec<String>,
+    pub created_at: piazza_ngsild::time::Timestamp,
+    pub modified_at: piazza_ngsild::time::Timestamp,
+    pub deleted_at: Option<piazza_ngsild::time::Timestamp>,
+}
+
+/// One recorded attribute instance (or deletion record), columns as stored.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RawInstance {
+    pub entity_id: String,
+    pub attr: String,
+    pub instance_id: String,
+    pub dataset_id: Option<String>,
+    pub observed_at: Option<piazza_ngsild::time::Timestamp>,
+    pub created_at: piazza_ngsild::time::Timestamp,
+    pub modified_at: piazza_ngsild::time::Timestamp,
+    pub deleted_at: Option<piazza_ngsild::time::Timestamp>,
+    pub attribute: piazza_ngsild::Attribute,
+}
+
+/// A notification waiting in the outbox.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RawNotice {
+    pub subscription_id: String,
+    pub entity_id: String,
+    pub notice: Value,
+    pub recorded_at: piazza_ngsild::time::Timestamp,
+}
+
+/// One stored record of a tenant, as the store keeps it: entities as
+/// written (expired ones included, system timestamps as recorded), history
+/// rows with their instance ids, documents untouched.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RawRecord {
+    Context(StoredContext),
+    Resource {
+        kind: ResourceKind,
+        id: String,
+        document: Value,
+    },
+    DeliveryStats {
+        subscription_id: String,
+        stats: DeliveryStats,
+    },
+    Entity(Entity),
+    TemporalEntity(RawTemporalEntity),
+    /// Boxed: an attribute document is by far the largest record.
+    Instance(Box<RawInstance>),
+    Notice(RawNotice),
+}
+
+impl RawRecord {
+    pub fn kind(&self) -> RawKind {
+        match self {
+            Self::Context(_) => RawKind::Context,
+            Self::Resource { .. } => RawKind::Resource,
+            Self::DeliveryStats { .. } => RawKind::DeliveryStats,
+            Self::Entity(_) => RawKind::Entity,
+            Self::TemporalEntity(_) => RawKind::TemporalEntity,
+            Self::Instance(_) => RawKind::Instance,
+            Self::Notice(_) => RawKind::Notice,
+        }
+    }
+}
+
+/// A page of a raw export.
+#[derive(Debug, Default)]
+pub struct RawPage {
+    pub records: Vec<RawRecord>,
+    /// Where the next page starts (opaque to the caller); `None` at the end.
+    pub next: Option<String>,
+}
+
+impl RawPage {
+    /// A page of `records` read with `limit`: full pages go on after the
+    /// key of their last record, a short one is the last.
+    pub fn of(records: Vec<(String, RawRecord)>, limit: usize) -> Self {
+        let full = records.len() >= limit && limit > 0;
+        let next = if full {
+            records.last().map(|(key, _)| key.clone())
+        } else {
+            None
+        };
+        Self {
+            records: records.into_iter().map(|(_, record)| record).collect(),
+            next,
+        }
+    }
+}
+
+/// How many records of each kind a tenant holds.
+pub type RawCounts = std::collections::BTreeMap<RawKind, u64>;
 
 /// A change to the history of one entity through the temporal API (clauses
 /// 5.6.11–5.6.16). Instances given are recorded with fresh instance ids.
@@ -507,6 +659,38 @@ pub trait Store: Send + Sync + 'static {
     fn cluster_events(&self) -> Option<tokio::sync::broadcast::Receiver<ClusterEvent>> {
         None
     }
+
+    // Raw access, for moving a data dir between backends (`piazza export`,
+    // `piazza import ndjson`): the data as stored, without broker semantics.
+
+    /// How many records of each kind `tenant` holds (every kind listed).
+    async fn raw_counts(&self, tenant: &Tenant) -> StoreResult<RawCounts>;
+
+    /// Up to `limit` records of one kind of `tenant`, as stored, in the
+    /// order they were written (creation order, which an import keeps),
+    /// starting after `after` (the `next` of the previous page). Keyset
+    /// pages: a tenant of any size is read in bounded memory.
+    async fn export_page(
+        &self,
+        tenant: &Tenant,
+        kind: RawKind,
+        after: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<RawPage>;
+
+    /// Writes records as they are, in one transaction: no notification
+    /// and no history is generated, timestamps and instance ids are kept,
+    /// and every index (types, attributes, values, geo) is written as a
+    /// normal write would. For a store no server writes to meanwhile: it
+    /// takes no entity locks (see the PostgreSQL backend's `raw.rs`). An entity, context, resource, statistics or
+    /// temporal entity replaces the one with its id; instances and notices
+    /// are added. Lists the tenant even when `records` is empty. Returns
+    /// how many records were written.
+    async fn import_batch(&self, tenant: &Tenant, records: Vec<RawRecord>) -> StoreResult<u64>;
+
+    /// Deletes everything `tenant` holds, index rows, history, outbox and
+    /// delivery leases included (`import --force` before it re-imports).
+    async fn clear_tenant(&self, tenant: &Tenant) -> StoreResult<()>;
 }
 
 #[cfg(test)]

@@ -141,7 +141,7 @@ fn open(data_dir: &Path) -> anyhow::Result<Broker> {
 }
 
 /// Whether another process holds the data dir's lock (`piazza.lock`).
-fn in_use(data_dir: &Path) -> bool {
+pub(crate) fn in_use(data_dir: &Path) -> bool {
     let Ok(lock) = std::fs::File::open(data_dir.join("piazza.lock")) else {
         return false;
     };

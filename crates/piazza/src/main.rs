@@ -14,6 +14,7 @@ use piazza_store_embedded::EmbeddedStore;
 use piazza_store_postgres::PostgresStore;
 use tokio::net::TcpListener;
 
+mod dump;
 mod import;
 
 /// Piazza: a regional smart-city data platform speaking ETSI NGSI-LD.
@@ -28,9 +29,21 @@ struct Cli {
 enum Command {
     /// Run the NGSI-LD context broker.
     Serve(ServeArgs),
-    /// Load a file into the data dir (the server must be stopped).
+    /// Load a file into the data dir (the server must be stopped); a dump also into PostgreSQL.
     #[command(subcommand)]
-    Import(import::ImportCommand),
+    Import(ImportCommand),
+    /// Write the whole store (every tenant, history included) as NDJSON, to
+    /// move it to another backend with `piazza import ndjson` (stop the servers first).
+    Export(dump::ExportArgs),
+}
+
+#[derive(Subcommand)]
+enum ImportCommand {
+    #[command(flatten)]
+    File(import::ImportCommand),
+    /// A dump written by `piazza export`: a whole store, every tenant and its history, into an
+    /// empty store (the embedded one in --data-dir, or PostgreSQL with --database).
+    Ndjson(dump::NdjsonArgs),
 }
 
 #[derive(clap::Args)]
@@ -106,7 +119,9 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve(args).await,
-            Command::Import(command) => import::run(command).await,
+            Command::Import(ImportCommand::File(command)) => import::run(command).await,
+            Command::Import(ImportCommand::Ndjson(args)) => dump::import(args).await,
+            Command::Export(args) => dump::export(args).await,
         }
     });
     match result {
@@ -119,7 +134,7 @@ fn main() -> ExitCode {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let store = open_store(&args).await?;
+    let store = open_store(args.database.as_deref(), args.database_pool_size, &args.data_dir).await?;
     let limits = Limits {
         default_page_size: args.default_page_size,
         max_page_size: args.max_page_size,
@@ -181,16 +196,20 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
 /// The backend the flags choose: PostgreSQL when a database URL is given,
 /// else the embedded store in the data dir.
-async fn open_store(args: &ServeArgs) -> anyhow::Result<Arc<dyn Store>> {
-    if let Some(url) = &args.database {
-        let store = PostgresStore::connect(url, args.database_pool_size)
+async fn open_store(
+    database: Option<&str>,
+    pool_size: usize,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<Arc<dyn Store>> {
+    if let Some(url) = database {
+        let store = PostgresStore::connect(url, pool_size)
             .await
             .context("cannot open the PostgreSQL store")?;
         tracing::info!(database = %store.target(), "postgres store open");
         return Ok(Arc::new(store));
     }
-    let store = EmbeddedStore::open(&args.data_dir)
-        .with_context(|| format!("cannot open the store in {}", args.data_dir.display()))?;
+    let store =
+        EmbeddedStore::open(data_dir).with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
     tracing::info!(path = %store.path().display(), "embedded store open");
     Ok(Arc::new(store))
 }
