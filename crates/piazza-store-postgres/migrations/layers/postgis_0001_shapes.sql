@@ -1,0 +1,20 @@
+-- The PostGIS layer, version 1: applied by piazza (src/postgis.rs) once
+-- the extension exists, recorded in schema_layers. Never edited once
+-- released; a change is a new version.
+--
+-- Each row of entity_geo (one GeoProperty value) also gets its shapes:
+-- `shape`, the value in the lon/lat plane as the topological relations
+-- see it, and `sphere`, its points and lines (polygon rings as lines)
+-- that `near` distances are measured to, as geography. NULL means the
+-- index cannot stand for the value, which is then a candidate of every
+-- query. `shaped` tells rows written with shapes from rows written
+-- without (by piazza with --postgis off, or before this layer), which the
+-- next start in PostGIS mode fills in.
+ALTER TABLE entity_geo
+    ADD COLUMN IF NOT EXISTS shape geometry(Geometry, 4326),
+    ADD COLUMN IF NOT EXISTS sphere geography(Geometry, 4326),
+    ADD COLUMN IF NOT EXISTS shaped boolean NOT NULL DEFAULT false;
+CREATE INDEX IF NOT EXISTS entity_geo_by_shape ON entity_geo USING gist (shape);
+CREATE INDEX IF NOT EXISTS entity_geo_by_sphere ON entity_geo USING gist (sphere);
+-- What is left to fill in, found without reading the whole table.
+CREATE INDEX IF NOT EXISTS entity_geo_unshaped ON entity_geo (tenant, eid) WHERE NOT shaped;
