@@ -1142,7 +1142,7 @@ fn geo_queries(dice: &mut Dice, stored: &[Entity]) -> Vec<(String, String, serde
         ));
     }
     // Stored values as query geometries: equals, and points inside areas.
-    for e in stored.iter().step_by(37).take(24) {
+    for e in stored.iter().step_by(53).take(12) {
         let Some(value) = location(e) else { continue };
         let kind = value["type"].as_str().unwrap_or_default().to_owned();
         if matches!(kind.as_str(), "Point" | "Polygon" | "LineString" | "MultiPoint") {
@@ -1168,7 +1168,7 @@ pub async fn geo_queries_return_exactly_what_matches(store: Arc<dyn Store>) {
     let t = tenant("tgeo");
     let core = ActiveContext::core();
     let mut dice = Dice(0x5EED_0F_61A2_2A);
-    let count = 1_500;
+    let count = 1_000;
     let mut model: Vec<Option<Entity>> = (0..count).map(|i| Some(geo_entity(&mut dice, i))).collect();
     store
         .edit(&t, model.iter().flatten().cloned().map(create).collect())
