@@ -127,7 +127,7 @@ pub fn has_postgis(store: &crate::PostgresStore) -> bool {
     if required() {
         panic!("{why}, and PIAZZA_TEST_REQUIRE_SERVICES=1");
     }
-    loud(&format!("{why}: SKIPPING the PostGIS variant of this test"));
+    loud(&format!("{why}: the PostGIS path is NOT TESTED"));
     false
 }
 

@@ -1167,7 +1167,7 @@ fn geo_queries(dice: &mut Dice, stored: &[Entity]) -> Vec<(String, String, serde
 pub async fn geo_queries_return_exactly_what_matches(store: Arc<dyn Store>) {
     let t = tenant("tgeo");
     let core = ActiveContext::core();
-    let mut dice = Dice(0x5EED_0F_61A2_2A);
+    let mut dice = Dice(0x5EED_0F61_A22A);
     let count = 1_000;
     let mut model: Vec<Option<Entity>> = (0..count).map(|i| Some(geo_entity(&mut dice, i))).collect();
     store

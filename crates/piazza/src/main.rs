@@ -6,12 +6,12 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use piazza_broker::{Broker, Limits, NotifierConfig, Retention};
 use piazza_http::AppState;
 use piazza_store::Store;
 use piazza_store_embedded::EmbeddedStore;
-use piazza_store_postgres::PostgresStore;
+use piazza_store_postgres::{Postgis, PostgresConfig, PostgresStore};
 use tokio::net::TcpListener;
 
 mod import;
@@ -48,6 +48,11 @@ struct ServeArgs {
     /// Connections this process keeps open to PostgreSQL.
     #[arg(long, env = "PIAZZA_DATABASE_POOL_SIZE", default_value_t = piazza_store_postgres::DEFAULT_POOL_SIZE)]
     database_pool_size: usize,
+    /// With `--database`: narrow geo-queries with PostGIS when the database
+    /// has the extension (or piazza may create it), or never. Answers are
+    /// the same either way.
+    #[arg(long, env = "PIAZZA_POSTGIS", value_enum, default_value_t = PostgisFlag::Auto)]
+    postgis: PostgisFlag,
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "PIAZZA_MAX_BODY_BYTES", default_value_t = piazza_http::DEFAULT_MAX_BODY_BYTES)]
     max_body_bytes: usize,
@@ -87,6 +92,13 @@ struct ServeArgs {
     /// `<prefix>/<tenant>/<type>/<entity-id>/attrs` (tenant `-` is the default tenant).
     #[arg(long, env = "PIAZZA_MQTT_PREFIX", default_value = piazza_import::mqtt::DEFAULT_PREFIX)]
     mqtt_prefix: String,
+}
+
+/// `--postgis`.
+#[derive(Clone, Copy, ValueEnum)]
+enum PostgisFlag {
+    Auto,
+    Off,
 }
 
 fn main() -> ExitCode {
@@ -183,7 +195,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 /// else the embedded store in the data dir.
 async fn open_store(args: &ServeArgs) -> anyhow::Result<Arc<dyn Store>> {
     if let Some(url) = &args.database {
-        let store = PostgresStore::connect(url, args.database_pool_size)
+        let config = PostgresConfig {
+            pool_size: args.database_pool_size,
+            postgis: match args.postgis {
+                PostgisFlag::Auto => Postgis::Auto,
+                PostgisFlag::Off => Postgis::Off,
+            },
+        };
+        let store = PostgresStore::open(url, &config)
             .await
             .context("cannot open the PostgreSQL store")?;
         tracing::info!(database = %store.target(), "postgres store open");

@@ -136,7 +136,7 @@ impl GeoQuery {
         let sphere = planar
             .as_ref()
             .and_then(|_| sphere_set(&geometry))
-            .filter(|set| set.coords_iter().all(|c| super::in_range(c)))
+            .filter(|set| set.coords_iter().all(super::in_range))
             .map(|set| wkb(&set));
         Some(ValueShape { planar, sphere })
     }
@@ -178,7 +178,7 @@ fn sphere_set(shape: &Geometry<f64>) -> Option<Geometry<f64>> {
         Geometry::LineString(line) => line.0.windows(2).any(|pair| nearly_antipodal(pair[0], pair[1])),
         _ => false,
     });
-    (!antipodal).then(|| Geometry::GeometryCollection(geo::GeometryCollection(parts)))
+    (!antipodal).then_some(Geometry::GeometryCollection(geo::GeometryCollection(parts)))
 }
 
 fn collect_sphere_parts(shape: &Geometry<f64>, out: &mut Vec<Geometry<f64>>) {
