@@ -163,15 +163,13 @@ fn geo_filter(c: &mut Candidates, geo: &GeoQuery, postgis: bool) {
             }
             tests.push(format!("(g.shape IS NULL OR ({}))", known.join(" AND ")));
         }
-        Some(SpatialFilter::Near { shape, sphere, angle }) => {
-            let (shape, tolerance) = (c.arg(Box::new(shape)), c.arg(Box::new(PLANAR_TOLERANCE_DEG)));
+        Some(SpatialFilter::Near { sphere, angle }) => {
             let (sphere, meters) = (
                 c.arg(Box::new(sphere)),
                 c.arg(Box::new(angle * POSTGIS_SPHERE_RADIUS_M)),
             );
             tests.push(format!(
-                "(g.sphere IS NULL OR ST_DWithin(g.shape, ST_GeomFromWKB({shape}, 4326), {tolerance}) \
-                 OR ST_DWithin(g.sphere, ST_GeogFromWKB({sphere}), {meters}, false))"
+                "(g.sphere IS NULL OR ST_DWithin(g.sphere, ST_GeogFromWKB({sphere}), {meters}, false))"
             ));
         }
     }

@@ -4,10 +4,10 @@
 --
 -- Each row of entity_geo (one GeoProperty value) also gets its shapes:
 -- `shape`, the value in the lon/lat plane as the topological relations
--- see it, and `sphere`, its points and lines (polygon rings as lines)
--- that `near` distances are measured to, as geography. NULL means the
--- index cannot stand for the value, which is then a candidate of every
--- query. `shaped` tells rows written with shapes from rows written
+-- see it, and `sphere`, its points as geography when it is made of points
+-- only (what `near` measures to). NULL means the index cannot stand for
+-- the value, which is then a candidate of every query that would test it
+-- (piazza-ngsild's query/geo/spatial.rs says which and why). `shaped` tells rows written with shapes from rows written
 -- without (by piazza with --postgis off, or before this layer), which the
 -- next start in PostGIS mode fills in.
 ALTER TABLE entity_geo

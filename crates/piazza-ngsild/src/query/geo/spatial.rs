@@ -18,24 +18,30 @@
 //! - `within`, `contains` and `equals` bound the value's box too: a value
 //!   within Q has its box inside Q's, one containing Q has Q's box inside
 //!   its own, and topologically equal shapes have one box.
-//! - `near;maxDistance==d` is met at distance 0 when the value and the
-//!   reference meet in the plane (tested as above), and otherwise at a point
-//!   of the value's *sphere* set: its points, its lines and its polygons'
-//!   rings, as great-circle arcs (where `geo`'s nearest-point search looks),
-//!   within `d` meters on the WGS84 ellipsoid. No path on the ellipsoid is
-//!   shorter than `MIN_RADIUS_M` times the angle it spans on the unit
-//!   sphere (both meridional and prime-vertical radii of curvature are at
-//!   least that), so the sphere sets are within `d / MIN_RADIUS_M` radians
-//!   of each other on the unit sphere, taking longitude and latitude as
-//!   spherical coordinates. The sphere handles the antimeridian and the
-//!   poles, which a lon/lat box cannot.
+//! - `near;maxDistance==d` from a Point or MultiPoint, to a value made of
+//!   points only, holds when a pair of their points is at most `d` meters
+//!   apart on the WGS84 ellipsoid. No path on the ellipsoid is shorter
+//!   than `MIN_RADIUS_M` times the angle it spans on the unit sphere (both
+//!   the meridional and the prime-vertical radii of curvature are at least
+//!   that), so the points are within `d / MIN_RADIUS_M` radians of each
+//!   other on the unit sphere, taking longitude and latitude as spherical
+//!   coordinates. The sphere handles the antimeridian and the poles, which
+//!   a lon/lat box cannot.
+//! - Lines and areas are candidates of every `near` query, and a `near`
+//!   reference with lines or areas is not narrowed: `geo`'s nearest point
+//!   on a great-circle arc tests whether the foot of the perpendicular lies
+//!   on the arc with the bearing at one end taken as the reverse of the
+//!   other's, which drifts with the arc's length and latitude (meridian
+//!   convergence). The foot can then land beyond the arc, nearer than the
+//!   arc is: a point 23 km from a 120°-long line near the pole is within
+//!   20 km of it for the matching. A test of true arc distances would drop
+//!   such matches.
 //! - `near;minDistance` and `disjoint` hold for values far from the query:
-//!   a test that could exclude candidates would have to find every nearest
-//!   point exactly as `geo` does, and no index can serve it. Not narrowed.
+//!   no index test excludes candidates for them. Not narrowed.
 
 use std::borrow::Cow;
 
-use geo::{Coord, CoordsIter, Geometry, LineString, Point, Polygon, Rect};
+use geo::{Coord, CoordsIter, Geometry, LineString, MultiPoint, Point, Polygon, Rect};
 use serde_json::Value;
 
 use super::{entity_geometry, evaluable, Bound, GeoQuery, Predicate, Relation, BOX_MARGIN, MIN_RADIUS_M};
@@ -49,11 +55,6 @@ pub const PLANAR_TOLERANCE_DEG: f64 = 1e-7;
 /// rounding of an index's spherical arithmetic near zero distance.
 const SPHERE_SLACK_RAD: f64 = 1e-6;
 
-/// Consecutive positions closer than this (radians) to antipodal are not
-/// given to a sphere index: the great-circle arc between antipodes is not
-/// defined, and PostGIS refuses such an edge.
-const ANTIPODAL_MARGIN_RAD: f64 = 1e-6;
-
 /// How a stored GeoProperty value is indexed. `None` members make the value
 /// a candidate of every query that would test them.
 #[derive(Clone, Debug, PartialEq)]
@@ -62,10 +63,9 @@ pub struct ValueShape {
     /// when the matching repairs its areas first (or finds them too complex
     /// to check).
     pub planar: Option<Vec<u8>>,
-    /// The points and lines (polygon rings as lines) that `near` distances
-    /// are measured to (WKB), or `None` when `planar` is, when a position
-    /// leaves the WGS84 range, or when two consecutive positions are
-    /// (nearly) antipodal.
+    /// The value's points (a MultiPoint, WKB) when it is made of points
+    /// only, all in the WGS84 range: what `near` measures to. `None` for
+    /// values with lines or areas, or positions out of range.
     pub sphere: Option<Vec<u8>>,
 }
 
@@ -83,32 +83,23 @@ pub enum SpatialFilter {
         inside: Option<[f64; 4]>,
         around: Option<[f64; 4]>,
     },
-    /// The value's `sphere` set is `None`, or its `planar` shape comes within
-    /// [`PLANAR_TOLERANCE_DEG`] of `shape` in the plane, or its `sphere` set
-    /// comes within `angle` radians of `sphere` on the unit sphere
-    /// (longitude and latitude as spherical coordinates).
-    Near {
-        shape: Vec<u8>,
-        sphere: Vec<u8>,
-        angle: f64,
-    },
+    /// The value's `sphere` points are `None`, or one of them is within
+    /// `angle` radians of one of the `sphere` points (the reference's, a
+    /// MultiPoint) on the unit sphere, longitude and latitude taken as
+    /// spherical coordinates.
+    Near { sphere: Vec<u8>, angle: f64 },
 }
 
 impl GeoQuery {
     /// How a spatial index may narrow this query's candidates, or `None`
     /// when it cannot (`disjoint`, `near;minDistance`, a `near` reference
-    /// with nearly antipodal consecutive positions).
+    /// other than points).
     pub fn spatial_filter(&self) -> Option<SpatialFilter> {
-        let shape = wkb(&self.shape);
         match self.relation {
-            Relation::Near(Bound::Max(distance)) => {
-                let sphere = sphere_set(&self.shape)?;
-                Some(SpatialFilter::Near {
-                    shape,
-                    sphere: wkb(&sphere),
-                    angle: distance / MIN_RADIUS_M * BOX_MARGIN + SPHERE_SLACK_RAD,
-                })
-            }
+            Relation::Near(Bound::Max(distance)) => Some(SpatialFilter::Near {
+                sphere: wkb(&Geometry::MultiPoint(points_only(&self.shape)?)),
+                angle: distance / MIN_RADIUS_M * BOX_MARGIN + SPHERE_SLACK_RAD,
+            }),
             Relation::Near(Bound::Min(_)) | Relation::Topological(Predicate::Disjoint) => None,
             Relation::Topological(predicate) => {
                 let inside = Some(expanded(self.extent, PLANAR_TOLERANCE_DEG));
@@ -119,7 +110,11 @@ impl GeoQuery {
                     Predicate::Equals => (inside, around),
                     _ => (None, None),
                 };
-                Some(SpatialFilter::Meets { shape, inside, around })
+                Some(SpatialFilter::Meets {
+                    shape: wkb(&self.shape),
+                    inside,
+                    around,
+                })
             }
         }
     }
@@ -133,11 +128,9 @@ impl GeoQuery {
             Ok(Cow::Borrowed(_)) => Some(wkb(&geometry)),
             Ok(Cow::Owned(_)) | Err(_) => None,
         };
-        let sphere = planar
-            .as_ref()
-            .and_then(|_| sphere_set(&geometry))
-            .filter(|set| set.coords_iter().all(super::in_range))
-            .map(|set| wkb(&set));
+        let sphere = points_only(&geometry)
+            .filter(|points| points.coords_iter().all(super::in_range))
+            .map(|points| wkb(&Geometry::MultiPoint(points)));
         Some(ValueShape { planar, sphere })
     }
 }
@@ -168,49 +161,21 @@ fn shrunk(rect: Rect<f64>, by: f64) -> [f64; 4] {
     [west, south, east, north]
 }
 
-/// The points and lines `near` measures to: each point, each line, and the
-/// rings of each polygon as lines. `None` when consecutive positions are
-/// (nearly) antipodal.
-fn sphere_set(shape: &Geometry<f64>) -> Option<Geometry<f64>> {
-    let mut parts = Vec::new();
-    collect_sphere_parts(shape, &mut parts);
-    let antipodal = parts.iter().any(|part| match part {
-        Geometry::LineString(line) => line.0.windows(2).any(|pair| nearly_antipodal(pair[0], pair[1])),
-        _ => false,
-    });
-    (!antipodal).then_some(Geometry::GeometryCollection(geo::GeometryCollection(parts)))
-}
-
-fn collect_sphere_parts(shape: &Geometry<f64>, out: &mut Vec<Geometry<f64>>) {
-    let rings = |polygon: &Polygon<f64>, out: &mut Vec<Geometry<f64>>| {
-        out.extend(
-            std::iter::once(polygon.exterior())
-                .chain(polygon.interiors())
-                .map(|ring| Geometry::LineString(ring.clone())),
-        );
-    };
-    match shape {
-        Geometry::Point(point) => out.push(Geometry::Point(*point)),
-        Geometry::MultiPoint(points) => out.extend(points.iter().map(|p| Geometry::Point(*p))),
-        Geometry::Line(line) => out.push(Geometry::LineString(LineString(vec![line.start, line.end]))),
-        Geometry::LineString(line) => out.push(Geometry::LineString(line.clone())),
-        Geometry::MultiLineString(lines) => out.extend(lines.iter().cloned().map(Geometry::LineString)),
-        Geometry::Polygon(polygon) => rings(polygon, out),
-        Geometry::MultiPolygon(polygons) => polygons.iter().for_each(|polygon| rings(polygon, out)),
-        Geometry::Rect(rect) => rings(&rect.to_polygon(), out),
-        Geometry::Triangle(triangle) => rings(&triangle.to_polygon(), out),
-        Geometry::GeometryCollection(parts) => parts.iter().for_each(|part| collect_sphere_parts(part, out)),
+/// The points of a geometry made of points only (collections flattened),
+/// or `None` if it has a line or an area.
+fn points_only(shape: &Geometry<f64>) -> Option<MultiPoint<f64>> {
+    fn collect(shape: &Geometry<f64>, out: &mut Vec<Point<f64>>) -> Option<()> {
+        match shape {
+            Geometry::Point(point) => out.push(*point),
+            Geometry::MultiPoint(points) => out.extend(points.iter().copied()),
+            Geometry::GeometryCollection(parts) => parts.iter().try_for_each(|part| collect(part, out))?,
+            _ => return None,
+        }
+        Some(())
     }
-}
-
-fn nearly_antipodal(a: Coord<f64>, b: Coord<f64>) -> bool {
-    let unit = |c: Coord<f64>| {
-        let (lon, lat) = (c.x.to_radians(), c.y.to_radians());
-        [lat.cos() * lon.cos(), lat.cos() * lon.sin(), lat.sin()]
-    };
-    let (u, v) = (unit(a), unit(b));
-    let dot = u[0] * v[0] + u[1] * v[1] + u[2] * v[2];
-    dot.clamp(-1.0, 1.0).acos() > std::f64::consts::PI - ANTIPODAL_MARGIN_RAD
+    let mut points = Vec::new();
+    collect(shape, &mut points)?;
+    Some(MultiPoint(points))
 }
 
 // ---------------------------------------------------------------- WKB
@@ -317,24 +282,24 @@ mod tests {
         expected.extend_from_slice(&1.0f64.to_le_bytes());
         expected.extend_from_slice(&2.0f64.to_le_bytes());
         assert_eq!(shape.planar.as_deref(), Some(expected.as_slice()));
-        // The sphere set is a collection holding the point.
+        // The sphere points are a MultiPoint holding the point.
         let sphere = shape.sphere.expect("sphere");
-        assert_eq!(&sphere[..9], &[1, 7, 0, 0, 0, 1, 0, 0, 0]);
+        assert_eq!(&sphere[..9], &[1, 4, 0, 0, 0, 1, 0, 0, 0]);
         assert_eq!(&sphere[9..], expected.as_slice());
     }
 
     #[test]
-    fn a_polygon_is_measured_to_through_its_rings() {
+    fn lines_and_areas_have_no_sphere_points() {
         let ring = json!([[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 0.0]]);
         let shape = GeoQuery::value_shape(&json!({"type": "Polygon", "coordinates": [ring]})).expect("shape");
         let planar = shape.planar.expect("valid");
         assert_eq!(&planar[..9], &[1, 3, 0, 0, 0, 1, 0, 0, 0], "a polygon of one ring");
-        let sphere = shape.sphere.expect("in range");
-        assert_eq!(
-            &sphere[..14],
-            &[1, 7, 0, 0, 0, 1, 0, 0, 0, 1, 2, 0, 0, 0],
-            "one linestring"
-        );
+        assert!(shape.sphere.is_none());
+        let line = json!({"type": "LineString", "coordinates": [[0.0, 0.0], [1.0, 1.0]]});
+        assert!(GeoQuery::value_shape(&line).expect("shape").sphere.is_none());
+        let points = json!({"type": "MultiPoint", "coordinates": [[0.0, 0.0], [1.0, 1.0]]});
+        let sphere = GeoQuery::value_shape(&points).expect("shape").sphere.expect("points");
+        assert_eq!(&sphere[..9], &[1, 4, 0, 0, 0, 2, 0, 0, 0]);
     }
 
     #[test]
@@ -355,8 +320,6 @@ mod tests {
         let shape = GeoQuery::value_shape(&json!({"type": "Point", "coordinates": [200.0, 10.0]})).expect("shape");
         assert!(shape.planar.is_some());
         assert!(shape.sphere.is_none());
-        let antipodes = json!({"type": "LineString", "coordinates": [[0.0, 10.0], [180.0, -10.0]]});
-        assert!(GeoQuery::value_shape(&antipodes).expect("shape").sphere.is_none());
         assert!(GeoQuery::value_shape(&json!({"type": "Point"})).is_none());
     }
 
@@ -392,6 +355,11 @@ mod tests {
         assert!(query("near;minDistance==10", "Point", json!([1.0, 1.0]))
             .spatial_filter()
             .is_none());
+        assert!(
+            query("near;maxDistance==10", "LineString", json!([[1.0, 1.0], [2.0, 2.0]]))
+                .spatial_filter()
+                .is_none()
+        );
         match query("near;maxDistance==6335439", "Point", json!([1.0, 1.0])).spatial_filter() {
             Some(SpatialFilter::Near { angle, .. }) => assert!((angle - 1.01).abs() < 1e-5, "{angle}"),
             other => panic!("near: {other:?}"),
