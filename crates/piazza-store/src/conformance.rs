@@ -1123,7 +1123,11 @@ fn geo_queries(dice: &mut Dice, stored: &[Entity]) -> Vec<(String, String, serde
             queries.push((georel.into(), "Polygon".into(), polygon, None));
         }
         let [lon, lat] = geo_position(dice, region);
-        let (e, n) = (r7((lon + 0.5).min(180.0)), r7((lat + 0.5).min(90.0)));
+        // Half a degree east and north, or west and south at the edges.
+        let (e, n) = (
+            r7(if lon + 0.5 <= 180.0 { lon + 0.5 } else { lon - 0.5 }),
+            r7(if lat + 0.5 <= 90.0 { lat + 0.5 } else { lat - 0.5 }),
+        );
         let triangle = json!([[[lon, lat], [e, lat], [lon, n], [lon, lat]]]);
         queries.push(("intersects".into(), "Polygon".into(), triangle, Some("area")));
         let bow_tie = json!([[[lon, lat], [e, n], [e, lat], [lon, n], [lon, lat]]]);
