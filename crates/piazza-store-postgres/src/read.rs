@@ -178,8 +178,13 @@ fn geo_filter(c: &mut Candidates, geo: &GeoQuery, postgis: bool) {
     }
     let name = c.arg(Box::new(geo.geoproperty().to_owned()));
     let key = c.key;
+    // The index is searched once, and the candidates looked up by key: an
+    // uncorrelated ARRAY(...) is an init plan, run once. As a correlated
+    // EXISTS, a planner without statistics yet (just after a bulk load)
+    // reads every entity of the type and probes its geo rows one by one:
+    // hundreds of milliseconds at 20,000 entities, seconds with PostGIS.
     c.filter.push_str(&format!(
-        " AND EXISTS (SELECT 1 FROM entity_geo g WHERE g.tenant = $1 AND g.eid = {key} AND g.attr = {name} AND {})",
+        " AND {key} = ANY(ARRAY(SELECT g.eid FROM entity_geo g WHERE g.tenant = $1 AND g.attr = {name} AND {}))",
         tests.join(" AND ")
     ));
 }

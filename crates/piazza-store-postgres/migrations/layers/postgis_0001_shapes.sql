@@ -16,5 +16,9 @@ ALTER TABLE entity_geo
     ADD COLUMN IF NOT EXISTS shaped boolean NOT NULL DEFAULT false;
 CREATE INDEX IF NOT EXISTS entity_geo_by_shape ON entity_geo USING gist (shape);
 CREATE INDEX IF NOT EXISTS entity_geo_by_sphere ON entity_geo USING gist (sphere);
+-- The rows without a shape or sphere (candidates of every query that
+-- would test it): a GiST index finds NULLs only by reading all of itself.
+CREATE INDEX IF NOT EXISTS entity_geo_without_shape ON entity_geo (tenant, attr) WHERE shape IS NULL;
+CREATE INDEX IF NOT EXISTS entity_geo_without_sphere ON entity_geo (tenant, attr) WHERE sphere IS NULL;
 -- What is left to fill in, found without reading the whole table.
 CREATE INDEX IF NOT EXISTS entity_geo_unshaped ON entity_geo (tenant, eid) WHERE NOT shaped;
