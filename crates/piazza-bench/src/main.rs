@@ -77,6 +77,9 @@ struct Cli {
     /// an empty database. Footprint figures then describe the process only.
     #[arg(long)]
     database: Option<String>,
+    /// With `--database`: the broker's `--postgis`.
+    #[arg(long, value_enum, default_value_t = PostgisMode::Auto)]
+    postgis: PostgisMode,
     /// The MQTT broker of `ingest-mqtt`.
     #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
     mqtt_url: String,
@@ -89,6 +92,22 @@ struct Cli {
     /// Attribute instances of the entity of the temporal evolution scenarios.
     #[arg(long, default_value_t = 100_000)]
     temporal_instances: u64,
+}
+
+/// The broker's `--postgis` on PostgreSQL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum PostgisMode {
+    Auto,
+    Off,
+}
+
+impl PostgisMode {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Off => "off",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
@@ -174,9 +193,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     eprintln!(
         "broker {}; storage {}; broker log {}",
         bin.display(),
-        cli.database
-            .as_deref()
-            .map_or_else(|| data_dir.display().to_string(), |_| "PostgreSQL (--database)".into()),
+        cli.database.as_deref().map_or_else(
+            || data_dir.display().to_string(),
+            |_| format!("PostgreSQL (--database, --postgis {})", cli.postgis.name())
+        ),
         log.display()
     );
     eprintln!(
@@ -283,7 +303,10 @@ impl Bench {
     /// The environment choosing the broker's storage backend.
     fn backend(&self) -> Vec<(&str, &str)> {
         match &self.cli.database {
-            Some(url) => vec![("PIAZZA_DATABASE_URL", url.as_str())],
+            Some(url) => vec![
+                ("PIAZZA_DATABASE_URL", url.as_str()),
+                ("PIAZZA_POSTGIS", self.cli.postgis.name()),
+            ],
             None => Vec::new(),
         }
     }

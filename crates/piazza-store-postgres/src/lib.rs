@@ -40,14 +40,35 @@ use tokio_postgres::NoTls;
 mod cluster;
 mod migrate;
 mod outbox;
+mod postgis;
 mod raw;
 mod read;
 mod temporal;
 pub mod testing;
 mod write;
 
+pub use postgis::Postgis;
+
 /// Connections kept by one process when the operator does not say.
 pub const DEFAULT_POOL_SIZE: usize = 16;
+
+/// How a [`PostgresStore`] is opened, beyond its URL.
+#[derive(Clone, Debug)]
+pub struct PostgresConfig {
+    /// Connections kept by this process.
+    pub pool_size: usize,
+    /// Whether geo-queries may use PostGIS.
+    pub postgis: Postgis,
+}
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        Self {
+            pool_size: DEFAULT_POOL_SIZE,
+            postgis: Postgis::Auto,
+        }
+    }
+}
 
 /// How long a new connection may take before the store gives up.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -124,6 +145,9 @@ pub struct PostgresStore {
     /// The change events of the processes sharing the database, heard on a
     /// connection of their own once someone asks for them.
     events: OnceLock<(broadcast::Sender<ClusterEvent>, tokio::task::JoinHandle<()>)>,
+    /// Whether geo-queries are narrowed with PostGIS (`postgis.rs`), which
+    /// also means this process writes shapes with every geo row.
+    postgis: bool,
 }
 
 impl Drop for PostgresStore {
@@ -136,8 +160,23 @@ impl Drop for PostgresStore {
 
 impl PostgresStore {
     /// Connects to `url` (`postgres://user@host:port/database`, or any
-    /// libpq-style key=value string), then creates or migrates the schema.
+    /// libpq-style key=value string) with `pool_size` connections and
+    /// PostGIS where available, then creates or migrates the schema.
     pub async fn connect(url: &str, pool_size: usize) -> Result<Self> {
+        Self::open(
+            url,
+            &PostgresConfig {
+                pool_size,
+                ..PostgresConfig::default()
+            },
+        )
+        .await
+    }
+
+    /// Connects to `url` as `options` say, then creates or migrates the
+    /// schema and sets PostGIS up (or not).
+    pub async fn open(url: &str, options: &PostgresConfig) -> Result<Self> {
+        let pool_size = options.pool_size;
         let mut config = tokio_postgres::Config::from_str(url).map_err(|e| Error::Url(e.to_string()))?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
@@ -159,12 +198,14 @@ impl PostgresStore {
             .map_err(|e| Error::Pool(e.to_string()))?;
         let mut client = pool.get().await?;
         migrate::run(&mut client).await?;
+        let postgis = postgis::prepare(&mut client, options.postgis).await?;
         Ok(Self {
             pool,
             target,
             config,
             holder: format!("pid:{}/{}", std::process::id(), uuid::Uuid::new_v4()),
             events: OnceLock::new(),
+            postgis,
         })
     }
 
@@ -172,6 +213,11 @@ impl PostgresStore {
     /// never the password.
     pub fn target(&self) -> &str {
         &self.target
+    }
+
+    /// Whether geo-queries are narrowed with PostGIS.
+    pub fn uses_postgis(&self) -> bool {
+        self.postgis
     }
 
     /// The schema version the database is at (for operators and tests).
@@ -222,7 +268,7 @@ impl Store for PostgresStore {
     async fn edit(&self, tenant: &Tenant, edits: Vec<Edit>) -> StoreResult<Vec<Result<Applied, NgsiError>>> {
         port(async {
             let mut client = self.client().await?;
-            write::apply(&mut client, tenant, edits).await
+            write::apply(&mut client, tenant, edits, self.postgis).await
         })
         .await
     }
@@ -232,7 +278,7 @@ impl Store for PostgresStore {
     }
 
     async fn query(&self, tenant: &Tenant, query: Arc<EntityQuery>, page: Page) -> StoreResult<QueryResult> {
-        port(async { read::query(&mut self.client().await?, tenant, &query, page).await }).await
+        port(async { read::query(&mut self.client().await?, tenant, &query, page, self.postgis).await }).await
     }
 
     async fn tenants(&self) -> StoreResult<Vec<Tenant>> {
@@ -374,7 +420,7 @@ impl Store for PostgresStore {
     }
 
     async fn import_batch(&self, tenant: &Tenant, records: Vec<RawRecord>) -> StoreResult<u64> {
-        port(async { raw::write(&mut self.client().await?, tenant, records).await }).await
+        port(async { raw::write(&mut self.client().await?, tenant, records, self.postgis).await }).await
     }
 
     async fn clear_tenant(&self, tenant: &Tenant) -> StoreResult<()> {

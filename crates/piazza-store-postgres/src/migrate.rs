@@ -20,12 +20,13 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "delivery leases",
         include_str!("../migrations/0003_delivery_leases.sql"),
     ),
+    (4, "schema layers", include_str!("../migrations/0004_schema_layers.sql")),
 ];
 
 /// The advisory lock serialising migrations: a two-key lock, so it never
 /// meets the one-key locks taken on entities (`write::lock_entities`).
-const LOCK_CLASS: i32 = 0x5049_415A; // "PIAZ"
-const LOCK_MIGRATIONS: i32 = 1;
+pub(crate) const LOCK_CLASS: i32 = 0x5049_415A; // "PIAZ"
+pub(crate) const LOCK_MIGRATIONS: i32 = 1;
 
 const CREATE_LEDGER: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (\
      version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())";

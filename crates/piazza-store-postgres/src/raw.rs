@@ -249,6 +249,7 @@ pub(crate) async fn write(
     client: &mut deadpool_postgres::Object,
     tenant: &Tenant,
     records: Vec<RawRecord>,
+    postgis: bool,
 ) -> Result<u64> {
     let written = u64::try_from(records.len()).unwrap_or(u64::MAX);
     let batch = Batch::of(records);
@@ -260,7 +261,7 @@ pub(crate) async fn write(
     }
     write_resources(&transaction, tenant, batch.resources).await?;
     write_stats(&transaction, tenant, batch.stats).await?;
-    write_entities(&transaction, tenant, batch.entities).await?;
+    write_entities(&transaction, tenant, batch.entities, postgis).await?;
     write_temporal(&transaction, tenant, batch.temporal).await?;
     write_instances(&transaction, tenant, &batch.instances).await?;
     write_notices(&transaction, tenant, &batch.notices).await?;
@@ -336,7 +337,12 @@ async fn write_stats(
 /// store no piazza serves from; should one write meanwhile anyway, the row
 /// locks of the replaced rows and the unique key on `(tenant, id)` still
 /// make one of the two writes fail rather than leave two rows.
-async fn write_entities(transaction: &Transaction<'_>, tenant: &Tenant, entities: Vec<Entity>) -> Result<()> {
+async fn write_entities(
+    transaction: &Transaction<'_>,
+    tenant: &Tenant,
+    entities: Vec<Entity>,
+    postgis: bool,
+) -> Result<()> {
     let entities = last_per_key(entities, |e| e.id.clone());
     if entities.is_empty() {
         return Ok(());
@@ -373,12 +379,12 @@ async fn write_entities(transaction: &Transaction<'_>, tenant: &Tenant, entities
     }
     let mut types = (Vec::new(), Vec::new());
     let mut attrs = (Vec::new(), Vec::new(), Vec::new());
-    let mut geo = (Vec::new(), Vec::new(), [Vec::new(), Vec::new(), Vec::new(), Vec::new()]);
+    let mut geo = Vec::new();
     for entity in &entities {
         let eid = *eids
             .get(&entity.id)
             .ok_or_else(|| Error::Corrupt(format!("no row was inserted for {}", entity.id)))?;
-        let keys = IndexKeys::of(entity);
+        let keys = IndexKeys::of(entity, postgis);
         for entity_type in keys.types {
             types.0.push(eid);
             types.1.push(entity_type);
@@ -388,12 +394,8 @@ async fn write_entities(transaction: &Transaction<'_>, tenant: &Tenant, entities
             attrs.1.push(name);
             attrs.2.push(kind);
         }
-        for (name, corners) in keys.geo {
-            geo.0.push(eid);
-            geo.1.push(name);
-            for (i, corner) in corners.into_iter().enumerate() {
-                geo.2[i].push(corner);
-            }
+        if !keys.geo.is_empty() {
+            geo.push((eid, keys.geo));
         }
     }
     if !types.0.is_empty() {
@@ -413,16 +415,10 @@ async fn write_entities(transaction: &Transaction<'_>, tenant: &Tenant, entities
         )
         .await?;
     }
-    if !geo.0.is_empty() {
-        let [x0, y0, x1, y1] = &geo.2;
-        execute(
-            transaction,
-            "INSERT INTO entity_geo(tenant, eid, attr, bbox) SELECT $1, e, n, box(point(x0, y0), point(x1, y1)) \
-             FROM unnest($2::int8[], $3::text[], $4::float8[], $5::float8[], $6::float8[], $7::float8[]) \
-             AS u(e, n, x0, y0, x1, y1)",
-            &[&t, &geo.0, &geo.1, x0, y0, x1, y1],
-        )
-        .await?;
+    // Few rows (one per GeoProperty value), written as a normal write does,
+    // with their PostGIS shapes when the layer is on.
+    for (eid, rows) in geo {
+        write::insert_geo(transaction, tenant, eid, &rows, postgis).await?;
     }
     Ok(())
 }

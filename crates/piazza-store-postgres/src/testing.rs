@@ -112,6 +112,25 @@ fn unreachable_server(server: &str, error: &tokio_postgres::Error) -> Option<Tes
     None
 }
 
+/// Whether `store` narrows geo-queries with PostGIS. When it does not (the
+/// server has no PostGIS package), says so loudly, or fails when services
+/// are required: CI installs PostGIS, so a silently disabled PostGIS path
+/// cannot pass there.
+///
+/// # Panics
+/// When PostGIS is not in use and `PIAZZA_TEST_REQUIRE_SERVICES=1`.
+pub fn has_postgis(store: &crate::PostgresStore) -> bool {
+    if store.uses_postgis() {
+        return true;
+    }
+    let why = "PostGIS is not in use on the test server (install postgresql-15-postgis-3)";
+    if required() {
+        panic!("{why}, and PIAZZA_TEST_REQUIRE_SERVICES=1");
+    }
+    loud(&format!("{why}: the PostGIS path is NOT TESTED"));
+    false
+}
+
 /// Whether a missing service fails the test instead of skipping it.
 pub fn required() -> bool {
     std::env::var("PIAZZA_TEST_REQUIRE_SERVICES").is_ok_and(|v| v == "1")

@@ -6,16 +6,40 @@ use std::sync::Arc;
 use piazza_store::Store;
 
 use crate::testing::TestDatabase;
-use crate::{PostgresStore, DEFAULT_POOL_SIZE};
+use crate::{Postgis, PostgresConfig, PostgresStore, DEFAULT_POOL_SIZE};
+
+mod geo;
 
 /// A store on a new database; the database is dropped with the guard.
 async fn fresh() -> Option<(Arc<dyn Store>, TestDatabase)> {
+    fresh_with(Postgis::Off).await
+}
+
+/// A store on a new database using PostGIS, or `None` (loudly, or a
+/// failure when services are required) when the server has no PostGIS.
+async fn fresh_postgis() -> Option<(Arc<dyn Store>, TestDatabase)> {
+    fresh_with(Postgis::Auto).await
+}
+
+async fn fresh_with(postgis: Postgis) -> Option<(Arc<dyn Store>, TestDatabase)> {
     let database = TestDatabase::create().await?;
-    let store = PostgresStore::connect(database.url(), 4).await.expect("connect");
+    let config = PostgresConfig { pool_size: 4, postgis };
+    let store = PostgresStore::open(database.url(), &config).await.expect("connect");
+    if postgis == Postgis::Auto && !crate::testing::has_postgis(&store) {
+        return None;
+    }
     Some((Arc::new(store) as Arc<dyn Store>, database))
 }
 
-piazza_store::conformance_suite!(fresh);
+/// The whole suite with geo-queries narrowed by boxes only...
+mod without_postgis {
+    piazza_store::conformance_suite!(super::fresh);
+}
+
+/// ...and again with PostGIS narrowing them.
+mod with_postgis {
+    piazza_store::conformance_suite!(super::fresh_postgis);
+}
 
 #[tokio::test]
 async fn migrations_are_applied_once_even_when_processes_start_together() {

@@ -4,6 +4,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use deadpool_postgres::{GenericClient, Transaction};
+use piazza_ngsild::query::geo::ValueShape;
 use piazza_ngsild::query::GeoQuery;
 use piazza_ngsild::{time, AttributeKind, Entity, NgsiError};
 use piazza_store::{Applied, Edit, NewState, ResourceKind, StoredContext, Tenant};
@@ -56,7 +57,13 @@ pub(crate) struct EntityLocks {
 
 /// The locks of a write of `ids`.
 pub(crate) fn entity_locks<'a>(tenant: &Tenant, ids: impl IntoIterator<Item = &'a str>) -> EntityLocks {
-    let keys: BTreeSet<i64> = ids.into_iter().map(|id| lock_key(tenant, id)).collect();
+    locks_of_keys(ids.into_iter().map(|id| lock_key(tenant, id)))
+}
+
+/// The locks of a write of the entities of `keys` (from [`lock_key`]),
+/// whatever their tenants.
+pub(crate) fn locks_of_keys(keys: impl IntoIterator<Item = i64>) -> EntityLocks {
+    let keys: BTreeSet<i64> = keys.into_iter().collect();
     let buckets: BTreeSet<i32> = keys.iter().map(|key| bucket(*key)).collect();
     EntityLocks {
         buckets: buckets.into_iter().collect(),
@@ -104,6 +111,7 @@ pub(crate) async fn apply(
     client: &mut deadpool_postgres::Object,
     tenant: &Tenant,
     edits: Vec<Edit>,
+    postgis: bool,
 ) -> Result<Vec<std::result::Result<Applied, NgsiError>>> {
     let locks = entity_locks(tenant, edits.iter().map(|e| e.entity_id.as_str()));
     let ids: Vec<&str> = edits
@@ -124,6 +132,7 @@ pub(crate) async fn apply(
         tenant_recorded: false,
         entities,
         temporal,
+        postgis,
     };
     let mut results = Vec::with_capacity(edits.len());
     for edit in edits {
@@ -160,37 +169,103 @@ async fn load_entities(
 }
 
 /// The index rows of an entity: its types, its attributes with kinds, and
-/// the boxes of its GeoProperty values.
+/// the boxes (and shapes, with PostGIS) of its GeoProperty values.
 #[derive(Default, PartialEq)]
 pub(crate) struct IndexKeys {
     pub(crate) types: BTreeSet<String>,
     pub(crate) attrs: BTreeSet<(String, String)>,
-    pub(crate) geo: Vec<(String, [f64; 4])>,
+    pub(crate) geo: Vec<GeoRow>,
 }
 
 impl IndexKeys {
-    pub(crate) fn of(entity: &Entity) -> Self {
+    pub(crate) fn of(entity: &Entity, postgis: bool) -> Self {
         let attrs = entity
             .attributes
             .iter()
             .flat_map(|(name, instances)| instances.iter().map(move |i| (name.clone(), i.kind.name().to_owned())))
             .collect();
-        let geo = entity
-            .attributes
-            .iter()
-            .flat_map(|(name, instances)| {
-                instances
-                    .iter()
-                    .filter(|i| i.kind == AttributeKind::GeoProperty)
-                    .filter_map(move |i| GeoQuery::value_bounds(&i.value).map(|bounds| (name.clone(), bounds)))
-            })
-            .collect();
         Self {
             types: entity.types.iter().cloned().collect(),
             attrs,
-            geo,
+            geo: geo_rows(entity, postgis),
         }
     }
+}
+
+/// One row of `entity_geo`: a GeoProperty value's box and, in PostGIS mode,
+/// its shapes (`postgis.rs`).
+#[derive(Debug, PartialEq)]
+pub(crate) struct GeoRow {
+    attr: String,
+    bounds: [f64; 4],
+    shape: Option<ValueShape>,
+}
+
+/// The `entity_geo` rows of an entity: one per GeoProperty value the
+/// matching can read (a value without a box never matches a geo-query
+/// the index narrows).
+pub(crate) fn geo_rows(entity: &Entity, postgis: bool) -> Vec<GeoRow> {
+    entity
+        .attributes
+        .iter()
+        .flat_map(|(name, instances)| {
+            instances
+                .iter()
+                .filter(|i| i.kind == AttributeKind::GeoProperty)
+                .filter_map(move |i| {
+                    Some(GeoRow {
+                        attr: name.clone(),
+                        bounds: GeoQuery::value_bounds(&i.value)?,
+                        shape: if postgis { GeoQuery::value_shape(&i.value) } else { None },
+                    })
+                })
+        })
+        .collect()
+}
+
+/// Writes the `entity_geo` rows of entity `eid` (whose old rows are gone).
+/// In PostGIS mode with their shapes, marked `shaped` even when a shape is
+/// NULL (a value the index cannot stand for), so the backfill skips them.
+pub(crate) async fn insert_geo(
+    client: &impl GenericClient,
+    tenant: &Tenant,
+    eid: i64,
+    rows: &[GeoRow],
+    postgis: bool,
+) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let tenant = tenant.name();
+    let names: Vec<&str> = rows.iter().map(|row| row.attr.as_str()).collect();
+    let corner = |i: usize| rows.iter().map(|row| row.bounds[i]).collect::<Vec<f64>>();
+    let (x0, y0, x1, y1) = (corner(0), corner(1), corner(2), corner(3));
+    if !postgis {
+        execute(
+            client,
+            "INSERT INTO entity_geo(tenant, eid, attr, bbox) SELECT $1, $2, n, box(point(x0, y0), point(x1, y1)) \
+             FROM unnest($3::text[], $4::float8[], $5::float8[], $6::float8[], $7::float8[]) AS u(n, x0, y0, x1, y1)",
+            &[&tenant, &eid, &names, &x0, &y0, &x1, &y1],
+        )
+        .await?;
+        return Ok(());
+    }
+    let shape = |pick: fn(&ValueShape) -> &Option<Vec<u8>>| {
+        rows.iter()
+            .map(|row| row.shape.as_ref().and_then(|s| pick(s).as_deref()))
+            .collect::<Vec<Option<&[u8]>>>()
+    };
+    let (planar, sphere) = (shape(|s| &s.planar), shape(|s| &s.sphere));
+    execute(
+        client,
+        "INSERT INTO entity_geo(tenant, eid, attr, bbox, shape, sphere, shaped) \
+         SELECT $1, $2, n, box(point(x0, y0), point(x1, y1)), ST_GeomFromWKB(w, 4326), ST_GeogFromWKB(s), true \
+         FROM unnest($3::text[], $4::float8[], $5::float8[], $6::float8[], $7::float8[], $8::bytea[], $9::bytea[]) \
+         AS u(n, x0, y0, x1, y1, w, s)",
+        &[&tenant, &eid, &names, &x0, &y0, &x1, &y1, &planar, &sphere],
+    )
+    .await?;
+    Ok(())
 }
 
 struct Writer<'t> {
@@ -202,6 +277,8 @@ struct Writer<'t> {
     entities: HashMap<String, Stored>,
     /// The types of each locked temporal entity row, kept current too.
     temporal: HashMap<String, Vec<String>>,
+    /// Whether `entity_geo` rows carry PostGIS shapes.
+    postgis: bool,
 }
 
 impl Writer<'_> {
@@ -271,10 +348,10 @@ impl Writer<'_> {
             self.record_tenant().await?;
         }
         let history = temporal::record(self.transaction, self.tenant, before, Some(entity), known.as_deref());
-        let new_keys = IndexKeys::of(entity);
+        let new_keys = IndexKeys::of(entity, self.postgis);
         let eid = match stored {
             Some(stored) => {
-                let old_keys = IndexKeys::of(&stored.entity);
+                let old_keys = IndexKeys::of(&stored.entity, self.postgis);
                 let update = self.update_document(stored.eid, entity, &old_keys, &new_keys);
                 tokio::try_join!(update, history)?;
                 stored.eid
@@ -381,30 +458,17 @@ impl Writer<'_> {
         Ok(())
     }
 
-    /// Replaces the boxes of an entity (few rows: one per GeoProperty value).
-    async fn reindex_geo(&self, eid: i64, had_boxes: bool, boxes: &[(String, [f64; 4])]) -> Result<()> {
-        let tenant = self.tenant.name();
-        if had_boxes {
+    /// Replaces the geo rows of an entity (few: one per GeoProperty value).
+    async fn reindex_geo(&self, eid: i64, had_rows: bool, rows: &[GeoRow]) -> Result<()> {
+        if had_rows {
             execute(
                 self.transaction,
                 "DELETE FROM entity_geo WHERE tenant = $1 AND eid = $2",
-                &[&tenant, &eid],
+                &[&self.tenant.name(), &eid],
             )
             .await?;
         }
-        if boxes.is_empty() {
-            return Ok(());
-        }
-        let names: Vec<&str> = boxes.iter().map(|(name, _)| name.as_str()).collect();
-        let corner = |i: usize| boxes.iter().map(|(_, b)| b[i]).collect::<Vec<f64>>();
-        execute(
-            self.transaction,
-            "INSERT INTO entity_geo(tenant, eid, attr, bbox) SELECT $1, $2, n, box(point(x0, y0), point(x1, y1)) \
-             FROM unnest($3::text[], $4::float8[], $5::float8[], $6::float8[], $7::float8[]) AS u(n, x0, y0, x1, y1)",
-            &[&tenant, &eid, &names, &corner(0), &corner(1), &corner(2), &corner(3)],
-        )
-        .await?;
-        Ok(())
+        insert_geo(self.transaction, self.tenant, eid, rows, self.postgis).await
     }
 
     async fn delete(&self, eid: i64) -> Result<()> {

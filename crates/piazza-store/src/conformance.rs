@@ -28,7 +28,8 @@ macro_rules! conformance_suite {
             contexts_round_trip, concurrent_edits_are_serialised, resources_round_trip,
             history_records_every_change, temporal_edits_and_time_ranges, geo_queries_follow_every_change,
             edits_of_one_call_see_each_other, outbox_is_written_with_the_change, deliveries_settle_notices_and_count,
-            retention_purges_old_history_of_one_tenant, q_queries_return_exactly_what_matches);
+            retention_purges_old_history_of_one_tenant, q_queries_return_exactly_what_matches,
+            geo_queries_return_exactly_what_matches);
         $crate::conformance_suite!(@pairs $factory; raw_export_and_import_round_trip);
     };
     // Cases that need two fresh stores of the backend (a source and a target).
@@ -1279,4 +1280,344 @@ pub async fn raw_export_and_import_round_trip(source: Arc<dyn Store>, target: Ar
         observable(&*source, &a, &ids).await,
         "the tenant re-imported",
     );
+}
+
+/// A small deterministic generator (SplitMix64): the geo case below is
+/// random but the same on every run and backend.
+struct Dice(u64);
+
+impl Dice {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [0, 1).
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    fn between(&mut self, low: f64, high: f64) -> f64 {
+        low + self.unit() * (high - low)
+    }
+}
+
+/// `x` to 7 decimals (a centimetre): what JSON carries exactly, where
+/// serde_json may read a 17-digit number back one ulp off, which would
+/// make the stored entity differ from the model.
+fn r7(x: f64) -> f64 {
+    (x * 1e7).round() / 1e7
+}
+
+/// The places geo-queries are hard: an ordinary city, both sides of the
+/// antimeridian, near the north pole, and anywhere.
+const GEO_REGIONS: [(f64, f64, f64, f64); 5] = [
+    (10.9, 43.5, 11.6, 44.0),
+    (178.8, -3.0, 180.0, 3.0),
+    (-180.0, -3.0, -178.8, 3.0),
+    (-180.0, 87.5, 180.0, 90.0),
+    (-180.0, -80.0, 180.0, 80.0),
+];
+
+fn geo_position(dice: &mut Dice, region: usize) -> [f64; 2] {
+    let (west, south, east, north) = GEO_REGIONS[region];
+    // Sometimes exactly on the region's edge (the antimeridian, the pole).
+    let lon = match dice.below(12) {
+        0 => west,
+        1 => east,
+        _ => dice.between(west, east),
+    };
+    let lat = if dice.below(12) == 0 {
+        north
+    } else {
+        dice.between(south, north)
+    };
+    [r7(lon), r7(lat)]
+}
+
+/// A rectangle (optionally with a hole) around a position, kept on its
+/// side of the antimeridian and under the pole.
+fn geo_rectangle(dice: &mut Dice, [lon, lat]: [f64; 2], size: f64, hole: bool) -> serde_json::Value {
+    let (w, s) = (r7((lon - size).max(-180.0)), r7((lat - size).max(-90.0)));
+    let (e, n) = (
+        r7((lon + size * dice.between(0.3, 1.5)).min(180.0)),
+        r7((lat + size * dice.between(0.3, 1.5)).min(90.0)),
+    );
+    let mut rings = vec![json!([[w, s], [e, s], [e, n], [w, n], [w, s]])];
+    if hole {
+        let (hw, hs, he, hn) = (
+            r7(w + (e - w) * 0.3),
+            r7(s + (n - s) * 0.3),
+            r7(w + (e - w) * 0.6),
+            r7(s + (n - s) * 0.6),
+        );
+        rings.push(json!([[hw, hs], [hw, hn], [he, hn], [he, hs], [hw, hs]]));
+    }
+    json!(rings)
+}
+
+/// A random GeoJSON geometry in a region: mostly points, also lines,
+/// polygons (with holes, invalid bow ties), multi-geometries, and now and
+/// then a position outside the WGS84 range, which stored data may hold.
+fn geo_value(dice: &mut Dice, region: usize) -> serde_json::Value {
+    let at = geo_position(dice, region);
+    let size = [0.001, 0.01, 0.1, 0.5][dice.below(4)];
+    let near = |dice: &mut Dice, [lon, lat]: [f64; 2]| {
+        [
+            r7((lon + dice.between(-size, size)).clamp(-180.0, 180.0)),
+            r7((lat + dice.between(-size, size)).clamp(-90.0, 90.0)),
+        ]
+    };
+    match dice.below(20) {
+        0..=8 => json!({"type": "Point", "coordinates": at}),
+        9 | 10 => {
+            let line: Vec<[f64; 2]> = (0..2 + dice.below(3)).map(|_| near(dice, at)).collect();
+            json!({"type": "LineString", "coordinates": line})
+        }
+        11..=13 => json!({"type": "Polygon", "coordinates": geo_rectangle(dice, at, size, false)}),
+        14 => json!({"type": "Polygon", "coordinates": geo_rectangle(dice, at, size, true)}),
+        15 => {
+            let [lon, lat] = at;
+            let (e, n) = (r7((lon + size).min(180.0)), r7((lat + size).min(90.0)));
+            // A bow tie: invalid, repaired by the matching into two triangles.
+            json!({"type": "Polygon", "coordinates": [[[lon, lat], [e, n], [e, lat], [lon, n], [lon, lat]]]})
+        }
+        16 => {
+            let points: Vec<[f64; 2]> = (0..1 + dice.below(3)).map(|_| near(dice, at)).collect();
+            json!({"type": "MultiPoint", "coordinates": points})
+        }
+        17 => {
+            let other = near(dice, at);
+            let parts = [
+                geo_rectangle(dice, at, size / 4.0, false),
+                geo_rectangle(dice, other, size / 4.0, false),
+            ];
+            json!({"type": "MultiPolygon", "coordinates": parts})
+        }
+        18 => {
+            let lines: Vec<Vec<[f64; 2]>> = (0..2).map(|_| vec![near(dice, at), near(dice, at)]).collect();
+            json!({"type": "MultiLineString", "coordinates": lines})
+        }
+        _ => {
+            let [lon, lat] = at;
+            let wild = if dice.below(2) == 0 {
+                [r7(lon + if lon > 0.0 { 1.5 } else { -1.5 }), lat]
+            } else {
+                [lon, r7((lat + 1.5).min(91.0))]
+            };
+            json!({"type": "Point", "coordinates": wild})
+        }
+    }
+}
+
+/// Entity `i` of [`geo_queries_return_exactly_what_matches`]: one to three
+/// `location` instances (datasetIds), sometimes an `area` too, sometimes
+/// no GeoProperty at all.
+fn geo_entity(dice: &mut Dice, i: usize) -> Entity {
+    let region = dice.below(GEO_REGIONS.len());
+    let mut extra = json!({});
+    if dice.below(15) != 0 {
+        let instances: Vec<serde_json::Value> = (0..1 + dice.below(3) / 2 + dice.below(2))
+            .map(|k| {
+                let mut instance = json!({"type": "GeoProperty", "value": geo_value(dice, region)});
+                if k > 0 {
+                    instance["datasetId"] = json!(format!("urn:ngsi-ld:Dataset:{k}"));
+                }
+                instance
+            })
+            .collect();
+        extra["location"] = json!(instances);
+    }
+    if dice.below(5) == 0 {
+        extra["area"] = json!({"type": "GeoProperty", "value": geo_value(dice, region)});
+    }
+    entity(&format!("urn:geo:{i:05}"), "G", extra)
+}
+
+/// Geo-queries of every relation around the regions: `near` with max and
+/// min distances from meters to thousands of kilometers (from points on
+/// the antimeridian and the pole, from lines and polygons), and the
+/// topological relations on boxes, triangles, a bow tie, points and lines,
+/// some copied from stored values (for `equals`).
+fn geo_queries(dice: &mut Dice, stored: &[Entity]) -> Vec<(String, String, serde_json::Value, Option<&'static str>)> {
+    let mut queries = Vec::new();
+    let location = |e: &Entity| -> Option<serde_json::Value> {
+        let instances = e.attributes.get(&ActiveContext::core().expand("location"))?;
+        instances.first().map(|i| i.value.clone())
+    };
+    for region in 0..GEO_REGIONS.len() {
+        for distance in ["30", "2000", "60000", "700000", "4000000"] {
+            let center = geo_position(dice, region);
+            queries.push((
+                format!("near;maxDistance=={distance}"),
+                "Point".into(),
+                json!(center),
+                None,
+            ));
+        }
+        let center = geo_position(dice, region);
+        queries.push(("near;minDistance==50000".into(), "Point".into(), json!(center), None));
+        let (a, b) = (geo_position(dice, region), geo_position(dice, region));
+        queries.push((
+            "near;maxDistance==20000".into(),
+            "LineString".into(),
+            json!([a, b]),
+            None,
+        ));
+        let corner = geo_position(dice, region);
+        let box_of = geo_rectangle(dice, corner, 0.3, false);
+        queries.push(("near;maxDistance==5000".into(), "Polygon".into(), box_of, None));
+        for (georel, size) in [
+            ("within", 0.4),
+            ("intersects", 0.2),
+            ("overlaps", 0.3),
+            ("disjoint", 0.5),
+        ] {
+            let (corner, hole) = (geo_position(dice, region), dice.below(3) == 0);
+            let polygon = geo_rectangle(dice, corner, size, hole);
+            queries.push((georel.into(), "Polygon".into(), polygon, None));
+        }
+        let [lon, lat] = geo_position(dice, region);
+        // Half a degree east and north, or west and south at the edges.
+        let (e, n) = (
+            r7(if lon + 0.5 <= 180.0 { lon + 0.5 } else { lon - 0.5 }),
+            r7(if lat + 0.5 <= 90.0 { lat + 0.5 } else { lat - 0.5 }),
+        );
+        let triangle = json!([[[lon, lat], [e, lat], [lon, n], [lon, lat]]]);
+        queries.push(("intersects".into(), "Polygon".into(), triangle, Some("area")));
+        let bow_tie = json!([[[lon, lat], [e, n], [e, lat], [lon, n], [lon, lat]]]);
+        queries.push(("within".into(), "Polygon".into(), bow_tie, None));
+        queries.push((
+            "intersects".into(),
+            "LineString".into(),
+            json!([[lon, lat], [e, n]]),
+            None,
+        ));
+        queries.push((
+            "contains".into(),
+            "Point".into(),
+            json!(geo_position(dice, region)),
+            None,
+        ));
+    }
+    // Stored values as query geometries: equals, and points inside areas.
+    for e in stored.iter().step_by(53).take(12) {
+        let Some(value) = location(e) else { continue };
+        let kind = value["type"].as_str().unwrap_or_default().to_owned();
+        if matches!(kind.as_str(), "Point" | "Polygon" | "LineString" | "MultiPoint") {
+            let coordinates = value["coordinates"].clone();
+            let in_range =
+                piazza_ngsild::query::GeoQuery::parse("equals", &kind, &coordinates, None, &ActiveContext::core())
+                    .is_ok();
+            if in_range {
+                queries.push(("equals".into(), kind.clone(), coordinates.clone(), None));
+                queries.push(("contains".into(), kind.clone(), coordinates.clone(), None));
+                queries.push(("near;maxDistance==1".into(), kind, coordinates, None));
+            }
+        }
+    }
+    queries
+}
+
+/// Whatever a backend indexes to answer geo-queries (boxes, PostGIS
+/// shapes), the answer is what `GeoQuery::matches` says of every entity:
+/// random points, lines and areas near the antimeridian and the pole,
+/// through creates, moves, deletes.
+pub async fn geo_queries_return_exactly_what_matches(store: Arc<dyn Store>) {
+    let t = tenant("tgeo");
+    let core = ActiveContext::core();
+    let mut dice = Dice(0x5EED_0F61_A22A);
+    let count = 1_000;
+    let mut model: Vec<Option<Entity>> = (0..count).map(|i| Some(geo_entity(&mut dice, i))).collect();
+    // Near the pole, `geo` finds a long line nearer to a point than its
+    // arc is (23 km for 7 km): whatever the reason, the answer is the model's.
+    let line = json!([[109.0794193, 88.4875592], [-129.1101905, 87.7093575]]);
+    let point = json!([-125.9120129, 87.5486645]);
+    for (id, kind, coordinates) in [
+        ("urn:geo:pole-line", "LineString", &line),
+        ("urn:geo:pole-point", "Point", &point),
+    ] {
+        let value = json!({"type": "GeoProperty", "value": {"type": kind, "coordinates": coordinates}});
+        model.push(Some(entity(id, "G", json!({ "location": value }))));
+    }
+    store
+        .edit(&t, model.iter().flatten().cloned().map(create).collect())
+        .await
+        .unwrap();
+    // The same kind of data in another tenant, which no answer may show.
+    let mut elsewhere = Dice(7);
+    store
+        .edit(
+            &tenant("tgeo-other"),
+            (0..300).map(|i| create(geo_entity(&mut elsewhere, i))).collect(),
+        )
+        .await
+        .unwrap();
+    let stored: Vec<Entity> = model.iter().flatten().cloned().collect();
+    let mut queries = geo_queries(&mut dice, &stored);
+    queries.push(("near;maxDistance==20000".into(), "Point".into(), point, None));
+    queries.push(("near;maxDistance==20000".into(), "LineString".into(), line, None));
+    for round in 0..2 {
+        if round > 0 {
+            change_geo_entities(&store, &t, &mut dice, &mut model[..count]).await;
+        }
+        for (georel, geometry, coordinates, geoproperty) in &queries {
+            let parsed = piazza_ngsild::query::GeoQuery::parse(georel, geometry, coordinates, *geoproperty, &core)
+                .unwrap_or_else(|e| panic!("{georel} {geometry} {coordinates}: {e}"));
+            let expected: Vec<&str> = model
+                .iter()
+                .flatten()
+                .filter(|e| parsed.matches(e))
+                .map(|e| e.id.as_str())
+                .collect();
+            let query = Arc::new(EntityQuery {
+                types: Some(TypeSelector::parse("G", &core).unwrap()),
+                geo: Some(parsed.clone()),
+                ..Default::default()
+            });
+            let what = format!("round {round}: {georel} {geometry} {coordinates} on {geoproperty:?}");
+            let page = store.query(&t, query, all()).await.unwrap();
+            let ids: Vec<&str> = page.entities.iter().map(|e| e.id.as_str()).collect();
+            assert_eq!(page.total, Some(expected.len() as u64), "{what}: count");
+            assert_eq!(ids, expected[..expected.len().min(1000)], "{what}: entities");
+        }
+    }
+}
+
+/// Moves a tenth of the entities of [`geo_queries_return_exactly_what_matches`]
+/// (new values, maybe a new region), drops the GeoProperties of some,
+/// deletes some.
+async fn change_geo_entities(store: &Arc<dyn Store>, t: &Tenant, dice: &mut Dice, model: &mut [Option<Entity>]) {
+    let count = model.len();
+    let mut changes = Vec::new();
+    for i in (0..count).step_by(10) {
+        let moved = geo_entity(dice, i);
+        model[i] = Some(moved.clone());
+        changes.push(Edit::new(moved.id.clone(), move |_| {
+            Ok(EditOutcome::put(moved, UpdateOutcome::default()))
+        }));
+    }
+    for i in (5..count).step_by(40) {
+        let bare = entity(&format!("urn:geo:{i:05}"), "G", json!({"n": 1}));
+        model[i] = Some(bare.clone());
+        changes.push(Edit::new(bare.id.clone(), move |_| {
+            Ok(EditOutcome::put(bare, UpdateOutcome::default()))
+        }));
+    }
+    for i in (7..count).step_by(30) {
+        model[i] = None;
+        changes.push(Edit::new(format!("urn:geo:{i:05}"), |_| {
+            Ok(EditOutcome {
+                state: NewState::Delete,
+                report: UpdateOutcome::default(),
+            })
+        }));
+    }
+    for result in store.edit(t, changes).await.unwrap() {
+        result.unwrap();
+    }
 }

@@ -60,7 +60,11 @@ struct Opened {
 async fn open(args: &StoreArgs, must_exist: bool) -> anyhow::Result<Opened> {
     if let Some(url) = &args.database {
         // Few connections: a dump is read and written one page at a time.
-        let store = crate::open_store(Some(url), 2, &args.data_dir).await?;
+        let config = piazza_store_postgres::PostgresConfig {
+            pool_size: 2,
+            ..Default::default()
+        };
+        let store = crate::open_store(Some(url), config, &args.data_dir).await?;
         return Ok(Opened {
             store,
             backend: "postgres",
@@ -79,7 +83,7 @@ async fn open(args: &StoreArgs, must_exist: bool) -> anyhow::Result<Opened> {
             dir.display()
         );
     }
-    let store = crate::open_store(None, 0, dir).await?;
+    let store = crate::open_store(None, piazza_store_postgres::PostgresConfig::default(), dir).await?;
     Ok(Opened {
         store,
         backend: "embedded",

@@ -6,12 +6,12 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use piazza_broker::{Broker, Limits, NotifierConfig, Retention};
 use piazza_http::AppState;
 use piazza_store::Store;
 use piazza_store_embedded::EmbeddedStore;
-use piazza_store_postgres::PostgresStore;
+use piazza_store_postgres::{Postgis, PostgresConfig, PostgresStore};
 use tokio::net::TcpListener;
 
 mod dump;
@@ -61,6 +61,11 @@ struct ServeArgs {
     /// Connections this process keeps open to PostgreSQL.
     #[arg(long, env = "PIAZZA_DATABASE_POOL_SIZE", default_value_t = piazza_store_postgres::DEFAULT_POOL_SIZE)]
     database_pool_size: usize,
+    /// With `--database`: narrow geo-queries with PostGIS when the database
+    /// has the extension (or piazza may create it), or never. Answers are
+    /// the same either way.
+    #[arg(long, env = "PIAZZA_POSTGIS", value_enum, default_value_t = PostgisFlag::Auto)]
+    postgis: PostgisFlag,
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "PIAZZA_MAX_BODY_BYTES", default_value_t = piazza_http::DEFAULT_MAX_BODY_BYTES)]
     max_body_bytes: usize,
@@ -102,6 +107,13 @@ struct ServeArgs {
     mqtt_prefix: String,
 }
 
+/// `--postgis`.
+#[derive(Clone, Copy, ValueEnum)]
+enum PostgisFlag {
+    Auto,
+    Off,
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -134,7 +146,14 @@ fn main() -> ExitCode {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let store = open_store(args.database.as_deref(), args.database_pool_size, &args.data_dir).await?;
+    let config = PostgresConfig {
+        pool_size: args.database_pool_size,
+        postgis: match args.postgis {
+            PostgisFlag::Auto => Postgis::Auto,
+            PostgisFlag::Off => Postgis::Off,
+        },
+    };
+    let store = open_store(args.database.as_deref(), config, &args.data_dir).await?;
     let limits = Limits {
         default_page_size: args.default_page_size,
         max_page_size: args.max_page_size,
@@ -198,11 +217,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 /// else the embedded store in the data dir.
 async fn open_store(
     database: Option<&str>,
-    pool_size: usize,
+    config: PostgresConfig,
     data_dir: &std::path::Path,
 ) -> anyhow::Result<Arc<dyn Store>> {
     if let Some(url) = database {
-        let store = PostgresStore::connect(url, pool_size)
+        let store = PostgresStore::open(url, &config)
             .await
             .context("cannot open the PostgreSQL store")?;
         tracing::info!(database = %store.target(), "postgres store open");

@@ -53,6 +53,9 @@ async fn open_store() -> Option<(Arc<dyn Store>, Box<dyn std::any::Any + Send>)>
             // drops it once this process has exited.
             let database = TestDatabase::create().await?;
             let store = PostgresStore::connect(database.url(), 8).await.expect("postgres store");
+            // With PostGIS where the server has it (CI installs it): the
+            // geo-queries of this suite then go through its narrowing.
+            piazza_store_postgres::testing::has_postgis(&store);
             Some((Arc::new(store), Box::new(database)))
         }
     }

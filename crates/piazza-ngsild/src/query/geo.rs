@@ -22,7 +22,9 @@
 //! matches. Geometries never wrap around the antimeridian (RFC 7946 asks
 //! producers to cut them there); `near` distances do cross it.
 //! [`GeoQuery::matches`] applies the storage pre-filter box too, so an index
-//! pre-filter can never change a result.
+//! pre-filter can never change a result. A spatial index (PostGIS) may
+//! narrow further with [`GeoQuery::spatial_filter`] and
+//! [`GeoQuery::value_shape`] (`spatial.rs` says why they never drop a match).
 //!
 //! Polygons are read leniently, as PostGIS-backed brokers do: rings must be
 //! closed with at least 4 positions (RFC 7946), consecutive repeated
@@ -53,6 +55,9 @@ use serde_json::{Map, Value};
 use crate::entity::{is_valid_name, AttributeKind, Entity};
 use crate::error::{ErrorKind, NgsiError, Result};
 use crate::jsonld::ActiveContext;
+
+mod spatial;
+pub use spatial::{SpatialFilter, ValueShape, PLANAR_TOLERANCE_DEG};
 
 /// The GeoProperty tested when the query names none (clause 4.10).
 const DEFAULT_GEOPROPERTY: &str = "location";
