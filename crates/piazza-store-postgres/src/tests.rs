@@ -101,7 +101,7 @@ async fn documents_come_back_exactly_as_written() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn processes_sharing_a_database_neither_lose_creates_nor_deadlock() {
     use piazza_ngsild::update::UpdateOutcome;
-    use piazza_ngsild::{Entity, ErrorKind, NgsiError};
+    use piazza_ngsild::ErrorKind;
     use piazza_store::{Edit, EditOutcome, Tenant};
 
     let Some(database) = TestDatabase::create().await else {
@@ -109,21 +109,12 @@ async fn processes_sharing_a_database_neither_lose_creates_nor_deadlock() {
     };
     let a = Arc::new(PostgresStore::connect(database.url(), 4).await.expect("a"));
     let b = Arc::new(PostgresStore::connect(database.url(), 4).await.expect("b"));
-    let create = |id: String| {
-        Edit::new(id.clone(), move |existing| match existing {
-            Some(_) => Err(NgsiError::already_exists("exists")),
-            None => Ok(EditOutcome::put(
-                Entity::new(id, vec!["https://example.org/T".into()]),
-                UpdateOutcome::default(),
-            )),
-        })
-    };
     let tenant = Tenant::default();
     for round in 0..20 {
         let id = format!("urn:race:{round}");
         let (first, second) = tokio::join!(
-            a.edit(&tenant, vec![create(id.clone())]),
-            b.edit(&tenant, vec![create(id.clone())])
+            a.edit(&tenant, vec![create_only(id.clone())]),
+            b.edit(&tenant, vec![create_only(id.clone())])
         );
         let outcomes = [first.expect("a")[0].is_ok(), second.expect("b")[0].is_ok()];
         assert_eq!(
@@ -146,7 +137,10 @@ async fn processes_sharing_a_database_neither_lose_creates_nor_deadlock() {
     let (forward, backward) = tokio::join!(a.edit(&tenant, touch(ids.clone())), b.edit(&tenant, touch(reversed)));
     assert!(forward.expect("forward").iter().all(Result::is_ok));
     assert!(backward.expect("backward").iter().all(Result::is_ok));
-    let again = b.edit(&tenant, vec![create("urn:race:0".into())]).await.expect("edit");
+    let again = b
+        .edit(&tenant, vec![create_only("urn:race:0".into())])
+        .await
+        .expect("edit");
     assert_eq!(again[0].as_ref().expect_err("exists").kind, ErrorKind::AlreadyExists);
 }
 
@@ -155,39 +149,28 @@ async fn processes_sharing_a_database_neither_lose_creates_nor_deadlock() {
 /// single writes of the same ids: each id is created exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_batches_fit_the_lock_table_and_exclude_single_writes() {
-    use piazza_ngsild::update::UpdateOutcome;
-    use piazza_ngsild::{Entity, NgsiError};
-    use piazza_store::{Edit, EditOutcome, Tenant};
+    use piazza_store::Tenant;
 
     let Some(database) = TestDatabase::create().await else {
         return;
     };
     let store = Arc::new(PostgresStore::connect(database.url(), 8).await.expect("connect"));
-    let create = |id: String| {
-        Edit::new(id.clone(), move |existing| match existing {
-            Some(_) => Err(NgsiError::already_exists("exists")),
-            None => Ok(EditOutcome::put(
-                Entity::new(id, vec!["https://example.org/T".into()]),
-                UpdateOutcome::default(),
-            )),
-        })
-    };
     let tenant = Tenant::default();
     // One transaction of 20,000 per-entity advisory locks alone overflows
     // the default lock table; so would sixteen concurrent batches of 1000.
-    let edits = (0..20_000).map(|i| create(format!("urn:big:{i}"))).collect();
+    let edits = (0..20_000).map(|i| create_only(format!("urn:big:{i}"))).collect();
     let results = store.edit(&tenant, edits).await.expect("a batch within the lock table");
     assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 20_000);
 
     let ids: Vec<String> = (0..100).map(|i| format!("urn:mixed:{i}")).collect();
     let batch = {
         let (store, tenant) = (store.clone(), tenant.clone());
-        let edits = ids.iter().cloned().map(create).collect();
+        let edits = ids.iter().cloned().map(create_only).collect();
         tokio::spawn(async move { store.edit(&tenant, edits).await })
     };
     let singles = ids.iter().cloned().map(|id| {
         let (store, tenant) = (store.clone(), tenant.clone());
-        tokio::spawn(async move { store.edit(&tenant, vec![create(id)]).await })
+        tokio::spawn(async move { store.edit(&tenant, vec![create_only(id)]).await })
     });
     let mut created = 0;
     for single in singles {
@@ -349,4 +332,20 @@ async fn changes_are_announced_to_the_other_processes() {
     );
     assert!(a.delete_context(&tenant, "c1").await.expect("delete context"));
     assert_eq!(next(&mut events).await, ClusterEvent::Contexts { tenant });
+}
+
+/// An edit that creates an empty entity `id` of type T, or fails with
+/// AlreadyExists when `id` is taken.
+fn create_only(id: String) -> piazza_store::Edit {
+    use piazza_ngsild::update::UpdateOutcome;
+    use piazza_ngsild::{Entity, NgsiError};
+    use piazza_store::{Edit, EditOutcome};
+
+    Edit::new(id.clone(), move |existing| match existing {
+        Some(_) => Err(NgsiError::already_exists("exists")),
+        None => Ok(EditOutcome::put(
+            Entity::new(id, vec!["https://example.org/T".into()]),
+            UpdateOutcome::default(),
+        )),
+    })
 }
