@@ -172,23 +172,14 @@ async fn large_batches_fit_the_lock_table_and_exclude_single_writes() {
         let (store, tenant) = (store.clone(), tenant.clone());
         tokio::spawn(async move { store.edit(&tenant, vec![create_only(id)]).await })
     });
+    let created_by = |results: Vec<Result<piazza_store::Applied, piazza_ngsild::NgsiError>>| {
+        results.iter().filter(|r| r.is_ok()).count()
+    };
     let mut created = 0;
     for single in singles {
-        created += single
-            .await
-            .expect("task")
-            .expect("edit")
-            .iter()
-            .filter(|r| r.is_ok())
-            .count();
+        created += created_by(single.await.expect("task").expect("edit"));
     }
-    created += batch
-        .await
-        .expect("task")
-        .expect("edit")
-        .iter()
-        .filter(|r| r.is_ok())
-        .count();
+    created += created_by(batch.await.expect("task").expect("edit"));
     assert_eq!(
         created,
         ids.len(),
