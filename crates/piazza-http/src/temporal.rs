@@ -142,11 +142,10 @@ impl TemporalView {
             TemporalMode::Normalized
         };
         render.format = Format::Normalized;
-        let (origin, end) = match query.timerel {
-            Some(TimeRel::After(at)) => (Some(at), None),
-            Some(TimeRel::Between(start, end)) => (Some(start), Some(end)),
-            _ => (None, None),
-        };
+        let (origin, end) = query.timerel.map_or((None, None), TimeRel::aggregation_window);
+        if let TemporalMode::Aggregated(aggregation) = &mode {
+            query.aggregation = aggregation.summarisable().then(|| aggregation.clone());
+        }
         let shape = params::shape(params, &context, None)?;
         Ok(Self {
             responder: Responder::new(media, meta.link.as_deref()),
@@ -166,6 +165,7 @@ impl TemporalView {
 
     fn render(&self, entity: &mut TemporalEntity) -> Map<String, Value> {
         entity.attributes.retain(|name, _| self.projection.keeps(name));
+        entity.summaries.retain(|name, _| self.projection.keeps(name));
         if let Some(wanted) = &self.dataset_ids {
             for instances in entity.attributes.values_mut() {
                 instances.retain(|i| {
@@ -175,6 +175,10 @@ impl TemporalView {
                 });
             }
             entity.attributes.retain(|_, instances| !instances.is_empty());
+            for groups in entity.summaries.values_mut() {
+                groups.retain(|g| wanted.iter().any(|w| g.dataset_id.as_deref().unwrap_or("@none") == w));
+            }
+            entity.summaries.retain(|_, groups| !groups.is_empty());
         }
         let mut body = render_temporal(entity, &self.context, &self.render);
         if !self.projection.is_identity() {
@@ -239,7 +243,7 @@ pub async fn retrieve(
     // Nothing of the entity left to show is a ResourceNotFound (clause
     // 5.7.3): none of the attributes asked for, or a projection dropping all.
     if !view.query.attrs.is_empty()
-        && entity.attributes.is_empty()
+        && !entity.has_attributes()
         && !has_any_attribute(&state, &meta, &id, &view.query).await?
     {
         return Err(ApiError::new(
@@ -273,7 +277,7 @@ async fn has_any_attribute(state: &AppState, meta: &Meta, id: &str, query: &Temp
         ..query.clone()
     };
     let entity = state.broker.temporal_entity(&meta.tenant, id, &anytime).await?;
-    Ok(!entity.attributes.is_empty())
+    Ok(entity.has_attributes())
 }
 
 pub async fn query(State(state): State<Arc<AppState>>, meta: Meta, RawQuery(raw): RawQuery) -> ApiResult<Response> {
@@ -337,7 +341,7 @@ async fn run_query(
         let body = view.render(entity);
         // A datasetId filter matching none of an entity's instances leaves
         // the entity out.
-        if view.dataset_ids.is_none() || !entity.attributes.is_empty() {
+        if view.dataset_ids.is_none() || entity.has_attributes() {
             items.push(body);
         }
     }

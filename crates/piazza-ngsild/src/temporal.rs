@@ -17,6 +17,9 @@ use crate::jsonld::ActiveContext;
 use crate::render::{self, Format, RenderOptions};
 use crate::time::{self, Timestamp};
 
+mod summary;
+pub use summary::{PeriodWalker, Placement, SummarisedGroup, Summary};
+
 /// The prefix of every attribute instance id.
 pub const INSTANCE_PREFIX: &str = "urn:ngsi-ld:attribute:instance:";
 
@@ -75,6 +78,17 @@ impl TimeRel {
         let (lo, hi) = self.bounds();
         lo.is_none_or(|lo| t >= lo) && hi.is_none_or(|hi| t < hi)
     }
+
+    /// Where aggregation periods start (`timeAt` of after/between) and
+    /// where the last one ends without a period length (`endTimeAt`);
+    /// `None`: at the history's first, or last, instant.
+    pub fn aggregation_window(self) -> (Option<Timestamp>, Option<Timestamp>) {
+        match self {
+            Self::After(at) => (Some(at), None),
+            Self::Between(start, end) => (Some(start), Some(end)),
+            Self::Before(_) => (None, None),
+        }
+    }
 }
 
 /// What history to return of each entity.
@@ -93,6 +107,12 @@ pub struct TemporalQuery {
     /// queries): entities by id, descending when `true`; `None` keeps the
     /// order of creation.
     pub order_by_id: Option<bool>,
+    /// The aggregation a request renders the histories as, when every one
+    /// of its methods can be answered from summaries: the store may then
+    /// return [`TemporalEntity::summaries`] for an attribute instead of its
+    /// instances. Rendering gives the same result either way, up to the
+    /// rounding of floating-point sums taken in another order.
+    pub aggregation: Option<Aggregation>,
 }
 
 impl Default for TemporalQuery {
@@ -104,6 +124,7 @@ impl Default for TemporalQuery {
             attrs: Vec::new(),
             instance_limit: usize::MAX,
             order_by_id: None,
+            aggregation: None,
         }
     }
 }
@@ -198,6 +219,17 @@ pub struct TemporalEntity {
     pub attributes: IndexMap<String, Vec<Instance>>,
     /// Set when the instance limit cut the history: the range returned.
     pub range: Option<TimeRange>,
+    /// Attributes the store answered an aggregation for with summaries
+    /// instead of instances (see [`TemporalQuery::aggregation`]); rendered
+    /// only as `aggregatedValues`.
+    pub summaries: IndexMap<String, Vec<SummarisedGroup>>,
+}
+
+impl TemporalEntity {
+    /// Whether any attribute history is held, as instances or as summaries.
+    pub fn has_attributes(&self) -> bool {
+        !self.attributes.is_empty() || !self.summaries.is_empty()
+    }
 }
 
 /// The instants a partial temporal response covers (`Content-Range: date-time`).
@@ -494,7 +526,7 @@ fn numeric(value: &Value) -> Option<f64> {
 }
 
 /// How to aggregate (`options=aggregatedValues`).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Aggregation {
     pub methods: Vec<AggrMethod>,
     /// `aggrPeriodDuration`; `None` or zero: one period over everything.
@@ -510,33 +542,13 @@ fn periods<'a>(
     last_end: Timestamp,
 ) -> Vec<(Timestamp, Timestamp, Vec<&'a Value>)> {
     let mut out: Vec<(Timestamp, Timestamp, Vec<&'a Value>)> = Vec::new();
-    let period = period.filter(|p| !p.is_zero());
-    let Some(period) = period else {
-        if !instances.is_empty() {
-            out.push((origin, last_end, instances.iter().map(|(_, v)| *v).collect()));
-        }
-        return out;
-    };
-    let mut start = origin;
-    let Some(mut end) = period.add_to(start) else {
-        return out;
-    };
+    let mut walker = PeriodWalker::new(origin, period, last_end);
     for (t, value) in instances {
-        if *t < origin {
-            continue;
-        }
-        let mut guard = 0u32;
-        while *t >= end {
-            start = end;
-            match period.add_to(start) {
-                Some(next) if next > start => end = next,
-                _ => return out,
-            }
-            guard += 1;
-            if guard > 1_000_000 {
-                return out;
-            }
-        }
+        let (start, end) = match walker.place(*t) {
+            Placement::In(start, end) => (start, end),
+            Placement::Before => continue,
+            Placement::Beyond => break,
+        };
         match out.last_mut() {
             Some((s, _, values)) if *s == start => values.push(value),
             _ => out.push((start, end, vec![value])),
@@ -583,6 +595,19 @@ pub fn render_temporal(
             }
         };
         out.insert(context.compact(name), value);
+    }
+    if let TemporalMode::Aggregated(aggregation) = &options.mode {
+        for (name, groups) in &entity.summaries {
+            let mut rendered: Vec<Value> = groups
+                .iter()
+                .map(|group| Value::Object(summary::render_group(group, aggregation)))
+                .collect();
+            let value = match rendered.len() {
+                1 => rendered.pop().unwrap_or(Value::Null),
+                _ => Value::Array(rendered),
+            };
+            out.insert(context.compact(name), value);
+        }
     }
     out
 }

@@ -31,6 +31,7 @@ use tokio::sync::oneshot;
 mod outbox;
 mod raw;
 mod read;
+mod rollups;
 mod temporal;
 mod values;
 
@@ -78,6 +79,7 @@ impl EmbeddedStore {
         let mut connection = open_connection(&path)?;
         connection.execute_batch(SCHEMA).map_err(sql)?;
         values::backfill(&mut connection)?;
+        rollups::backfill(&mut connection)?;
         let (sender, receiver) = mpsc::channel();
         thread::Builder::new()
             .name("piazza-sqlite-writer".into())

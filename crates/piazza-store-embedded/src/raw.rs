@@ -333,7 +333,7 @@ fn write_entity(tx: &Transaction<'_>, tenant: &Tenant, entity: &Entity) -> rusql
 }
 
 /// Every table that holds rows of a tenant, index tables included.
-const TENANT_TABLES: [&str; 11] = [
+const TENANT_TABLES: [&str; 12] = [
     "entity_types",
     "entity_attrs",
     "attr_numbers",
@@ -343,6 +343,7 @@ const TENANT_TABLES: [&str; 11] = [
     "resources",
     "temporal_entities",
     "attr_instances",
+    "attr_rollups",
     "outbox",
     "delivery_stats",
 ];

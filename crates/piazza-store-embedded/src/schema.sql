@@ -133,3 +133,85 @@ CREATE TABLE IF NOT EXISTS attr_texts (
     PRIMARY KEY (tenant, name, value, eid)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS attr_texts_by_entity ON attr_texts (eid, name, value);
+
+-- Hourly summaries of numeric histories (`rollups.rs`), so that an
+-- aggregation over a long history reads one row per hour instead of every
+-- instance. Keyed by the hour of `observedAt` as text ('YYYY-MM-DDTHH').
+-- `count` and the figures cover the live instances of kind Property with a
+-- number or boolean value; `others` counts every other instance (deletion
+-- records, other values), which sends a query back to the instances. The
+-- triggers keep the rows exact on insert; a changed or deleted instance only
+-- marks its hour `stale` (min and max cannot be taken back), and a stale
+-- hour is read from the instances until it is rebuilt.
+CREATE TABLE IF NOT EXISTS attr_rollups (
+    tenant    TEXT NOT NULL,
+    entity_id TEXT NOT NULL,
+    attr      TEXT NOT NULL,
+    dataset   TEXT NOT NULL,    -- '' for the default instance
+    hour      TEXT NOT NULL,
+    count     INTEGER NOT NULL,
+    others    INTEGER NOT NULL,
+    stale     INTEGER NOT NULL,
+    sum       REAL NOT NULL,
+    sumsq     REAL NOT NULL,
+    m2        REAL NOT NULL,    -- Σ (x − mean)²
+    min       REAL,
+    max       REAL,
+    first_at  TEXT,
+    last_at   TEXT,
+    PRIMARY KEY (tenant, entity_id, attr, hour, dataset)
+) WITHOUT ROWID;
+
+CREATE TRIGGER IF NOT EXISTS attr_rollups_number AFTER INSERT ON attr_instances
+WHEN NEW.observed_at IS NOT NULL AND NEW.deleted_at IS NULL
+    AND json_extract(NEW.doc, '$.kind') IS 'Property'
+    AND coalesce(json_type(NEW.doc, '$.value') IN ('integer', 'real', 'true', 'false'), 0)
+BEGIN
+    INSERT INTO attr_rollups (tenant, entity_id, attr, dataset, hour, count, others, stale, sum, sumsq, m2, min, max,
+                              first_at, last_at)
+    VALUES (NEW.tenant, NEW.entity_id, NEW.attr, coalesce(NEW.dataset_id, ''), substr(NEW.observed_at, 1, 13),
+            1, 0, 0, json_extract(NEW.doc, '$.value') * 1.0, json_extract(NEW.doc, '$.value') * json_extract(NEW.doc, '$.value') * 1.0,
+            0.0, json_extract(NEW.doc, '$.value') * 1.0, json_extract(NEW.doc, '$.value') * 1.0,
+            NEW.observed_at, NEW.observed_at)
+    ON CONFLICT DO UPDATE SET
+        m2 = CASE WHEN count = 0 THEN 0.0
+             ELSE m2 + (excluded.sum - sum / count) * (excluded.sum - (sum + excluded.sum) / (count + 1)) END,
+        min = CASE WHEN count = 0 OR excluded.min < min THEN excluded.min ELSE min END,
+        max = CASE WHEN count = 0 OR excluded.max > max THEN excluded.max ELSE max END,
+        first_at = CASE WHEN first_at IS NULL OR excluded.first_at < first_at THEN excluded.first_at ELSE first_at END,
+        last_at = CASE WHEN last_at IS NULL OR excluded.last_at > last_at THEN excluded.last_at ELSE last_at END,
+        count = count + 1,
+        sum = sum + excluded.sum,
+        sumsq = sumsq + excluded.sumsq;
+END;
+
+CREATE TRIGGER IF NOT EXISTS attr_rollups_other AFTER INSERT ON attr_instances
+WHEN NEW.observed_at IS NOT NULL AND NOT (NEW.deleted_at IS NULL
+    AND json_extract(NEW.doc, '$.kind') IS 'Property'
+    AND coalesce(json_type(NEW.doc, '$.value') IN ('integer', 'real', 'true', 'false'), 0))
+BEGIN
+    INSERT INTO attr_rollups (tenant, entity_id, attr, dataset, hour, count, others, stale, sum, sumsq, m2)
+    VALUES (NEW.tenant, NEW.entity_id, NEW.attr, coalesce(NEW.dataset_id, ''), substr(NEW.observed_at, 1, 13),
+            0, 1, 0, 0.0, 0.0, 0.0)
+    ON CONFLICT DO UPDATE SET others = others + 1;
+END;
+
+CREATE TRIGGER IF NOT EXISTS attr_rollups_deleted AFTER DELETE ON attr_instances
+WHEN OLD.observed_at IS NOT NULL
+BEGIN
+    UPDATE attr_rollups SET stale = 1
+    WHERE tenant = OLD.tenant AND entity_id = OLD.entity_id AND attr = OLD.attr
+        AND hour = substr(OLD.observed_at, 1, 13) AND dataset = coalesce(OLD.dataset_id, '') AND stale = 0;
+END;
+
+CREATE TRIGGER IF NOT EXISTS attr_rollups_changed AFTER UPDATE OF observed_at, dataset_id, deleted_at, doc ON attr_instances
+BEGIN
+    UPDATE attr_rollups SET stale = 1
+    WHERE OLD.observed_at IS NOT NULL AND tenant = OLD.tenant AND entity_id = OLD.entity_id AND attr = OLD.attr
+        AND hour = substr(OLD.observed_at, 1, 13) AND dataset = coalesce(OLD.dataset_id, '') AND stale = 0;
+    INSERT INTO attr_rollups (tenant, entity_id, attr, dataset, hour, count, others, stale, sum, sumsq, m2)
+    SELECT NEW.tenant, NEW.entity_id, NEW.attr, coalesce(NEW.dataset_id, ''), substr(NEW.observed_at, 1, 13),
+           0, 0, 1, 0.0, 0.0, 0.0
+    WHERE NEW.observed_at IS NOT NULL
+    ON CONFLICT DO UPDATE SET stale = 1;
+END;

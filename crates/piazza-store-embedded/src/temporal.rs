@@ -15,7 +15,7 @@ use piazza_store::{Page, PageStep, Pager, StoreError, StoreResult, TemporalEdit,
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Transaction};
 
-use crate::sql;
+use crate::{rollups, sql};
 
 fn new_instance_id() -> String {
     format!("{INSTANCE_PREFIX}{}", uuid::Uuid::new_v4())
@@ -192,6 +192,7 @@ pub(crate) fn edit(tx: &Transaction<'_>, tenant: &Tenant, edit: TemporalEdit) ->
             }
             tx.prepare_cached("DELETE FROM attr_instances WHERE tenant = ?1 AND entity_id = ?2")?
                 .execute(params![tenant.name(), id])?;
+            rollups::forget(tx, tenant, &id, None)?;
             Ok(false)
         }
         TemporalEdit::DeleteAttribute {
@@ -215,6 +216,11 @@ pub(crate) fn edit(tx: &Transaction<'_>, tenant: &Tenant, edit: TemporalEdit) ->
             };
             if n == 0 {
                 return Err(NgsiError::not_found(format!("attribute {attr} of {id} has no such instances")).into());
+            }
+            if delete_all {
+                rollups::forget(tx, tenant, &id, Some(&attr))?;
+            } else {
+                rollups::refresh(tx, tenant, &id, &attr)?;
             }
             Ok(false)
         }
@@ -249,6 +255,7 @@ pub(crate) fn edit(tx: &Transaction<'_>, tenant: &Tenant, edit: TemporalEdit) ->
                 time::format(&now),
                 to_json(&attribute)?
             ])?;
+            rollups::refresh(tx, tenant, &id, &attr)?;
             Ok(false)
         }
         TemporalEdit::DeleteInstance { id, attr, instance_id } => {
@@ -263,6 +270,7 @@ pub(crate) fn edit(tx: &Transaction<'_>, tenant: &Tenant, edit: TemporalEdit) ->
                 }
                 return Err(NgsiError::not_found(format!("instance {instance_id} of {attr} not found")).into());
             }
+            rollups::refresh(tx, tenant, &id, &attr)?;
             Ok(false)
         }
     }
@@ -458,9 +466,14 @@ pub(crate) fn entity(
         deleted_at: header.deleted_at,
         attributes: IndexMap::new(),
         range: None,
+        summaries: IndexMap::new(),
     };
     for name in attribute_names(connection, tenant, id)? {
         if !query.attrs.is_empty() && !query.attrs.contains(&name) {
+            continue;
+        }
+        if let Some(groups) = rollups::summarised(connection, tenant, id, &name, query)? {
+            entity.summaries.insert(name, groups);
             continue;
         }
         let found = instances(connection, tenant, id, &name, query)?;
@@ -570,7 +583,7 @@ pub(crate) fn query(
                 let Some(history) = entity(connection, tenant, &id, query)? else {
                     continue;
                 };
-                if history.attributes.is_empty() && (query.timerel.is_some() || !query.attrs.is_empty()) {
+                if !history.has_attributes() && (query.timerel.is_some() || !query.attrs.is_empty()) {
                     continue;
                 }
                 result.entities.push(history);

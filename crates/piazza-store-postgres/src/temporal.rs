@@ -623,6 +623,7 @@ async fn history(
         deleted_at: header.deleted_at,
         attributes: IndexMap::new(),
         range: None,
+        summaries: IndexMap::new(),
     };
     for name in attribute_names(client, tenant, &entity.id).await? {
         if !query.attrs.is_empty() && !query.attrs.contains(&name) {

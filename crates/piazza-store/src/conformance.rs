@@ -29,7 +29,7 @@ macro_rules! conformance_suite {
             history_records_every_change, temporal_edits_and_time_ranges, geo_queries_follow_every_change,
             edits_of_one_call_see_each_other, outbox_is_written_with_the_change, deliveries_settle_notices_and_count,
             retention_purges_old_history_of_one_tenant, q_queries_return_exactly_what_matches,
-            geo_queries_return_exactly_what_matches);
+            geo_queries_return_exactly_what_matches, aggregations_agree_with_their_instances);
         $crate::conformance_suite!(@pairs $factory; raw_export_and_import_round_trip);
     };
     // Cases that need two fresh stores of the backend (a source and a target).
@@ -1620,4 +1620,171 @@ async fn change_geo_entities(store: &Arc<dyn Store>, t: &Tenant, dice: &mut Dice
     for result in store.edit(t, changes).await.unwrap() {
         result.unwrap();
     }
+}
+
+/// A long numeric history of two datasets at irregular instants, with a
+/// few booleans among the numbers.
+fn aggregation_history(dice: &mut Dice, dataset: Option<&str>, n: usize) -> Vec<piazza_ngsild::Attribute> {
+    let mut at = time::parse("2024-03-30T22:17:31.25Z").unwrap();
+    (0..n)
+        .map(|_| {
+            at += chrono::TimeDelta::microseconds(i64::try_from(dice.below(600_000_000)).unwrap() + 1);
+            let value = if dice.below(50) == 0 {
+                json!(dice.below(2) == 1)
+            } else {
+                json!(r7(dice.between(-50.0, 50.0)))
+            };
+            let mut attribute = piazza_ngsild::Attribute::new(piazza_ngsild::AttributeKind::Property, value);
+            attribute.observed_at = Some(time::format(&at));
+            attribute.dataset_id = dataset.map(str::to_owned);
+            attribute
+        })
+        .collect()
+}
+
+/// Random temporal ranges and periods over the history, aligned to hours
+/// and days or not.
+fn aggregation_queries(dice: &mut Dice) -> Vec<(Option<TimeRel>, Option<&'static str>)> {
+    let start = time::parse("2024-03-30T00:00:00Z").unwrap();
+    let instant = |dice: &mut Dice| {
+        let hours = i64::try_from(dice.below(24 * 12)).unwrap();
+        let offset = match dice.below(3) {
+            0 => chrono::TimeDelta::zero(),
+            1 => chrono::TimeDelta::minutes(i64::try_from(dice.below(60)).unwrap()),
+            _ => chrono::TimeDelta::microseconds(i64::try_from(dice.below(3_600_000_000)).unwrap()),
+        };
+        start + chrono::TimeDelta::hours(hours) + offset
+    };
+    let periods = [
+        None,
+        Some("PT1H"),
+        Some("PT90M"),
+        Some("PT7H"),
+        Some("P1D"),
+        Some("P1W"),
+        Some("PT20M"),
+        Some("P1M"),
+    ];
+    let mut out = Vec::new();
+    for _ in 0..40 {
+        let (a, b) = (instant(dice), instant(dice));
+        let timerel = match dice.below(4) {
+            0 => None,
+            1 => Some(TimeRel::After(a)),
+            2 => Some(TimeRel::Before(a)),
+            _ => Some(TimeRel::Between(a.min(b), a.max(b) + chrono::TimeDelta::hours(30))),
+        };
+        out.push((timerel, periods[dice.below(periods.len())]));
+    }
+    out
+}
+
+/// Whether two renderings agree, numbers up to the rounding of sums taken
+/// in another order.
+fn agree(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => {
+            let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+            (x - y).abs() <= 1e-9 * x.abs().max(y.abs()).max(1.0) + 1e-7
+        }
+        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(x, y)| agree(x, y)),
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| agree(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
+/// Checks every query: the store's answer for an aggregation (which may be
+/// summaries) renders as its instances do.
+async fn check_aggregations(store: &Arc<dyn Store>, t: &Tenant, queries: &[(Option<TimeRel>, Option<&'static str>)]) {
+    use piazza_ngsild::render::RenderOptions;
+    use piazza_ngsild::temporal::{render_temporal, AggrMethod, Aggregation, Duration, TemporalMode, TemporalRender};
+    let core = ActiveContext::core();
+    for (timerel, period) in queries {
+        let aggregation = Aggregation {
+            methods: AggrMethod::ALL.into_iter().filter(|m| m.summarisable()).collect(),
+            period: period.map(|p| Duration::parse(p).unwrap()),
+        };
+        let plain = TemporalQuery {
+            timerel: *timerel,
+            ..TemporalQuery::default()
+        };
+        let summarised = TemporalQuery {
+            aggregation: Some(aggregation.clone()),
+            ..plain.clone()
+        };
+        let (origin, end) = timerel.map_or((None, None), TimeRel::aggregation_window);
+        let options = TemporalRender {
+            mode: TemporalMode::Aggregated(aggregation),
+            render: RenderOptions::default(),
+            timeproperty: TimeProperty::ObservedAt,
+            origin,
+            end,
+        };
+        let mut rendered = Vec::new();
+        for query in [plain, summarised] {
+            let entity = store.temporal_entity(t, "urn:aggr:1", &query).await.unwrap().unwrap();
+            rendered.push(serde_json::Value::Object(render_temporal(&entity, &core, &options)));
+        }
+        let (expected, got) = (&rendered[0], &rendered[1]);
+        assert!(
+            agree(expected, got),
+            "{timerel:?} {period:?}:\n instances: {expected}\n summaries: {got}"
+        );
+    }
+}
+
+pub async fn aggregations_agree_with_their_instances(store: Arc<dyn Store>) {
+    let t = tenant("aggr");
+    let temperature = ActiveContext::core().expand("temperature");
+    let mut dice = Dice(11);
+    for (dataset, n) in [(None, 3_000), (Some("urn:ds:b"), 2_500)] {
+        let history = aggregation_history(&mut dice, dataset, n);
+        for chunk in history.chunks(500) {
+            let upsert = TemporalEdit::Upsert {
+                id: "urn:aggr:1".into(),
+                types: vec!["https://example.org/H".into()],
+                scope: Vec::new(),
+                attributes: vec![(temperature.clone(), chunk.to_vec())],
+            };
+            store.temporal_edit(&t, upsert).await.unwrap().unwrap();
+        }
+    }
+    let queries = aggregation_queries(&mut dice);
+    check_aggregations(&store, &t, &queries).await;
+
+    // Change one instance, delete another, then add a string among the numbers.
+    let all = store
+        .temporal_entity(&t, "urn:aggr:1", &TemporalQuery::default())
+        .await
+        .unwrap()
+        .unwrap();
+    let instances = &all.attributes[&temperature];
+    let modify = TemporalEdit::ModifyInstance {
+        id: "urn:aggr:1".into(),
+        attr: temperature.clone(),
+        instance_id: instances[100].instance_id.clone(),
+        instance: Box::new(piazza_ngsild::Attribute {
+            value: json!(1000.5),
+            ..instances[100].attribute.clone()
+        }),
+    };
+    store.temporal_edit(&t, modify).await.unwrap().unwrap();
+    let delete = TemporalEdit::DeleteInstance {
+        id: "urn:aggr:1".into(),
+        attr: temperature.clone(),
+        instance_id: instances[2_000].instance_id.clone(),
+    };
+    store.temporal_edit(&t, delete).await.unwrap().unwrap();
+    check_aggregations(&store, &t, &queries).await;
+    let mut text = piazza_ngsild::Attribute::new(piazza_ngsild::AttributeKind::Property, json!("warm"));
+    text.observed_at = instances[3_000].attribute.observed_at.clone();
+    let append = TemporalEdit::Append {
+        id: "urn:aggr:1".into(),
+        attributes: vec![(temperature.clone(), vec![text])],
+    };
+    store.temporal_edit(&t, append).await.unwrap().unwrap();
+    check_aggregations(&store, &t, &queries).await;
 }

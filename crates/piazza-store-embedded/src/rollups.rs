@@ -1,0 +1,645 @@
+//! Aggregation from hourly summaries (`attr_rollups`, kept by the triggers
+//! in `schema.sql`): an `aggregatedValues` request over a long numeric
+//! history reads one row per hour instead of decoding every instance.
+//!
+//! A summary only ever stands for instances: an hour that is stale, or that
+//! a period boundary or the query's range cuts, is read from the instances
+//! themselves; a range holding anything but live numbers (a deletion record,
+//! a string) is answered from the instances as before. Periods are cut by
+//! the model's `PeriodWalker`, the same as the instance path.
+
+use std::collections::BTreeMap;
+
+use piazza_ngsild::temporal::{
+    Aggregation, PeriodWalker, Placement, SummarisedGroup, Summary, TemporalQuery, TimeProperty,
+};
+use piazza_ngsild::time::{self, Timestamp};
+use piazza_ngsild::AttributeKind;
+use piazza_store::{StoreResult, Tenant};
+use rusqlite::{params, Connection, Transaction};
+
+use crate::sql;
+
+/// `PRAGMA user_version` from which the rollups are complete.
+const ROLLUP_VERSION: i64 = 3;
+/// Below this many instances an aggregation reads the instances: about as
+/// fast, and exact to the last bit of a floating-point sum.
+pub(crate) const MIN_SUMMARISED: u64 = 2_000;
+
+/// Whether an instance row counts as a number: live, a Property, a number
+/// or boolean value (booleans as 0 and 1, as aggregation counts them).
+const IS_NUMBER: &str = "(deleted_at IS NULL AND json_extract(doc, '$.kind') IS 'Property' \
+     AND coalesce(json_type(doc, '$.value') IN ('integer', 'real', 'true', 'false'), 0))";
+
+/// The text key of the hour of an instant ('YYYY-MM-DDTHH').
+fn hour_key(t: &Timestamp) -> String {
+    let mut key = time::format(t);
+    key.truncate(13);
+    key
+}
+
+fn hour_start(key: &str) -> Option<Timestamp> {
+    time::parse(&format!("{key}:00:00Z"))
+}
+
+fn hour_after(start: Timestamp) -> Timestamp {
+    start + chrono::TimeDelta::hours(1)
+}
+
+/// One hour of one datasetId, as the rollup table holds it.
+struct Hour {
+    start: Timestamp,
+    summary: Summary,
+    stale: bool,
+    first: Option<Timestamp>,
+    last: Option<Timestamp>,
+}
+
+/// Pieces of one group's history in time order: a whole hour's summary, or
+/// single numbers read from the instances.
+enum Piece {
+    Hour(Hour),
+    Points(Vec<(Timestamp, f64)>),
+}
+
+/// A query's range of instants, `[lo, hi)`.
+#[derive(Clone, Copy)]
+struct Range {
+    lo: Option<Timestamp>,
+    hi: Option<Timestamp>,
+}
+
+impl Range {
+    fn holds_hour(self, start: Timestamp) -> bool {
+        self.lo.is_none_or(|lo| lo <= start) && self.hi.is_none_or(|hi| hour_after(start) <= hi)
+    }
+
+    /// `[from, to)` cut to the range.
+    fn clip(self, from: Timestamp, to: Timestamp) -> (Timestamp, Timestamp) {
+        (
+            self.lo.map_or(from, |lo| lo.max(from)),
+            self.hi.map_or(to, |hi| hi.min(to)),
+        )
+    }
+}
+
+/// Which attribute's history.
+struct Key<'a> {
+    tenant: &'a Tenant,
+    id: &'a str,
+    attr: &'a str,
+}
+
+/// The periods of `attr`'s history summarised per datasetId, or `None` when
+/// the instances must be read instead: no summarisable aggregation asked
+/// for, another time property or `lastN`, a short history, or anything but
+/// live numbers in the range.
+pub(crate) fn summarised(
+    connection: &Connection,
+    tenant: &Tenant,
+    id: &str,
+    attr: &str,
+    query: &TemporalQuery,
+) -> StoreResult<Option<Vec<SummarisedGroup>>> {
+    let Some(aggregation) = &query.aggregation else {
+        return Ok(None);
+    };
+    if query.timeproperty != TimeProperty::ObservedAt || query.last_n.is_some() {
+        return Ok(None);
+    }
+    let key = Key { tenant, id, attr };
+    let (lo, hi) = query.timerel.map_or((None, None), |rel| rel.bounds());
+    // Without a range, instances without observedAt are aggregated at
+    // their createdAt; the rollups do not hold them.
+    if query.timerel.is_none() && has_untimed(connection, &key)? {
+        return Ok(None);
+    }
+    let range = Range { lo, hi };
+    let Some(hours) = hours(connection, &key, range)? else {
+        return Ok(None);
+    };
+    if hours.values().flatten().map(|h| h.summary.count).sum::<u64>() < MIN_SUMMARISED {
+        return Ok(None);
+    }
+    let mut groups = Vec::new();
+    for (dataset, hours) in hours {
+        let Some(group) = summarise_group(connection, &key, &dataset, hours, range, aggregation, query)? else {
+            return Ok(None);
+        };
+        groups.extend(group);
+    }
+    let total: u64 = groups
+        .iter()
+        .flat_map(|(_, g)| g.periods.iter().map(|(_, _, s)| s.count))
+        .sum();
+    if usize::try_from(total).map_or(true, |t| t > query.instance_limit) {
+        return Ok(None);
+    }
+    // Datasets appear in the order of their first instant, as the
+    // instance path groups them.
+    groups.sort_by_key(|(first, _)| *first);
+    Ok(Some(groups.into_iter().map(|(_, group)| group).collect()))
+}
+
+/// Whether the attribute has instances without `observedAt`.
+fn has_untimed(connection: &Connection, key: &Key<'_>) -> StoreResult<bool> {
+    connection
+        .prepare_cached(
+            "SELECT 1 FROM attr_instances WHERE tenant = ?1 AND entity_id = ?2 AND attr = ?3 \
+             AND observed_at IS NULL LIMIT 1",
+        )
+        .and_then(|mut s| s.exists(params![key.tenant.name(), key.id, key.attr]))
+        .map_err(sql)
+}
+
+/// The rollup hours touching the range, by datasetId, in time order;
+/// `None` when one of them holds anything but live numbers.
+fn hours(connection: &Connection, key: &Key<'_>, range: Range) -> StoreResult<Option<BTreeMap<String, Vec<Hour>>>> {
+    let from = range.lo.as_ref().map_or_else(String::new, hour_key);
+    // The hour holding the last instant before `hi`.
+    let to = range
+        .hi
+        .map(|hi| hour_key(&(hi - chrono::TimeDelta::microseconds(1))))
+        .unwrap_or_else(|| "\u{10FFFF}".to_owned());
+    let mut statement = connection
+        .prepare_cached(
+            "SELECT dataset, hour, count, others, stale, sum, sumsq, m2, min, max, first_at, last_at \
+             FROM attr_rollups WHERE tenant = ?1 AND entity_id = ?2 AND attr = ?3 AND hour >= ?4 AND hour <= ?5 \
+             ORDER BY hour",
+        )
+        .map_err(sql)?;
+    let mut rows = statement
+        .query(params![key.tenant.name(), key.id, key.attr, from, to])
+        .map_err(sql)?;
+    let mut by_dataset: BTreeMap<String, Vec<Hour>> = BTreeMap::new();
+    while let Some(row) = rows.next().map_err(sql)? {
+        let others: i64 = row.get(3).map_err(sql)?;
+        if others > 0 {
+            return Ok(None);
+        }
+        let hour: String = row.get(1).map_err(sql)?;
+        let Some(start) = hour_start(&hour) else {
+            return Ok(None);
+        };
+        let count: i64 = row.get(2).map_err(sql)?;
+        let instant = |i: usize| -> StoreResult<Option<Timestamp>> {
+            Ok(row
+                .get::<_, Option<String>>(i)
+                .map_err(sql)?
+                .as_deref()
+                .and_then(time::parse))
+        };
+        let summary = Summary {
+            count: u64::try_from(count).unwrap_or(0),
+            sum: row.get(5).map_err(sql)?,
+            sumsq: row.get(6).map_err(sql)?,
+            m2: row.get(7).map_err(sql)?,
+            min: row.get::<_, Option<f64>>(8).map_err(sql)?.unwrap_or(f64::INFINITY),
+            max: row.get::<_, Option<f64>>(9).map_err(sql)?.unwrap_or(f64::NEG_INFINITY),
+        };
+        by_dataset.entry(row.get(0).map_err(sql)?).or_default().push(Hour {
+            start,
+            summary,
+            stale: row.get::<_, i64>(4).map_err(sql)? != 0,
+            first: instant(10)?,
+            last: instant(11)?,
+        });
+    }
+    Ok(Some(by_dataset))
+}
+
+/// The numbers of one datasetId's instances in `[from, to)`, in time
+/// order; `None` when anything else is there.
+fn points(
+    connection: &Connection,
+    key: &Key<'_>,
+    dataset: &str,
+    from: Timestamp,
+    to: Timestamp,
+) -> StoreResult<Option<Vec<(Timestamp, f64)>>> {
+    let mut statement = connection
+        .prepare_cached(&format!(
+            "SELECT observed_at, {IS_NUMBER}, json_extract(doc, '$.value') * 1.0 FROM attr_instances \
+             WHERE tenant = ?1 AND entity_id = ?2 AND attr = ?3 AND observed_at >= ?4 AND observed_at < ?5 \
+             AND coalesce(dataset_id, '') = ?6 ORDER BY observed_at"
+        ))
+        .map_err(sql)?;
+    let mut rows = statement
+        .query(params![
+            key.tenant.name(),
+            key.id,
+            key.attr,
+            time::format(&from),
+            time::format(&to),
+            dataset
+        ])
+        .map_err(sql)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(sql)? {
+        let at: String = row.get(0).map_err(sql)?;
+        let is_number: bool = row.get(1).map_err(sql)?;
+        let (Some(at), true) = (time::parse(&at), is_number) else {
+            return Ok(None);
+        };
+        out.push((at, row.get(2).map_err(sql)?));
+    }
+    Ok(Some(out))
+}
+
+/// One datasetId's periods, with its first instant in the range;
+/// `Ok(None)` when the instances must be read instead, `Ok(Some(None))`
+/// when nothing is in the range.
+fn summarise_group(
+    connection: &Connection,
+    key: &Key<'_>,
+    dataset: &str,
+    hours: Vec<Hour>,
+    range: Range,
+    aggregation: &Aggregation,
+    query: &TemporalQuery,
+) -> StoreResult<Option<Option<(Timestamp, SummarisedGroup)>>> {
+    let mut pieces = Vec::with_capacity(hours.len());
+    for hour in hours {
+        if hour.stale || !range.holds_hour(hour.start) {
+            let (from, to) = range.clip(hour.start, hour_after(hour.start));
+            let Some(found) = points(connection, key, dataset, from, to)? else {
+                return Ok(None);
+            };
+            if !found.is_empty() {
+                pieces.push(Piece::Points(found));
+            }
+        } else if !hour.summary.is_empty() {
+            pieces.push(Piece::Hour(hour));
+        }
+    }
+    let first = pieces.first().and_then(|p| match p {
+        Piece::Hour(h) => h.first,
+        Piece::Points(points) => points.first().map(|(t, _)| *t),
+    });
+    let last = pieces.last().and_then(|p| match p {
+        Piece::Hour(h) => h.last,
+        Piece::Points(points) => points.last().map(|(t, _)| *t),
+    });
+    let (origin, end) = query.timerel.map_or((None, None), |rel| rel.aggregation_window());
+    let (Some(origin), Some(last_end)) = (origin.or(first), end.or(last)) else {
+        return Ok(Some(None));
+    };
+    let Some(first) = first else {
+        return Ok(Some(None));
+    };
+    let mut walker = PeriodWalker::new(origin, aggregation.period, last_end);
+    let mut periods: Vec<(Timestamp, Timestamp, Summary)> = Vec::new();
+    for piece in pieces {
+        let points = match piece {
+            Piece::Hour(hour) => match walker.holding(hour.start, hour_after(hour.start)) {
+                Some((start, end)) => {
+                    add(&mut periods, start, end, &hour.summary);
+                    continue;
+                }
+                // Cut by a period boundary (or before the origin): its instances decide.
+                None => {
+                    let (from, to) = range.clip(hour.start, hour_after(hour.start));
+                    match points(connection, key, dataset, from, to)? {
+                        Some(points) => points,
+                        None => return Ok(None),
+                    }
+                }
+            },
+            Piece::Points(points) => points,
+        };
+        for (t, x) in points {
+            match walker.place(t) {
+                Placement::In(start, end) => add(&mut periods, start, end, &Summary::of(x)),
+                Placement::Before => {}
+                Placement::Beyond => break,
+            }
+        }
+    }
+    if periods.is_empty() {
+        return Ok(Some(None));
+    }
+    let group = SummarisedGroup {
+        dataset_id: (!dataset.is_empty()).then(|| dataset.to_owned()),
+        kind: AttributeKind::Property,
+        periods,
+    };
+    Ok(Some(Some((first, group))))
+}
+
+fn add(periods: &mut Vec<(Timestamp, Timestamp, Summary)>, start: Timestamp, end: Timestamp, summary: &Summary) {
+    match periods.last_mut() {
+        Some((s, _, held)) if *s == start => held.merge(summary),
+        _ => periods.push((start, end, *summary)),
+    }
+}
+
+/// Rebuilds the stale hours of one attribute's history from its instances
+/// (after an instance was changed or deleted).
+pub(crate) fn refresh(tx: &Transaction<'_>, tenant: &Tenant, id: &str, attr: &str) -> rusqlite::Result<()> {
+    let stale: Vec<String> = tx
+        .prepare_cached(
+            "SELECT DISTINCT hour FROM attr_rollups WHERE tenant = ?1 AND entity_id = ?2 AND attr = ?3 AND stale = 1",
+        )?
+        .query_map(params![tenant.name(), id, attr], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for hour in stale {
+        rebuild(tx, tenant.name(), id, attr, &hour)?;
+    }
+    Ok(())
+}
+
+/// Forgets the rollups of a history that is gone (`attr` `None`: every attribute).
+pub(crate) fn forget(tx: &Transaction<'_>, tenant: &Tenant, id: &str, attr: Option<&str>) -> rusqlite::Result<()> {
+    match attr {
+        Some(attr) => tx
+            .prepare_cached("DELETE FROM attr_rollups WHERE tenant = ?1 AND entity_id = ?2 AND attr = ?3")?
+            .execute(params![tenant.name(), id, attr])?,
+        None => tx
+            .prepare_cached("DELETE FROM attr_rollups WHERE tenant = ?1 AND entity_id = ?2")?
+            .execute(params![tenant.name(), id])?,
+    };
+    Ok(())
+}
+
+/// Rewrites the rows of one hour from the instances of that hour.
+fn rebuild(tx: &Transaction<'_>, tenant: &str, id: &str, attr: &str, hour: &str) -> rusqlite::Result<()> {
+    tx.prepare_cached("DELETE FROM attr_rollups WHERE tenant = ?1 AND entity_id = ?2 AND attr = ?3 AND hour = ?4")?
+        .execute(params![tenant, id, attr, hour])?;
+    let Some(start) = hour_start(hour) else {
+        return Ok(());
+    };
+    let (from, to) = (time::format(&start), time::format(&hour_after(start)));
+    struct Row {
+        summary: Summary,
+        others: i64,
+        first: Option<String>,
+        last: Option<String>,
+    }
+    let mut by_dataset: BTreeMap<String, Row> = BTreeMap::new();
+    {
+        let mut statement = tx.prepare_cached(&format!(
+            "SELECT coalesce(dataset_id, ''), observed_at, {IS_NUMBER}, json_extract(doc, '$.value') * 1.0 \
+             FROM attr_instances WHERE tenant = ?1 AND entity_id = ?2 AND attr = ?3 \
+             AND observed_at >= ?4 AND observed_at < ?5"
+        ))?;
+        let mut rows = statement.query(params![tenant, id, attr, from, to])?;
+        while let Some(r) = rows.next()? {
+            let row = by_dataset.entry(r.get(0)?).or_insert_with(|| Row {
+                summary: Summary::default(),
+                others: 0,
+                first: None,
+                last: None,
+            });
+            if !r.get::<_, bool>(2)? {
+                row.others += 1;
+                continue;
+            }
+            let at: String = r.get(1)?;
+            row.summary.add(r.get(3)?);
+            if row.first.as_ref().is_none_or(|f| at < *f) {
+                row.first = Some(at.clone());
+            }
+            if row.last.as_ref().is_none_or(|l| at > *l) {
+                row.last = Some(at);
+            }
+        }
+    }
+    for (dataset, row) in by_dataset {
+        let (min, max) = if row.summary.is_empty() {
+            (None, None)
+        } else {
+            (Some(row.summary.min), Some(row.summary.max))
+        };
+        tx.prepare_cached(
+            "INSERT INTO attr_rollups (tenant, entity_id, attr, dataset, hour, count, others, stale, sum, sumsq, m2, \
+             min, max, first_at, last_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+        )?
+        .execute(params![
+            tenant,
+            id,
+            attr,
+            dataset,
+            hour,
+            i64::try_from(row.summary.count).unwrap_or(i64::MAX),
+            row.others,
+            row.summary.sum,
+            row.summary.sumsq,
+            row.summary.m2,
+            min,
+            max,
+            row.first,
+            row.last
+        ])?;
+    }
+    Ok(())
+}
+
+/// Builds the rollups of a data dir written before they existed.
+pub(crate) fn backfill(connection: &mut Connection) -> StoreResult<()> {
+    let version: i64 = connection
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(sql)?;
+    if version >= ROLLUP_VERSION {
+        return Ok(());
+    }
+    let transaction = connection.transaction().map_err(sql)?;
+    let hours: Vec<(String, String, String, String)> = transaction
+        .prepare(
+            "SELECT DISTINCT tenant, entity_id, attr, substr(observed_at, 1, 13) FROM attr_instances \
+             WHERE observed_at IS NOT NULL",
+        )
+        .and_then(|mut s| {
+            s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                .collect::<rusqlite::Result<_>>()
+        })
+        .map_err(sql)?;
+    transaction.execute("DELETE FROM attr_rollups", []).map_err(sql)?;
+    for (tenant, id, attr, hour) in &hours {
+        rebuild(&transaction, tenant, id, attr, hour).map_err(sql)?;
+    }
+    transaction
+        .pragma_update(None, "user_version", ROLLUP_VERSION)
+        .map_err(sql)?;
+    transaction.commit().map_err(sql)?;
+    if !hours.is_empty() {
+        tracing::info!(hours = hours.len(), "history rollups built for an older data dir");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use piazza_ngsild::temporal::{AggrMethod, Duration, TimeRel};
+    use piazza_ngsild::{Attribute, AttributeKind};
+    use piazza_store::{Store, TemporalEdit};
+    use serde_json::json;
+
+    use super::*;
+    use crate::EmbeddedStore;
+
+    const ID: &str = "urn:r:1";
+    const ATTR: &str = "https://example.org/t";
+
+    fn minute(k: i64) -> Timestamp {
+        time::parse("2024-01-01T00:00:00Z").expect("instant") + chrono::TimeDelta::minutes(k)
+    }
+
+    fn numbers(n: i64) -> Vec<Attribute> {
+        (0..n)
+            .map(|k| {
+                let mut a = Attribute::new(AttributeKind::Property, json!(k % 17));
+                a.observed_at = Some(time::format(&minute(k)));
+                a
+            })
+            .collect()
+    }
+
+    async fn load(store: &EmbeddedStore, tenant: &Tenant, instances: Vec<Attribute>) {
+        for chunk in instances.chunks(1000) {
+            let edit = TemporalEdit::Upsert {
+                id: ID.into(),
+                types: vec!["https://example.org/R".into()],
+                scope: Vec::new(),
+                attributes: vec![(ATTR.into(), chunk.to_vec())],
+            };
+            store.temporal_edit(tenant, edit).await.expect("store").expect("edit");
+        }
+    }
+
+    fn daily() -> TemporalQuery {
+        TemporalQuery {
+            timerel: Some(TimeRel::After(minute(0))),
+            aggregation: Some(Aggregation {
+                methods: vec![AggrMethod::TotalCount, AggrMethod::Max],
+                period: Some(Duration::parse("P1D").expect("duration")),
+            }),
+            ..TemporalQuery::default()
+        }
+    }
+
+    /// The per-day counts when the answer came from summaries, `None` when
+    /// it came as instances.
+    async fn daily_counts(store: &EmbeddedStore, tenant: &Tenant) -> Option<Vec<u64>> {
+        let entity = store
+            .temporal_entity(tenant, ID, &daily())
+            .await
+            .expect("read")
+            .expect("entity");
+        let groups = entity.summaries.get(ATTR)?;
+        assert!(
+            entity.attributes.is_empty(),
+            "an attribute is summarised or listed, not both"
+        );
+        Some(groups[0].periods.iter().map(|(_, _, s)| s.count).collect())
+    }
+
+    fn stale_rows(dir: &Path, tenant: &Tenant) -> usize {
+        let connection = Connection::open(dir.join("piazza.sqlite")).expect("open");
+        connection
+            .query_row(
+                "SELECT count(*) FROM attr_rollups WHERE tenant = ?1 AND stale = 1",
+                [tenant.name()],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n as usize)
+            .expect("count")
+    }
+
+    #[tokio::test]
+    async fn long_numeric_histories_are_answered_from_rollups() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = EmbeddedStore::open(dir.path()).expect("store");
+        let tenant = Tenant::default();
+        load(&store, &tenant, numbers(3_000)).await;
+        assert_eq!(daily_counts(&store, &tenant).await, Some(vec![1440, 1440, 120]));
+
+        // A changed and a deleted instance leave no stale hour behind.
+        let all = store
+            .temporal_entity(&tenant, ID, &TemporalQuery::default())
+            .await
+            .expect("read")
+            .expect("entity");
+        let instances = &all.attributes[ATTR];
+        let mut changed = instances[10].attribute.clone();
+        changed.value = json!(99);
+        let modify = TemporalEdit::ModifyInstance {
+            id: ID.into(),
+            attr: ATTR.into(),
+            instance_id: instances[10].instance_id.clone(),
+            instance: Box::new(changed),
+        };
+        store
+            .temporal_edit(&tenant, modify)
+            .await
+            .expect("store")
+            .expect("modify");
+        let delete = TemporalEdit::DeleteInstance {
+            id: ID.into(),
+            attr: ATTR.into(),
+            instance_id: instances[1500].instance_id.clone(),
+        };
+        store
+            .temporal_edit(&tenant, delete)
+            .await
+            .expect("store")
+            .expect("delete");
+        assert_eq!(stale_rows(dir.path(), &tenant), 0);
+        assert_eq!(daily_counts(&store, &tenant).await, Some(vec![1440, 1439, 120]));
+        let entity = store
+            .temporal_entity(&tenant, ID, &daily())
+            .await
+            .expect("read")
+            .expect("entity");
+        assert_eq!(entity.summaries[ATTR][0].periods[0].2.max, 99.0);
+
+        // A string among the numbers: the instances answer.
+        let mut text = Attribute::new(AttributeKind::Property, json!("warm"));
+        text.observed_at = Some(time::format(&minute(2_000)));
+        let append = TemporalEdit::Append {
+            id: ID.into(),
+            attributes: vec![(ATTR.into(), vec![text])],
+        };
+        store
+            .temporal_edit(&tenant, append)
+            .await
+            .expect("store")
+            .expect("append");
+        assert_eq!(daily_counts(&store, &tenant).await, None);
+    }
+
+    #[tokio::test]
+    async fn short_histories_are_answered_from_instances() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = EmbeddedStore::open(dir.path()).expect("store");
+        let tenant = Tenant::default();
+        load(
+            &store,
+            &tenant,
+            numbers(i64::try_from(MIN_SUMMARISED).expect("small") - 1),
+        )
+        .await;
+        assert_eq!(daily_counts(&store, &tenant).await, None);
+    }
+
+    #[tokio::test]
+    async fn rollups_are_built_for_an_older_data_dir() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let tenant = Tenant::default();
+        {
+            let store = EmbeddedStore::open(dir.path()).expect("store");
+            load(&store, &tenant, numbers(3_000)).await;
+        }
+        {
+            let connection = Connection::open(dir.path().join("piazza.sqlite")).expect("open");
+            connection
+                .execute_batch("DELETE FROM attr_rollups; PRAGMA user_version = 2;")
+                .expect("forget the rollups");
+        }
+        let store = Arc::new(EmbeddedStore::open(dir.path()).expect("reopen"));
+        assert_eq!(daily_counts(&store, &tenant).await, Some(vec![1440, 1440, 120]));
+        assert_eq!(stale_rows(dir.path(), &tenant), 0);
+    }
+}
