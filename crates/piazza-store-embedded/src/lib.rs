@@ -77,6 +77,7 @@ impl EmbeddedStore {
             .map_err(|_| backend(format!("{} is in use by another piazza process", data_dir.display())))?;
         let path = data_dir.join("piazza.sqlite");
         let mut connection = open_connection(&path)?;
+        rollups::add_number_column(&connection)?;
         connection.execute_batch(SCHEMA).map_err(sql)?;
         values::backfill(&mut connection)?;
         rollups::backfill(&mut connection)?;

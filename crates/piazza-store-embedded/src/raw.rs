@@ -287,7 +287,7 @@ pub(crate) fn write(tx: &Transaction<'_>, tenant: &Tenant, records: Vec<RawRecor
             RawRecord::Instance(instance) => {
                 tx.prepare_cached(
                     "INSERT INTO attr_instances(tenant, entity_id, attr, instance_id, dataset_id, observed_at, \
-                     created_at, modified_at, deleted_at, doc) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                     created_at, modified_at, deleted_at, doc, num) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                 )?
                 .execute(params![
                     t,
@@ -300,6 +300,7 @@ pub(crate) fn write(tx: &Transaction<'_>, tenant: &Tenant, records: Vec<RawRecor
                     time::format(&instance.modified_at),
                     format_opt(instance.deleted_at.as_ref()),
                     to_json(&instance.attribute)?,
+                    crate::rollups::number_of(&instance.attribute, instance.deleted_at.is_some()),
                 ])?;
             }
             RawRecord::Notice(notice) => {

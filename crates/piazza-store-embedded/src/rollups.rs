@@ -14,7 +14,7 @@ use piazza_ngsild::temporal::{
     Aggregation, PeriodWalker, Placement, SummarisedGroup, Summary, TemporalQuery, TimeProperty,
 };
 use piazza_ngsild::time::{self, Timestamp};
-use piazza_ngsild::AttributeKind;
+use piazza_ngsild::{Attribute, AttributeKind};
 use piazza_store::{StoreResult, Tenant};
 use rusqlite::{params, Connection, Transaction};
 
@@ -26,10 +26,38 @@ const ROLLUP_VERSION: i64 = 3;
 /// fast, and exact to the last bit of a floating-point sum.
 pub(crate) const MIN_SUMMARISED: u64 = 2_000;
 
-/// Whether an instance row counts as a number: live, a Property, a number
-/// or boolean value (booleans as 0 and 1, as aggregation counts them).
-const IS_NUMBER: &str = "(deleted_at IS NULL AND json_extract(doc, '$.kind') IS 'Property' \
-     AND coalesce(json_type(doc, '$.value') IN ('integer', 'real', 'true', 'false'), 0))";
+/// Whether an instance row counts as a number (its `num`, set by the writer).
+const IS_NUMBER: &str = "(num IS NOT NULL AND deleted_at IS NULL)";
+
+/// The number an instance contributes to aggregations, stored as its
+/// `num`: the value of a live Property when it is a number or a boolean
+/// (as 0 and 1, the way aggregation counts booleans).
+pub(crate) fn number_of(attribute: &Attribute, deleted: bool) -> Option<f64> {
+    if deleted || attribute.kind != AttributeKind::Property {
+        return None;
+    }
+    match &attribute.value {
+        serde_json::Value::Number(n) => n.as_f64(),
+        serde_json::Value::Bool(b) => Some(if *b { 1.0 } else { 0.0 }),
+        _ => None,
+    }
+}
+
+/// Adds `attr_instances.num` to a data dir written before it existed; the
+/// values are filled in by [`backfill`]. Runs before the schema, whose
+/// triggers read the column.
+pub(crate) fn add_number_column(connection: &Connection) -> StoreResult<()> {
+    let columns: Vec<String> = connection
+        .prepare("SELECT name FROM pragma_table_info('attr_instances')")
+        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+        .map_err(sql)?;
+    if !columns.is_empty() && !columns.iter().any(|c| c == "num") {
+        connection
+            .execute_batch("ALTER TABLE attr_instances ADD COLUMN num REAL")
+            .map_err(sql)?;
+    }
+    Ok(())
+}
 
 /// The text key of the hour of an instant ('YYYY-MM-DDTHH').
 fn hour_key(t: &Timestamp) -> String {
@@ -219,7 +247,7 @@ fn points(
 ) -> StoreResult<Option<Vec<(Timestamp, f64)>>> {
     let mut statement = connection
         .prepare_cached(&format!(
-            "SELECT observed_at, {IS_NUMBER}, json_extract(doc, '$.value') * 1.0 FROM attr_instances \
+            "SELECT observed_at, {IS_NUMBER}, num FROM attr_instances \
              WHERE tenant = ?1 AND entity_id = ?2 AND attr = ?3 AND observed_at >= ?4 AND observed_at < ?5 \
              AND coalesce(dataset_id, '') = ?6 ORDER BY observed_at"
         ))
@@ -378,7 +406,7 @@ fn rebuild(tx: &Transaction<'_>, tenant: &str, id: &str, attr: &str, hour: &str)
     let mut by_dataset: BTreeMap<String, Row> = BTreeMap::new();
     {
         let mut statement = tx.prepare_cached(&format!(
-            "SELECT coalesce(dataset_id, ''), observed_at, {IS_NUMBER}, json_extract(doc, '$.value') * 1.0 \
+            "SELECT coalesce(dataset_id, ''), observed_at, {IS_NUMBER}, num \
              FROM attr_instances WHERE tenant = ?1 AND entity_id = ?2 AND attr = ?3 \
              AND observed_at >= ?4 AND observed_at < ?5"
         ))?;
@@ -453,7 +481,14 @@ pub(crate) fn backfill(connection: &mut Connection) -> StoreResult<()> {
                 .collect::<rusqlite::Result<_>>()
         })
         .map_err(sql)?;
-    transaction.execute("DELETE FROM attr_rollups", []).map_err(sql)?;
+    transaction
+        .execute_batch(
+            "UPDATE attr_instances SET num = json_extract(doc, '$.value') * 1.0 \
+             WHERE deleted_at IS NULL AND json_extract(doc, '$.kind') IS 'Property' \
+             AND coalesce(json_type(doc, '$.value') IN ('integer', 'real', 'true', 'false'), 0); \
+             DELETE FROM attr_rollups;",
+        )
+        .map_err(sql)?;
     for (tenant, id, attr, hour) in &hours {
         rebuild(&transaction, tenant, id, attr, hour).map_err(sql)?;
     }
@@ -635,8 +670,12 @@ mod tests {
         {
             let connection = Connection::open(dir.path().join("piazza.sqlite")).expect("open");
             connection
-                .execute_batch("DELETE FROM attr_rollups; PRAGMA user_version = 2;")
-                .expect("forget the rollups");
+                .execute_batch(
+                    "DROP TRIGGER attr_rollups_insert; DROP TRIGGER attr_rollups_deleted; \
+                     DROP TRIGGER attr_rollups_changed; ALTER TABLE attr_instances DROP COLUMN num; \
+                     DROP TABLE attr_rollups; PRAGMA user_version = 2;",
+                )
+                .expect("make it a data dir of before the rollups");
         }
         let store = Arc::new(EmbeddedStore::open(dir.path()).expect("reopen"));
         assert_eq!(daily_counts(&store, &tenant).await, Some(vec![1440, 1440, 120]));

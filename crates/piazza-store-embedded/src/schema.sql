@@ -80,7 +80,8 @@ CREATE TABLE IF NOT EXISTS attr_instances (
     created_at  TEXT NOT NULL,
     modified_at TEXT NOT NULL,
     deleted_at  TEXT,
-    doc         TEXT NOT NULL
+    doc         TEXT NOT NULL,
+    num         REAL            -- the number of a live Property instance, for `attr_rollups`
 );
 CREATE INDEX IF NOT EXISTS attr_instances_observed ON attr_instances (tenant, entity_id, attr, observed_at);
 CREATE INDEX IF NOT EXISTS attr_instances_created ON attr_instances (tenant, entity_id, attr, created_at);
@@ -137,9 +138,10 @@ CREATE INDEX IF NOT EXISTS attr_texts_by_entity ON attr_texts (eid, name, value)
 -- Hourly summaries of numeric histories (`rollups.rs`), so that an
 -- aggregation over a long history reads one row per hour instead of every
 -- instance. Keyed by the hour of `observedAt` as text ('YYYY-MM-DDTHH').
--- `count` and the figures cover the live instances of kind Property with a
--- number or boolean value; `others` counts every other instance (deletion
--- records, other values), which sends a query back to the instances. The
+-- `count` and the figures cover the live instances with a `num` (set by the
+-- writer for a Property holding a number or boolean); `others` counts every
+-- other instance (deletion records, other values, a writer that left `num`
+-- out), which sends a query back to the instances. The
 -- triggers keep the rows exact on insert; a changed or deleted instance only
 -- marks its hour `stale` (min and max cannot be taken back), and a stale
 -- hour is read from the instances until it is rebuilt.
@@ -162,38 +164,30 @@ CREATE TABLE IF NOT EXISTS attr_rollups (
     PRIMARY KEY (tenant, entity_id, attr, hour, dataset)
 ) WITHOUT ROWID;
 
-CREATE TRIGGER IF NOT EXISTS attr_rollups_number AFTER INSERT ON attr_instances
-WHEN NEW.observed_at IS NOT NULL AND NEW.deleted_at IS NULL
-    AND json_extract(NEW.doc, '$.kind') IS 'Property'
-    AND coalesce(json_type(NEW.doc, '$.value') IN ('integer', 'real', 'true', 'false'), 0)
+CREATE TRIGGER IF NOT EXISTS attr_rollups_insert AFTER INSERT ON attr_instances
+WHEN NEW.observed_at IS NOT NULL
 BEGIN
     INSERT INTO attr_rollups (tenant, entity_id, attr, dataset, hour, count, others, stale, sum, sumsq, m2, min, max,
                               first_at, last_at)
-    VALUES (NEW.tenant, NEW.entity_id, NEW.attr, coalesce(NEW.dataset_id, ''), substr(NEW.observed_at, 1, 13),
-            1, 0, 0, json_extract(NEW.doc, '$.value') * 1.0, json_extract(NEW.doc, '$.value') * json_extract(NEW.doc, '$.value') * 1.0,
-            0.0, json_extract(NEW.doc, '$.value') * 1.0, json_extract(NEW.doc, '$.value') * 1.0,
-            NEW.observed_at, NEW.observed_at)
+    SELECT NEW.tenant, NEW.entity_id, NEW.attr, coalesce(NEW.dataset_id, ''), substr(NEW.observed_at, 1, 13),
+           n, 1 - n, 0, coalesce(x, 0.0), coalesce(x * x, 0.0), 0.0, x, x,
+           CASE WHEN n THEN NEW.observed_at END, CASE WHEN n THEN NEW.observed_at END
+    FROM (SELECT NEW.num IS NOT NULL AND NEW.deleted_at IS NULL AS n,
+                 CASE WHEN NEW.deleted_at IS NULL THEN NEW.num END AS x)
+    WHERE true
     ON CONFLICT DO UPDATE SET
-        m2 = CASE WHEN count = 0 THEN 0.0
+        m2 = CASE WHEN excluded.count = 0 OR count = 0 THEN m2
              ELSE m2 + (excluded.sum - sum / count) * (excluded.sum - (sum + excluded.sum) / (count + 1)) END,
-        min = CASE WHEN count = 0 OR excluded.min < min THEN excluded.min ELSE min END,
-        max = CASE WHEN count = 0 OR excluded.max > max THEN excluded.max ELSE max END,
-        first_at = CASE WHEN first_at IS NULL OR excluded.first_at < first_at THEN excluded.first_at ELSE first_at END,
-        last_at = CASE WHEN last_at IS NULL OR excluded.last_at > last_at THEN excluded.last_at ELSE last_at END,
-        count = count + 1,
+        min = CASE WHEN excluded.count = 0 THEN min WHEN count = 0 OR excluded.min < min THEN excluded.min ELSE min END,
+        max = CASE WHEN excluded.count = 0 THEN max WHEN count = 0 OR excluded.max > max THEN excluded.max ELSE max END,
+        first_at = CASE WHEN excluded.count = 0 THEN first_at
+                   WHEN first_at IS NULL OR excluded.first_at < first_at THEN excluded.first_at ELSE first_at END,
+        last_at = CASE WHEN excluded.count = 0 THEN last_at
+                  WHEN last_at IS NULL OR excluded.last_at > last_at THEN excluded.last_at ELSE last_at END,
+        count = count + excluded.count,
+        others = others + excluded.others,
         sum = sum + excluded.sum,
         sumsq = sumsq + excluded.sumsq;
-END;
-
-CREATE TRIGGER IF NOT EXISTS attr_rollups_other AFTER INSERT ON attr_instances
-WHEN NEW.observed_at IS NOT NULL AND NOT (NEW.deleted_at IS NULL
-    AND json_extract(NEW.doc, '$.kind') IS 'Property'
-    AND coalesce(json_type(NEW.doc, '$.value') IN ('integer', 'real', 'true', 'false'), 0))
-BEGIN
-    INSERT INTO attr_rollups (tenant, entity_id, attr, dataset, hour, count, others, stale, sum, sumsq, m2)
-    VALUES (NEW.tenant, NEW.entity_id, NEW.attr, coalesce(NEW.dataset_id, ''), substr(NEW.observed_at, 1, 13),
-            0, 1, 0, 0.0, 0.0, 0.0)
-    ON CONFLICT DO UPDATE SET others = others + 1;
 END;
 
 CREATE TRIGGER IF NOT EXISTS attr_rollups_deleted AFTER DELETE ON attr_instances
@@ -204,7 +198,7 @@ BEGIN
         AND hour = substr(OLD.observed_at, 1, 13) AND dataset = coalesce(OLD.dataset_id, '') AND stale = 0;
 END;
 
-CREATE TRIGGER IF NOT EXISTS attr_rollups_changed AFTER UPDATE OF observed_at, dataset_id, deleted_at, doc ON attr_instances
+CREATE TRIGGER IF NOT EXISTS attr_rollups_changed AFTER UPDATE OF observed_at, dataset_id, deleted_at, num ON attr_instances
 BEGIN
     UPDATE attr_rollups SET stale = 1
     WHERE OLD.observed_at IS NOT NULL AND tenant = OLD.tenant AND entity_id = OLD.entity_id AND attr = OLD.attr

@@ -49,7 +49,7 @@ fn insert_instance(
     attribute.modified_at = Some(at);
     tx.prepare_cached(
         "INSERT INTO attr_instances(tenant, entity_id, attr, instance_id, dataset_id, observed_at, created_at, \
-         modified_at, deleted_at, doc) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9)",
+         modified_at, deleted_at, doc, num) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9, ?10)",
     )?
     .execute(params![
         tenant.name(),
@@ -61,6 +61,7 @@ fn insert_instance(
         time::format(&at),
         deleted_at.map(|d| time::format(&d)),
         to_json(&attribute)?,
+        rollups::number_of(&attribute, deleted_at.is_some()),
     ])?;
     Ok(())
 }
@@ -246,14 +247,16 @@ pub(crate) fn edit(tx: &Transaction<'_>, tenant: &Tenant, edit: TemporalEdit) ->
             attribute.created_at = time::parse(&created);
             attribute.modified_at = Some(now);
             tx.prepare_cached(
-                "UPDATE attr_instances SET dataset_id = ?2, observed_at = ?3, modified_at = ?4, doc = ?5 WHERE iid = ?1",
+                "UPDATE attr_instances SET dataset_id = ?2, observed_at = ?3, modified_at = ?4, doc = ?5, num = ?6 \
+                 WHERE iid = ?1",
             )?
             .execute(params![
                 iid,
                 attribute.dataset_id,
                 observed(&attribute),
                 time::format(&now),
-                to_json(&attribute)?
+                to_json(&attribute)?,
+                rollups::number_of(&attribute, false),
             ])?;
             rollups::refresh(tx, tenant, &id, &attr)?;
             Ok(false)
