@@ -284,25 +284,7 @@ pub(crate) fn write(tx: &Transaction<'_>, tenant: &Tenant, records: Vec<RawRecor
                     format_opt(row.deleted_at.as_ref()),
                 ])?;
             }
-            RawRecord::Instance(instance) => {
-                tx.prepare_cached(
-                    "INSERT INTO attr_instances(tenant, entity_id, attr, instance_id, dataset_id, observed_at, \
-                     created_at, modified_at, deleted_at, doc, num) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-                )?
-                .execute(params![
-                    t,
-                    instance.entity_id,
-                    instance.attr,
-                    instance.instance_id,
-                    instance.dataset_id,
-                    format_opt(instance.observed_at.as_ref()),
-                    time::format(&instance.created_at),
-                    time::format(&instance.modified_at),
-                    format_opt(instance.deleted_at.as_ref()),
-                    to_json(&instance.attribute)?,
-                    crate::rollups::number_of(&instance.attribute, instance.deleted_at.is_some()),
-                ])?;
-            }
+            RawRecord::Instance(instance) => crate::temporal::insert_row(tx, tenant, &instance)?,
             RawRecord::Notice(notice) => {
                 tx.prepare_cached(
                     "INSERT INTO outbox(tenant, subscription, entity_id, notice, recorded_at) \

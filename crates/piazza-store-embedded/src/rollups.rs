@@ -15,7 +15,7 @@ use piazza_ngsild::temporal::{
 };
 use piazza_ngsild::time::{self, Timestamp};
 use piazza_ngsild::{Attribute, AttributeKind};
-use piazza_store::{StoreResult, Tenant};
+use piazza_store::{RawInstance, StoreResult, Tenant};
 use rusqlite::{params, Connection, Transaction};
 
 use crate::sql;
@@ -41,6 +41,52 @@ pub(crate) fn number_of(attribute: &Attribute, deleted: bool) -> Option<f64> {
         serde_json::Value::Bool(b) => Some(if *b { 1.0 } else { 0.0 }),
         _ => None,
     }
+}
+
+/// Counts a new instance into the rollup of its hour: a number into the
+/// figures, anything else into `others`.
+pub(crate) fn count(
+    tx: &Transaction<'_>,
+    tenant: &Tenant,
+    row: &RawInstance,
+    observed_at: &str,
+    number: Option<f64>,
+) -> rusqlite::Result<()> {
+    let hour = &observed_at[..observed_at.len().min(13)];
+    let dataset = row.dataset_id.as_deref().unwrap_or("");
+    let key = params![tenant.name(), row.entity_id, row.attr, dataset, hour];
+    let Some(x) = number else {
+        tx.prepare_cached(
+            "INSERT INTO attr_rollups (tenant, entity_id, attr, dataset, hour, count, others, stale, sum, sumsq, m2) \
+             VALUES (?1, ?2, ?3, ?4, ?5, 0, 1, 0, 0.0, 0.0, 0.0) ON CONFLICT DO UPDATE SET others = others + 1",
+        )?
+        .execute(key)?;
+        return Ok(());
+    };
+    // The squared deviations take Welford's step (from the old count and
+    // sum: SET reads the row as it was).
+    tx.prepare_cached(
+        "INSERT INTO attr_rollups (tenant, entity_id, attr, dataset, hour, count, others, stale, sum, sumsq, m2, \
+         min, max, first_at, last_at) VALUES (?1, ?2, ?3, ?4, ?5, 1, 0, 0, ?6, ?6 * ?6, 0.0, ?6, ?6, ?7, ?7) \
+         ON CONFLICT DO UPDATE SET \
+         m2 = CASE WHEN count = 0 THEN 0.0 \
+              ELSE m2 + (?6 - sum / count) * (?6 - (sum + ?6) / (count + 1)) END, \
+         min = CASE WHEN count = 0 OR ?6 < min THEN ?6 ELSE min END, \
+         max = CASE WHEN count = 0 OR ?6 > max THEN ?6 ELSE max END, \
+         first_at = CASE WHEN first_at IS NULL OR ?7 < first_at THEN ?7 ELSE first_at END, \
+         last_at = CASE WHEN last_at IS NULL OR ?7 > last_at THEN ?7 ELSE last_at END, \
+         count = count + 1, sum = sum + ?6, sumsq = sumsq + ?6 * ?6",
+    )?
+    .execute(params![
+        tenant.name(),
+        row.entity_id,
+        row.attr,
+        dataset,
+        hour,
+        x,
+        observed_at
+    ])?;
+    Ok(())
 }
 
 /// Adds `attr_instances.num` to a data dir written before it existed; the
@@ -671,7 +717,7 @@ mod tests {
             let connection = Connection::open(dir.path().join("piazza.sqlite")).expect("open");
             connection
                 .execute_batch(
-                    "DROP TRIGGER attr_rollups_insert; DROP TRIGGER attr_rollups_deleted; \
+                    "DROP TRIGGER attr_rollups_deleted; \
                      DROP TRIGGER attr_rollups_changed; ALTER TABLE attr_instances DROP COLUMN num; \
                      DROP TABLE attr_rollups; PRAGMA user_version = 2;",
                 )

@@ -140,11 +140,12 @@ CREATE INDEX IF NOT EXISTS attr_texts_by_entity ON attr_texts (eid, name, value)
 -- instance. Keyed by the hour of `observedAt` as text ('YYYY-MM-DDTHH').
 -- `count` and the figures cover the live instances with a `num` (set by the
 -- writer for a Property holding a number or boolean); `others` counts every
--- other instance (deletion records, other values, a writer that left `num`
--- out), which sends a query back to the instances. The
--- triggers keep the rows exact on insert; a changed or deleted instance only
--- marks its hour `stale` (min and max cannot be taken back), and a stale
--- hour is read from the instances until it is rebuilt.
+-- other instance (deletion records, other values), which sends a query back
+-- to the instances. The one function that inserts instances
+-- (`temporal::insert_row`) counts each into its hour (a trigger doing the
+-- same cost twice as much per insert); a changed or deleted instance only
+-- marks its hour `stale` through the triggers below (min and max cannot be
+-- taken back), and a stale hour is read from the instances until rebuilt.
 CREATE TABLE IF NOT EXISTS attr_rollups (
     tenant    TEXT NOT NULL,
     entity_id TEXT NOT NULL,
@@ -163,32 +164,6 @@ CREATE TABLE IF NOT EXISTS attr_rollups (
     last_at   TEXT,
     PRIMARY KEY (tenant, entity_id, attr, hour, dataset)
 ) WITHOUT ROWID;
-
-CREATE TRIGGER IF NOT EXISTS attr_rollups_insert AFTER INSERT ON attr_instances
-WHEN NEW.observed_at IS NOT NULL
-BEGIN
-    INSERT INTO attr_rollups (tenant, entity_id, attr, dataset, hour, count, others, stale, sum, sumsq, m2, min, max,
-                              first_at, last_at)
-    SELECT NEW.tenant, NEW.entity_id, NEW.attr, coalesce(NEW.dataset_id, ''), substr(NEW.observed_at, 1, 13),
-           n, 1 - n, 0, coalesce(x, 0.0), coalesce(x * x, 0.0), 0.0, x, x,
-           CASE WHEN n THEN NEW.observed_at END, CASE WHEN n THEN NEW.observed_at END
-    FROM (SELECT NEW.num IS NOT NULL AND NEW.deleted_at IS NULL AS n,
-                 CASE WHEN NEW.deleted_at IS NULL THEN NEW.num END AS x)
-    WHERE true
-    ON CONFLICT DO UPDATE SET
-        m2 = CASE WHEN excluded.count = 0 OR count = 0 THEN m2
-             ELSE m2 + (excluded.sum - sum / count) * (excluded.sum - (sum + excluded.sum) / (count + 1)) END,
-        min = CASE WHEN excluded.count = 0 THEN min WHEN count = 0 OR excluded.min < min THEN excluded.min ELSE min END,
-        max = CASE WHEN excluded.count = 0 THEN max WHEN count = 0 OR excluded.max > max THEN excluded.max ELSE max END,
-        first_at = CASE WHEN excluded.count = 0 THEN first_at
-                   WHEN first_at IS NULL OR excluded.first_at < first_at THEN excluded.first_at ELSE first_at END,
-        last_at = CASE WHEN excluded.count = 0 THEN last_at
-                  WHEN last_at IS NULL OR excluded.last_at > last_at THEN excluded.last_at ELSE last_at END,
-        count = count + excluded.count,
-        others = others + excluded.others,
-        sum = sum + excluded.sum,
-        sumsq = sumsq + excluded.sumsq;
-END;
 
 CREATE TRIGGER IF NOT EXISTS attr_rollups_deleted AFTER DELETE ON attr_instances
 WHEN OLD.observed_at IS NOT NULL

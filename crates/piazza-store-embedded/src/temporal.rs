@@ -11,7 +11,9 @@ use piazza_ngsild::query::EntityQuery;
 use piazza_ngsild::temporal::{self, Instance, TemporalEntity, TemporalQuery, TimeProperty, INSTANCE_PREFIX};
 use piazza_ngsild::time::{self, Timestamp};
 use piazza_ngsild::{Attribute, Entity, NgsiError};
-use piazza_store::{Page, PageStep, Pager, StoreError, StoreResult, TemporalEdit, TemporalQueryResult, Tenant};
+use piazza_store::{
+    Page, PageStep, Pager, RawInstance, StoreError, StoreResult, TemporalEdit, TemporalQueryResult, Tenant,
+};
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Transaction};
 
@@ -47,22 +49,46 @@ fn insert_instance(
     let mut attribute = attribute.clone();
     attribute.created_at = Some(at);
     attribute.modified_at = Some(at);
+    let row = RawInstance {
+        entity_id: entity_id.to_owned(),
+        attr: attr.to_owned(),
+        instance_id: new_instance_id(),
+        dataset_id: attribute.dataset_id.clone(),
+        observed_at: attribute.observed_at.as_deref().and_then(time::parse),
+        created_at: at,
+        modified_at: at,
+        deleted_at,
+        attribute,
+    };
+    insert_row(tx, tenant, &row)
+}
+
+/// Inserts one instance row and counts it into its hour's rollup: the one
+/// way instances enter `attr_instances` (edits, the temporal API and raw
+/// imports alike), so that the rollups miss none.
+pub(crate) fn insert_row(tx: &Transaction<'_>, tenant: &Tenant, row: &RawInstance) -> rusqlite::Result<()> {
+    let observed_at = row.observed_at.as_ref().map(time::format);
+    let number = rollups::number_of(&row.attribute, row.deleted_at.is_some());
     tx.prepare_cached(
         "INSERT INTO attr_instances(tenant, entity_id, attr, instance_id, dataset_id, observed_at, created_at, \
-         modified_at, deleted_at, doc, num) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9, ?10)",
+         modified_at, deleted_at, doc, num) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
     )?
     .execute(params![
         tenant.name(),
-        entity_id,
-        attr,
-        new_instance_id(),
-        attribute.dataset_id,
-        observed(&attribute),
-        time::format(&at),
-        deleted_at.map(|d| time::format(&d)),
-        to_json(&attribute)?,
-        rollups::number_of(&attribute, deleted_at.is_some()),
+        row.entity_id,
+        row.attr,
+        row.instance_id,
+        row.dataset_id,
+        observed_at,
+        time::format(&row.created_at),
+        time::format(&row.modified_at),
+        row.deleted_at.as_ref().map(time::format),
+        to_json(&row.attribute)?,
+        number,
     ])?;
+    if let Some(observed_at) = &observed_at {
+        rollups::count(tx, tenant, row, observed_at, number)?;
+    }
     Ok(())
 }
 
