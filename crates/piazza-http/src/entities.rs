@@ -20,7 +20,7 @@ use crate::params::{self, Params};
 use crate::respond::pagination_links;
 use crate::respond::{created, Responder};
 use crate::AppState;
-use piazza_store::Tenant;
+use piazza_store::{Page, Tenant};
 
 pub const ENTITIES_PATH: &str = "/ngsi-ld/v1/entities/";
 
@@ -388,21 +388,25 @@ pub async fn query(State(state): State<Arc<AppState>>, meta: Meta, RawQuery(raw)
         Query::parse(csf, &view.context)?;
     }
     let order = params::order(&params, &view.context)?;
-    let mut page = params::page(&params, state.broker.limits())?;
-    let wants_count = page.count;
-    // The total is needed for the pagination links.
-    page.count = true;
-    let result = state
+    let page = params::page(&params, state.broker.limits())?;
+    // The next-page link only needs to know whether a match follows the
+    // page: one entity more is far cheaper than counting every match, which
+    // is done only when the client asks for the count.
+    let probe = Page {
+        limit: page.limit.saturating_add(1),
+        ..page
+    };
+    let mut result = state
         .broker
-        .query_ordered(&meta.tenant, query, page, order.as_ref())
+        .query_ordered(&meta.tenant, query, probe, order.as_ref())
         .await?;
-    let total = result.total.unwrap_or_default();
-    let returned = result.entities.len();
+    let more = result.entities.len() > page.limit;
+    result.entities.truncate(page.limit);
     let mut response = view.many(&state, &meta.tenant, result.entities).await?;
-    if wants_count {
+    if let Some(total) = result.total.filter(|_| page.count) {
         response.headers_mut().insert("NGSILD-Results-Count", total.into());
     }
-    for link in pagination_links(ENTITIES_PATH, &params, page, returned, total, "application/json") {
+    for link in pagination_links(ENTITIES_PATH, &params, page, more, "application/json") {
         response.headers_mut().append(header::LINK, link);
     }
     Ok(response)

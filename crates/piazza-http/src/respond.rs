@@ -89,13 +89,13 @@ pub fn created(location: &str) -> Response {
 }
 
 /// `Link` headers to the previous and next pages (clause 4.12): the same
-/// query with another offset, parameters in alphabetical order.
+/// query with another offset, parameters in alphabetical order; `more` says
+/// whether anything follows this page.
 pub fn pagination_links(
     base_path: &str,
     params: &Params,
     page: Page,
-    returned: usize,
-    total: u64,
+    more: bool,
     media_type: &str,
 ) -> Vec<HeaderValue> {
     if page.limit == 0 {
@@ -123,7 +123,7 @@ pub fn pagination_links(
     if page.offset > 0 {
         links.extend(link(page.offset.saturating_sub(page.limit), "prev"));
     }
-    if ((page.offset + returned) as u64) < total {
+    if more {
         links.extend(link(page.offset + page.limit, "next"));
     }
     links

@@ -123,8 +123,7 @@ pub async fn query(State(state): State<Arc<AppState>>, meta: Meta, RawQuery(raw)
         SUBSCRIPTIONS_PATH,
         &params,
         window,
-        returned,
-        total as u64,
+        offset.saturating_add(returned) < total,
         media.as_str(),
     ) {
         response.headers_mut().append(header::LINK, link);

@@ -157,6 +157,8 @@ fn open_connection(path: &Path) -> StoreResult<Connection> {
              PRAGMA temp_store=MEMORY; PRAGMA cache_size=-65536;",
         )
         .map_err(sql)?;
+    // `rarray`: how a query hands SQLite the eids its value index selected.
+    rusqlite::vtab::array::load_module(&connection).map_err(sql)?;
     Ok(connection)
 }
 

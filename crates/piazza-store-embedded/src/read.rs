@@ -1,13 +1,15 @@
 //! Read paths: run on pooled connections, never on the writer thread.
 
 use std::collections::BTreeMap;
+use std::rc::Rc;
 
 use piazza_ngsild::query::q::ValueBound;
 use piazza_ngsild::query::EntityQuery;
 use piazza_ngsild::{time, AttributeKind, Entity};
 use piazza_store::{AttributeSummary, Page, QueryResult, StoreError, StoreResult, StoredContext, Tenant, TypeSummary};
 use rusqlite::types::Value as SqlValue;
-use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
+use rusqlite::vtab::array::Array;
+use rusqlite::{params, Connection, OptionalExtension, Statement};
 
 use crate::{context_kind, decode, kind_of, sql, values};
 
@@ -26,23 +28,55 @@ pub(crate) fn get(connection: &Connection, tenant: &Tenant, id: &str) -> StoreRe
 /// them (no `USE TEMP B-TREE FOR ORDER BY`): a page stops reading as soon as
 /// it is full, and `LIMIT/OFFSET` walks an index.
 struct Candidates {
-    /// The driving table: `entity_types t` (one type) or `entities e`.
-    from: &'static str,
+    /// The driving table: `entity_types t` (one type), `entities e`, or the
+    /// driving value bound's eids joined to `entities e`.
+    from: String,
     /// The WHERE clause over `from`.
     filter: String,
     /// The ordered candidate key, `t.eid` or `e.eid`.
     key: &'static str,
     args: Vec<SqlValue>,
+    /// The eids of the driving value bound (ascending) and the number of
+    /// their `rarray` parameter, whose place `args` holds with a NULL.
+    driven: Option<(usize, Array)>,
     /// Nothing is left to check in Rust.
     exact: bool,
+}
+
+impl Candidates {
+    /// The `ORDER BY` that keeps candidates in eid order. None when the
+    /// driving bound's eids lead: the join is a loop over that ascending
+    /// list (`CROSS JOIN` keeps it outermost) with a rowid lookup each, so
+    /// the rows already come in eid order, and an `ORDER BY` would make
+    /// SQLite copy every candidate's document into a sorter.
+    fn order_by(&self) -> String {
+        if self.driven.is_some() {
+            String::new()
+        } else {
+            format!(" ORDER BY {}", self.key)
+        }
+    }
+
+    /// `statement` with the candidates' arguments bound, then `extra` ones.
+    fn bind(&self, statement: &mut Statement<'_>, extra: &[SqlValue]) -> StoreResult<()> {
+        for (i, arg) in self.args.iter().chain(extra).enumerate() {
+            match &self.driven {
+                Some((index, eids)) if *index == i + 1 => statement.raw_bind_parameter(i + 1, eids),
+                _ => statement.raw_bind_parameter(i + 1, arg),
+            }
+            .map_err(sql)?;
+        }
+        Ok(())
+    }
 }
 
 /// How the value bounds of a query's `q` narrow its candidates.
 #[derive(Default)]
 struct Narrowing {
     bounds: Vec<ValueBound>,
-    /// The bound few enough entities meet to drive the scan.
-    driver: Option<usize>,
+    /// The bound few enough entities meet to drive the scan, with their
+    /// eids (ascending, distinct).
+    driver: Option<(usize, Vec<i64>)>,
 }
 
 impl Narrowing {
@@ -53,18 +87,24 @@ impl Narrowing {
         let mut driver = None;
         let mut fewest = values::DRIVE_LIMIT;
         for (i, bound) in bounds.iter().enumerate() {
-            let rows = values::selected_rows(connection, tenant, bound)?;
-            if rows < fewest {
-                fewest = rows;
-                driver = Some(i);
+            // Each bound is read only as far as the best one so far: a
+            // bound that many entities meet costs no more than the driver.
+            if let Some(eids) = values::eids_meeting(connection, tenant, bound, fewest)? {
+                fewest = eids.len() as i64;
+                driver = Some((i, eids));
             }
         }
         Ok(Narrowing { bounds, driver })
+    }
+
+    fn driver_index(&self) -> Option<usize> {
+        self.driver.as_ref().map(|(i, _)| *i)
     }
 }
 
 fn candidates(tenant: &Tenant, query: &EntityQuery, narrowing: &Narrowing) -> Candidates {
     let mut args = vec![SqlValue::Text(tenant.name().to_owned())];
+    let mut driven = None;
     let mut exact = query.id_pattern.is_none()
         && query.q.is_none()
         && query.geo.is_none()
@@ -91,27 +131,29 @@ fn candidates(tenant: &Tenant, query: &EntityQuery, narrowing: &Narrowing) -> Ca
         // already in eid order.
         Some([single]) if query.ids.is_empty() && narrowing.driver.is_none() => {
             let list = placeholders(&mut args, &[*single]);
-            ("entity_types t", format!("t.tenant = ?1 AND t.type = {list}"), "t.eid")
+            (
+                String::from("entity_types t"),
+                format!("t.tenant = ?1 AND t.type = {list}"),
+                "t.eid",
+            )
         }
         _ => {
             // The tenant's entities in eid order, through (tenant, eid), or
             // those a selective value bound names, in the order of its
-            // (deduplicated, sorted) eid list.
-            let driver = narrowing.driver.and_then(|i| narrowing.bounds.get(i));
-            // With a driver, `+` keeps SQLite off the (tenant, eid) index:
-            // looked up by rowid, the sorted eid list comes out in order, so
-            // the candidates' documents are not copied into a sorter.
-            let mut filter = String::from(if driver.is_some() {
-                "+e.tenant = ?1"
-            } else {
-                "e.tenant = ?1"
-            });
-            if let Some(bound) = driver {
-                let (table, condition) = values::condition(bound, args.len() + 1, &mut args);
-                filter.push_str(&format!(
-                    " AND e.eid IN (SELECT v.eid FROM {table} v WHERE v.tenant = ?1 AND {condition})"
-                ));
-            }
+            // (deduplicated, sorted) eid list, each looked up by rowid; `+`
+            // keeps SQLite off the (tenant, eid) index then.
+            let (from, mut filter) = match &narrowing.driver {
+                Some((_, eids)) => {
+                    args.push(SqlValue::Null);
+                    let index = args.len();
+                    driven = Some((index, Rc::new(eids.iter().map(|e| SqlValue::Integer(*e)).collect())));
+                    (
+                        format!("rarray(?{index}) r CROSS JOIN entities e"),
+                        String::from("e.eid = r.value AND +e.tenant = ?1"),
+                    )
+                }
+                None => (String::from("entities e"), String::from("e.tenant = ?1")),
+            };
             if !query.ids.is_empty() {
                 // A handful of rows through the (tenant, id) index; sorting
                 // them is cheap.
@@ -127,7 +169,7 @@ fn candidates(tenant: &Tenant, query: &EntityQuery, narrowing: &Narrowing) -> Ca
                     " AND EXISTS (SELECT 1 FROM entity_types x WHERE x.eid = e.eid AND x.type IN ({list}) AND x.tenant = ?1)"
                 ));
             }
-            ("entities e", filter, "e.eid")
+            (from, filter, "e.eid")
         }
     };
     if !query.attrs.is_empty() {
@@ -140,7 +182,7 @@ fn candidates(tenant: &Tenant, query: &EntityQuery, narrowing: &Narrowing) -> Ca
         ));
     }
     for (i, bound) in narrowing.bounds.iter().enumerate() {
-        if Some(i) != narrowing.driver {
+        if Some(i) != narrowing.driver_index() {
             // A probe of the by-entity value index per candidate.
             let (table, condition) = values::condition(bound, args.len() + 1, &mut args);
             filter.push_str(&format!(
@@ -153,6 +195,7 @@ fn candidates(tenant: &Tenant, query: &EntityQuery, narrowing: &Narrowing) -> Ca
         filter,
         key,
         args,
+        driven,
         exact,
     }
 }
@@ -161,11 +204,13 @@ fn candidates(tenant: &Tenant, query: &EntityQuery, narrowing: &Narrowing) -> Ca
 fn docs_sql(c: &Candidates) -> String {
     if c.key == "t.eid" {
         format!(
-            "SELECT e.doc FROM {} JOIN entities e ON e.eid = t.eid WHERE {} AND e.tenant = ?1 ORDER BY t.eid",
-            c.from, c.filter
+            "SELECT e.doc FROM {} JOIN entities e ON e.eid = t.eid WHERE {} AND e.tenant = ?1{}",
+            c.from,
+            c.filter,
+            c.order_by()
         )
     } else {
-        format!("SELECT e.doc FROM {} WHERE {} ORDER BY e.eid", c.from, c.filter)
+        format!("SELECT e.doc FROM {} WHERE {}{}", c.from, c.filter, c.order_by())
     }
 }
 
@@ -174,12 +219,13 @@ fn docs_sql(c: &Candidates) -> String {
 fn page_sql(c: &Candidates) -> String {
     let n = c.args.len();
     format!(
-        "SELECT {key} FROM {} WHERE {} ORDER BY {key} LIMIT ?{} OFFSET ?{}",
+        "SELECT {} FROM {} WHERE {}{} LIMIT ?{} OFFSET ?{}",
+        c.key,
         c.from,
         c.filter,
+        c.order_by(),
         n + 1,
         n + 2,
-        key = c.key
     )
 }
 
@@ -189,13 +235,17 @@ pub(crate) fn query(
     query: &EntityQuery,
     page: Page,
 ) -> StoreResult<QueryResult> {
-    let narrowing = Narrowing::of(connection, tenant, query)?;
+    // One snapshot for the driving bound's eids, the count and the
+    // documents: a write between them cannot make a page of neither state.
+    let snapshot = connection.unchecked_transaction().map_err(sql)?;
+    let narrowing = Narrowing::of(&snapshot, tenant, query)?;
     let candidates = candidates(tenant, query, &narrowing);
     if candidates.exact {
-        return exact_page(connection, candidates, page);
+        return exact_page(&snapshot, candidates, page);
     }
-    let mut statement = connection.prepare_cached(&docs_sql(&candidates)).map_err(sql)?;
-    let mut rows = statement.query(params_from_iter(candidates.args)).map_err(sql)?;
+    let mut statement = snapshot.prepare_cached(&docs_sql(&candidates)).map_err(sql)?;
+    candidates.bind(&mut statement, &[])?;
+    let mut rows = statement.raw_query();
     let mut result = QueryResult::default();
     let mut matched: u64 = 0;
     let now = time::now();
@@ -220,18 +270,21 @@ pub(crate) fn query(
     Ok(result)
 }
 
-fn exact_page(connection: &Connection, candidates: Candidates, page: Page) -> StoreResult<QueryResult> {
-    // One snapshot for the count, the page and its documents.
-    let snapshot = connection.unchecked_transaction().map_err(sql)?;
+/// The page of a query SQL answers whole, on the caller's snapshot.
+fn exact_page(snapshot: &Connection, candidates: Candidates, page: Page) -> StoreResult<QueryResult> {
     let mut result = QueryResult::default();
     if page.count {
-        let total: i64 = snapshot
+        let mut statement = snapshot
             .prepare_cached(&format!(
                 "SELECT COUNT(*) FROM {} WHERE {}",
                 candidates.from, candidates.filter
             ))
-            .and_then(|mut s| s.query_row(params_from_iter(candidates.args.iter()), |r| r.get(0)))
             .map_err(sql)?;
+        candidates.bind(&mut statement, &[])?;
+        let total: i64 = match statement.raw_query().next().map_err(sql)? {
+            Some(row) => row.get(0).map_err(sql)?,
+            None => 0,
+        };
         result.total = Some(total.max(0) as u64);
     }
     if page.limit == 0 {
@@ -240,13 +293,17 @@ fn exact_page(connection: &Connection, candidates: Candidates, page: Page) -> St
     let tenant = candidates.args[0].clone();
     let eids: Vec<i64> = {
         let mut statement = snapshot.prepare_cached(&page_sql(&candidates)).map_err(sql)?;
-        let mut all_args = candidates.args;
-        all_args.push(SqlValue::Integer(page.limit as i64));
-        all_args.push(SqlValue::Integer(page.offset as i64));
-        let rows = statement
-            .query_map(params_from_iter(all_args), |r| r.get::<_, i64>(0))
-            .map_err(sql)?;
-        rows.collect::<Result<_, _>>().map_err(sql)?
+        let window = [
+            SqlValue::Integer(page.limit as i64),
+            SqlValue::Integer(page.offset as i64),
+        ];
+        candidates.bind(&mut statement, &window)?;
+        let mut rows = statement.raw_query();
+        let mut eids = Vec::new();
+        while let Some(row) = rows.next().map_err(sql)? {
+            eids.push(row.get::<_, i64>(0).map_err(sql)?);
+        }
+        eids
     };
     let mut doc_of = snapshot
         .prepare_cached("SELECT doc FROM entities WHERE eid = ?1 AND tenant = ?2")
@@ -421,6 +478,7 @@ mod tests {
     fn schema() -> Connection {
         let connection = Connection::open_in_memory().expect("in-memory database");
         connection.execute_batch(crate::SCHEMA).expect("schema");
+        rusqlite::vtab::array::load_module(&connection).expect("rarray");
         connection
     }
 
@@ -516,26 +574,79 @@ mod tests {
         let bounds = query.q.as_ref().map(|q| q.value_bounds()).unwrap_or_default();
         let narrowing = Narrowing {
             bounds,
-            driver: Some(0),
+            driver: Some((0, vec![3, 7, 11])),
         };
         let c = candidates(&tenant, &query, &narrowing);
         let filtered = plan(&connection, &docs_sql(&c), &c.args);
+        let steps: Vec<&str> = filtered.lines().collect();
         assert!(
-            !filtered.contains("entity_types_by_type"),
-            "the type index still drives:\n{filtered}"
+            steps.first().is_some_and(|s| s.starts_with("SCAN r VIRTUAL TABLE")),
+            "not driven by the bound's eid list:\n{filtered}"
         );
         assert!(
-            filtered.contains("LIST SUBQUERY") && filtered.contains("value>?"),
-            "not driven by the eids of the number range:\n{filtered}"
+            steps
+                .get(1)
+                .is_some_and(|s| s.starts_with("SEARCH e USING INTEGER PRIMARY KEY")),
+            "the candidates are not looked up by rowid:\n{filtered}"
         );
         assert!(
             filtered.contains("attr_texts_by_entity"),
             "the string bound is not probed per entity:\n{filtered}"
         );
-        assert!(!filtered.contains("SCAN"), "something is scanned whole:\n{filtered}");
+        assert!(
+            !filtered.contains("entity_types_by_type") && !filtered.contains("number"),
+            "another index drives:\n{filtered}"
+        );
+        assert_eq!(
+            filtered.matches("SCAN").count(),
+            1,
+            "something but the eid list is scanned:\n{filtered}"
+        );
         assert!(
             !filtered.contains("TEMP B-TREE"),
             "the driven candidates' documents are sorted:\n{filtered}"
         );
+    }
+
+    #[test]
+    fn the_bound_fewest_entities_meet_drives_with_its_eids_ascending() {
+        use piazza_ngsild::query::q::Query;
+        use piazza_ngsild::ActiveContext;
+
+        let connection = schema();
+        let tenant = Tenant::parse("plan").expect("tenant");
+        let parse = |q: &str| EntityQuery {
+            q: Some(Query::parse(q, &ActiveContext::core()).expect("q")),
+            ..EntityQuery::default()
+        };
+        let bounds = parse("n>=1;s==\"x\"").q.map(|q| q.value_bounds()).unwrap_or_default();
+        let (n, s) = (&bounds[0].attribute, &bounds[1].attribute);
+        // Numbers in value order are not in eid order, and eid 4 has two.
+        for (value, eid) in [(1.0, 9), (2.0, 4), (3.0, 4), (4.0, 7), (0.0, 2)] {
+            connection
+                .execute(
+                    "INSERT INTO attr_numbers(tenant, name, value, eid) VALUES ('plan', ?1, ?2, ?3)",
+                    rusqlite::params![n, value, eid],
+                )
+                .expect("number row");
+        }
+        // More entities than DRIVE_LIMIT meet s=="x".
+        for eid in 0..crate::values::DRIVE_LIMIT + 10 {
+            connection
+                .execute(
+                    "INSERT INTO attr_texts(tenant, name, value, eid) VALUES ('plan', ?1, 'x', ?2)",
+                    rusqlite::params![s, eid],
+                )
+                .expect("text row");
+        }
+        let driver = |q: &str| {
+            Narrowing::of(&connection, &tenant, &parse(q))
+                .expect("narrowing")
+                .driver
+        };
+        assert_eq!(driver("n>=1;s==\"x\""), Some((0, vec![4, 7, 9])));
+        assert_eq!(driver("s==\"x\";n>=1"), Some((1, vec![4, 7, 9])));
+        assert_eq!(driver("s==\"x\""), None, "a bound most entities meet drives");
+        assert_eq!(driver("s==\"x\";n>=10"), Some((1, vec![])));
     }
 }

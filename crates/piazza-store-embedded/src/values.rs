@@ -139,16 +139,36 @@ pub(crate) fn condition(bound: &ValueBound, first: usize, args: &mut Vec<SqlValu
     }
 }
 
-/// How many index rows a bound selects, counted up to [`DRIVE_LIMIT`].
-pub(crate) fn selected_rows(connection: &Connection, tenant: &Tenant, bound: &ValueBound) -> StoreResult<i64> {
+/// The entities meeting `bound`, as ascending distinct eids, when fewer
+/// than `limit` index rows do (`None` otherwise). Reading the eids costs
+/// what counting the rows would, and the driving bound's list is then at
+/// hand: SQLite need not collect and sort it again.
+pub(crate) fn eids_meeting(
+    connection: &Connection,
+    tenant: &Tenant,
+    bound: &ValueBound,
+    limit: i64,
+) -> StoreResult<Option<Vec<i64>>> {
     let mut args = vec![SqlValue::Text(tenant.name().to_owned())];
     let (table, filter) = condition(bound, 2, &mut args);
-    let count_sql =
-        format!("SELECT COUNT(*) FROM (SELECT 1 FROM {table} v WHERE v.tenant = ?1 AND {filter} LIMIT {DRIVE_LIMIT})");
-    connection
-        .prepare_cached(&count_sql)
-        .and_then(|mut s| s.query_row(rusqlite::params_from_iter(args), |r| r.get(0)))
-        .map_err(sql)
+    args.push(SqlValue::Integer(limit));
+    let text = format!(
+        "SELECT v.eid FROM {table} v WHERE v.tenant = ?1 AND {filter} LIMIT ?{}",
+        args.len()
+    );
+    let mut statement = connection.prepare_cached(&text).map_err(sql)?;
+    let mut eids: Vec<i64> = statement
+        .query_map(rusqlite::params_from_iter(args), |r| r.get(0))
+        .and_then(|rows| rows.collect())
+        .map_err(sql)?;
+    if eids.len() as i64 >= limit {
+        return Ok(None);
+    }
+    // An entity is listed once per value meeting the bound (two instances
+    // of one attribute, say).
+    eids.sort_unstable();
+    eids.dedup();
+    Ok(Some(eids))
 }
 
 #[cfg(test)]
@@ -210,5 +230,51 @@ mod tests {
             let ids: Vec<&str> = found.entities.iter().map(|e| e.id.as_str()).collect();
             assert_eq!(ids, expected, "{q}");
         }
+    }
+
+    /// The driving bound's eids come from an index in value order; the
+    /// page must still be in entity (creation) order, and the count exact.
+    #[tokio::test]
+    async fn a_driven_query_pages_in_creation_order() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let tenant = Tenant::parse("driven").expect("tenant");
+        let store = EmbeddedStore::open(dir.path()).expect("open");
+        // Values fall as entities are created; every other one has s "x".
+        let edits = (0..60)
+            .map(|i| {
+                let body = json!({"id": format!("urn:d:{i:02}"), "type": "T",
+                    "n": {"type": "Property", "value": 1000 - i},
+                    "s": {"type": "Property", "value": if i % 2 == 0 { "x" } else { "y" }}});
+                let mut entity =
+                    parse_entity(&body, &ActiveContext::core(), ParseOptions::CREATE).expect("valid entity");
+                entity.stamp_new(time::now());
+                Edit::new(entity.id.clone(), move |_| {
+                    Ok(EditOutcome::put(entity, UpdateOutcome::default()))
+                })
+            })
+            .collect();
+        store.edit(&tenant, edits).await.expect("create");
+        let query = Arc::new(EntityQuery {
+            q: Some(Query::parse("n>=960;s==\"x\"", &ActiveContext::core()).expect("q")),
+            ..Default::default()
+        });
+        let expected: Vec<String> = (0..=40).step_by(2).map(|i| format!("urn:d:{i:02}")).collect();
+        let all = Page {
+            offset: 0,
+            limit: 100,
+            count: true,
+        };
+        let found = store.query(&tenant, query.clone(), all).await.expect("query");
+        let ids: Vec<&str> = found.entities.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(ids, expected);
+        assert_eq!(found.total, Some(expected.len() as u64));
+        let window = Page {
+            offset: 5,
+            limit: 3,
+            count: false,
+        };
+        let found = store.query(&tenant, query, window).await.expect("query");
+        let ids: Vec<&str> = found.entities.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(ids, expected[5..8]);
     }
 }

@@ -71,6 +71,46 @@ async fn paging_walks_every_match_once() {
     assert_eq!(too_big.status, StatusCode::FORBIDDEN);
 }
 
+/// The next-page link is there exactly when a match follows the page,
+/// whether or not the client asked for the count (which the link no longer
+/// needs).
+#[tokio::test]
+async fn the_next_link_appears_only_when_a_match_follows() {
+    let c = client();
+    load_sensors(&c, 30).await;
+    let next = |reply: &crate::support::Reply| -> Option<String> {
+        reply
+            .headers
+            .get_all("link")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find(|l| l.contains("rel=\"next\""))
+            .map(str::to_owned)
+    };
+    for count in ["", "&count=true"] {
+        for (offset, more) in [(0, true), (10, true), (19, true), (20, false), (25, false), (40, false)] {
+            let page = c
+                .get(&format!(
+                    "/entities?type=AirQualityObserved&limit=10&offset={offset}{count}"
+                ))
+                .await;
+            assert_eq!(page.status, StatusCode::OK);
+            assert_eq!(ids(&page.body).len(), 30usize.saturating_sub(offset).min(10));
+            let link = next(&page);
+            assert_eq!(link.is_some(), more, "offset {offset}{count}: {link:?}");
+            if let Some(link) = link {
+                assert!(link.contains(&format!("offset={}", offset + 10)), "{link}");
+            }
+        }
+    }
+    // A q whose matches end exactly at the page boundary.
+    let exact = c
+        .get("/entities?type=AirQualityObserved&q=station==\"urn:ngsi-ld:Station:1\"&limit=10")
+        .await;
+    assert_eq!(ids(&exact.body).len(), 10);
+    assert_eq!(next(&exact), None);
+}
+
 #[tokio::test]
 async fn geo_near_and_within() {
     let c = client();
