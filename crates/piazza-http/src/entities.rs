@@ -1,6 +1,7 @@
 //! `/entities`: create, retrieve, query, replace, merge, delete, and the
 //! attribute operations (clauses 6.4 to 6.7).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use axum::extract::{Path, RawQuery, State};
@@ -144,7 +145,11 @@ impl View {
     }
 
     /// The entity with only the members and instances to return.
-    fn project(&self, entity: &Entity, projection: &Projection) -> Entity {
+    fn project<'a>(&self, entity: &'a Entity, projection: &Projection) -> Cow<'a, Entity> {
+        // Most requests keep everything: no copy of the entity then.
+        if projection.is_identity() && self.dataset_ids.is_none() {
+            return Cow::Borrowed(entity);
+        }
         let mut entity = entity.clone();
         projection.apply(&mut entity);
         if let Some(wanted) = &self.dataset_ids {
@@ -153,7 +158,7 @@ impl View {
             }
             entity.attributes.retain(|_, instances| !instances.is_empty());
         }
-        entity
+        Cow::Owned(entity)
     }
 
     /// Renders a projected entity; `None` when the projection leaves nothing.
@@ -251,17 +256,17 @@ impl View {
         tenant: &Tenant,
         entities: &[Entity],
     ) -> ApiResult<(Vec<Map<String, Value>>, usize)> {
-        let projected: Vec<Entity> = entities
-            .iter()
-            .map(|e| self.project(e, &self.shape.projection))
-            .collect();
         let Some(join) = self.effective_join() else {
-            let items = projected
+            let items = entities
                 .iter()
-                .filter_map(|e| self.render_with(e, &self.shape.projection))
+                .filter_map(|e| self.render_with(&self.project(e, &self.shape.projection), &self.shape.projection))
                 .collect();
             return Ok((items, 0));
         };
+        let projected: Vec<Entity> = entities
+            .iter()
+            .map(|e| self.project(e, &self.shape.projection).into_owned())
+            .collect();
         let linked = Linked::resolve(state, tenant, &projected, &self.shape, join).await?;
         match join.kind {
             JoinKind::Inline => {

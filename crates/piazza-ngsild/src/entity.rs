@@ -988,5 +988,8 @@ fn is_linear_ring(value: &Value) -> bool {
     all_of(value, 4, is_position) && value.as_array().is_some_and(|ring| ring.first() == ring.last())
 }
 
+mod stored;
+pub use stored::decode_keeping;
+
 #[cfg(test)]
 mod tests;

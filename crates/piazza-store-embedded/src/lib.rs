@@ -369,6 +369,11 @@ fn decode(doc: &str) -> StoreResult<Entity> {
     serde_json::from_str(doc).map_err(|e| StoreError::Corrupt(format!("entity document: {e}")))
 }
 
+/// `doc` with only the attributes in `keep` (see `decode_keeping`).
+fn decode_keeping(doc: &str, keep: &[String]) -> StoreResult<Entity> {
+    piazza_ngsild::entity::decode_keeping(doc, keep).map_err(|e| StoreError::Corrupt(format!("entity document: {e}")))
+}
+
 fn sql(error: rusqlite::Error) -> StoreError {
     StoreError::Backend(error.to_string())
 }

@@ -11,7 +11,7 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::vtab::array::Array;
 use rusqlite::{params, Connection, OptionalExtension, Statement};
 
-use crate::{context_kind, decode, kind_of, sql, values};
+use crate::{context_kind, decode, decode_keeping, kind_of, sql, values};
 
 pub(crate) fn get(connection: &Connection, tenant: &Tenant, id: &str) -> StoreResult<Option<Entity>> {
     let doc: Option<String> = connection
@@ -33,7 +33,8 @@ struct Candidates {
     from: String,
     /// The WHERE clause over `from`.
     filter: String,
-    /// The ordered candidate key, `t.eid` or `e.eid`.
+    /// The ordered candidate key, `t.eid`, `e.eid` or the driving list's
+    /// `r.value`.
     key: &'static str,
     args: Vec<SqlValue>,
     /// The eids of the driving value bound (ascending) and the number of
@@ -142,6 +143,10 @@ fn candidates(tenant: &Tenant, query: &EntityQuery, narrowing: &Narrowing) -> Ca
             // those a selective value bound names, in the order of its
             // (deduplicated, sorted) eid list, each looked up by rowid; `+`
             // keeps SQLite off the (tenant, eid) index then.
+            // Probes on the driving list's eid rather than the looked-up
+            // row's are tested before the rowid lookup: a candidate another
+            // bound or the type rules out costs no read of `entities`.
+            let key = if narrowing.driver.is_some() { "r.value" } else { "e.eid" };
             let (from, mut filter) = match &narrowing.driver {
                 Some((_, eids)) => {
                     args.push(SqlValue::Null);
@@ -166,10 +171,10 @@ fn candidates(tenant: &Tenant, query: &EntityQuery, narrowing: &Narrowing) -> Ca
                 // entity with two of the types comes once).
                 let list = placeholders(&mut args, &types);
                 filter.push_str(&format!(
-                    " AND EXISTS (SELECT 1 FROM entity_types x WHERE x.eid = e.eid AND x.type IN ({list}) AND x.tenant = ?1)"
+                    " AND EXISTS (SELECT 1 FROM entity_types x WHERE x.eid = {key} AND x.type IN ({list}) AND x.tenant = ?1)"
                 ));
             }
-            (from, filter, "e.eid")
+            (from, filter, key)
         }
     };
     if !query.attrs.is_empty() {
@@ -249,19 +254,23 @@ pub(crate) fn query(
     let mut result = QueryResult::default();
     let mut matched: u64 = 0;
     let now = time::now();
+    let read = query.attributes_read();
     while let Some(row) = rows.next().map_err(sql)? {
-        let doc: String = row.get(0).map_err(sql)?;
-        let Some(entity) = decode(&doc)?.live(now) else {
-            continue;
-        };
-        if !query.matches(&entity) {
-            continue;
-        }
-        matched += 1;
-        if matched as usize > page.offset && result.entities.len() < page.limit {
-            result.entities.push(entity);
-        } else if !page.count && result.entities.len() >= page.limit {
+        let full = result.entities.len() >= page.limit;
+        if full && !page.count {
             break;
+        }
+        let doc = row.get_ref(0).and_then(|v| Ok(v.as_str()?)).map_err(sql)?;
+        if matched as usize >= page.offset && !full {
+            // A match here is returned: decode it whole at once.
+            if let Some(entity) = decode(doc)?.live(now).filter(|e| query.matches(e)) {
+                matched += 1;
+                result.entities.push(entity);
+            }
+        } else if decode_keeping(doc, &read)?.live(now).is_some_and(|e| query.matches(&e)) {
+            // Skipped by the offset or only counted: the attributes the
+            // test reads decide it.
+            matched += 1;
         }
     }
     if page.count {
@@ -583,15 +592,25 @@ mod tests {
             steps.first().is_some_and(|s| s.starts_with("SCAN r VIRTUAL TABLE")),
             "not driven by the bound's eid list:\n{filtered}"
         );
+        // The type and the other bound are probed on the list's eid, in
+        // the outer loop, before the rowid lookup of what passes them.
+        let step = |prefix: &str| steps.iter().position(|s| s.starts_with(prefix));
+        let lookup = step("SEARCH e USING INTEGER PRIMARY KEY");
+        let (type_probe, bound_probe) = (
+            step("SEARCH x USING PRIMARY KEY"),
+            step("SEARCH v USING COVERING INDEX attr_texts_by_entity"),
+        );
         assert!(
-            steps
-                .get(1)
-                .is_some_and(|s| s.starts_with("SEARCH e USING INTEGER PRIMARY KEY")),
+            lookup.is_some(),
             "the candidates are not looked up by rowid:\n{filtered}"
         );
         assert!(
-            filtered.contains("attr_texts_by_entity"),
-            "the string bound is not probed per entity:\n{filtered}"
+            type_probe.is_some() && bound_probe.is_some(),
+            "the type or the string bound is not probed per entity:\n{filtered}"
+        );
+        assert!(
+            type_probe < lookup && bound_probe < lookup,
+            "the probes come after the lookup of every candidate:\n{filtered}"
         );
         assert!(
             !filtered.contains("entity_types_by_type") && !filtered.contains("number"),

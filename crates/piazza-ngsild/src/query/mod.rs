@@ -63,6 +63,16 @@ impl EntityQuery {
             && (self.alternatives.is_empty() || self.alternatives.iter().any(|s| s.matches(entity)))
     }
 
+    /// The expanded names of the attributes [`matches`](Self::matches)
+    /// reads (besides id, types and scope): an entity keeping only these
+    /// matches exactly when the whole entity does.
+    pub fn attributes_read(&self) -> Vec<String> {
+        let mut names = self.attrs.clone();
+        names.extend(self.q.iter().flat_map(Query::attribute_names));
+        names.extend(self.geo.iter().map(|g| g.geoproperty().to_owned()));
+        names
+    }
+
     /// Whether only ids, id patterns and types are used, i.e. the storage
     /// can answer without looking inside entities.
     pub fn is_structural(&self) -> bool {

@@ -815,3 +815,51 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1024))]
+
+    /// What a store's candidate check relies on: an entity decoded with
+    /// only the attributes a query reads matches exactly when the whole
+    /// entity does; decoded with all of them, it is the entity but for its
+    /// own timestamps.
+    #[test]
+    fn an_entity_keeping_the_attributes_read_matches_as_the_whole(
+        p in prop::collection::vec(arbitrary_value(), 1..3),
+        q in prop::collection::vec(arbitrary_value(), 0..2),
+        r in arbitrary_value(),
+        query in arbitrary_query(),
+        by_attrs in any::<bool>(),
+    ) {
+        let instances = |values: &[Value]| -> Value {
+            values.iter().enumerate().map(|(i, v)| {
+                let mut instance = json!({"type": "Property", "value": v, "observedAt": "2024-05-01T00:00:00Z"});
+                if i > 0 {
+                    instance["datasetId"] = json!(format!("urn:ngsi-ld:Dataset:{i}"));
+                }
+                instance
+            }).collect::<Vec<_>>().into()
+        };
+        let mut body = json!({"id": "urn:ngsi-ld:T:1", "type": "T", "p": instances(&p), "r": instances(&[r])});
+        if !q.is_empty() {
+            body["q"] = instances(&q);
+        }
+        let Ok(mut whole) = parse_entity(&body, &core(), ParseOptions::CREATE) else { return Ok(()) };
+        whole.stamp_new(time::now());
+        let Ok(parsed) = Query::parse(&query, &core()) else { return Ok(()) };
+        let selection = crate::query::EntityQuery {
+            q: Some(parsed),
+            attrs: if by_attrs { vec![core().expand("r")] } else { Vec::new() },
+            ..Default::default()
+        };
+        let doc = serde_json::to_string(&whole).expect("entities serialise");
+        let kept = crate::entity::decode_keeping(&doc, &selection.attributes_read()).expect("stored form");
+        prop_assert_eq!(selection.matches(&kept), selection.matches(&whole), "{}", query);
+
+        let names: Vec<String> = whole.attributes.keys().cloned().collect();
+        let mut all = crate::entity::decode_keeping(&doc, &names).expect("stored form");
+        all.created_at = whole.created_at;
+        all.modified_at = whole.modified_at;
+        prop_assert_eq!(all, whole);
+    }
+}
