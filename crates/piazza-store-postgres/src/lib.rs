@@ -3,8 +3,9 @@
 //!
 //! Layout (`migrations/`): the tables of the embedded store, each with the
 //! tenant in every key. Entities are JSON documents written with the same
-//! serde serialisation as on SQLite; `entity_types` and `entity_attrs` let
-//! SQL narrow queries by type and attribute, and the pure
+//! serde serialisation as on SQLite; `entity_types`, `entity_attrs` and the
+//! value tables (`attr_numbers`, `attr_texts`) let SQL narrow queries by
+//! type, attribute and `q`'s value bounds, and the pure
 //! `EntityQuery::matches` decides the rest.
 //!
 //! Why a transaction per `edit` call with advisory locks: an [`Edit`] is a
@@ -45,6 +46,7 @@ mod raw;
 mod read;
 mod temporal;
 pub mod testing;
+mod values;
 mod write;
 
 pub use postgis::Postgis;

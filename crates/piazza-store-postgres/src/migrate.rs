@@ -8,7 +8,7 @@
 
 use deadpool_postgres::{ClientWrapper, GenericClient};
 
-use crate::{Error, Result};
+use crate::{values, Error, Result};
 
 /// The migrations, in order; the number is the version a database is at
 /// after applying the file.
@@ -21,7 +21,13 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         include_str!("../migrations/0003_delivery_leases.sql"),
     ),
     (4, "schema layers", include_str!("../migrations/0004_schema_layers.sql")),
+    (5, "value indexes", include_str!("../migrations/0005_value_indexes.sql")),
 ];
+
+/// The migration that creates the value indexes: the rows of the entities
+/// already stored are filled in right after it, by the model's rule
+/// (`values::backfill`).
+const VALUE_INDEXES: i32 = 5;
 
 /// The advisory lock serialising migrations: a two-key lock, so it never
 /// meets the one-key locks taken on entities (`write::lock_entities`).
@@ -56,6 +62,9 @@ pub(crate) async fn run(client: &mut ClientWrapper) -> Result<()> {
                 &[version, name],
             )
             .await?;
+        if *version == VALUE_INDEXES {
+            values::backfill(&transaction).await?;
+        }
     }
     transaction.commit().await?;
     Ok(())

@@ -1,8 +1,9 @@
 //! Raw access to a tenant's rows, for moving a data dir to another backend
 //! and back (`piazza export`, `piazza import ndjson`): keyset pages in
 //! creation order, and batched writes that keep every index table
-//! (`entity_types`, `entity_attrs`, `entity_geo`) as a normal write does,
-//! from the same [`IndexKeys`], but generate no history and no notification.
+//! (`entity_types`, `entity_attrs`, `entity_geo`, `attr_numbers`,
+//! `attr_texts`) as a normal write does, from the same [`IndexKeys`], but
+//! generate no history and no notification.
 //!
 //! A batch is one transaction of a few statements per kind (arrays through
 //! `unnest`), not one per row: moving a million entities is a matter of
@@ -22,6 +23,7 @@ use tokio_postgres::types::Json;
 use tokio_postgres::Row;
 
 use crate::cluster::{self, Changed};
+use crate::values;
 use crate::write::{self, execute, IndexKeys};
 use crate::{Error, Result};
 
@@ -350,7 +352,13 @@ async fn write_entities(
     let ids: Vec<&str> = entities.iter().map(|e| e.id.as_str()).collect();
     let t = tenant.name();
     let replaced = "(SELECT eid FROM entities WHERE tenant = $1 AND id = ANY($2))";
-    for index in ["entity_types", "entity_attrs", "entity_geo"] {
+    for index in [
+        "entity_types",
+        "entity_attrs",
+        "entity_geo",
+        "attr_numbers",
+        "attr_texts",
+    ] {
         execute(
             transaction,
             &format!("DELETE FROM {index} WHERE tenant = $1 AND eid IN {replaced}"),
@@ -380,6 +388,7 @@ async fn write_entities(
     let mut types = (Vec::new(), Vec::new());
     let mut attrs = (Vec::new(), Vec::new(), Vec::new());
     let mut geo = Vec::new();
+    let mut values = Vec::with_capacity(entities.len());
     for entity in &entities {
         let eid = *eids
             .get(&entity.id)
@@ -397,7 +406,13 @@ async fn write_entities(
         if !keys.geo.is_empty() {
             geo.push((eid, keys.geo));
         }
+        values.push((eid, keys.values));
     }
+    let mut value_columns = values::Columns::default();
+    for (eid, rows) in &values {
+        value_columns.extend(t, *eid, rows);
+    }
+    value_columns.insert(transaction).await?;
     if !types.0.is_empty() {
         execute(
             transaction,
@@ -512,10 +527,12 @@ async fn write_notices(transaction: &Transaction<'_>, tenant: &Tenant, notices: 
 }
 
 /// Every table that holds rows of a tenant, index tables included.
-const TENANT_TABLES: [&str; 12] = [
+const TENANT_TABLES: [&str; 14] = [
     "entity_types",
     "entity_attrs",
     "entity_geo",
+    "attr_numbers",
+    "attr_texts",
     "entities",
     "contexts",
     "resources",

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use deadpool_postgres::{GenericClient, Transaction};
 use piazza_ngsild::query::geo::{SpatialFilter, PLANAR_TOLERANCE_DEG};
+use piazza_ngsild::query::q::ValueBound;
 use piazza_ngsild::query::{EntityQuery, GeoQuery};
 use piazza_ngsild::{time, AttributeKind, Entity};
 use piazza_store::{
@@ -14,7 +15,7 @@ use tokio_postgres::types::{Json, ToSql};
 use tokio_postgres::IsolationLevel;
 
 use crate::write::decode_entity;
-use crate::{Error, Result};
+use crate::{values, Error, Result};
 
 /// Rows fetched per round trip when documents are filtered in Rust: a page
 /// stops reading as soon as it is full, without the server producing every
@@ -80,7 +81,100 @@ impl Candidates {
     }
 }
 
-fn candidates(tenant: &Tenant, query: &EntityQuery, postgis: bool) -> Candidates {
+/// How the value bounds of a query's `q` narrow its candidates: the most
+/// selective bound, when few enough rows meet it, is searched once and
+/// drives the scan; every other bound is probed per candidate.
+#[derive(Default)]
+struct Narrowing {
+    bounds: Vec<ValueBound>,
+    driver: Option<usize>,
+}
+
+/// A bound meeting fewer index rows than this drives the scan: its entity
+/// numbers are collected once into an array the candidates are looked up
+/// by. Counting stops there, so a loose bound costs a bounded read.
+const DRIVE_LIMIT: i64 = 5_000;
+
+impl Narrowing {
+    /// The bounds of the query's `q`, and which one drives. The rows are
+    /// counted rather than left to the planner, which right after a bulk
+    /// load has no statistics and would walk every entity of the type.
+    async fn of(client: &impl GenericClient, tenant: &Tenant, query: &EntityQuery) -> Result<Narrowing> {
+        let bounds = query.q.as_ref().map(|q| q.value_bounds()).unwrap_or_default();
+        if bounds.is_empty() {
+            return Ok(Narrowing::default());
+        }
+        let mut args: Vec<Arg> = vec![Box::new(tenant.name().to_owned())];
+        let mut arg = |value: Arg| {
+            args.push(value);
+            format!("${}", args.len())
+        };
+        let counts: Vec<String> = bounds
+            .iter()
+            .map(|bound| {
+                let (table, condition) = values::condition(bound, &mut arg);
+                format!(
+                    "(SELECT COUNT(*) FROM (SELECT 1 FROM {table} v WHERE v.tenant = $1 AND {condition} \
+                     LIMIT {DRIVE_LIMIT}) s)"
+                )
+            })
+            .collect();
+        let params: Vec<&(dyn ToSql + Sync)> = args.iter().map(|a| a.as_ref() as &(dyn ToSql + Sync)).collect();
+        let statement = client.prepare_cached(&format!("SELECT {}", counts.join(", "))).await?;
+        let row = client.query_one(&statement, &params).await?;
+        let mut driver = None;
+        let mut fewest = DRIVE_LIMIT;
+        for i in 0..bounds.len() {
+            let rows: i64 = row.try_get(i)?;
+            if rows < fewest {
+                fewest = rows;
+                driver = Some(i);
+            }
+        }
+        Ok(Narrowing { bounds, driver })
+    }
+}
+
+/// Narrows the candidates by the value bounds (each a necessary condition
+/// of a match, so no match is lost).
+fn value_filter(c: &mut Candidates, narrowing: &Narrowing) {
+    let key = c.key;
+    for (i, bound) in narrowing.bounds.iter().enumerate() {
+        let (table, condition) = values::condition(bound, &mut |value| c.arg(value));
+        if Some(i) == narrowing.driver {
+            // An init plan, run once, as for the geo filter; `candidates`
+            // makes the key `e.eid`, so the array is an index condition on
+            // the primary key of `entities` (on `entity_types` the planner
+            // without statistics tested it against every entity of the
+            // type, the array searched linearly each time: 800 ms at 100k).
+            c.filter.push_str(&format!(
+                " AND {key} = ANY(ARRAY(SELECT v.eid FROM {table} v WHERE v.tenant = $1 AND {condition}))"
+            ));
+        } else {
+            // A probe of the by-entity index per candidate. `OFFSET 0`
+            // keeps the planner from turning it into a join, which without
+            // statistics it drove from the value rows (25,000 of them, each
+            // tested against the driver's array: seconds).
+            c.filter.push_str(&format!(
+                " AND EXISTS (SELECT 1 FROM {table} v WHERE v.tenant = $1 AND v.eid = {key} AND {condition} OFFSET 0)"
+            ));
+        }
+    }
+}
+
+/// What ends a type or attribute `EXISTS` when a value bound drives: `OFFSET
+/// 0` keeps it a probe of each of the driver's few candidates rather than a
+/// join the planner, without statistics after a bulk load, might drive
+/// from the other side.
+fn probe(narrowing: &Narrowing) -> &'static str {
+    if narrowing.driver.is_some() {
+        " OFFSET 0"
+    } else {
+        ""
+    }
+}
+
+fn candidates(tenant: &Tenant, query: &EntityQuery, postgis: bool, narrowing: &Narrowing) -> Candidates {
     let mut exact = query.id_pattern.is_none()
         && query.q.is_none()
         && query.geo.is_none()
@@ -103,7 +197,9 @@ fn candidates(tenant: &Tenant, query: &EntityQuery, postgis: bool) -> Candidates
     };
     match types {
         // One type and no ids: walk the (tenant, type, eid) index.
-        Some(mut single) if single.len() == 1 && query.ids.is_empty() => {
+        // A driving value bound takes the entities path (its array is then
+        // looked up by primary key); the type is probed per candidate.
+        Some(mut single) if single.len() == 1 && query.ids.is_empty() && narrowing.driver.is_none() => {
             let p = c.arg(Box::new(single.remove(0)));
             c.from = "entity_types t";
             c.key = "t.eid";
@@ -117,8 +213,9 @@ fn candidates(tenant: &Tenant, query: &EntityQuery, postgis: bool) -> Candidates
             }
             if let Some(types) = types {
                 let p = c.arg(Box::new(types));
+                let probe = probe(narrowing);
                 c.filter.push_str(&format!(
-                    " AND EXISTS (SELECT 1 FROM entity_types x WHERE x.tenant = $1 AND x.eid = e.eid AND x.type = ANY({p}))"
+                    " AND EXISTS (SELECT 1 FROM entity_types x WHERE x.tenant = $1 AND x.eid = e.eid AND x.type = ANY({p}){probe})"
                 ));
             }
         }
@@ -126,11 +223,12 @@ fn candidates(tenant: &Tenant, query: &EntityQuery, postgis: bool) -> Candidates
     if let Some(geo) = &query.geo {
         geo_filter(&mut c, geo, postgis);
     }
+    value_filter(&mut c, narrowing);
     if !query.attrs.is_empty() {
         let p = c.arg(Box::new(query.attrs.clone()));
-        let key = c.key;
+        let (key, probe) = (c.key, probe(narrowing));
         c.filter.push_str(&format!(
-            " AND EXISTS (SELECT 1 FROM entity_attrs a WHERE a.tenant = $1 AND a.eid = {key} AND a.name = ANY({p}))"
+            " AND EXISTS (SELECT 1 FROM entity_attrs a WHERE a.tenant = $1 AND a.eid = {key} AND a.name = ANY({p}){probe})"
         ));
     }
     c
@@ -238,7 +336,8 @@ pub(crate) async fn explain_candidates(
     query: &EntityQuery,
     postgis: bool,
 ) -> Result<(i64, String)> {
-    let c = candidates(tenant, query, postgis);
+    let narrowing = Narrowing::of(client, tenant, query).await?;
+    let c = candidates(tenant, query, postgis, &narrowing);
     let count = format!("SELECT COUNT(*) FROM {} WHERE {}", c.from, c.filter);
     let count: i64 = client.query_one(&count, &c.params()).await?.try_get(0)?;
     let mut plan = String::new();
@@ -266,8 +365,9 @@ pub(crate) async fn query(
     page: Page,
     postgis: bool,
 ) -> Result<QueryResult> {
-    let candidates = candidates(tenant, query, postgis);
     let transaction = snapshot(client).await?;
+    let narrowing = Narrowing::of(&transaction, tenant, query).await?;
+    let candidates = candidates(tenant, query, postgis, &narrowing);
     let result = if candidates.exact {
         exact_page(&transaction, candidates, page).await?
     } else {

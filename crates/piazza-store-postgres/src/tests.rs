@@ -9,6 +9,7 @@ use crate::testing::TestDatabase;
 use crate::{Postgis, PostgresConfig, PostgresStore, DEFAULT_POOL_SIZE};
 
 mod geo;
+mod values;
 
 /// A store on a new database; the database is dropped with the guard.
 async fn fresh() -> Option<(Arc<dyn Store>, TestDatabase)> {

@@ -12,6 +12,7 @@ use serde_json::Value;
 use tokio_postgres::types::{Json, ToSql};
 
 use crate::cluster::{self, Changed};
+use crate::values::{self, ValueRows};
 use crate::{outbox, temporal, Error, Result};
 
 /// The advisory lock key of one entity (also taken by temporal edits).
@@ -168,13 +169,15 @@ async fn load_entities(
     Ok(rows)
 }
 
-/// The index rows of an entity: its types, its attributes with kinds, and
-/// the boxes (and shapes, with PostGIS) of its GeoProperty values.
+/// The index rows of an entity: its types, its attributes with kinds, the
+/// boxes (and shapes, with PostGIS) of its GeoProperty values, and the
+/// values `q` can compare (`values.rs`).
 #[derive(Default, PartialEq)]
 pub(crate) struct IndexKeys {
     pub(crate) types: BTreeSet<String>,
     pub(crate) attrs: BTreeSet<(String, String)>,
     pub(crate) geo: Vec<GeoRow>,
+    pub(crate) values: ValueRows,
 }
 
 impl IndexKeys {
@@ -188,6 +191,7 @@ impl IndexKeys {
             types: entity.types.iter().cloned().collect(),
             attrs,
             geo: geo_rows(entity, postgis),
+            values: values::rows_of(entity),
         }
     }
 }
@@ -390,7 +394,8 @@ impl Writer<'_> {
     }
 
     /// Rewrites only the index rows that changed: most updates change values,
-    /// not the set of attributes, and then touch no index row at all.
+    /// not the set of attributes, and then touch only the value rows of the
+    /// values that changed.
     async fn reindex(&self, eid: i64, old: &IndexKeys, new: &IndexKeys) -> Result<()> {
         if old == new {
             return Ok(());
@@ -454,7 +459,13 @@ impl Writer<'_> {
             }
             Ok(())
         };
-        tokio::try_join!(remove_types, add_types, remove_attrs, add_attrs, boxes)?;
+        let values = async {
+            if new.values != old.values {
+                values::rewrite(self.transaction, tenant, eid, &old.values, &new.values).await?;
+            }
+            Ok(())
+        };
+        tokio::try_join!(remove_types, add_types, remove_attrs, add_attrs, boxes, values)?;
         Ok(())
     }
 
@@ -495,6 +506,7 @@ impl Writer<'_> {
                 "DELETE FROM entities WHERE tenant = $1 AND eid = $2",
                 &params
             ),
+            values::forget(self.transaction, tenant, eid),
         )?;
         Ok(())
     }
