@@ -60,9 +60,32 @@ enum WriteJob {
 pub struct EmbeddedStore {
     /// Held for the store's lifetime: one process per data dir.
     _lock: std::fs::File,
-    writer: Mutex<mpsc::Sender<WriteJob>>,
+    /// `None` once the store is dropped: the writer then finishes its queue.
+    writer: Mutex<Option<mpsc::Sender<WriteJob>>>,
+    writer_thread: Option<thread::JoinHandle<()>>,
     readers: Arc<Mutex<Vec<Connection>>>,
     path: PathBuf,
+}
+
+impl Drop for EmbeddedStore {
+    /// Closes the readers, then waits for the writer to finish its queue,
+    /// checkpoint the WAL into the database and close, so that a store shut
+    /// down cleanly leaves no WAL behind (otherwise, depending on which
+    /// connection closed last, the WAL stayed at its high-water size, to be
+    /// replayed at the next start).
+    fn drop(&mut self) {
+        if let Ok(mut readers) = self.readers.lock() {
+            readers.clear();
+        }
+        if let Ok(mut writer) = self.writer.lock() {
+            writer.take();
+        }
+        if let Some(thread) = self.writer_thread.take() {
+            if thread.join().is_err() {
+                tracing::error!("the SQLite writer thread panicked");
+            }
+        }
+    }
 }
 
 impl EmbeddedStore {
@@ -82,13 +105,14 @@ impl EmbeddedStore {
         values::backfill(&mut connection)?;
         rollups::backfill(&mut connection)?;
         let (sender, receiver) = mpsc::channel();
-        thread::Builder::new()
+        let writer_thread = thread::Builder::new()
             .name("piazza-sqlite-writer".into())
             .spawn(move || writer_loop(connection, receiver))
             .map_err(|e| backend(format!("cannot start the writer thread: {e}")))?;
         Ok(Self {
             _lock: lock,
-            writer: Mutex::new(sender),
+            writer: Mutex::new(Some(sender)),
+            writer_thread: Some(writer_thread),
             readers: Arc::new(Mutex::new(Vec::new())),
             path,
         })
@@ -101,6 +125,7 @@ impl EmbeddedStore {
 
     fn send(&self, job: WriteJob) -> StoreResult<()> {
         let sender = self.writer.lock().map_err(|_| backend("writer channel poisoned"))?;
+        let sender = sender.as_ref().ok_or_else(|| backend("the store is closed"))?;
         sender.send(job).map_err(|_| backend("the writer thread has stopped"))
     }
 
@@ -172,6 +197,10 @@ fn writer_loop(mut connection: Connection, receiver: mpsc::Receiver<WriteJob>) {
             }
         }
         run_group(&mut connection, group);
+    }
+    // The store is closing: fold the WAL into the database file.
+    if let Err(e) = connection.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
+        tracing::warn!(error = %e, "final WAL checkpoint failed; the WAL will be replayed at the next start");
     }
 }
 
@@ -726,6 +755,48 @@ mod tests {
         let second = super::EmbeddedStore::open(dir.path());
         assert!(second.is_err(), "a second store on the same data dir must be refused");
         drop(first);
+    }
+
+    #[tokio::test]
+    async fn a_store_dropped_after_reads_and_writes_leaves_no_wal() {
+        use piazza_store::Store;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = super::EmbeddedStore::open(dir.path()).expect("open store");
+        let tenant = piazza_store::Tenant::default();
+        let mut attribute = piazza_ngsild::Attribute::new(piazza_ngsild::AttributeKind::Property, 1.into());
+        attribute.observed_at = Some("2024-01-01T00:00:00Z".into());
+        let edit = piazza_store::TemporalEdit::Upsert {
+            id: "urn:w:1".into(),
+            types: vec!["https://example.org/W".into()],
+            scope: Vec::new(),
+            attributes: vec![("https://example.org/p".into(), vec![attribute; 2_000])],
+        };
+        store.temporal_edit(&tenant, edit).await.expect("store").expect("edit");
+        let query = piazza_ngsild::temporal::TemporalQuery::default();
+        store
+            .temporal_entity(&tenant, "urn:w:1", &query)
+            .await
+            .expect("read")
+            .expect("entity");
+        let wal = dir.path().join("piazza.sqlite-wal");
+        assert!(
+            std::fs::metadata(&wal).map_or(0, |m| m.len()) > 0,
+            "the writes went through the WAL"
+        );
+        // Another connection still open (an operator's sqlite3 shell): the
+        // store's last close is then not the file's, which alone would
+        // leave the WAL as it is.
+        let other = rusqlite::Connection::open(dir.path().join("piazza.sqlite")).expect("open");
+        let _: i64 = other
+            .query_row("SELECT count(*) FROM temporal_entities", [], |r| r.get(0))
+            .expect("read");
+        drop(store);
+        assert_eq!(
+            std::fs::metadata(&wal).map_or(0, |m| m.len()),
+            0,
+            "the WAL was folded in at close"
+        );
+        drop(other);
     }
 
     piazza_store::conformance_suite!(async || {
