@@ -184,17 +184,10 @@ mod tests {
 
     use crate::EmbeddedStore;
 
-    /// A data dir from before the value indexes (user_version below 2,
-    /// empty tables) gets them at open, and `q` then finds its entities.
-    #[tokio::test]
-    async fn a_data_dir_from_before_the_value_indexes_is_backfilled_at_open() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let tenant = Tenant::parse("backfill").expect("tenant");
-        let store = EmbeddedStore::open(dir.path()).expect("open");
-        let edits = (0..30)
-            .map(|i| {
-                let body = json!({"id": format!("urn:b:{i}"), "type": "T",
-                    "n": {"type": "Property", "value": i}, "s": {"type": "Property", "value": format!("s{i}")}});
+    /// Creates the entities of these bodies (core context), in order.
+    async fn create(store: &EmbeddedStore, tenant: &Tenant, bodies: impl Iterator<Item = serde_json::Value>) {
+        let edits = bodies
+            .map(|body| {
                 let mut entity =
                     parse_entity(&body, &ActiveContext::core(), ParseOptions::CREATE).expect("valid entity");
                 entity.stamp_new(time::now());
@@ -203,7 +196,25 @@ mod tests {
                 })
             })
             .collect();
-        store.edit(&tenant, edits).await.expect("create");
+        store.edit(tenant, edits).await.expect("create");
+    }
+
+    /// A data dir from before the value indexes (user_version below 2,
+    /// empty tables) gets them at open, and `q` then finds its entities.
+    #[tokio::test]
+    async fn a_data_dir_from_before_the_value_indexes_is_backfilled_at_open() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let tenant = Tenant::parse("backfill").expect("tenant");
+        let store = EmbeddedStore::open(dir.path()).expect("open");
+        create(
+            &store,
+            &tenant,
+            (0..30).map(|i| {
+                json!({"id": format!("urn:b:{i}"), "type": "T",
+                    "n": {"type": "Property", "value": i}, "s": {"type": "Property", "value": format!("s{i}")}})
+            }),
+        )
+        .await;
         drop(store);
 
         let old = rusqlite::Connection::open(dir.path().join("piazza.sqlite")).expect("sqlite");
@@ -240,20 +251,16 @@ mod tests {
         let tenant = Tenant::parse("driven").expect("tenant");
         let store = EmbeddedStore::open(dir.path()).expect("open");
         // Values fall as entities are created; every other one has s "x".
-        let edits = (0..60)
-            .map(|i| {
-                let body = json!({"id": format!("urn:d:{i:02}"), "type": "T",
+        create(
+            &store,
+            &tenant,
+            (0..60).map(|i| {
+                json!({"id": format!("urn:d:{i:02}"), "type": "T",
                     "n": {"type": "Property", "value": 1000 - i},
-                    "s": {"type": "Property", "value": if i % 2 == 0 { "x" } else { "y" }}});
-                let mut entity =
-                    parse_entity(&body, &ActiveContext::core(), ParseOptions::CREATE).expect("valid entity");
-                entity.stamp_new(time::now());
-                Edit::new(entity.id.clone(), move |_| {
-                    Ok(EditOutcome::put(entity, UpdateOutcome::default()))
-                })
-            })
-            .collect();
-        store.edit(&tenant, edits).await.expect("create");
+                    "s": {"type": "Property", "value": if i % 2 == 0 { "x" } else { "y" }}})
+            }),
+        )
+        .await;
         let query = Arc::new(EntityQuery {
             q: Some(Query::parse("n>=960;s==\"x\"", &ActiveContext::core()).expect("q")),
             ..Default::default()
