@@ -598,15 +598,11 @@ pub fn render_temporal(
     }
     if let TemporalMode::Aggregated(aggregation) = &options.mode {
         for (name, groups) in &entity.summaries {
-            let mut rendered: Vec<Value> = groups
+            let rendered = groups
                 .iter()
                 .map(|group| Value::Object(summary::render_group(group, aggregation)))
                 .collect();
-            let value = match rendered.len() {
-                1 => rendered.pop().unwrap_or(Value::Null),
-                _ => Value::Array(rendered),
-            };
-            out.insert(context.compact(name), value);
+            out.insert(context.compact(name), one_or_array(rendered));
         }
     }
     out
@@ -661,7 +657,7 @@ fn by_dataset(instances: &[Instance], render_group: impl Fn(&[&Instance]) -> Map
             .or_default()
             .push(instance);
     }
-    let mut rendered: Vec<Value> = groups
+    let rendered: Vec<Value> = groups
         .into_iter()
         .map(|(dataset, group)| {
             let mut map = render_group(&group);
@@ -671,10 +667,7 @@ fn by_dataset(instances: &[Instance], render_group: impl Fn(&[&Instance]) -> Map
             Value::Object(map)
         })
         .collect();
-    match rendered.len() {
-        1 => rendered.pop().unwrap_or(Value::Null),
-        _ => Value::Array(rendered),
-    }
+    one_or_array(rendered)
 }
 
 /// The kind a group of instances is shown as (the last one's).
@@ -765,16 +758,31 @@ fn aggregated(group: &[&Instance], aggregation: &Aggregation, options: &Temporal
         _ => Vec::new(),
     };
     for method in &aggregation.methods {
-        let values: Vec<Value> = buckets
-            .iter()
-            .filter_map(|(start, end, values)| {
-                let result = method.apply(values)?;
-                Some(json!([result, format_instant(start), format_instant(end)]))
-            })
-            .collect();
-        map.insert(method.name().into(), Value::Array(values));
+        map.insert(
+            method.name().into(),
+            period_results(&buckets, |values| method.apply(values)),
+        );
     }
     map
+}
+
+/// One aggregation method's `[result, start, end]` per period; a period
+/// the method does not apply to is left out.
+fn period_results<T>(periods: &[(Timestamp, Timestamp, T)], result: impl Fn(&T) -> Option<Value>) -> Value {
+    Value::Array(
+        periods
+            .iter()
+            .filter_map(|(start, end, held)| Some(json!([result(held)?, format_instant(start), format_instant(end)])))
+            .collect(),
+    )
+}
+
+/// A single rendering as itself, several as an array (one per datasetId).
+fn one_or_array(mut rendered: Vec<Value>) -> Value {
+    match rendered.len() {
+        1 => rendered.pop().unwrap_or(Value::Null),
+        _ => Value::Array(rendered),
+    }
 }
 
 #[cfg(test)]

@@ -136,6 +136,22 @@ enum Piece {
     Points(Vec<(Timestamp, f64)>),
 }
 
+impl Piece {
+    fn first(&self) -> Option<Timestamp> {
+        match self {
+            Piece::Hour(h) => h.first,
+            Piece::Points(points) => points.first().map(|(t, _)| *t),
+        }
+    }
+
+    fn last(&self) -> Option<Timestamp> {
+        match self {
+            Piece::Hour(h) => h.last,
+            Piece::Points(points) => points.last().map(|(t, _)| *t),
+        }
+    }
+}
+
 /// A query's range of instants, `[lo, hi)`.
 #[derive(Clone, Copy)]
 struct Range {
@@ -335,8 +351,7 @@ fn summarise_group(
     let mut pieces = Vec::with_capacity(hours.len());
     for hour in hours {
         if hour.stale || !range.holds_hour(hour.start) {
-            let (from, to) = range.clip(hour.start, hour_after(hour.start));
-            let Some(found) = points(connection, key, dataset, from, to)? else {
+            let Some(found) = hour_points(connection, key, dataset, range, hour.start)? else {
                 return Ok(None);
             };
             if !found.is_empty() {
@@ -346,21 +361,14 @@ fn summarise_group(
             pieces.push(Piece::Hour(hour));
         }
     }
-    let first = pieces.first().and_then(|p| match p {
-        Piece::Hour(h) => h.first,
-        Piece::Points(points) => points.first().map(|(t, _)| *t),
-    });
-    let last = pieces.last().and_then(|p| match p {
-        Piece::Hour(h) => h.last,
-        Piece::Points(points) => points.last().map(|(t, _)| *t),
-    });
+    let (Some(first), Some(last)) = (
+        pieces.first().and_then(Piece::first),
+        pieces.last().and_then(Piece::last),
+    ) else {
+        return Ok(Some(None));
+    };
     let (origin, end) = query.timerel.map_or((None, None), |rel| rel.aggregation_window());
-    let (Some(origin), Some(last_end)) = (origin.or(first), end.or(last)) else {
-        return Ok(Some(None));
-    };
-    let Some(first) = first else {
-        return Ok(Some(None));
-    };
+    let (origin, last_end) = (origin.unwrap_or(first), end.unwrap_or(last));
     let mut walker = PeriodWalker::new(origin, aggregation.period, last_end);
     let mut periods: Vec<(Timestamp, Timestamp, Summary)> = Vec::new();
     for piece in pieces {
@@ -371,13 +379,10 @@ fn summarise_group(
                     continue;
                 }
                 // Cut by a period boundary (or before the origin): its instances decide.
-                None => {
-                    let (from, to) = range.clip(hour.start, hour_after(hour.start));
-                    match points(connection, key, dataset, from, to)? {
-                        Some(points) => points,
-                        None => return Ok(None),
-                    }
-                }
+                None => match hour_points(connection, key, dataset, range, hour.start)? {
+                    Some(points) => points,
+                    None => return Ok(None),
+                },
             },
             Piece::Points(points) => points,
         };
@@ -398,6 +403,18 @@ fn summarise_group(
         periods,
     };
     Ok(Some(Some((first, group))))
+}
+
+/// The numbers of one hour's instances within the range (see [`points`]).
+fn hour_points(
+    connection: &Connection,
+    key: &Key<'_>,
+    dataset: &str,
+    range: Range,
+    start: Timestamp,
+) -> StoreResult<Option<Vec<(Timestamp, f64)>>> {
+    let (from, to) = range.clip(start, hour_after(start));
+    points(connection, key, dataset, from, to)
 }
 
 fn add(periods: &mut Vec<(Timestamp, Timestamp, Summary)>, start: Timestamp, end: Timestamp, summary: &Summary) {

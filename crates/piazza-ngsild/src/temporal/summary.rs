@@ -10,7 +10,7 @@
 
 use serde_json::{json, Map, Value};
 
-use super::{format_instant, AggrMethod, Aggregation, Duration};
+use super::{AggrMethod, Aggregation, Duration};
 use crate::entity::AttributeKind;
 use crate::time::Timestamp;
 
@@ -218,15 +218,8 @@ pub(super) fn render_group(group: &SummarisedGroup, aggregation: &Aggregation) -
     let mut map = Map::new();
     map.insert("type".into(), Value::String(group.kind.name().into()));
     for method in &aggregation.methods {
-        let values: Vec<Value> = group
-            .periods
-            .iter()
-            .filter_map(|(start, end, summary)| {
-                let result = method.of_summary(summary)?;
-                Some(json!([result, format_instant(start), format_instant(end)]))
-            })
-            .collect();
-        map.insert(method.name().into(), Value::Array(values));
+        let results = super::period_results(&group.periods, |summary| method.of_summary(summary));
+        map.insert(method.name().into(), results);
     }
     if let Some(dataset) = &group.dataset_id {
         map.insert("datasetId".into(), Value::String(dataset.clone()));
