@@ -1,6 +1,7 @@
-//! Aggregation from hourly summaries (`attr_rollups`, kept by the triggers
-//! in `schema.sql`): an `aggregatedValues` request over a long numeric
-//! history reads one row per hour instead of decoding every instance.
+//! Aggregation from hourly summaries (`attr_rollups`: counted by
+//! `temporal::insert_row`, marked stale by the triggers in `schema.sql`): an
+//! `aggregatedValues` request over a long numeric history reads one row per
+//! hour instead of decoding every instance.
 //!
 //! A summary only ever stands for instances: an hour that is stale, or that
 //! a period boundary or the query's range cuts, is read from the instances
