@@ -2,10 +2,14 @@
 //! one thread with group commit, read by a small pool of connections.
 //!
 //! Why one writer: SQLite serialises writers anyway; doing it in one thread
-//! lets us batch every write that arrives while the previous commit is
-//! syncing into the next transaction (group commit), so the fsync cost is
-//! shared. Each edit runs inside its own SAVEPOINT, so a failing edit never
-//! leaves half an entity behind, whatever else is in the batch.
+//! lets us batch every write that arrives while the previous group is being
+//! applied into the next transaction (group commit). Each edit runs inside
+//! its own SAVEPOINT, so a failing edit never leaves half an entity behind,
+//! whatever else is in the batch.
+//!
+//! Two threads keep the disk off the writer's path: the flusher syncs the
+//! WAL and only then answers a group's writers (`flush`), and the
+//! checkpointer copies the WAL back into the database file (`checkpoint`).
 //!
 //! Layout (see `schema.sql`): `entities` holds each entity as JSON (expanded
 //! names), `entity_types` and `entity_attrs` index types and attribute names
@@ -28,6 +32,8 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde_json::Value;
 use tokio::sync::oneshot;
 
+mod checkpoint;
+mod flush;
 mod outbox;
 mod raw;
 mod read;
@@ -104,10 +110,26 @@ impl EmbeddedStore {
         connection.execute_batch(SCHEMA).map_err(sql)?;
         values::backfill(&mut connection)?;
         rollups::backfill(&mut connection)?;
+        // The writer's commits skip the sync; the flusher makes them durable
+        // before they are answered (see `flush`). Checkpoints are the
+        // checkpointer's (see `checkpoint`).
+        connection
+            .execute_batch(&format!(
+                "PRAGMA synchronous=NORMAL; PRAGMA wal_autocheckpoint={}; PRAGMA journal_size_limit={};",
+                checkpoint::WRITER_FALLBACK,
+                checkpoint::WAL_KEPT_BYTES
+            ))
+            .map_err(sql)?;
+        let checkpointer = checkpoint::Checkpointer::start(open_connection(&path)?, checkpoint::RESTART_AT)
+            .map_err(|e| backend(format!("cannot start the checkpoint thread: {e}")))?;
+        let sync =
+            flush::wal_sync(&path).map_err(|e| backend(format!("cannot open the WAL of {}: {e}", path.display())))?;
+        let flusher =
+            flush::Flusher::start(sync).map_err(|e| backend(format!("cannot start the flusher thread: {e}")))?;
         let (sender, receiver) = mpsc::channel();
         let writer_thread = thread::Builder::new()
             .name("piazza-sqlite-writer".into())
-            .spawn(move || writer_loop(connection, receiver))
+            .spawn(move || writer_loop(connection, receiver, flusher, checkpointer))
             .map_err(|e| backend(format!("cannot start the writer thread: {e}")))?;
         Ok(Self {
             _lock: lock,
@@ -169,8 +191,9 @@ impl EmbeddedStore {
 
 fn open_connection(path: &Path) -> StoreResult<Connection> {
     let connection = Connection::open(path).map_err(sql)?;
-    // FULL makes every acknowledged commit survive power loss, not only a
-    // crash of the process; group commit pays for the extra fsync.
+    // FULL: the commits made before the writer starts (schema, backfills)
+    // are synced by SQLite itself; the writer then switches to NORMAL and
+    // leaves the sync to the flusher.
     // temp_store=MEMORY keeps the statement sub-journal of each edit's
     // SAVEPOINT (and any sorter) in memory instead of a temporary file; the
     // savepoints stay, so an edit still commits whole or not at all.
@@ -182,12 +205,27 @@ fn open_connection(path: &Path) -> StoreResult<Connection> {
              PRAGMA temp_store=MEMORY; PRAGMA cache_size=-65536;",
         )
         .map_err(sql)?;
+    let journal: String = connection
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .map_err(sql)?;
+    if !journal.eq_ignore_ascii_case("wal") {
+        // The flusher syncs the WAL: without one, nothing would be synced.
+        return Err(backend(format!(
+            "{} cannot use a write-ahead log (journal mode {journal})",
+            path.display()
+        )));
+    }
     // `rarray`: how a query hands SQLite the eids its value index selected.
     rusqlite::vtab::array::load_module(&connection).map_err(sql)?;
     Ok(connection)
 }
 
-fn writer_loop(mut connection: Connection, receiver: mpsc::Receiver<WriteJob>) {
+fn writer_loop(
+    mut connection: Connection,
+    receiver: mpsc::Receiver<WriteJob>,
+    flusher: flush::Flusher,
+    mut checkpointer: checkpoint::Checkpointer,
+) {
     while let Ok(first) = receiver.recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -196,23 +234,57 @@ fn writer_loop(mut connection: Connection, receiver: mpsc::Receiver<WriteJob>) {
                 Err(_) => break,
             }
         }
-        run_group(&mut connection, group);
+        if flusher.is_broken() {
+            fail_group(group, flush::BROKEN);
+            continue;
+        }
+        flusher.answer_when_durable(run_group(&mut connection, group));
+        // Outside any transaction, as a WAL restart needs.
+        checkpointer.after_commit();
     }
+    // Every write answered, synced, before the store goes away; the last
+    // checkpoint below needs the checkpointer's connection closed.
+    flusher.finish();
+    checkpointer.finish();
     // The store is closing: fold the WAL into the database file.
     if let Err(e) = connection.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
         tracing::warn!(error = %e, "final WAL checkpoint failed; the WAL will be replayed at the next start");
     }
 }
 
+/// A job's answer, held until its transaction is durable.
 enum Pending {
     Edits(oneshot::Sender<EditResults>, Vec<Result<Applied, NgsiError>>),
     Exec(oneshot::Sender<StoreResult<()>>, StoreResult<()>),
 }
 
-fn run_group(connection: &mut Connection, group: Vec<WriteJob>) {
+impl Pending {
+    fn answer(self) {
+        // A dropped receiver is a client that went away: nothing to tell.
+        match self {
+            Pending::Edits(reply, results) => drop(reply.send(Ok(results))),
+            Pending::Exec(reply, result) => drop(reply.send(result)),
+        }
+    }
+
+    fn fail(self, why: &str) {
+        match self {
+            Pending::Edits(reply, _) => drop(reply.send(Err(backend(why)))),
+            Pending::Exec(reply, _) => drop(reply.send(Err(backend(why)))),
+        }
+    }
+}
+
+/// Runs `group` in one transaction and commits it; returns the answers to
+/// send once the commit is durable (none if it failed: those are answered
+/// with the error here).
+fn run_group(connection: &mut Connection, group: Vec<WriteJob>) -> Vec<Pending> {
     let transaction = match connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
         Ok(t) => t,
-        Err(e) => return fail_group(group, &format!("cannot begin a transaction: {e}")),
+        Err(e) => {
+            fail_group(group, &format!("cannot begin a transaction: {e}"));
+            return Vec::new();
+        }
     };
     let mut pending = Vec::with_capacity(group.len());
     for job in group {
@@ -232,21 +304,11 @@ fn run_group(connection: &mut Connection, group: Vec<WriteJob>) {
     }
     if let Err(e) = transaction.commit() {
         tracing::error!(error = %e, "commit failed");
-        for job in pending {
-            match job {
-                Pending::Edits(reply, _) => drop(reply.send(Err(backend(format!("commit failed: {e}"))))),
-                Pending::Exec(reply, _) => drop(reply.send(Err(backend(format!("commit failed: {e}"))))),
-            }
-        }
-        return;
+        let why = format!("commit failed: {e}");
+        pending.into_iter().for_each(|p| p.fail(&why));
+        return Vec::new();
     }
-    // Replies only after the commit: an acknowledged write is durable.
-    for job in pending {
-        match job {
-            Pending::Edits(reply, results) => drop(reply.send(Ok(results))),
-            Pending::Exec(reply, result) => drop(reply.send(result)),
-        }
-    }
+    pending
 }
 
 fn fail_group(group: Vec<WriteJob>, why: &str) {
