@@ -15,6 +15,7 @@
 //! names), `entity_types` and `entity_attrs` index types and attribute names
 //! for type queries and discovery; `contexts` holds @context documents.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
@@ -409,12 +410,10 @@ fn put(
             transaction
                 .prepare_cached("UPDATE entities SET doc = ?1 WHERE eid = ?2")?
                 .execute(params![doc, eid])?;
-            transaction
-                .prepare_cached("DELETE FROM entity_types WHERE eid = ?1")?
-                .execute([eid])?;
-            transaction
-                .prepare_cached("DELETE FROM entity_attrs WHERE eid = ?1")?
-                .execute([eid])?;
+            if before.is_none() {
+                // An expired entity created afresh: its rows are still there.
+                clear_names(transaction, eid)?;
+            }
             eid
         }
         None => {
@@ -427,29 +426,73 @@ fn put(
             transaction.last_insert_rowid()
         }
     };
-    let mut insert_type =
-        transaction.prepare_cached("INSERT OR IGNORE INTO entity_types(eid, tenant, type) VALUES (?1, ?2, ?3)")?;
-    for entity_type in &entity.types {
-        insert_type.execute(params![eid, tenant.name(), entity_type])?;
-    }
-    let mut insert_attr = transaction
-        .prepare_cached("INSERT OR IGNORE INTO entity_attrs(eid, tenant, name, kind) VALUES (?1, ?2, ?3, ?4)")?;
-    for (name, instances) in &entity.attributes {
-        for instance in instances {
-            insert_attr.execute(params![eid, tenant.name(), name, instance.kind.name()])?;
-        }
-    }
+    reindex_names(transaction, tenant, eid, before, entity)?;
     values::reindex(transaction, tenant, eid, before, Some(entity))
 }
 
-fn delete(transaction: &Transaction<'_>, tenant: &Tenant, eid: i64) -> rusqlite::Result<()> {
-    values::reindex(transaction, tenant, eid, None, None)?;
+/// Brings `entity_types` and `entity_attrs` from `before`'s rows to
+/// `after`'s, writing only the difference: an update of attribute values
+/// (most writes) touches none of their rows, where rewriting them all cost
+/// four b-trees and a page per attribute name.
+fn reindex_names(
+    transaction: &Transaction<'_>,
+    tenant: &Tenant,
+    eid: i64,
+    before: Option<&Entity>,
+    after: &Entity,
+) -> rusqlite::Result<()> {
+    let (old, new) = (before.map(type_names).unwrap_or_default(), type_names(after));
+    for gone in old.difference(&new) {
+        transaction
+            .prepare_cached("DELETE FROM entity_types WHERE eid = ?1 AND type = ?2")?
+            .execute(params![eid, gone])?;
+    }
+    for added in new.difference(&old) {
+        transaction
+            .prepare_cached("INSERT OR IGNORE INTO entity_types(eid, tenant, type) VALUES (?1, ?2, ?3)")?
+            .execute(params![eid, tenant.name(), added])?;
+    }
+    let (old, new) = (before.map(attribute_kinds).unwrap_or_default(), attribute_kinds(after));
+    for (name, kind) in old.difference(&new) {
+        transaction
+            .prepare_cached("DELETE FROM entity_attrs WHERE eid = ?1 AND name = ?2 AND kind = ?3")?
+            .execute(params![eid, name, kind])?;
+    }
+    for (name, kind) in new.difference(&old) {
+        transaction
+            .prepare_cached("INSERT OR IGNORE INTO entity_attrs(eid, tenant, name, kind) VALUES (?1, ?2, ?3, ?4)")?
+            .execute(params![eid, tenant.name(), name, kind])?;
+    }
+    Ok(())
+}
+
+fn type_names(entity: &Entity) -> BTreeSet<&str> {
+    entity.types.iter().map(String::as_str).collect()
+}
+
+/// The `entity_attrs` rows of an entity: each attribute name with each
+/// kind its instances have.
+fn attribute_kinds(entity: &Entity) -> BTreeSet<(&str, &'static str)> {
+    entity
+        .attributes
+        .iter()
+        .flat_map(|(name, instances)| instances.iter().map(move |i| (name.as_str(), i.kind.name())))
+        .collect()
+}
+
+fn clear_names(transaction: &Transaction<'_>, eid: i64) -> rusqlite::Result<()> {
     transaction
         .prepare_cached("DELETE FROM entity_types WHERE eid = ?1")?
         .execute([eid])?;
     transaction
         .prepare_cached("DELETE FROM entity_attrs WHERE eid = ?1")?
         .execute([eid])?;
+    Ok(())
+}
+
+fn delete(transaction: &Transaction<'_>, tenant: &Tenant, eid: i64) -> rusqlite::Result<()> {
+    values::reindex(transaction, tenant, eid, None, None)?;
+    clear_names(transaction, eid)?;
     transaction
         .prepare_cached("DELETE FROM entities WHERE eid = ?1")?
         .execute([eid])?;
@@ -810,6 +853,86 @@ fn context_kind(name: &str) -> StoreResult<ContextKind> {
 
 #[cfg(test)]
 mod tests {
+    use piazza_ngsild::entity::{parse_entity, ParseOptions};
+    use piazza_ngsild::update::UpdateOutcome;
+    use piazza_ngsild::ActiveContext;
+    use piazza_store::{Edit, EditOutcome, Store};
+    use serde_json::json;
+
+    /// An edit that stores `body` (core context) as the whole entity.
+    fn replace_with(body: serde_json::Value) -> Edit {
+        let mut entity = parse_entity(&body, &ActiveContext::core(), ParseOptions::CREATE).expect("valid entity");
+        entity.stamp_new(piazza_ngsild::time::now());
+        Edit::new(entity.id.clone(), move |_| {
+            Ok(EditOutcome::put(entity, UpdateOutcome::default()))
+        })
+    }
+
+    /// The `entity_types` and `entity_attrs` rows, short names, sorted.
+    fn name_rows(path: &std::path::Path) -> (Vec<String>, Vec<String>) {
+        let connection = rusqlite::Connection::open(path).expect("open");
+        let short = |s: String| s.rsplit('/').next().unwrap_or_default().to_owned();
+        let collect = |sql: &str| -> Vec<String> {
+            let mut statement = connection.prepare(sql).expect("prepare");
+            let mut rows: Vec<String> = statement
+                .query_map([], |r| r.get::<_, String>(0))
+                .expect("query")
+                .map(|r| short(r.expect("row")))
+                .collect();
+            rows.sort();
+            rows
+        };
+        (
+            collect("SELECT type FROM entity_types"),
+            collect("SELECT name || '|' || kind FROM entity_attrs"),
+        )
+    }
+
+    #[tokio::test]
+    async fn type_and_attribute_rows_follow_each_edit() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = super::EmbeddedStore::open(dir.path()).expect("open store");
+        let tenant = piazza_store::Tenant::default();
+        let path = store.path().to_owned();
+        let first = json!({"id": "urn:t:1", "type": "A",
+            "p": {"type": "Property", "value": 1},
+            "q": {"type": "Relationship", "object": "urn:x:1"}});
+        store.edit(&tenant, vec![replace_with(first)]).await.expect("create");
+        let expected = (vec!["A".into()], vec!["p|Property".into(), "q|Relationship".into()]);
+        assert_eq!(name_rows(&path), expected);
+
+        // A value change alone, then a change of types and attributes.
+        let values_only = json!({"id": "urn:t:1", "type": "A",
+            "p": {"type": "Property", "value": 2},
+            "q": {"type": "Relationship", "object": "urn:x:2"}});
+        store
+            .edit(&tenant, vec![replace_with(values_only)])
+            .await
+            .expect("update");
+        assert_eq!(name_rows(&path), expected);
+        let reshaped = json!({"id": "urn:t:1", "type": ["A", "B"],
+            "p": [{"type": "Property", "value": 2},
+                  {"type": "Relationship", "object": "urn:x:3", "datasetId": "urn:d:1"}],
+            "r": {"type": "Property", "value": "x"}});
+        store.edit(&tenant, vec![replace_with(reshaped)]).await.expect("update");
+        assert_eq!(
+            name_rows(&path),
+            (
+                vec!["A".into(), "B".into()],
+                vec!["p|Property".into(), "p|Relationship".into(), "r|Property".into()]
+            )
+        );
+
+        let delete = Edit::new(String::from("urn:t:1"), |_| {
+            Ok(EditOutcome {
+                state: piazza_store::NewState::Delete,
+                report: UpdateOutcome::default(),
+            })
+        });
+        store.edit(&tenant, vec![delete]).await.expect("delete");
+        assert_eq!(name_rows(&path), (Vec::new(), Vec::new()));
+    }
+
     #[test]
     fn a_data_dir_is_used_by_one_store_at_a_time() {
         let dir = tempfile::tempdir().expect("temp dir");
