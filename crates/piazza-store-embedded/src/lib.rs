@@ -35,6 +35,7 @@ use tokio::sync::oneshot;
 
 mod checkpoint;
 mod flush;
+mod geo;
 mod outbox;
 mod raw;
 mod read;
@@ -111,6 +112,7 @@ impl EmbeddedStore {
         connection.execute_batch(SCHEMA).map_err(sql)?;
         values::backfill(&mut connection)?;
         rollups::backfill(&mut connection)?;
+        geo::backfill(&mut connection)?;
         // The writer's commits skip the sync; the flusher makes them durable
         // before they are answered (see `flush`). Checkpoints are the
         // checkpointer's (see `checkpoint`).
@@ -413,6 +415,7 @@ fn put(
             if before.is_none() {
                 // An expired entity created afresh: its rows are still there.
                 clear_names(transaction, eid)?;
+                geo::clear(transaction, eid)?;
             }
             eid
         }
@@ -427,6 +430,7 @@ fn put(
         }
     };
     reindex_names(transaction, tenant, eid, before, entity)?;
+    geo::reindex(transaction, eid, before, Some(entity))?;
     values::reindex(transaction, tenant, eid, before, Some(entity))
 }
 
@@ -492,6 +496,7 @@ fn clear_names(transaction: &Transaction<'_>, eid: i64) -> rusqlite::Result<()> 
 
 fn delete(transaction: &Transaction<'_>, tenant: &Tenant, eid: i64) -> rusqlite::Result<()> {
     values::reindex(transaction, tenant, eid, None, None)?;
+    geo::clear(transaction, eid)?;
     clear_names(transaction, eid)?;
     transaction
         .prepare_cached("DELETE FROM entities WHERE eid = ?1")?

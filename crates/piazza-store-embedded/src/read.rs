@@ -11,7 +11,7 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::vtab::array::Array;
 use rusqlite::{params, Connection, OptionalExtension, Statement};
 
-use crate::{context_kind, decode, decode_keeping, kind_of, sql, values};
+use crate::{context_kind, decode, decode_keeping, geo, kind_of, sql, values};
 
 pub(crate) fn get(connection: &Connection, tenant: &Tenant, id: &str) -> StoreResult<Option<Entity>> {
     let doc: Option<String> = connection
@@ -71,35 +71,55 @@ impl Candidates {
     }
 }
 
-/// How the value bounds of a query's `q` narrow its candidates.
+/// How the value bounds of a query's `q` and its geo-query narrow its
+/// candidates.
 #[derive(Default)]
 struct Narrowing {
     bounds: Vec<ValueBound>,
-    /// The bound few enough entities meet to drive the scan, with their
+    /// The test few enough entities pass to drive the scan, with their
     /// eids (ascending, distinct).
-    driver: Option<(usize, Vec<i64>)>,
+    driver: Option<(Driver, Vec<i64>)>,
+}
+
+/// What drives a narrowed scan.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Driver {
+    /// The value bound of this index in `bounds`: its SQL test is implied.
+    Bound(usize),
+    /// The spatial index: the geo-query is still tested in Rust.
+    Geo,
 }
 
 impl Narrowing {
-    /// The bounds of the query's `q`, driven by the most selective one
-    /// when it selects fewer than `DRIVE_LIMIT` index rows.
+    /// The bounds of the query's `q`, driven by the most selective of them
+    /// and of the geo-query's region when it selects fewer than
+    /// `DRIVE_LIMIT` index rows.
     fn of(connection: &Connection, tenant: &Tenant, query: &EntityQuery) -> StoreResult<Narrowing> {
         let bounds = query.q.as_ref().map(|q| q.value_bounds()).unwrap_or_default();
         let mut driver = None;
         let mut fewest = values::DRIVE_LIMIT;
+        if let Some(geo_query) = &query.geo {
+            if let Some(eids) = geo::eids_meeting(connection, geo_query, fewest)? {
+                fewest = eids.len() as i64;
+                driver = Some((Driver::Geo, eids));
+            }
+        }
         for (i, bound) in bounds.iter().enumerate() {
             // Each bound is read only as far as the best one so far: a
             // bound that many entities meet costs no more than the driver.
             if let Some(eids) = values::eids_meeting(connection, tenant, bound, fewest)? {
                 fewest = eids.len() as i64;
-                driver = Some((i, eids));
+                driver = Some((Driver::Bound(i), eids));
             }
         }
         Ok(Narrowing { bounds, driver })
     }
 
     fn driver_index(&self) -> Option<usize> {
-        self.driver.as_ref().map(|(i, _)| *i)
+        match self.driver {
+            Some((Driver::Bound(i), _)) => Some(i),
+            _ => None,
+        }
     }
 }
 
@@ -482,7 +502,7 @@ mod tests {
     use piazza_store::Tenant;
     use rusqlite::{params_from_iter, Connection};
 
-    use super::{candidates, docs_sql, page_sql, Narrowing};
+    use super::{candidates, docs_sql, page_sql, Driver, Narrowing};
 
     fn schema() -> Connection {
         let connection = Connection::open_in_memory().expect("in-memory database");
@@ -583,7 +603,7 @@ mod tests {
         let bounds = query.q.as_ref().map(|q| q.value_bounds()).unwrap_or_default();
         let narrowing = Narrowing {
             bounds,
-            driver: Some((0, vec![3, 7, 11])),
+            driver: Some((Driver::Bound(0), vec![3, 7, 11])),
         };
         let c = candidates(&tenant, &query, &narrowing);
         let filtered = plan(&connection, &docs_sql(&c), &c.args);
@@ -663,9 +683,9 @@ mod tests {
                 .expect("narrowing")
                 .driver
         };
-        assert_eq!(driver("n>=1;s==\"x\""), Some((0, vec![4, 7, 9])));
-        assert_eq!(driver("s==\"x\";n>=1"), Some((1, vec![4, 7, 9])));
+        assert_eq!(driver("n>=1;s==\"x\""), Some((Driver::Bound(0), vec![4, 7, 9])));
+        assert_eq!(driver("s==\"x\";n>=1"), Some((Driver::Bound(1), vec![4, 7, 9])));
         assert_eq!(driver("s==\"x\""), None, "a bound most entities meet drives");
-        assert_eq!(driver("s==\"x\";n>=10"), Some((1, vec![])));
+        assert_eq!(driver("s==\"x\";n>=10"), Some((Driver::Bound(1), vec![])));
     }
 }

@@ -184,3 +184,12 @@ BEGIN
     WHERE NEW.observed_at IS NOT NULL
     ON CONFLICT DO UPDATE SET stale = 1;
 END;
+
+-- The spatial index (geo.rs): one box per entity and GeoProperty name.
+CREATE TABLE IF NOT EXISTS geo_keys (
+    gid  INTEGER PRIMARY KEY,
+    eid  INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    UNIQUE (eid, name)
+);
+CREATE VIRTUAL TABLE IF NOT EXISTS geo_boxes USING rtree(gid, min_lon, max_lon, min_lat, max_lat);
