@@ -560,6 +560,72 @@ fn has_history(connection: &Connection, tenant: &Tenant, id: &str, attr: &str) -
         .map_err(sql)
 }
 
+/// The ids of the tenant's temporal entities that SQL finds for
+/// `entities` (its ids, a plain list of types, its attributes with any
+/// history), in the order of the answer; and whether that is all the test
+/// there is (nothing left for Rust but the page).
+fn candidate_ids(
+    connection: &Connection,
+    tenant: &Tenant,
+    entities: &EntityQuery,
+    order_by_id: Option<bool>,
+) -> StoreResult<(Vec<String>, bool)> {
+    let mut args = vec![SqlValue::Text(tenant.name().to_owned())];
+    let mut list = |values: &mut dyn Iterator<Item = &str>| -> String {
+        let start = args.len() + 1;
+        args.extend(values.map(|v| SqlValue::Text(v.to_owned())));
+        (start..=args.len())
+            .map(|i| format!("?{i}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let mut filter = String::from("te.tenant = ?1");
+    if !entities.ids.is_empty() {
+        filter.push_str(&format!(
+            " AND te.id IN ({})",
+            list(&mut entities.ids.iter().map(String::as_str))
+        ));
+    }
+    let types = entities.types.as_ref().map(|t| t.alternatives());
+    if let Some(Some(types)) = &types {
+        // The types column is a short JSON array; json_each reads it in C,
+        // where building each entity's header in Rust cost a query apiece.
+        filter.push_str(&format!(
+            " AND EXISTS (SELECT 1 FROM json_each(te.types) j WHERE j.value IN ({}))",
+            list(&mut types.iter().copied())
+        ));
+    }
+    if !entities.attrs.is_empty() {
+        // One probe of the (tenant, entity_id, attr, …) index per name.
+        filter.push_str(&format!(
+            " AND EXISTS (SELECT 1 FROM attr_instances a WHERE a.tenant = ?1 AND a.entity_id = te.id \
+             AND a.attr IN ({}))",
+            list(&mut entities.attrs.iter().map(String::as_str))
+        ));
+    }
+    let order = match order_by_id {
+        Some(false) => "te.id",
+        Some(true) => "te.id DESC",
+        None => "te.teid",
+    };
+    let mut statement = connection
+        .prepare_cached(&format!(
+            "SELECT te.id FROM temporal_entities te WHERE {filter} ORDER BY {order}"
+        ))
+        .map_err(sql)?;
+    let ids = statement
+        .query_map(params_from_iter(args), |r| r.get::<_, String>(0))
+        .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+        .map_err(sql)?;
+    let exact = !matches!(types, Some(None))
+        && entities.id_pattern.is_none()
+        && entities.q.is_none()
+        && entities.geo.is_none()
+        && entities.scope.is_none()
+        && entities.alternatives.is_empty();
+    Ok((ids, exact))
+}
+
 pub(crate) fn query(
     connection: &Connection,
     tenant: &Tenant,
@@ -567,29 +633,27 @@ pub(crate) fn query(
     query: &TemporalQuery,
     page: Page,
 ) -> StoreResult<TemporalQueryResult> {
-    let mut ids: Vec<String> = {
-        let mut statement = connection
-            .prepare_cached("SELECT id FROM temporal_entities WHERE tenant = ?1 ORDER BY teid")
-            .map_err(sql)?;
-        let rows = statement
-            .query_map([tenant.name()], |r| r.get::<_, String>(0))
-            .map_err(sql)?;
-        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(sql)?
-    };
-    if let Some(descending) = query.order_by_id {
-        ids.sort();
-        if descending {
-            ids.reverse();
-        }
-    }
+    // One snapshot for the candidates and their histories.
+    let snapshot = connection.unchecked_transaction().map_err(sql)?;
+    let connection: &Connection = &snapshot;
+    let (ids, exact) = candidate_ids(connection, tenant, entities, query.order_by_id)?;
     // `attrs` alone is answered from the instance index; only `q` and
     // geo-queries need the entity's latest state rebuilt from its history.
     let needs_attributes = entities.q.is_some() || entities.geo.is_some();
     let mut result = TemporalQueryResult::default();
     let mut pager = Pager::new(page);
     for id in ids {
-        if !entities.ids.is_empty() && !entities.ids.contains(&id) {
-            continue;
+        if exact {
+            // SQL has tested it all: an entity before the offset (or after
+            // a full page, for the count) costs nothing more.
+            match pager.next_step() {
+                PageStep::Stop => break,
+                PageStep::Skip => {
+                    pager.counted(false);
+                    continue;
+                }
+                PageStep::Take => {}
+            }
         }
         let Some(header) = header(connection, tenant, &id)? else {
             continue;

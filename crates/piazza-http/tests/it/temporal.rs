@@ -324,3 +324,58 @@ async fn aggregates_cover_every_instance_not_one_page() {
     assert_eq!(reply.body["pm10"]["totalCount"][0][0], 50, "{}", reply.body);
     assert_eq!(reply.body["pm10"]["sum"][0][0], 1225.0, "{}", reply.body);
 }
+
+/// A temporal query by type and attributes pages and counts the entities
+/// those select, in creation order (or by id), whichever way the storage
+/// narrows them; `q` still tests each entity's latest state.
+#[tokio::test]
+async fn a_temporal_query_pages_and_counts_what_type_and_attrs_select() {
+    let c = client();
+    // Hives but every third (an Apiary); weight on even ones, humidity on odd.
+    for i in 0..12 {
+        let kind = if i % 3 == 0 { "Apiary" } else { "Hive" };
+        let attr = if i % 2 == 0 { "weight" } else { "humidity" };
+        c.create(&json!({"id": format!("urn:ngsi-ld:T:{i:02}"), "type": kind,
+            attr: {"type": "Property", "value": i, "observedAt": "2024-01-01T10:00:00Z"}}))
+            .await;
+    }
+    let ids = |reply: &crate::support::Reply| -> Vec<u64> {
+        reply
+            .body
+            .as_array()
+            .expect("an array")
+            .iter()
+            .map(|e| e["id"].as_str().unwrap_or_default()[14..].parse().expect("number"))
+            .collect()
+    };
+    for (query, expected, total) in [
+        (
+            "type=Hive&attrs=weight&count=true&limit=2&offset=1",
+            vec![4, 8],
+            Some("4"),
+        ),
+        (
+            "type=Hive&attrs=weight&count=true&limit=10&offset=3",
+            vec![10],
+            Some("4"),
+        ),
+        (
+            "type=Hive,Apiary&attrs=weight,humidity&count=true&limit=3&offset=9",
+            vec![9, 10, 11],
+            Some("12"),
+        ),
+        ("type=Apiary&orderBy=id;desc&limit=3", vec![9, 6, 3], None),
+        (
+            "type=Hive&attrs=weight&id=urn:ngsi-ld:T:04,urn:ngsi-ld:T:05",
+            vec![4],
+            None,
+        ),
+        ("type=Hive&q=weight>=4&count=true&limit=2", vec![4, 8], Some("3")),
+        ("type=Hive&attrs=pressure&count=true", vec![], Some("0")),
+    ] {
+        let reply = c.get(&format!("/temporal/entities?{query}")).await;
+        assert_eq!(reply.status, StatusCode::OK, "{query}: {}", reply.body);
+        assert_eq!(ids(&reply), expected, "{query}");
+        assert_eq!(reply.header("NGSILD-Results-Count"), total, "{query}");
+    }
+}
