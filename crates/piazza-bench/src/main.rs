@@ -45,10 +45,11 @@ struct Cli {
     /// Keep-alive connections of the load generator (and of the ceiling).
     #[arg(long, default_value_t = 16)]
     connections: usize,
-    /// Connections of the query scenarios (query-*, geo-near, deep-page).
-    /// Today each of those queries takes seconds at 100k entities; with 16
-    /// connections the requests in flight at the deadline alone would take
-    /// minutes. Throughput is CPU-bound either way; latency is lower.
+    /// Connections of the query scenarios (query-*, geo-near, deep-page,
+    /// temporal-query). They are CPU-bound: on 2 cores more connections
+    /// raise the latency, not the throughput, and the slowest of them
+    /// (temporal-query, a fraction of a second each at 100k entities) would
+    /// keep the run waiting at each deadline.
     #[arg(long, default_value_t = 4)]
     query_connections: usize,
     /// Measured time of each load scenario.
