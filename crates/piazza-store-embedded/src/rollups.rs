@@ -268,8 +268,9 @@ fn hours(connection: &Connection, key: &Key<'_>, range: Range) -> StoreResult<Op
         if others > 0 {
             return Ok(None);
         }
-        let hour: String = row.get(1).map_err(sql)?;
-        let Some(start) = hour_start(&hour) else {
+        // Borrowed, not copied: a year of hours is 8,760 rows.
+        let text = |i: usize| row.get_ref(i).and_then(|v| Ok(v.as_str()?)).map_err(sql);
+        let Some(start) = hour_start(text(1)?) else {
             return Ok(None);
         };
         let count: i64 = row.get(2).map_err(sql)?;
@@ -288,7 +289,14 @@ fn hours(connection: &Connection, key: &Key<'_>, range: Range) -> StoreResult<Op
             min: row.get::<_, Option<f64>>(8).map_err(sql)?.unwrap_or(f64::INFINITY),
             max: row.get::<_, Option<f64>>(9).map_err(sql)?.unwrap_or(f64::NEG_INFINITY),
         };
-        by_dataset.entry(row.get(0).map_err(sql)?).or_default().push(Hour {
+        let dataset = text(0)?;
+        if !by_dataset.contains_key(dataset) {
+            by_dataset.insert(dataset.to_owned(), Vec::new());
+        }
+        let Some(hours) = by_dataset.get_mut(dataset) else {
+            return Ok(None);
+        };
+        hours.push(Hour {
             start,
             summary,
             stale: row.get::<_, i64>(4).map_err(sql)? != 0,
