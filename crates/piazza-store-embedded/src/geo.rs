@@ -14,7 +14,7 @@ use piazza_ngsild::{AttributeKind, Entity};
 use piazza_store::StoreResult;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
-use crate::{decode, sql};
+use crate::sql;
 
 /// `PRAGMA user_version` from which the spatial index is complete.
 const GEO_VERSION: i64 = 4;
@@ -123,31 +123,12 @@ pub(crate) fn eids_meeting(connection: &Connection, query: &GeoQuery, limit: i64
 
 /// Fills the spatial index of a data dir written before it existed.
 pub(crate) fn backfill(connection: &mut Connection) -> StoreResult<()> {
-    let version: i64 = connection
-        .pragma_query_value(None, "user_version", |r| r.get(0))
-        .map_err(sql)?;
-    if version >= GEO_VERSION {
-        return Ok(());
-    }
-    let transaction = connection.transaction().map_err(sql)?;
-    let mut indexed = 0u64;
-    {
-        let mut rows = transaction.prepare("SELECT eid, doc FROM entities").map_err(sql)?;
-        let mut rows = rows.query([]).map_err(sql)?;
-        while let Some(row) = rows.next().map_err(sql)? {
-            let (eid, doc): (i64, String) = (row.get(0).map_err(sql)?, row.get(1).map_err(sql)?);
-            reindex(&transaction, eid, None, Some(&decode(&doc)?)).map_err(sql)?;
-            indexed += 1;
-        }
-    }
-    transaction
-        .pragma_update(None, "user_version", GEO_VERSION)
-        .map_err(sql)?;
-    transaction.commit().map_err(sql)?;
-    if indexed > 0 {
-        tracing::info!(entities = indexed, "spatial index built for an older data dir");
-    }
-    Ok(())
+    crate::backfill_entities(
+        connection,
+        GEO_VERSION,
+        "spatial index",
+        |transaction, eid, _, entity| reindex(transaction, eid, None, Some(entity)),
+    )
 }
 
 #[cfg(test)]

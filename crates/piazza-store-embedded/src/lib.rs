@@ -207,6 +207,48 @@ impl EmbeddedStore {
     }
 }
 
+/// Runs `index` over every stored entity, in one transaction, for a data
+/// dir whose `user_version` is below `version` (written before that index
+/// existed), then records `version`: how an index added to the schema is
+/// filled once.
+pub(crate) fn backfill_entities(
+    connection: &mut Connection,
+    version: i64,
+    what: &str,
+    index: impl Fn(&Transaction<'_>, i64, &Tenant, &Entity) -> rusqlite::Result<()>,
+) -> StoreResult<()> {
+    let stored: i64 = connection
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(sql)?;
+    if stored >= version {
+        return Ok(());
+    }
+    let transaction = connection.transaction().map_err(sql)?;
+    let mut indexed = 0u64;
+    {
+        let mut rows = transaction
+            .prepare("SELECT eid, tenant, doc FROM entities")
+            .map_err(sql)?;
+        let mut rows = rows.query([]).map_err(sql)?;
+        while let Some(row) = rows.next().map_err(sql)? {
+            let (eid, tenant, doc): (i64, String, String) = (
+                row.get(0).map_err(sql)?,
+                row.get(1).map_err(sql)?,
+                row.get(2).map_err(sql)?,
+            );
+            let tenant = Tenant::parse(&tenant).map_err(|e| StoreError::Corrupt(e.detail))?;
+            index(&transaction, eid, &tenant, &decode(&doc)?).map_err(sql)?;
+            indexed += 1;
+        }
+    }
+    transaction.pragma_update(None, "user_version", version).map_err(sql)?;
+    transaction.commit().map_err(sql)?;
+    if indexed > 0 {
+        tracing::info!(entities = indexed, "{what} built for an older data dir");
+    }
+    Ok(())
+}
+
 fn open_connection(path: &Path) -> StoreResult<Connection> {
     let connection = Connection::open(path).map_err(sql)?;
     // FULL: the commits made before the writer starts (schema, backfills)

@@ -10,7 +10,7 @@ use piazza_store::{StoreResult, Tenant};
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, Connection, Transaction};
 
-use crate::{decode, sql};
+use crate::sql;
 
 /// `PRAGMA user_version` from which the value indexes are complete.
 const INDEXED_VERSION: i64 = 2;
@@ -62,38 +62,12 @@ fn row(value: &IndexedValue) -> (&'static str, SqlValue) {
 
 /// Fills the value indexes of a data dir written before they existed.
 pub(crate) fn backfill(connection: &mut Connection) -> StoreResult<()> {
-    let version: i64 = connection
-        .pragma_query_value(None, "user_version", |r| r.get(0))
-        .map_err(sql)?;
-    if version >= INDEXED_VERSION {
-        return Ok(());
-    }
-    let transaction = connection.transaction().map_err(sql)?;
-    let mut indexed = 0u64;
-    {
-        let mut rows = transaction
-            .prepare("SELECT eid, tenant, doc FROM entities")
-            .map_err(sql)?;
-        let mut rows = rows.query([]).map_err(sql)?;
-        while let Some(row) = rows.next().map_err(sql)? {
-            let (eid, tenant, doc): (i64, String, String) = (
-                row.get(0).map_err(sql)?,
-                row.get(1).map_err(sql)?,
-                row.get(2).map_err(sql)?,
-            );
-            let tenant = Tenant::parse(&tenant).map_err(|e| piazza_store::StoreError::Corrupt(e.detail))?;
-            reindex(&transaction, &tenant, eid, None, Some(&decode(&doc)?)).map_err(sql)?;
-            indexed += 1;
-        }
-    }
-    transaction
-        .pragma_update(None, "user_version", INDEXED_VERSION)
-        .map_err(sql)?;
-    transaction.commit().map_err(sql)?;
-    if indexed > 0 {
-        tracing::info!(entities = indexed, "value indexes built for an older data dir");
-    }
-    Ok(())
+    crate::backfill_entities(
+        connection,
+        INDEXED_VERSION,
+        "value indexes",
+        |transaction, eid, tenant, entity| reindex(transaction, tenant, eid, None, Some(entity)),
+    )
 }
 
 /// Candidates a query's bounds would drive at most this many rows of are
