@@ -106,19 +106,14 @@ pub(crate) fn eids_meeting(connection: &Connection, query: &GeoQuery, limit: i64
              AND k.name = ?5 LIMIT ?6",
         )
         .map_err(sql)?;
-    let mut eids: Vec<i64> = statement
+    let eids: Vec<i64> = statement
         .query_map(
             params![min_lon, max_lon, min_lat, max_lat, query.geoproperty(), limit],
             |r| r.get(0),
         )
         .and_then(|rows| rows.collect())
         .map_err(sql)?;
-    if eids.len() as i64 >= limit {
-        return Ok(None);
-    }
-    eids.sort_unstable();
-    eids.dedup();
-    Ok(Some(eids))
+    Ok(crate::values::driving_list(eids, limit))
 }
 
 /// Fills the spatial index of a data dir written before it existed.

@@ -131,18 +131,24 @@ pub(crate) fn eids_meeting(
         args.len()
     );
     let mut statement = connection.prepare_cached(&text).map_err(sql)?;
-    let mut eids: Vec<i64> = statement
+    let eids: Vec<i64> = statement
         .query_map(rusqlite::params_from_iter(args), |r| r.get(0))
         .and_then(|rows| rows.collect())
         .map_err(sql)?;
+    Ok(driving_list(eids, limit))
+}
+
+/// The eids an index listed (at most `limit` rows read) as a driving list:
+/// ascending and distinct, as `read` needs it (an entity is listed once per
+/// value meeting a bound, or per box); `None` when the index held `limit`
+/// or more, too many to drive.
+pub(crate) fn driving_list(mut eids: Vec<i64>, limit: i64) -> Option<Vec<i64>> {
     if eids.len() as i64 >= limit {
-        return Ok(None);
+        return None;
     }
-    // An entity is listed once per value meeting the bound (two instances
-    // of one attribute, say).
     eids.sort_unstable();
     eids.dedup();
-    Ok(Some(eids))
+    Some(eids)
 }
 
 #[cfg(test)]
