@@ -133,20 +133,12 @@ mod tests {
     use piazza_ngsild::entity::{parse_entity, ParseOptions};
     use piazza_ngsild::query::{EntityQuery, GeoQuery, TypeSelector};
     use piazza_ngsild::update::UpdateOutcome;
-    use piazza_ngsild::{time, ActiveContext};
+    use piazza_ngsild::ActiveContext;
     use piazza_store::{Edit, EditOutcome, NewState, Page, Store, Tenant};
     use serde_json::{json, Value};
 
+    use crate::tests::replace_with;
     use crate::EmbeddedStore;
-
-    /// An edit that stores `body` (core context) as the whole entity.
-    fn put(body: Value) -> Edit {
-        let mut entity = parse_entity(&body, &ActiveContext::core(), ParseOptions::CREATE).expect("valid entity");
-        entity.stamp_new(time::now());
-        Edit::new(entity.id.clone(), move |_| {
-            Ok(EditOutcome::put(entity, UpdateOutcome::default()))
-        })
-    }
 
     /// `(short name, min_lon, max_lon, min_lat, max_lat)` of every box.
     fn box_rows(store: &EmbeddedStore) -> Vec<(String, f64, f64, f64, f64)> {
@@ -193,7 +185,7 @@ mod tests {
             "area": [point(11.0, 43.0), {"type": "GeoProperty", "datasetId": "urn:d:1",
                 "value": {"type": "Point", "coordinates": [12.0, 44.0]}}],
             "label": {"type": "Property", "value": {"type": "Point", "coordinates": [1, 1]}}});
-        store.edit(&tenant, vec![put(first)]).await.expect("create");
+        store.edit(&tenant, vec![replace_with(first)]).await.expect("create");
         let rows = box_rows(&store);
         assert_eq!(rows.len(), 2, "one box per GeoProperty, none for a Property: {rows:?}");
         let (area, location) = (&rows[0], &rows[1]);
@@ -209,7 +201,7 @@ mod tests {
 
         // The location moves and the area goes.
         let moved = json!({"id": "urn:g:1", "type": "T", "location": point(10.0, 42.0)});
-        store.edit(&tenant, vec![put(moved)]).await.expect("update");
+        store.edit(&tenant, vec![replace_with(moved)]).await.expect("update");
         let rows = box_rows(&store);
         assert_eq!(rows.len(), 1, "{rows:?}");
         assert!(
@@ -274,11 +266,11 @@ mod tests {
         let mut rng = Lcg(7);
         let bodies: Vec<Value> = (0..400).map(|i| place(i, &mut rng)).collect();
         store
-            .edit(&tenant, bodies.iter().cloned().map(put).collect())
+            .edit(&tenant, bodies.iter().cloned().map(replace_with).collect())
             .await
             .expect("create");
         store
-            .edit(&other, bodies.iter().cloned().map(put).collect())
+            .edit(&other, bodies.iter().cloned().map(replace_with).collect())
             .await
             .expect("create elsewhere");
         let context = ActiveContext::core();
@@ -350,7 +342,7 @@ mod tests {
         let mut rng = Lcg(3);
         let bodies: Vec<Value> = (0..50).map(|i| place(i, &mut rng)).collect();
         store
-            .edit(&tenant, bodies.into_iter().map(put).collect())
+            .edit(&tenant, bodies.into_iter().map(replace_with).collect())
             .await
             .expect("create");
         let indexed = box_rows(&store);

@@ -922,7 +922,7 @@ mod tests {
     use serde_json::json;
 
     /// An edit that stores `body` (core context) as the whole entity.
-    fn replace_with(body: serde_json::Value) -> Edit {
+    pub(crate) fn replace_with(body: serde_json::Value) -> Edit {
         let mut entity = parse_entity(&body, &ActiveContext::core(), ParseOptions::CREATE).expect("valid entity");
         entity.stamp_new(piazza_ngsild::time::now());
         Edit::new(entity.id.clone(), move |_| {

@@ -123,6 +123,17 @@ impl Narrowing {
     }
 }
 
+/// Appends `values` to `args` as text parameters; returns their
+/// placeholders (`?4,?5,?6`) for an `IN (…)` list.
+pub(crate) fn placeholders(args: &mut Vec<SqlValue>, values: &[&str]) -> String {
+    let start = args.len() + 1;
+    args.extend(values.iter().map(|v| SqlValue::Text((*v).to_owned())));
+    (start..start + values.len())
+        .map(|i| format!("?{i}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 fn candidates(tenant: &Tenant, query: &EntityQuery, narrowing: &Narrowing) -> Candidates {
     let mut args = vec![SqlValue::Text(tenant.name().to_owned())];
     let mut driven = None;
@@ -131,14 +142,6 @@ fn candidates(tenant: &Tenant, query: &EntityQuery, narrowing: &Narrowing) -> Ca
         && query.geo.is_none()
         && query.scope.is_none()
         && query.alternatives.is_empty();
-    let placeholders = |args: &mut Vec<SqlValue>, values: &[&str]| -> String {
-        let start = args.len() + 1;
-        args.extend(values.iter().map(|v| SqlValue::Text((*v).to_owned())));
-        (start..start + values.len())
-            .map(|i| format!("?{i}"))
-            .collect::<Vec<_>>()
-            .join(",")
-    };
     let types = match query.types.as_ref().map(|t| t.alternatives()) {
         Some(Some(types)) => Some(types),
         Some(None) => {

@@ -275,11 +275,8 @@ fn hours(connection: &Connection, key: &Key<'_>, range: Range) -> StoreResult<Op
         };
         let count: i64 = row.get(2).map_err(sql)?;
         let instant = |i: usize| -> StoreResult<Option<Timestamp>> {
-            Ok(row
-                .get::<_, Option<String>>(i)
-                .map_err(sql)?
-                .as_deref()
-                .and_then(time::parse))
+            let text = row.get_ref(i).and_then(|v| Ok(v.as_str_or_null()?)).map_err(sql)?;
+            Ok(text.and_then(time::parse))
         };
         let summary = Summary {
             count: u64::try_from(count).unwrap_or(0),
@@ -289,20 +286,20 @@ fn hours(connection: &Connection, key: &Key<'_>, range: Range) -> StoreResult<Op
             min: row.get::<_, Option<f64>>(8).map_err(sql)?.unwrap_or(f64::INFINITY),
             max: row.get::<_, Option<f64>>(9).map_err(sql)?.unwrap_or(f64::NEG_INFINITY),
         };
-        let dataset = text(0)?;
-        if !by_dataset.contains_key(dataset) {
-            by_dataset.insert(dataset.to_owned(), Vec::new());
-        }
-        let Some(hours) = by_dataset.get_mut(dataset) else {
-            return Ok(None);
-        };
-        hours.push(Hour {
+        let hour = Hour {
             start,
             summary,
             stale: row.get::<_, i64>(4).map_err(sql)? != 0,
             first: instant(10)?,
             last: instant(11)?,
-        });
+        };
+        let dataset = text(0)?;
+        match by_dataset.get_mut(dataset) {
+            Some(hours) => hours.push(hour),
+            None => {
+                by_dataset.insert(dataset.to_owned(), vec![hour]);
+            }
+        }
     }
     Ok(Some(by_dataset))
 }

@@ -17,6 +17,7 @@ use piazza_store::{
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Transaction};
 
+use crate::read::placeholders;
 use crate::{rollups, sql};
 
 /// A fresh instance id. Version 7 UUIDs grow with time, so each new id
@@ -571,19 +572,11 @@ fn candidate_ids(
     order_by_id: Option<bool>,
 ) -> StoreResult<(Vec<String>, bool)> {
     let mut args = vec![SqlValue::Text(tenant.name().to_owned())];
-    let mut list = |values: &mut dyn Iterator<Item = &str>| -> String {
-        let start = args.len() + 1;
-        args.extend(values.map(|v| SqlValue::Text(v.to_owned())));
-        (start..=args.len())
-            .map(|i| format!("?{i}"))
-            .collect::<Vec<_>>()
-            .join(",")
-    };
     let mut filter = String::from("te.tenant = ?1");
     if !entities.ids.is_empty() {
         filter.push_str(&format!(
             " AND te.id IN ({})",
-            list(&mut entities.ids.iter().map(String::as_str))
+            placeholders(&mut args, &entities.ids.iter().map(String::as_str).collect::<Vec<_>>())
         ));
     }
     let types = entities.types.as_ref().map(|t| t.alternatives());
@@ -592,7 +585,7 @@ fn candidate_ids(
         // where building each entity's header in Rust cost a query apiece.
         filter.push_str(&format!(
             " AND EXISTS (SELECT 1 FROM json_each(te.types) j WHERE j.value IN ({}))",
-            list(&mut types.iter().copied())
+            placeholders(&mut args, types)
         ));
     }
     if !entities.attrs.is_empty() {
@@ -600,7 +593,10 @@ fn candidate_ids(
         filter.push_str(&format!(
             " AND EXISTS (SELECT 1 FROM attr_instances a WHERE a.tenant = ?1 AND a.entity_id = te.id \
              AND a.attr IN ({}))",
-            list(&mut entities.attrs.iter().map(String::as_str))
+            placeholders(
+                &mut args,
+                &entities.attrs.iter().map(String::as_str).collect::<Vec<_>>()
+            )
         ));
     }
     let order = match order_by_id {

@@ -155,27 +155,16 @@ pub(crate) fn driving_list(mut eids: Vec<i64>, limit: i64) -> Option<Vec<i64>> {
 mod tests {
     use std::sync::Arc;
 
-    use piazza_ngsild::entity::{parse_entity, ParseOptions};
     use piazza_ngsild::query::{EntityQuery, Query};
-    use piazza_ngsild::update::UpdateOutcome;
-    use piazza_ngsild::{time, ActiveContext};
-    use piazza_store::{Edit, EditOutcome, Page, Store, Tenant};
+    use piazza_ngsild::ActiveContext;
+    use piazza_store::{Page, Store, Tenant};
     use serde_json::json;
 
     use crate::EmbeddedStore;
 
     /// Creates the entities of these bodies (core context), in order.
     async fn create(store: &EmbeddedStore, tenant: &Tenant, bodies: impl Iterator<Item = serde_json::Value>) {
-        let edits = bodies
-            .map(|body| {
-                let mut entity =
-                    parse_entity(&body, &ActiveContext::core(), ParseOptions::CREATE).expect("valid entity");
-                entity.stamp_new(time::now());
-                Edit::new(entity.id.clone(), move |_| {
-                    Ok(EditOutcome::put(entity, UpdateOutcome::default()))
-                })
-            })
-            .collect();
+        let edits = bodies.map(crate::tests::replace_with).collect();
         store.edit(tenant, edits).await.expect("create");
     }
 
