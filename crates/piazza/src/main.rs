@@ -17,6 +17,13 @@ use tokio::net::TcpListener;
 mod dump;
 mod import;
 
+/// mimalloc rather than the system allocator: a request allocates and frees
+/// thousands of small strings and maps (JSON documents decoded and rendered),
+/// and glibc's bins and consolidation took a fifth of the broker's time under
+/// the query benchmark (BENCHMARKS.md, "Allocator").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Piazza: a regional smart-city data platform speaking ETSI NGSI-LD.
 #[derive(Parser)]
 #[command(version, about)]
