@@ -3,9 +3,8 @@
 //!
 //! Why one writer: SQLite serialises writers anyway; doing it in one thread
 //! lets us batch every write that arrives while the previous group is being
-//! applied into the next transaction (group commit). Each edit runs inside
-//! its own SAVEPOINT, so a failing edit never leaves half an entity behind,
-//! whatever else is in the batch.
+//! applied into the next transaction (group commit). A failing edit never
+//! leaves half an entity behind, whatever else is in the batch (`group`).
 //!
 //! Two threads keep the disk off the writer's path: the flusher syncs the
 //! WAL and only then answers a group's writers (`flush`), and the
@@ -25,8 +24,8 @@ use piazza_ngsild::query::EntityQuery;
 use piazza_ngsild::temporal::{TemporalEntity, TemporalQuery};
 use piazza_ngsild::{time, AttributeKind, Entity, NgsiError};
 use piazza_store::{
-    Applied, AttributeSummary, ContextKind, Delivery, DeliveryStats, Edit, NewState, Page, PendingNotice, QueryResult,
-    RawCounts, RawKind, RawPage, RawRecord, ResourceKind, Store, StoreError, StoreResult, StoredContext, TemporalEdit,
+    Applied, AttributeSummary, ContextKind, Delivery, DeliveryStats, Edit, Page, PendingNotice, QueryResult, RawCounts,
+    RawKind, RawPage, RawRecord, ResourceKind, Store, StoreError, StoreResult, StoredContext, TemporalEdit,
     TemporalQueryResult, Tenant, TypeSummary,
 };
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
@@ -36,6 +35,7 @@ use tokio::sync::oneshot;
 mod checkpoint;
 mod flush;
 mod geo;
+mod group;
 mod outbox;
 mod raw;
 mod read;
@@ -298,7 +298,7 @@ fn writer_loop(
             fail_group(group, flush::BROKEN);
             continue;
         }
-        flusher.answer_when_durable(run_group(&mut connection, group));
+        flusher.answer_when_durable(group::run_group(&mut connection, group));
         // Outside any transaction, as a WAL restart needs.
         checkpointer.after_commit();
     }
@@ -335,42 +335,6 @@ impl Pending {
     }
 }
 
-/// Runs `group` in one transaction and commits it; returns the answers to
-/// send once the commit is durable (none if it failed: those are answered
-/// with the error here).
-fn run_group(connection: &mut Connection, group: Vec<WriteJob>) -> Vec<Pending> {
-    let transaction = match connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
-        Ok(t) => t,
-        Err(e) => {
-            fail_group(group, &format!("cannot begin a transaction: {e}"));
-            return Vec::new();
-        }
-    };
-    let mut pending = Vec::with_capacity(group.len());
-    for job in group {
-        match job {
-            WriteJob::Edits { tenant, edits, reply } => {
-                let results = edits
-                    .into_iter()
-                    .map(|edit| apply_edit(&transaction, &tenant, edit))
-                    .collect();
-                pending.push(Pending::Edits(reply, results));
-            }
-            WriteJob::Exec { run, reply } => {
-                let result = in_savepoint(&transaction, |tx| run(tx)).map_err(sql);
-                pending.push(Pending::Exec(reply, result));
-            }
-        }
-    }
-    if let Err(e) = transaction.commit() {
-        tracing::error!(error = %e, "commit failed");
-        let why = format!("commit failed: {e}");
-        pending.into_iter().for_each(|p| p.fail(&why));
-        return Vec::new();
-    }
-    pending
-}
-
 fn fail_group(group: Vec<WriteJob>, why: &str) {
     tracing::error!(error = why, "write group failed");
     for job in group {
@@ -379,65 +343,6 @@ fn fail_group(group: Vec<WriteJob>, why: &str) {
             WriteJob::Exec { reply, .. } => drop(reply.send(Err(backend(why)))),
         }
     }
-}
-
-fn in_savepoint<T>(
-    transaction: &Transaction<'_>,
-    run: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<T>,
-) -> rusqlite::Result<T> {
-    transaction.execute_batch("SAVEPOINT edit")?;
-    match run(transaction) {
-        Ok(value) => {
-            transaction.execute_batch("RELEASE edit")?;
-            Ok(value)
-        }
-        Err(e) => {
-            transaction.execute_batch("ROLLBACK TO edit; RELEASE edit")?;
-            Err(e)
-        }
-    }
-}
-
-fn apply_edit(transaction: &Transaction<'_>, tenant: &Tenant, edit: Edit) -> Result<Applied, NgsiError> {
-    let stored = load(transaction, tenant, &edit.entity_id).map_err(|e| NgsiError::internal(e.to_string()))?;
-    let (eid, before) = match stored {
-        Some((eid, entity)) => (Some(eid), entity),
-        None => (None, None),
-    };
-    let outcome = (edit.apply)(before.as_ref())?;
-    let observe = edit.observe;
-    // The history and the outbox are written with the change, in its savepoint.
-    let write = |after: Option<&Entity>| {
-        in_savepoint(transaction, |tx| {
-            match (after, eid) {
-                (Some(entity), _) => put(tx, tenant, eid, before.as_ref(), entity)?,
-                (None, Some(eid)) => delete(tx, tenant, eid)?,
-                (None, None) => return Ok(()),
-            }
-            temporal::record(tx, tenant, before.as_ref(), after)?;
-            if let Some(observe) = observe {
-                outbox::enqueue(tx, tenant, observe(before.as_ref(), after))?;
-            }
-            Ok(())
-        })
-        .map_err(|e| NgsiError::internal(format!("storage failure: {e}")))
-    };
-    let after = match outcome.state {
-        NewState::Keep => before.clone(),
-        NewState::Put(entity) => {
-            write(Some(&entity))?;
-            Some(entity)
-        }
-        NewState::Delete => {
-            write(None)?;
-            None
-        }
-    };
-    Ok(Applied {
-        before,
-        after,
-        report: outcome.report,
-    })
 }
 
 /// The stored row of an entity: its key, and the entity unless it expired

@@ -6,8 +6,8 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
 use crate::sql;
 
-/// Records the entries an edit owes, in the edit's savepoint.
-pub(crate) fn enqueue(tx: &Transaction<'_>, tenant: &Tenant, entries: Vec<OutboxEntry>) -> rusqlite::Result<()> {
+/// Records the entries an edit owes, in the transaction of its change.
+pub(crate) fn enqueue(tx: &Transaction<'_>, tenant: &Tenant, entries: &[OutboxEntry]) -> rusqlite::Result<()> {
     if entries.is_empty() {
         return Ok(());
     }
