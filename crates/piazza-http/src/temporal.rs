@@ -327,9 +327,9 @@ async fn run_query(
     view: &TemporalView,
     entities: EntityQuery,
 ) -> ApiResult<Response> {
-    let mut page = params::page(params, state.broker.limits())?;
-    let wants_count = page.count;
-    page.count = true;
+    // Counting is asked for only when wanted: a count tests every entity
+    // of the type, where a page stops after its last one.
+    let page = params::page(params, state.broker.limits())?;
     let result = state
         .broker
         .temporal_query(&meta.tenant, entities, &view.query, page)
@@ -346,7 +346,7 @@ async fn run_query(
         }
     }
     let mut response = view.responder.list(StatusCode::OK, items);
-    if wants_count {
+    if page.count {
         response
             .headers_mut()
             .insert("NGSILD-Results-Count", result.total.unwrap_or_default().into());

@@ -561,16 +561,18 @@ fn has_history(connection: &Connection, tenant: &Tenant, id: &str, attr: &str) -
         .map_err(sql)
 }
 
-/// The ids of the tenant's temporal entities that SQL finds for
-/// `entities` (its ids, a plain list of types, its attributes with any
-/// history), in the order of the answer; and whether that is all the test
-/// there is (nothing left for Rust but the page).
-fn candidate_ids(
-    connection: &Connection,
-    tenant: &Tenant,
-    entities: &EntityQuery,
-    order_by_id: Option<bool>,
-) -> StoreResult<(Vec<String>, bool)> {
+/// The `SELECT` of the ids of the tenant's temporal entities that SQL
+/// finds for `entities` (its ids, a plain list of types, its attributes
+/// with any history), in the order of the answer, with its arguments; and
+/// whether that is all the test there is (nothing left for Rust but the
+/// page).
+struct Candidates {
+    sql: String,
+    args: Vec<SqlValue>,
+    exact: bool,
+}
+
+fn candidates(tenant: &Tenant, entities: &EntityQuery, order_by_id: Option<bool>) -> Candidates {
     let mut args = vec![SqlValue::Text(tenant.name().to_owned())];
     let mut filter = String::from("te.tenant = ?1");
     if !entities.ids.is_empty() {
@@ -604,22 +606,17 @@ fn candidate_ids(
         Some(true) => "te.id DESC",
         None => "te.teid",
     };
-    let mut statement = connection
-        .prepare_cached(&format!(
-            "SELECT te.id FROM temporal_entities te WHERE {filter} ORDER BY {order}"
-        ))
-        .map_err(sql)?;
-    let ids = statement
-        .query_map(params_from_iter(args), |r| r.get::<_, String>(0))
-        .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
-        .map_err(sql)?;
     let exact = !matches!(types, Some(None))
         && entities.id_pattern.is_none()
         && entities.q.is_none()
         && entities.geo.is_none()
         && entities.scope.is_none()
         && entities.alternatives.is_empty();
-    Ok((ids, exact))
+    Candidates {
+        sql: format!("SELECT te.id FROM temporal_entities te WHERE {filter} ORDER BY {order}"),
+        args,
+        exact,
+    }
 }
 
 pub(crate) fn query(
@@ -632,13 +629,22 @@ pub(crate) fn query(
     // One snapshot for the candidates and their histories.
     let snapshot = connection.unchecked_transaction().map_err(sql)?;
     let connection: &Connection = &snapshot;
-    let (ids, exact) = candidate_ids(connection, tenant, entities, query.order_by_id)?;
+    let Candidates {
+        sql: select,
+        args,
+        exact,
+    } = candidates(tenant, entities, query.order_by_id);
+    // Read as the page needs them: a page of 20 stops after its 20th
+    // entity instead of listing the whole type first.
+    let mut statement = connection.prepare_cached(&select).map_err(sql)?;
+    let mut ids = statement.query(params_from_iter(args)).map_err(sql)?;
     // `attrs` alone is answered from the instance index; only `q` and
     // geo-queries need the entity's latest state rebuilt from its history.
     let needs_attributes = entities.q.is_some() || entities.geo.is_some();
     let mut result = TemporalQueryResult::default();
     let mut pager = Pager::new(page);
-    for id in ids {
+    while let Some(row) = ids.next().map_err(sql)? {
+        let id: String = row.get(0).map_err(sql)?;
         if exact {
             // SQL has tested it all: an entity before the offset (or after
             // a full page, for the count) costs nothing more.
