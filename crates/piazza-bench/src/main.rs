@@ -29,6 +29,11 @@ use load::{MakeReq, Outcome, Req, Shape};
 use report::Row;
 use template::{Rng, ENTITY_TYPE};
 
+/// The broker's allocator, so that the ceiling (a bare route in this
+/// process) is measured as the broker would run it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Benchmark harness for the Piazza NGSI-LD broker.
 ///
 /// Needs the release broker: `cargo build --release -p piazza` (the harness
