@@ -16,7 +16,7 @@
 
 use piazza_ngsild::{Entity, NgsiError};
 use piazza_store::{Applied, Edit, NewState, OutboxEntry, Tenant};
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use rusqlite::{Connection, Transaction};
 
 use crate::{delete, fail_group, load, outbox, put, temporal, Pending, WriteJob};
 
@@ -151,28 +151,30 @@ impl Group<'_> {
 
     /// Rolls the transaction back and writes again what the edits run so
     /// far wrote (`current`: the answers of the job under way).
-    fn start_over(&mut self, current: &Answers) -> rusqlite::Result<()> {
+    fn start_over(&mut self, current: &Answers) -> Result<(), String> {
         let tx = self.transaction;
         // SQLite may already have rolled back (SQLITE_FULL, SQLITE_IOERR...).
         if !tx.is_autocommit() {
-            tx.execute_batch("ROLLBACK")?;
+            tx.execute_batch("ROLLBACK").map_err(|e| e.to_string())?;
         }
-        tx.execute_batch("BEGIN IMMEDIATE")?;
+        tx.execute_batch("BEGIN IMMEDIATE").map_err(|e| e.to_string())?;
         for written in std::mem::take(&mut self.written) {
             let results = match self.pending.get(written.job) {
                 Some(Pending::Edits(_, results)) => results,
-                Some(Pending::Exec(..)) => return Err(rusqlite::Error::InvalidQuery),
+                Some(Pending::Exec(..)) => return Err("an edit's answer is missing".into()),
                 None => current,
             };
             let Some(Ok(applied)) = results.get(written.edit) else {
-                return Err(rusqlite::Error::InvalidQuery);
+                return Err("an edit's answer is missing".into());
             };
             let (before, after) = (applied.before.as_ref(), applied.after.as_ref());
             let Some(id) = after.or(before).map(|e| e.id.as_str()) else {
                 continue;
             };
-            let eid = stored_eid(tx, &written.tenant, id)?;
-            write_change(tx, &written.tenant, eid, before, after, &written.entries)?;
+            let eid = load(tx, &written.tenant, id)
+                .map_err(|e| e.to_string())?
+                .map(|(eid, _)| eid);
+            write_change(tx, &written.tenant, eid, before, after, &written.entries).map_err(|e| e.to_string())?;
         }
         Ok(())
     }
@@ -244,18 +246,12 @@ fn write_change(
     outbox::enqueue(tx, tenant, entries)
 }
 
-fn stored_eid(tx: &Transaction<'_>, tenant: &Tenant, id: &str) -> rusqlite::Result<Option<i64>> {
-    tx.prepare_cached("SELECT eid FROM entities WHERE tenant = ?1 AND id = ?2")?
-        .query_row(params![tenant.name(), id], |r| r.get(0))
-        .optional()
-}
-
 fn storage_failure(e: rusqlite::Error) -> NgsiError {
     NgsiError::internal(format!("storage failure: {e}"))
 }
 
 /// Runs `run` in a savepoint: all of it is kept, or none.
-pub(crate) fn in_savepoint<T>(
+fn in_savepoint<T>(
     transaction: &Transaction<'_>,
     run: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<T>,
 ) -> rusqlite::Result<T> {
@@ -339,22 +335,21 @@ mod tests {
         .sum()
     }
 
-    fn history_of(path: &Path, id: &str) -> Vec<f64> {
+    /// The first column of `sql` (one parameter: the entity id), in order.
+    fn column<T: rusqlite::types::FromSql>(path: &Path, sql: &str, id: &str) -> Vec<T> {
         let connection = rusqlite::Connection::open(path).expect("open");
-        let mut statement = connection
-            .prepare("SELECT num FROM attr_instances WHERE entity_id = ?1 AND attr LIKE '%/p' ORDER BY iid")
-            .expect("prepare");
+        let mut statement = connection.prepare(sql).expect("prepare");
         let rows = statement.query_map([id], |r| r.get(0)).expect("query");
         rows.map(|r| r.expect("row")).collect()
     }
 
+    fn history_of(path: &Path, id: &str) -> Vec<f64> {
+        let sql = "SELECT num FROM attr_instances WHERE entity_id = ?1 AND attr LIKE '%/p' ORDER BY iid";
+        column(path, sql, id)
+    }
+
     fn notices_of(path: &Path, id: &str) -> Vec<String> {
-        let connection = rusqlite::Connection::open(path).expect("open");
-        let mut statement = connection
-            .prepare("SELECT notice FROM outbox WHERE entity_id = ?1 ORDER BY seq")
-            .expect("prepare");
-        let rows = statement.query_map([id], |r| r.get(0)).expect("query");
-        rows.map(|r| r.expect("row")).collect()
+        column(path, "SELECT notice FROM outbox WHERE entity_id = ?1 ORDER BY seq", id)
     }
 
     /// An edit failing half-way in a batch leaves nothing of itself; the

@@ -207,6 +207,14 @@ impl EmbeddedStore {
     }
 }
 
+/// `PRAGMA user_version`: the last index added to the schema that this data
+/// dir has filled (each module names its version).
+pub(crate) fn filled_to(connection: &Connection) -> StoreResult<i64> {
+    connection
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(sql)
+}
+
 /// Runs `index` over every stored entity, in one transaction, for a data
 /// dir whose `user_version` is below `version` (written before that index
 /// existed), then records `version`: how an index added to the schema is
@@ -217,10 +225,7 @@ pub(crate) fn backfill_entities(
     what: &str,
     index: impl Fn(&Transaction<'_>, i64, &Tenant, &Entity) -> rusqlite::Result<()>,
 ) -> StoreResult<()> {
-    let stored: i64 = connection
-        .pragma_query_value(None, "user_version", |r| r.get(0))
-        .map_err(sql)?;
-    if stored >= version {
+    if filled_to(connection)? >= version {
         return Ok(());
     }
     let transaction = connection.transaction().map_err(sql)?;

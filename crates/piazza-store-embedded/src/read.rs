@@ -125,10 +125,10 @@ impl Narrowing {
 
 /// Appends `values` to `args` as text parameters; returns their
 /// placeholders (`?4,?5,?6`) for an `IN (…)` list.
-pub(crate) fn placeholders(args: &mut Vec<SqlValue>, values: &[&str]) -> String {
+pub(crate) fn placeholders<S: AsRef<str>>(args: &mut Vec<SqlValue>, values: impl IntoIterator<Item = S>) -> String {
     let start = args.len() + 1;
-    args.extend(values.iter().map(|v| SqlValue::Text((*v).to_owned())));
-    (start..start + values.len())
+    args.extend(values.into_iter().map(|v| SqlValue::Text(v.as_ref().to_owned())));
+    (start..=args.len())
         .map(|i| format!("?{i}"))
         .collect::<Vec<_>>()
         .join(",")
@@ -154,7 +154,7 @@ fn candidates(tenant: &Tenant, query: &EntityQuery, narrowing: &Narrowing) -> Ca
         // One type and no ids: walk the (tenant, type, eid) index, which is
         // already in eid order.
         Some([single]) if query.ids.is_empty() && narrowing.driver.is_none() => {
-            let list = placeholders(&mut args, &[*single]);
+            let list = placeholders(&mut args, [*single]);
             (
                 String::from("entity_types t"),
                 format!("t.tenant = ?1 AND t.type = {list}"),
@@ -185,8 +185,7 @@ fn candidates(tenant: &Tenant, query: &EntityQuery, narrowing: &Narrowing) -> Ca
             if !query.ids.is_empty() {
                 // A handful of rows through the (tenant, id) index; sorting
                 // them is cheap.
-                let ids: Vec<&str> = query.ids.iter().map(String::as_str).collect();
-                let list = placeholders(&mut args, &ids);
+                let list = placeholders(&mut args, &query.ids);
                 filter.push_str(&format!(" AND e.id IN ({list})"));
             }
             if let Some(types) = types {
@@ -203,8 +202,7 @@ fn candidates(tenant: &Tenant, query: &EntityQuery, narrowing: &Narrowing) -> Ca
     if !query.attrs.is_empty() {
         // A probe of the attribute table's primary key per candidate, so the
         // attribute list never drives (and never sorts) the scan.
-        let names: Vec<&str> = query.attrs.iter().map(String::as_str).collect();
-        let list = placeholders(&mut args, &names);
+        let list = placeholders(&mut args, &query.attrs);
         filter.push_str(&format!(
             " AND EXISTS (SELECT 1 FROM entity_attrs a WHERE a.eid = {key} AND a.name IN ({list}) AND a.tenant = ?1)"
         ));

@@ -533,10 +533,7 @@ fn rebuild(tx: &Transaction<'_>, tenant: &str, id: &str, attr: &str, hour: &str)
 
 /// Builds the rollups of a data dir written before they existed.
 pub(crate) fn backfill(connection: &mut Connection) -> StoreResult<()> {
-    let version: i64 = connection
-        .pragma_query_value(None, "user_version", |r| r.get(0))
-        .map_err(sql)?;
-    if version >= ROLLUP_VERSION {
+    if crate::filled_to(connection)? >= ROLLUP_VERSION {
         return Ok(());
     }
     let transaction = connection.transaction().map_err(sql)?;

@@ -576,10 +576,7 @@ fn candidates(tenant: &Tenant, entities: &EntityQuery, order_by_id: Option<bool>
     let mut args = vec![SqlValue::Text(tenant.name().to_owned())];
     let mut filter = String::from("te.tenant = ?1");
     if !entities.ids.is_empty() {
-        filter.push_str(&format!(
-            " AND te.id IN ({})",
-            placeholders(&mut args, &entities.ids.iter().map(String::as_str).collect::<Vec<_>>())
-        ));
+        filter.push_str(&format!(" AND te.id IN ({})", placeholders(&mut args, &entities.ids)));
     }
     let types = entities.types.as_ref().map(|t| t.alternatives());
     if let Some(Some(types)) = &types {
@@ -595,10 +592,7 @@ fn candidates(tenant: &Tenant, entities: &EntityQuery, order_by_id: Option<bool>
         filter.push_str(&format!(
             " AND EXISTS (SELECT 1 FROM attr_instances a WHERE a.tenant = ?1 AND a.entity_id = te.id \
              AND a.attr IN ({}))",
-            placeholders(
-                &mut args,
-                &entities.attrs.iter().map(String::as_str).collect::<Vec<_>>()
-            )
+            placeholders(&mut args, &entities.attrs)
         ));
     }
     let order = match order_by_id {
