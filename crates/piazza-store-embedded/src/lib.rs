@@ -681,11 +681,13 @@ impl Store for EmbeddedStore {
         let purged = Arc::new(Mutex::new(0u64));
         let count = purged.clone();
         self.exec(move |tx| {
-            // Instances are numbered in recording order, so the oldest come first.
+            // Instances are numbered in recording order, so the oldest come
+            // first: the scan goes by row id (`+tenant`: not through a tenant
+            // index, whose order would have to be sorted) and stops at `limit`.
             let n = tx
                 .prepare_cached(
                     "DELETE FROM attr_instances WHERE iid IN (SELECT iid FROM attr_instances \
-                     WHERE tenant = ?1 AND created_at < ?2 ORDER BY iid LIMIT ?3)",
+                     WHERE +tenant = ?1 AND created_at < ?2 ORDER BY iid LIMIT ?3)",
                 )?
                 .execute(params![tenant.name(), horizon, limit])?;
             if let Ok(mut c) = count.lock() {
@@ -1000,4 +1002,43 @@ mod tests {
             dir,
         )
     });
+
+    /// The names of the indexes on `attr_instances`, sorted.
+    fn history_indexes(path: &std::path::Path) -> Vec<String> {
+        let connection = rusqlite::Connection::open(path).expect("open");
+        let mut statement = connection
+            .prepare(
+                "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'attr_instances' ORDER BY name",
+            )
+            .expect("prepare");
+        let names = statement
+            .query_map([], |r| r.get::<_, String>(0))
+            .expect("query")
+            .map(|r| r.expect("row"))
+            .collect();
+        names
+    }
+
+    #[tokio::test]
+    async fn an_older_data_dir_loses_the_created_and_modified_history_indexes_at_open() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = super::EmbeddedStore::open(dir.path()).expect("open store");
+        let path = store.path().to_owned();
+        drop(store);
+        let kept = vec!["attr_instances_by_id".to_owned(), "attr_instances_observed".to_owned()];
+        assert_eq!(history_indexes(&path), kept);
+
+        let old = rusqlite::Connection::open(&path).expect("sqlite");
+        old.execute_batch(
+            "CREATE INDEX attr_instances_created ON attr_instances (tenant, entity_id, attr, created_at); \
+             CREATE INDEX attr_instances_modified ON attr_instances (tenant, entity_id, attr, modified_at);",
+        )
+        .expect("age the data dir");
+        drop(old);
+        assert_eq!(history_indexes(&path).len(), 4);
+
+        let store = super::EmbeddedStore::open(dir.path()).expect("reopen");
+        drop(store);
+        assert_eq!(history_indexes(&path), kept);
+    }
 }

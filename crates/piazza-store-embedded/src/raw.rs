@@ -46,11 +46,11 @@ pub(crate) fn counts(connection: &Connection, tenant: &Tenant) -> StoreResult<Ra
 ///
 /// The order is the one a normal write gave, which an import keeps:
 /// creation order for entities, temporal entities and resources; outbox
-/// order per subscription. History goes by entity, attribute and time,
-/// then instance number, the order of `attr_instances_created` (which ends
-/// with the row id): a page then starts where the index does instead of
-/// sorting a tenant's whole history, and every order a read depends on
-/// (instances of one attribute by time, ties by instance number) is kept.
+/// order per subscription. History goes by instance number, the order it
+/// was recorded in: the import numbers it again in that order, so every
+/// order a read depends on (instances of one attribute by time, ties by
+/// instance number) is kept, and a page starts where the row ids do
+/// instead of sorting a tenant's whole history.
 fn select(kind: RawKind) -> (&'static [&'static str], &'static str) {
     match kind {
         RawKind::Context => (&["id"], "id, url, kind, document, created_at"),
@@ -62,7 +62,7 @@ fn select(kind: RawKind) -> (&'static [&'static str], &'static str) {
         RawKind::Entity => (&["eid"], "doc"),
         RawKind::TemporalEntity => (&["teid"], "id, types, scope, created_at, modified_at, deleted_at"),
         RawKind::Instance => (
-            &["entity_id", "attr", "created_at", "iid"],
+            &["iid"],
             "entity_id, attr, instance_id, dataset_id, observed_at, created_at, modified_at, deleted_at, doc",
         ),
         RawKind::Notice => (&["subscription", "seq"], "subscription, entity_id, notice, recorded_at"),
@@ -123,9 +123,14 @@ pub(crate) fn page(
             format!(" AND ({keys}) > ({})", places.join(", "))
         }
     };
-    // Resources are few: their row ids drive the scan, not the tenant's
-    // index, which is not in creation order.
-    let tenant_column = if kind == RawKind::Resource { "+tenant" } else { "tenant" };
+    // Row ids drive these scans, not a tenant index, which is not in their
+    // order: resources are few, and history has no index that starts with
+    // the tenant and ends in recording order (see `schema.sql`).
+    let tenant_column = if matches!(kind, RawKind::Resource | RawKind::Instance) {
+        "+tenant"
+    } else {
+        "tenant"
+    };
     let statement = format!(
         "SELECT {keys}, {columns} FROM {} WHERE {tenant_column} = ?1{from} ORDER BY {keys} LIMIT ?2",
         table(kind)

@@ -262,10 +262,12 @@ pub(crate) fn edit(tx: &Transaction<'_>, tenant: &Tenant, edit: TemporalEdit) ->
             instance_id,
             instance,
         } => {
+            // `+`: found through `attr_instances_by_id`, one row, not through
+            // the time index, which would read the attribute's whole history.
             let row: Option<(i64, String)> = tx
                 .prepare_cached(
                     "SELECT iid, created_at FROM attr_instances WHERE tenant = ?1 AND instance_id = ?2 \
-                     AND entity_id = ?3 AND attr = ?4",
+                     AND +entity_id = ?3 AND +attr = ?4",
                 )?
                 .query_row(params![tenant.name(), instance_id, id, attr], |r| {
                     Ok((r.get(0)?, r.get(1)?))
@@ -295,7 +297,7 @@ pub(crate) fn edit(tx: &Transaction<'_>, tenant: &Tenant, edit: TemporalEdit) ->
         TemporalEdit::DeleteInstance { id, attr, instance_id } => {
             let n = tx
                 .prepare_cached(
-                    "DELETE FROM attr_instances WHERE tenant = ?1 AND instance_id = ?2 AND entity_id = ?3 AND attr = ?4",
+                    "DELETE FROM attr_instances WHERE tenant = ?1 AND instance_id = ?2 AND +entity_id = ?3 AND +attr = ?4",
                 )?
                 .execute(params![tenant.name(), instance_id, id, attr])?;
             if n == 0 {
