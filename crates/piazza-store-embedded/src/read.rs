@@ -90,6 +90,10 @@ enum Driver {
     Geo,
 }
 
+/// A bound replaces the driver found so far only when it selects less
+/// than this fraction (1/n) of its rows.
+const DRIVER_SHARE: i64 = 4;
+
 impl Narrowing {
     /// The bounds of the query's `q`, driven by the most selective of them
     /// and of the geo-query's region when it selects fewer than
@@ -105,9 +109,17 @@ impl Narrowing {
             }
         }
         for (i, bound) in bounds.iter().enumerate() {
-            // Each bound is read only as far as the best one so far: a
-            // bound that many entities meet costs no more than the driver.
-            if let Some(eids) = values::eids_meeting(connection, tenant, bound, fewest)? {
+            // Once a driver is found, another bound is read only as far as
+            // a fraction of it: a bound many entities meet (`status=="ok"`)
+            // then costs a fraction of the driver instead of as much again,
+            // and one a little more selective would not have paid for its
+            // reading anyway (the page stops at its last entity).
+            let limit = if driver.is_some() {
+                fewest / DRIVER_SHARE
+            } else {
+                fewest
+            };
+            if let Some(eids) = values::eids_meeting(connection, tenant, bound, limit)? {
                 fewest = eids.len() as i64;
                 driver = Some((Driver::Bound(i), eids));
             }
@@ -688,5 +700,18 @@ mod tests {
         assert_eq!(driver("s==\"x\";n>=1"), Some((Driver::Bound(1), vec![4, 7, 9])));
         assert_eq!(driver("s==\"x\""), None, "a bound most entities meet drives");
         assert_eq!(driver("s==\"x\";n>=10"), Some((Driver::Bound(1), vec![])));
+        // After a driver of 5 rows, a bound of 3 is not worth reading; one
+        // of none is.
+        for eid in [3, 5, 8] {
+            connection
+                .execute(
+                    "INSERT INTO attr_texts(tenant, name, value, eid) VALUES ('plan', ?1, 'z', ?2)",
+                    rusqlite::params![s, eid],
+                )
+                .expect("text row");
+        }
+        assert_eq!(driver("n>=0;s==\"z\""), Some((Driver::Bound(0), vec![2, 4, 7, 9])));
+        assert_eq!(driver("s==\"z\";n>=0"), Some((Driver::Bound(0), vec![3, 5, 8])));
+        assert_eq!(driver("n>=0;s==\"w\""), Some((Driver::Bound(1), vec![])));
     }
 }
