@@ -22,6 +22,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     ),
     (4, "schema layers", include_str!("../migrations/0004_schema_layers.sql")),
     (5, "value indexes", include_str!("../migrations/0005_value_indexes.sql")),
+    (
+        6,
+        "history time index",
+        include_str!("../migrations/0006_history_time_index.sql"),
+    ),
 ];
 
 /// The migration that creates the value indexes: the rows of the entities

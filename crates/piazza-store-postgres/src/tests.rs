@@ -61,6 +61,48 @@ async fn migrations_are_applied_once_even_when_processes_start_together() {
     assert_eq!(again.schema_version().await.expect("version"), crate::migrate::latest());
 }
 
+/// An attribute's history is read in the order of its time index, up to
+/// the limit, not read whole and sorted (migration 6): the statement
+/// `temporal::instances` sends for an observedAt query, planned on 5,000
+/// instances (some without observedAt) with sorting priced out.
+#[tokio::test]
+async fn an_attributes_history_is_read_in_index_order_without_a_sort() {
+    let Some(database) = TestDatabase::create().await else {
+        return;
+    };
+    let store = PostgresStore::connect(database.url(), 1).await.expect("connect");
+    let client = store.client().await.expect("client");
+    client
+        .batch_execute(
+            "INSERT INTO attr_instances(tenant, entity_id, attr, instance_id, observed_at, created_at, modified_at, doc) \
+             SELECT 't', 'urn:e:' || (i % 5), 'p', 'urn:i:' || i, \
+                    CASE WHEN i % 50 = 0 THEN NULL ELSE now() - i * interval '1 second' END, now(), now(), '{}' \
+             FROM generate_series(1, 5000) AS i; \
+             ANALYZE attr_instances; SET enable_sort = off;",
+        )
+        .await
+        .expect("history");
+    for (order, nulls) in [("ASC", "NULLS FIRST"), ("DESC", "NULLS LAST")] {
+        let plan: Vec<String> = client
+            .query(
+                &format!(
+                    "EXPLAIN SELECT instance_id, doc, deleted_at FROM attr_instances \
+                     WHERE tenant = $1 AND entity_id = $2 AND attr = $3 \
+                     ORDER BY observed_at {order} {nulls}, created_at {order}, iid {order} LIMIT $4"
+                ),
+                &[&"t", &"urn:e:1", &"p", &100i64],
+            )
+            .await
+            .expect("explain")
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        let plan = plan.join("\n");
+        assert!(plan.contains("attr_instances_observed"), "{order}: {plan}");
+        assert!(!plan.contains("Sort"), "{order}: {plan}");
+    }
+}
+
 /// Documents come back as the embedded store gives them: `json` keeps what
 /// serde wrote, where `jsonb` would reorder members and refuse U+0000.
 #[tokio::test]
