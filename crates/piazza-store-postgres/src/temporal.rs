@@ -526,6 +526,23 @@ fn decode_attribute(row: &Row, index: usize) -> Result<Attribute> {
         .map_err(|e| Error::Corrupt(format!("attribute instance: {e}")))
 }
 
+/// The statement reading an attribute's instances matching `clause` by
+/// time property `col`, oldest or newest first, at most `$limit_param`.
+/// NULLS FIRST/LAST: where SQLite puts missing times, so that instances
+/// without the time property come in the same place on both backends (and
+/// the order `attr_instances_observed` is kept in, migration 6).
+pub(crate) fn instances_statement(col: &str, clause: &str, newest_first: bool, limit_param: usize) -> String {
+    let (order, nulls) = if newest_first {
+        ("DESC", "NULLS LAST")
+    } else {
+        ("ASC", "NULLS FIRST")
+    };
+    format!(
+        "SELECT instance_id, doc, deleted_at FROM attr_instances WHERE {clause} \
+         ORDER BY {col} {order} {nulls}, created_at {order}, iid {order} LIMIT ${limit_param}"
+    )
+}
+
 /// The instances of one attribute selected by `query`, ascending, at most
 /// as many as a response can hold.
 async fn instances(
@@ -556,18 +573,9 @@ async fn instances(
         clause.push_str(" AND deleted_at IS NOT NULL");
     }
     let cap = query.instance_limit.saturating_add(1);
-    // NULLS FIRST/LAST: where SQLite puts missing times, so that instances
-    // without the time property come in the same place on both backends.
-    let (order, nulls, limit) = match query.last_n {
-        Some(n) => ("DESC", "NULLS LAST", n.min(cap)),
-        None => ("ASC", "NULLS FIRST", cap),
-    };
+    let limit = query.last_n.map_or(cap, |n| n.min(cap));
     args.push(Box::new(i64::try_from(limit).unwrap_or(i64::MAX)));
-    let sql = format!(
-        "SELECT instance_id, doc, deleted_at FROM attr_instances WHERE {clause} \
-         ORDER BY {col} {order} {nulls}, created_at {order}, iid {order} LIMIT ${}",
-        args.len()
-    );
+    let sql = instances_statement(col, &clause, query.last_n.is_some(), args.len());
     let statement = client.prepare_cached(&sql).await?;
     let params: Vec<&(dyn ToSql + Sync)> = args.iter().map(|a| a.as_ref() as &(dyn ToSql + Sync)).collect();
     let mut out = Vec::new();
