@@ -9,7 +9,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use piazza_broker::Payload;
 use piazza_ngsild::query::{Projection, Query, TypeSelector};
-use piazza_ngsild::render::{render_entity, render_feature, RenderOptions};
+use piazza_ngsild::render::{render_entity, render_feature, EntityView, RenderOptions};
 use piazza_ngsild::update::UpdateOutcome;
 use piazza_ngsild::{ActiveContext, Entity, NgsiError};
 use serde_json::{json, Map, Value};
@@ -295,7 +295,29 @@ impl View {
         }
     }
 
+    /// Whether entities go straight from the store's form to the body: no
+    /// join, no GeoJSON and nothing picked or omitted, i.e. nothing that
+    /// needs the rendered members as a map first.
+    fn writes_directly(&self) -> bool {
+        self.join.is_none() && self.responder.media != MediaType::GeoJson && self.shape.projection.is_identity()
+    }
+
+    /// Writes one projected entity's body, with `@context` last in JSON-LD.
+    fn write_entity(&self, out: &mut Vec<u8>, entity: &Entity) -> ApiResult<()> {
+        let entity = self.project(entity, &self.shape.projection);
+        let mut view = EntityView::new(&entity, &self.context, &self.options);
+        if self.responder.media == MediaType::JsonLd {
+            view = view.with_trailer("@context", &self.responder.context);
+        }
+        serde_json::to_writer(out, &view).map_err(|e| NgsiError::internal(format!("rendering an entity: {e}")).into())
+    }
+
     pub async fn one(&self, state: &AppState, tenant: &Tenant, entity: Entity) -> ApiResult<Response> {
+        if self.writes_directly() {
+            let mut body = Vec::new();
+            self.write_entity(&mut body, &entity)?;
+            return Ok(self.responder.send_json(StatusCode::OK, body));
+        }
         let id = entity.id.clone();
         let (mut items, linked) = self.render_all(state, tenant, std::slice::from_ref(&entity)).await?;
         if items.is_empty() || (linked > 0 && items.len() == linked) {
@@ -312,6 +334,18 @@ impl View {
     }
 
     pub async fn many(&self, state: &AppState, tenant: &Tenant, entities: Vec<Entity>) -> ApiResult<Response> {
+        if self.writes_directly() {
+            let mut body = Vec::with_capacity(2 + entities.len() * 1_024);
+            body.push(b'[');
+            for (i, entity) in entities.iter().enumerate() {
+                if i > 0 {
+                    body.push(b',');
+                }
+                self.write_entity(&mut body, entity)?;
+            }
+            body.push(b']');
+            return Ok(self.responder.send_json(StatusCode::OK, body));
+        }
         let (items, _) = self.render_all(state, tenant, &entities).await?;
         Ok(if self.responder.media == MediaType::GeoJson {
             let mut collection = Map::new();

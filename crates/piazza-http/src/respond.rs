@@ -59,7 +59,17 @@ impl Responder {
     }
 
     pub fn send(&self, status: StatusCode, body: Value) -> Response {
-        let mut response = (status, axum::Json(body)).into_response();
+        self.with_headers((status, axum::Json(body)).into_response())
+    }
+
+    /// A body already written as JSON text.
+    pub fn send_json(&self, status: StatusCode, body: Vec<u8>) -> Response {
+        self.with_headers((status, body).into_response())
+    }
+
+    /// The response with this requester's media type and, where the spec
+    /// puts it there, the @context `Link` header.
+    fn with_headers(&self, mut response: Response) -> Response {
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(self.media.as_str()));
         if self.media == MediaType::Json || (self.media == MediaType::GeoJson && self.geojson_without_context) {

@@ -11,6 +11,7 @@
 //! This crate never fetches anything: remote contexts are handed in by the
 //! caller through a [`ContextLoader`].
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
@@ -314,13 +315,20 @@ impl ActiveContext {
 
     /// Compacts an IRI to the term the requester knows it by.
     pub fn compact(&self, iri: &str) -> String {
+        self.compact_ref(iri).into_owned()
+    }
+
+    /// [`compact`](Self::compact) without a copy when the term is a known
+    /// one or the IRI's own suffix: rendering compacts every member name of
+    /// every entity it returns.
+    pub fn compact_ref<'a>(&'a self, iri: &'a str) -> Cow<'a, str> {
         if let Some(term) = self.reverse.get(iri) {
-            return term.clone();
+            return Cow::Borrowed(term);
         }
         if let Some(vocab) = &self.vocab {
             if let Some(rest) = iri.strip_prefix(vocab.as_str()) {
                 if !rest.is_empty() && !self.terms.contains_key(rest) {
-                    return rest.to_owned();
+                    return Cow::Borrowed(rest);
                 }
             }
         }
@@ -339,7 +347,7 @@ impl ActiveContext {
                 }
             }
         }
-        best.unwrap_or_else(|| iri.to_owned())
+        best.map_or(Cow::Borrowed(iri), Cow::Owned)
     }
 
     /// The type mapping of the term that `iri` compacts to, if any.

@@ -2,7 +2,10 @@
 //! representations of clause 4.5 (normalized, concise, keyValues/simplified)
 //! plus the GeoJSON one (clause 4.5.16).
 
-use serde_json::{json, Map, Value};
+use std::borrow::Cow;
+
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde_json::{Map, Value};
 
 use crate::entity::{Attribute, AttributeKind, Entity};
 use crate::jsonld::ActiveContext;
@@ -40,126 +43,262 @@ pub struct RenderOptions {
 
 /// Renders one entity as a JSON object (without `@context`).
 pub fn render_entity(entity: &Entity, context: &ActiveContext, options: &RenderOptions) -> Map<String, Value> {
-    let mut out = Map::new();
-    out.insert("id".into(), Value::String(entity.id.clone()));
-    out.insert("type".into(), render_types(&entity.types, context));
-    if !entity.scope.is_empty() {
-        let scope = if entity.scope.len() == 1 {
-            Value::String(entity.scope[0].clone())
-        } else {
-            Value::Array(entity.scope.iter().cloned().map(Value::String).collect())
-        };
-        out.insert("scope".into(), scope);
+    match to_value(EntityView::new(entity, context, options)) {
+        Value::Object(members) => members,
+        _ => Map::new(),
     }
-    if options.sys_attrs {
-        if let Some(created) = &entity.created_at {
-            out.insert("createdAt".into(), Value::String(time::format(created)));
-        }
-        if let Some(modified) = &entity.modified_at {
-            out.insert("modifiedAt".into(), Value::String(time::format(modified)));
-        }
-        if let Some(expires) = &entity.expires_at {
-            out.insert("expiresAt".into(), Value::String(expires.clone()));
-        }
-    }
-    for (name, instances) in &entity.attributes {
-        if instances.is_empty() {
-            continue;
-        }
-        out.insert(context.compact(name), render_instances(instances, context, options));
-    }
-    out
 }
 
 /// Renders entity types: one string, or an array for several.
 pub fn render_types(types: &[String], context: &ActiveContext) -> Value {
-    if types.len() == 1 {
-        Value::String(context.compact(&types[0]))
-    } else {
-        Value::Array(types.iter().map(|t| Value::String(context.compact(t))).collect())
-    }
+    to_value(TypesView { types, context })
 }
 
 /// Renders all instances of one attribute.
 pub fn render_instances(instances: &[Attribute], context: &ActiveContext, options: &RenderOptions) -> Value {
-    if options.format == Format::KeyValues {
-        if instances.len() == 1 && instances[0].dataset_id.is_none() {
-            return key_value(&instances[0], context, options);
-        }
-        // Several instances: keyed by datasetId, `@none` for the default one.
-        let dataset: Map<String, Value> = instances
-            .iter()
-            .map(|i| {
-                (
-                    i.dataset_id.clone().unwrap_or_else(|| "@none".into()),
-                    key_value(i, context, options),
-                )
-            })
-            .collect();
-        return json!({ "dataset": dataset });
-    }
-    if instances.len() == 1 {
-        render_attribute(&instances[0], context, options)
-    } else {
-        Value::Array(
-            instances
-                .iter()
-                .map(|i| render_attribute(i, context, options))
-                .collect(),
-        )
-    }
+    to_value(InstancesView {
+        instances,
+        context,
+        options,
+    })
 }
 
 /// Renders one attribute instance in the normalized or concise form.
 pub fn render_attribute(attribute: &Attribute, context: &ActiveContext, options: &RenderOptions) -> Value {
-    if options.format == Format::KeyValues {
-        return key_value(attribute, context, options);
-    }
-    let concise = options.format == Format::Concise;
-    let mut out = Map::new();
-    let (kind, value_key, value) = localized(attribute, context, options);
-    if concise && is_bare(attribute, options) {
-        // Concise: an attribute with nothing but its value is the value itself.
-        match kind {
-            AttributeKind::Property if !value.is_object() && !value.is_array() => return value,
-            AttributeKind::GeoProperty => return value,
-            _ => {}
+    to_value(AttributeView {
+        attribute,
+        context,
+        options,
+    })
+}
+
+/// The views below only write strings, numbers and string-keyed maps,
+/// which a `Value` always holds.
+fn to_value(view: impl Serialize) -> Value {
+    serde_json::to_value(view).unwrap_or(Value::Null)
+}
+
+/// An entity as its requester sees it, written straight to a serializer:
+/// the same members, in the same order, as [`render_entity`] builds, without
+/// building the tree of maps and copied strings first. A response of many
+/// entities is mostly this.
+pub struct EntityView<'a> {
+    entity: &'a Entity,
+    context: &'a ActiveContext,
+    options: &'a RenderOptions,
+    /// A member written after all others (`@context` in JSON-LD bodies).
+    trailer: Option<(&'a str, &'a Value)>,
+}
+
+impl<'a> EntityView<'a> {
+    pub fn new(entity: &'a Entity, context: &'a ActiveContext, options: &'a RenderOptions) -> Self {
+        Self {
+            entity,
+            context,
+            options,
+            trailer: None,
         }
     }
-    if !concise || matches!(kind, AttributeKind::JsonProperty) {
-        out.insert("type".into(), Value::String(kind.name().into()));
-    }
-    out.insert(value_key.into(), value);
-    if let Some(lang) = lang_tag(attribute, options) {
-        out.insert("lang".into(), Value::String(lang));
-    }
-    if let Some(object_type) = &attribute.object_type {
-        out.insert("objectType".into(), compact_vocab(object_type, context));
-    }
-    if let Some(dataset_id) = &attribute.dataset_id {
-        out.insert("datasetId".into(), Value::String(dataset_id.clone()));
-    }
-    if let Some(observed_at) = &attribute.observed_at {
-        out.insert("observedAt".into(), Value::String(observed_at.clone()));
-    }
-    if let Some(unit_code) = &attribute.unit_code {
-        out.insert("unitCode".into(), Value::String(unit_code.clone()));
-    }
-    if options.sys_attrs {
-        if let Some(created) = &attribute.created_at {
-            out.insert("createdAt".into(), Value::String(time::format(created)));
-        }
-        if let Some(modified) = &attribute.modified_at {
-            out.insert("modifiedAt".into(), Value::String(time::format(modified)));
-        }
-        if let Some(expires) = &attribute.expires_at {
-            out.insert("expiresAt".into(), Value::String(expires.clone()));
+
+    /// The view with one more member, written last.
+    pub fn with_trailer(self, name: &'a str, value: &'a Value) -> Self {
+        Self {
+            trailer: Some((name, value)),
+            ..self
         }
     }
-    for (name, sub) in &attribute.sub {
-        out.insert(context.compact(name), render_attribute(sub, context, options));
+}
+
+impl Serialize for EntityView<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let (entity, context, options) = (self.entity, self.context, self.options);
+        let mut out = serializer.serialize_map(None)?;
+        out.serialize_entry("id", &entity.id)?;
+        out.serialize_entry(
+            "type",
+            &TypesView {
+                types: &entity.types,
+                context,
+            },
+        )?;
+        match entity.scope.as_slice() {
+            [] => {}
+            [one] => out.serialize_entry("scope", one)?,
+            several => out.serialize_entry("scope", several)?,
+        }
+        if options.sys_attrs {
+            system_members(&mut out, &entity.created_at, &entity.modified_at, &entity.expires_at)?;
+        }
+        for (name, instances) in &entity.attributes {
+            if instances.is_empty() {
+                continue;
+            }
+            out.serialize_entry(
+                &context.compact_ref(name),
+                &InstancesView {
+                    instances,
+                    context,
+                    options,
+                },
+            )?;
+        }
+        if let Some((name, value)) = self.trailer {
+            out.serialize_entry(name, value)?;
+        }
+        out.end()
     }
-    Value::Object(out)
+}
+
+/// `createdAt`, `modifiedAt` and `expiresAt`, those that are set.
+fn system_members<M: SerializeMap>(
+    out: &mut M,
+    created: &Option<time::Timestamp>,
+    modified: &Option<time::Timestamp>,
+    expires: &Option<String>,
+) -> Result<(), M::Error> {
+    if let Some(created) = created {
+        out.serialize_entry("createdAt", &time::format(created))?;
+    }
+    if let Some(modified) = modified {
+        out.serialize_entry("modifiedAt", &time::format(modified))?;
+    }
+    if let Some(expires) = expires {
+        out.serialize_entry("expiresAt", expires)?;
+    }
+    Ok(())
+}
+
+/// Entity types: one string, or an array for several.
+struct TypesView<'a> {
+    types: &'a [String],
+    context: &'a ActiveContext,
+}
+
+impl Serialize for TypesView<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.types {
+            [one] => serializer.serialize_str(&self.context.compact_ref(one)),
+            several => serializer.collect_seq(several.iter().map(|t| self.context.compact_ref(t))),
+        }
+    }
+}
+
+/// All instances of one attribute.
+struct InstancesView<'a> {
+    instances: &'a [Attribute],
+    context: &'a ActiveContext,
+    options: &'a RenderOptions,
+}
+
+impl Serialize for InstancesView<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let (context, options) = (self.context, self.options);
+        let view = |attribute| AttributeView {
+            attribute,
+            context,
+            options,
+        };
+        match self.instances {
+            [one] if options.format != Format::KeyValues || one.dataset_id.is_none() => view(one).serialize(serializer),
+            _ if options.format == Format::KeyValues => {
+                // Several instances: keyed by datasetId, `@none` for the default one.
+                let mut out = serializer.serialize_map(Some(1))?;
+                out.serialize_entry("dataset", &DatasetView(self))?;
+                out.end()
+            }
+            several => serializer.collect_seq(several.iter().map(view)),
+        }
+    }
+}
+
+/// The `dataset` member of a multi-instance attribute in keyValues.
+struct DatasetView<'a>(&'a InstancesView<'a>);
+
+impl Serialize for DatasetView<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let InstancesView {
+            instances,
+            context,
+            options,
+        } = self.0;
+        serializer.collect_map(instances.iter().map(|attribute| {
+            (
+                attribute.dataset_id.as_deref().unwrap_or("@none"),
+                AttributeView {
+                    attribute,
+                    context,
+                    options,
+                },
+            )
+        }))
+    }
+}
+
+/// One attribute instance, in the requested form.
+struct AttributeView<'a> {
+    attribute: &'a Attribute,
+    context: &'a ActiveContext,
+    options: &'a RenderOptions,
+}
+
+impl Serialize for AttributeView<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let (attribute, context, options) = (self.attribute, self.context, self.options);
+        if options.format == Format::KeyValues {
+            return key_value(attribute, context, options).serialize(serializer);
+        }
+        let concise = options.format == Format::Concise;
+        let (kind, value_key, value) = localized(attribute, context, options);
+        if concise && is_bare(attribute, options) {
+            // Concise: an attribute with nothing but its value is the value itself.
+            match kind {
+                AttributeKind::Property if !value.is_object() && !value.is_array() => {
+                    return value.serialize(serializer)
+                }
+                AttributeKind::GeoProperty => return value.serialize(serializer),
+                _ => {}
+            }
+        }
+        let mut out = serializer.serialize_map(None)?;
+        if !concise || matches!(kind, AttributeKind::JsonProperty) {
+            out.serialize_entry("type", kind.name())?;
+        }
+        out.serialize_entry(value_key, &value)?;
+        if let Some(lang) = lang_tag(attribute, options) {
+            out.serialize_entry("lang", &lang)?;
+        }
+        if let Some(object_type) = &attribute.object_type {
+            out.serialize_entry("objectType", &compact_vocab(object_type, context))?;
+        }
+        if let Some(dataset_id) = &attribute.dataset_id {
+            out.serialize_entry("datasetId", dataset_id)?;
+        }
+        if let Some(observed_at) = &attribute.observed_at {
+            out.serialize_entry("observedAt", observed_at)?;
+        }
+        if let Some(unit_code) = &attribute.unit_code {
+            out.serialize_entry("unitCode", unit_code)?;
+        }
+        if options.sys_attrs {
+            system_members(
+                &mut out,
+                &attribute.created_at,
+                &attribute.modified_at,
+                &attribute.expires_at,
+            )?;
+        }
+        for (name, sub) in &attribute.sub {
+            out.serialize_entry(
+                &context.compact_ref(name),
+                &AttributeView {
+                    attribute: sub,
+                    context,
+                    options,
+                },
+            )?;
+        }
+        out.end()
+    }
 }
 
 fn is_bare(attribute: &Attribute, options: &RenderOptions) -> bool {
@@ -173,18 +312,22 @@ fn is_bare(attribute: &Attribute, options: &RenderOptions) -> bool {
 
 /// The kind, value member and value of an attribute as the requester sees
 /// it: with `lang`, a LanguageProperty becomes a Property in one language.
-fn localized(
-    attribute: &Attribute,
+fn localized<'a>(
+    attribute: &'a Attribute,
     context: &ActiveContext,
     options: &RenderOptions,
-) -> (AttributeKind, &'static str, Value) {
+) -> (AttributeKind, &'static str, Cow<'a, Value>) {
     match attribute.kind {
         AttributeKind::LanguageProperty if options.lang.is_some() => {
             let (_, text) = pick_language(&attribute.value, options.lang.as_deref().unwrap_or("*"));
-            (AttributeKind::Property, "value", text)
+            (AttributeKind::Property, "value", Cow::Owned(text))
         }
-        AttributeKind::VocabProperty => (attribute.kind, "vocab", compact_vocab(&attribute.value, context)),
-        kind => (kind, kind.value_key(), attribute.value.clone()),
+        AttributeKind::VocabProperty => (
+            attribute.kind,
+            "vocab",
+            Cow::Owned(compact_vocab(&attribute.value, context)),
+        ),
+        kind => (kind, kind.value_key(), Cow::Borrowed(&attribute.value)),
     }
 }
 
@@ -257,24 +400,47 @@ fn compact_vocab(value: &Value, context: &ActiveContext) -> Value {
     }
 }
 
-fn key_value(attribute: &Attribute, context: &ActiveContext, options: &RenderOptions) -> Value {
+/// An attribute instance in keyValues: its value, or the one-member object
+/// naming a kind whose value would be ambiguous alone.
+fn key_value<'a>(attribute: &'a Attribute, context: &ActiveContext, options: &RenderOptions) -> KeyValue<'a> {
     match attribute.kind {
-        AttributeKind::LanguageProperty if options.lang.is_some() => {
-            pick_language(&attribute.value, options.lang.as_deref().unwrap_or("*")).1
+        AttributeKind::LanguageProperty if options.lang.is_some() => KeyValue::Value(Cow::Owned(
+            pick_language(&attribute.value, options.lang.as_deref().unwrap_or("*")).1,
+        )),
+        AttributeKind::LanguageProperty => KeyValue::Wrapped("languageMap", Cow::Borrowed(&attribute.value)),
+        AttributeKind::VocabProperty => {
+            KeyValue::Wrapped("vocab", Cow::Owned(compact_vocab(&attribute.value, context)))
         }
-        AttributeKind::LanguageProperty => json!({ "languageMap": attribute.value }),
-        AttributeKind::VocabProperty => json!({ "vocab": compact_vocab(&attribute.value, context) }),
         AttributeKind::ListRelationship => match &attribute.value {
-            Value::Array(items) => Value::Array(
-                items
-                    .iter()
-                    .map(|i| i.get("object").cloned().unwrap_or(Value::Null))
-                    .collect(),
-            ),
-            other => other.clone(),
+            Value::Array(items) => KeyValue::Objects(items),
+            other => KeyValue::Value(Cow::Borrowed(other)),
         },
-        AttributeKind::JsonProperty => json!({ "json": attribute.value }),
-        _ => attribute.value.clone(),
+        AttributeKind::JsonProperty => KeyValue::Wrapped("json", Cow::Borrowed(&attribute.value)),
+        _ => KeyValue::Value(Cow::Borrowed(&attribute.value)),
+    }
+}
+
+enum KeyValue<'a> {
+    Value(Cow<'a, Value>),
+    /// `{name: value}`.
+    Wrapped(&'static str, Cow<'a, Value>),
+    /// The `object` of each item of a ListRelationship's `objectList`.
+    Objects(&'a [Value]),
+}
+
+impl Serialize for KeyValue<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            KeyValue::Value(value) => value.serialize(serializer),
+            KeyValue::Wrapped(name, value) => {
+                let mut out = serializer.serialize_map(Some(1))?;
+                out.serialize_entry(name, value)?;
+                out.end()
+            }
+            KeyValue::Objects(items) => {
+                serializer.collect_seq(items.iter().map(|i| i.get("object").unwrap_or(&Value::Null)))
+            }
+        }
     }
 }
 

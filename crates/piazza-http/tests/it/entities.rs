@@ -74,6 +74,20 @@ async fn representations_key_values_concise_geojson_and_ld() {
         )
         .await;
     assert_eq!(ld.body["@context"], json!(CORE));
+    assert_eq!(ld.header("content-type"), Some("application/ld+json"));
+    assert!(ld.header("link").is_none(), "JSON-LD carries its context in the body");
+    let listed = c
+        .send(
+            c.request(Method::GET, "/entities?type=Building&options=keyValues")
+                .header("Accept", "application/ld+json"),
+        )
+        .await;
+    let items = listed.body.as_array().expect("a list of entities");
+    assert!(!items.is_empty());
+    for item in items {
+        assert_eq!(item["@context"], json!(CORE), "every listed entity carries the context");
+        assert_eq!(item["type"], json!("Building"));
+    }
     let sys = c.get("/entities/urn:ngsi-ld:Building:r?options=sysAttrs").await;
     assert!(sys.body["createdAt"].is_string() && sys.body["name"]["modifiedAt"].is_string());
 }

@@ -153,3 +153,60 @@ fn expired_entities_and_instances_are_not_live() {
     let malformed = json!({"id": "urn:x:1", "type": "T", "expiresAt": "2026-13-45T00:00:00Z"});
     assert!(parse_entity(&malformed, &core(), ParseOptions::CREATE).is_err());
 }
+
+/// The direct writer of a response body and the map other callers build
+/// must agree member for member, in the same order, in every form.
+#[test]
+fn an_entity_view_writes_what_render_entity_builds_with_the_trailer_last() {
+    use crate::render::EntityView;
+
+    let body = json!({
+        "id": "urn:x:1", "type": ["T", "U"], "scope": ["/a", "/b"],
+        "speed": [{"type": "Property", "value": 1, "datasetId": "urn:d:1"}, {"type": "Property", "value": 2}],
+        "p": {"type": "Property", "value": 5, "unitCode": "CEL", "observedAt": "2024-01-01T00:00:00Z",
+              "q": {"type": "Property", "value": "x"}},
+        "r": {"type": "Relationship", "object": "urn:y:1", "objectType": "T"},
+        "v": {"type": "VocabProperty", "vocab": "Yes"},
+        "lr": {"type": "ListRelationship", "objectList": [{"object": "urn:a:1"}]},
+        "j": {"type": "JsonProperty", "json": {"any": 1}},
+        "l": {"type": "LanguageProperty", "languageMap": {"it": "ciao", "en": "hello"}},
+        "location": {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [11.25, 43.77]}},
+    });
+    let mut entity = parse_entity(&body, &core(), ParseOptions::CREATE).unwrap();
+    let stamp = crate::time::parse("2024-02-03T04:05:06.123456Z");
+    entity.created_at = stamp;
+    entity.modified_at = stamp;
+    entity.attributes[0][0].created_at = stamp;
+    let context = json!("https://example.org/context.jsonld");
+    let core_context = core();
+    for format in [Format::Normalized, Format::Concise, Format::KeyValues] {
+        for sys_attrs in [false, true] {
+            for lang in [None, Some("en".to_owned())] {
+                let options = RenderOptions {
+                    format,
+                    sys_attrs,
+                    lang,
+                };
+                let view = EntityView::new(&entity, &core_context, &options).with_trailer("@context", &context);
+                let written = serde_json::to_string(&view).unwrap();
+                let mut built = render_entity(&entity, &core(), &options);
+                built.insert("@context".into(), context.clone());
+                assert_eq!(written, serde_json::to_string(&built).unwrap(), "{options:?}");
+            }
+        }
+    }
+    let key_values = render_entity(
+        &entity,
+        &core(),
+        &RenderOptions {
+            format: Format::KeyValues,
+            ..Default::default()
+        },
+    );
+    assert_eq!(key_values["speed"], json!({"dataset": {"urn:d:1": 1, "@none": 2}}));
+    assert_eq!(key_values["lr"], json!(["urn:a:1"]));
+    assert_eq!(key_values["j"], json!({"json": {"any": 1}}));
+    assert_eq!(key_values["v"], json!({"vocab": "Yes"}));
+    assert_eq!(key_values["type"], json!(["T", "U"]));
+    assert_eq!(key_values["scope"], json!(["/a", "/b"]));
+}
