@@ -22,6 +22,6 @@ pub mod temporal;
 pub mod time;
 pub mod update;
 
-pub use entity::{Attribute, AttributeKind, Entity};
+pub use entity::{Attribute, AttributeKind, Entity, Members};
 pub use error::{ErrorKind, NgsiError, Result};
 pub use jsonld::ActiveContext;

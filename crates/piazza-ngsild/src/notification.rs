@@ -11,7 +11,7 @@ use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::entity::{Attribute, AttributeKind, Entity, NGSI_NULL};
+use crate::entity::{Attribute, AttributeKind, Entity, Members, NGSI_NULL};
 use crate::jsonld::ActiveContext;
 use crate::query::EntityQuery;
 use crate::render::{render_attribute, render_entity, render_types, Format, RenderOptions};
@@ -95,7 +95,7 @@ pub struct Notice {
     pub removed: Vec<Removed>,
     /// The instances as they were before, of what changed (`showChanges`).
     #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
-    pub previous: IndexMap<String, Vec<Attribute>>,
+    pub previous: Members<Vec<Attribute>>,
 }
 
 /// An attribute instance a change removed, as its Null will be rendered.
@@ -171,7 +171,7 @@ impl Watch {
                 })
             })
             .collect();
-        let mut previous: IndexMap<String, Vec<Attribute>> = IndexMap::new();
+        let mut previous: Members<Vec<Attribute>> = Members::default();
         if self.show_changes {
             for (name, dataset, change) in &all_changes {
                 if *change == InstanceChange::Created {

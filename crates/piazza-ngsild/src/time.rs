@@ -76,6 +76,8 @@ fn digits(run: &[u8]) -> Option<u32> {
 
 /// Serde helpers storing timestamps as RFC 3339 strings.
 pub mod serde_opt {
+    use std::borrow::Cow;
+
     use serde::{Deserialize, Deserializer, Serializer};
 
     use super::Timestamp;
@@ -88,9 +90,15 @@ pub mod serde_opt {
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Timestamp>, D::Error> {
-        let text: Option<String> = Option::deserialize(deserializer)?;
-        Ok(text.and_then(|t| super::parse(&t)))
+        // Borrowed from the document where it can be: every attribute of a
+        // stored entity carries two of these.
+        let text: Option<Text<'de>> = Option::deserialize(deserializer)?;
+        Ok(text.and_then(|Text(t)| super::parse(&t)))
     }
+
+    /// A string, borrowed unless it has escapes.
+    #[derive(Deserialize)]
+    struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
 }
 
 #[cfg(test)]

@@ -7,11 +7,10 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use indexmap::IndexMap;
 use serde::de::{DeserializeSeed, Error as _, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
 
-use super::{Attribute, Entity};
+use super::{Attribute, Entity, Members};
 
 /// `doc` with only the attributes named in `keep`, and without the entity's
 /// own `createdAt`/`modifiedAt`, which no query reads. Whether such an
@@ -71,7 +70,7 @@ impl<'de> Visitor<'de> for Keeping<'_> {
 struct Attributes<'k>(&'k [String]);
 
 impl<'de> DeserializeSeed<'de> for Attributes<'_> {
-    type Value = IndexMap<String, Vec<Attribute>>;
+    type Value = Members<Vec<Attribute>>;
 
     fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
         deserializer.deserialize_map(self)
@@ -79,14 +78,14 @@ impl<'de> DeserializeSeed<'de> for Attributes<'_> {
 }
 
 impl<'de> Visitor<'de> for Attributes<'_> {
-    type Value = IndexMap<String, Vec<Attribute>>;
+    type Value = Members<Vec<Attribute>>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("the attributes of an entity")
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut kept = IndexMap::new();
+        let mut kept = Members::default();
         while let Some(Key(name)) = map.next_key()? {
             if self.0.iter().any(|k| *k == *name) {
                 kept.insert(name.into_owned(), map.next_value()?);
