@@ -306,8 +306,8 @@ impl View {
     fn write_entity(&self, out: &mut Vec<u8>, entity: &Entity) -> ApiResult<()> {
         let entity = self.project(entity, &self.shape.projection);
         let mut view = EntityView::new(&entity, &self.context, &self.options);
-        if self.responder.media == MediaType::JsonLd {
-            view = view.with_trailer("@context", &self.responder.context);
+        if let Some(context) = self.responder.body_context() {
+            view = view.with_trailer("@context", context);
         }
         serde_json::to_writer(out, &view).map_err(|e| NgsiError::internal(format!("rendering an entity: {e}")).into())
     }
@@ -335,8 +335,7 @@ impl View {
 
     pub async fn many(&self, state: &AppState, tenant: &Tenant, entities: Vec<Entity>) -> ApiResult<Response> {
         if self.writes_directly() {
-            let mut body = Vec::with_capacity(2 + entities.len() * 1_024);
-            body.push(b'[');
+            let mut body = vec![b'['];
             for (i, entity) in entities.iter().enumerate() {
                 if i > 0 {
                     body.push(b',');

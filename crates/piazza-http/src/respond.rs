@@ -28,10 +28,15 @@ impl Responder {
         }
     }
 
+    /// The `@context` each object of a body carries: only in JSON-LD.
+    pub fn body_context(&self) -> Option<&Value> {
+        (self.media == MediaType::JsonLd).then_some(&self.context)
+    }
+
     /// One object (an entity, a type, ...).
     pub fn object(&self, status: StatusCode, mut body: Map<String, Value>) -> Response {
-        if self.media == MediaType::JsonLd {
-            body.insert("@context".into(), self.context.clone());
+        if let Some(context) = self.body_context() {
+            body.insert("@context".into(), context.clone());
         }
         self.send(status, Value::Object(body))
     }
@@ -41,8 +46,8 @@ impl Responder {
         let items = items
             .into_iter()
             .map(|mut item| {
-                if self.media == MediaType::JsonLd {
-                    item.insert("@context".into(), self.context.clone());
+                if let Some(context) = self.body_context() {
+                    item.insert("@context".into(), context.clone());
                 }
                 Value::Object(item)
             })

@@ -25,3 +25,9 @@ pub mod update;
 pub use entity::{Attribute, AttributeKind, Entity, Members};
 pub use error::{ErrorKind, NgsiError, Result};
 pub use jsonld::ActiveContext;
+
+/// A JSON string borrowed from the document being decoded, copied only when
+/// it has escapes: for decoding stored documents without a `String` per
+/// member name or timestamp.
+#[derive(serde::Deserialize)]
+pub(crate) struct BorrowedStr<'a>(#[serde(borrow)] pub(crate) std::borrow::Cow<'a, str>);

@@ -54,15 +54,6 @@ pub fn render_types(types: &[String], context: &ActiveContext) -> Value {
     to_value(TypesView { types, context })
 }
 
-/// Renders all instances of one attribute.
-pub fn render_instances(instances: &[Attribute], context: &ActiveContext, options: &RenderOptions) -> Value {
-    to_value(InstancesView {
-        instances,
-        context,
-        options,
-    })
-}
-
 /// Renders one attribute instance in the normalized or concise form.
 pub fn render_attribute(attribute: &Attribute, context: &ActiveContext, options: &RenderOptions) -> Value {
     to_value(AttributeView {
@@ -78,10 +69,9 @@ fn to_value(view: impl Serialize) -> Value {
     serde_json::to_value(view).unwrap_or(Value::Null)
 }
 
-/// An entity as its requester sees it, written straight to a serializer:
-/// the same members, in the same order, as [`render_entity`] builds, without
-/// building the tree of maps and copied strings first. A response of many
-/// entities is mostly this.
+/// An entity as its requester sees it, written straight to a serializer
+/// without building a tree of maps and copied strings first (a response of
+/// many entities is mostly this); [`render_entity`] is the same as a map.
 pub struct EntityView<'a> {
     entity: &'a Entity,
     context: &'a ActiveContext,
@@ -198,14 +188,19 @@ impl Serialize for InstancesView<'_> {
             context,
             options,
         };
-        match self.instances {
-            [one] if options.format != Format::KeyValues || one.dataset_id.is_none() => view(one).serialize(serializer),
-            _ if options.format == Format::KeyValues => {
-                // Several instances: keyed by datasetId, `@none` for the default one.
-                let mut out = serializer.serialize_map(Some(1))?;
-                out.serialize_entry("dataset", &DatasetView(self))?;
-                out.end()
+        if options.format == Format::KeyValues {
+            if let [one] = self.instances {
+                if one.dataset_id.is_none() {
+                    return view(one).serialize(serializer);
+                }
             }
+            // Several instances: keyed by datasetId, `@none` for the default one.
+            let mut out = serializer.serialize_map(Some(1))?;
+            out.serialize_entry("dataset", &DatasetView(self))?;
+            return out.end();
+        }
+        match self.instances {
+            [one] => view(one).serialize(serializer),
             several => serializer.collect_seq(several.iter().map(view)),
         }
     }

@@ -76,11 +76,10 @@ fn digits(run: &[u8]) -> Option<u32> {
 
 /// Serde helpers storing timestamps as RFC 3339 strings.
 pub mod serde_opt {
-    use std::borrow::Cow;
-
     use serde::{Deserialize, Deserializer, Serializer};
 
     use super::Timestamp;
+    use crate::BorrowedStr;
 
     pub fn serialize<S: Serializer>(value: &Option<Timestamp>, serializer: S) -> Result<S::Ok, S::Error> {
         match value {
@@ -92,13 +91,9 @@ pub mod serde_opt {
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Timestamp>, D::Error> {
         // Borrowed from the document where it can be: every attribute of a
         // stored entity carries two of these.
-        let text: Option<Text<'de>> = Option::deserialize(deserializer)?;
-        Ok(text.and_then(|Text(t)| super::parse(&t)))
+        let text: Option<BorrowedStr<'de>> = Option::deserialize(deserializer)?;
+        Ok(text.and_then(|BorrowedStr(t)| super::parse(&t)))
     }
-
-    /// A string, borrowed unless it has escapes.
-    #[derive(Deserialize)]
-    struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
 }
 
 #[cfg(test)]

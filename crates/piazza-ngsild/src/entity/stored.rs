@@ -4,13 +4,12 @@
 //! matches; skipping an attribute costs a scan of its text, decoding it a
 //! tree of strings, maps and parsed timestamps.
 
-use std::borrow::Cow;
 use std::fmt;
 
 use serde::de::{DeserializeSeed, Error as _, IgnoredAny, MapAccess, Visitor};
-use serde::Deserialize;
 
 use super::{Attribute, Entity, Members};
+use crate::BorrowedStr;
 
 /// `doc` with only the attributes named in `keep`, and without the entity's
 /// own `createdAt`/`modifiedAt`, which no query reads. Whether such an
@@ -23,10 +22,6 @@ pub fn decode_keeping(doc: &str, keep: &[String]) -> serde_json::Result<Entity> 
     deserializer.end()?;
     Ok(entity)
 }
-
-/// A member name, borrowed from the document unless it has escapes.
-#[derive(Deserialize)]
-struct Key<'a>(#[serde(borrow)] Cow<'a, str>);
 
 struct Keeping<'k>(&'k [String]);
 
@@ -49,7 +44,7 @@ impl<'de> Visitor<'de> for Keeping<'_> {
         let (mut id, mut types) = (None, None);
         let mut entity = Entity::new(String::new(), Vec::new());
         // The member names of `Entity`'s derived serde form.
-        while let Some(Key(key)) = map.next_key()? {
+        while let Some(BorrowedStr(key)) = map.next_key()? {
             match &*key {
                 "id" => id = Some(map.next_value()?),
                 "types" => types = Some(map.next_value()?),
@@ -86,7 +81,7 @@ impl<'de> Visitor<'de> for Attributes<'_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut kept = Members::default();
-        while let Some(Key(name)) = map.next_key()? {
+        while let Some(BorrowedStr(name)) = map.next_key()? {
             if self.0.iter().any(|k| *k == *name) {
                 kept.insert(name.into_owned(), map.next_value()?);
             } else {

@@ -189,7 +189,7 @@ fn an_entity_view_writes_what_render_entity_builds_with_the_trailer_last() {
                 };
                 let view = EntityView::new(&entity, &core_context, &options).with_trailer("@context", &context);
                 let written = serde_json::to_string(&view).unwrap();
-                let mut built = render_entity(&entity, &core(), &options);
+                let mut built = render_entity(&entity, &core_context, &options);
                 built.insert("@context".into(), context.clone());
                 assert_eq!(written, serde_json::to_string(&built).unwrap(), "{options:?}");
             }
