@@ -4,6 +4,15 @@ use super::*;
 use crate::error::ErrorKind;
 use crate::render::{render_entity, Format, RenderOptions};
 
+/// `entity` rendered in the keyValues form with the core context.
+fn render_key_values(entity: &Entity) -> serde_json::Map<String, serde_json::Value> {
+    let options = RenderOptions {
+        format: Format::KeyValues,
+        ..Default::default()
+    };
+    render_entity(entity, &core(), &options)
+}
+
 fn core() -> std::sync::Arc<ActiveContext> {
     ActiveContext::core()
 }
@@ -107,14 +116,7 @@ fn render_round_trips_normalized_and_simplifies() {
     let entity = parse_entity(&body, &core(), ParseOptions::CREATE).unwrap();
     let normalized = render_entity(&entity, &core(), &RenderOptions::default());
     assert_eq!(serde_json::Value::Object(normalized), body);
-    let key_values = render_entity(
-        &entity,
-        &core(),
-        &RenderOptions {
-            format: Format::KeyValues,
-            ..Default::default()
-        },
-    );
+    let key_values = render_key_values(&entity);
     assert_eq!(key_values["p"], json!(1));
     assert_eq!(key_values["r"], json!("urn:y:1"));
     let concise = render_entity(
@@ -195,14 +197,7 @@ fn an_entity_view_writes_what_render_entity_builds_with_the_trailer_last() {
             }
         }
     }
-    let key_values = render_entity(
-        &entity,
-        &core(),
-        &RenderOptions {
-            format: Format::KeyValues,
-            ..Default::default()
-        },
-    );
+    let key_values = render_key_values(&entity);
     assert_eq!(key_values["speed"], json!({"dataset": {"urn:d:1": 1, "@none": 2}}));
     assert_eq!(key_values["lr"], json!(["urn:a:1"]));
     assert_eq!(key_values["j"], json!({"json": {"any": 1}}));
