@@ -124,9 +124,11 @@ impl EmbeddedStore {
         let mut connection = open_connection(&path)?;
         rollups::add_number_column(&connection)?;
         connection.execute_batch(SCHEMA).map_err(sql)?;
-        values::backfill(&mut connection)?;
+        // In the order the indexes were added (`user_version` 3, 4, 5): a
+        // backfill records its version, which marks every earlier one done.
         rollups::backfill(&mut connection)?;
         geo::backfill(&mut connection)?;
+        values::backfill(&mut connection)?;
         // The writer's commits skip the sync; the flusher makes them durable
         // before they are answered (see `flush`). Checkpoints are the
         // checkpointer's (see `checkpoint`).

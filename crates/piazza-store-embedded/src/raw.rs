@@ -321,11 +321,11 @@ fn write_entity(tx: &Transaction<'_>, tenant: &Tenant, entity: &Entity) -> rusql
 }
 
 /// Every table that holds rows of a tenant, index tables included.
-const TENANT_TABLES: [&str; 12] = [
+/// (The value rows are keyed by a tenant's numbered names instead:
+/// `values::clear`.)
+const TENANT_TABLES: [&str; 10] = [
     "entity_types",
     "entity_attrs",
-    "attr_numbers",
-    "attr_texts",
     "entities",
     "contexts",
     "resources",
@@ -337,6 +337,7 @@ const TENANT_TABLES: [&str; 12] = [
 ];
 
 pub(crate) fn clear(tx: &Transaction<'_>, tenant: &Tenant) -> rusqlite::Result<()> {
+    crate::values::clear(tx, tenant)?;
     for table in TENANT_TABLES {
         tx.prepare_cached(&format!("DELETE FROM {table} WHERE tenant = ?1"))?
             .execute([tenant.name()])?;

@@ -224,7 +224,7 @@ fn candidates(tenant: &Tenant, query: &EntityQuery, narrowing: &Narrowing) -> Ca
             // A probe of the by-entity value index per candidate.
             let (table, condition) = values::condition(bound, args.len() + 1, &mut args);
             filter.push_str(&format!(
-                " AND EXISTS (SELECT 1 FROM {table} v WHERE v.eid = {key} AND {condition} AND v.tenant = ?1)"
+                " AND EXISTS (SELECT 1 FROM {table} v WHERE v.eid = {key} AND {condition})"
             ));
         }
     }
@@ -629,9 +629,13 @@ mod tests {
         // the outer loop, before the rowid lookup of what passes them.
         let step = |prefix: &str| steps.iter().position(|s| s.starts_with(prefix));
         let lookup = step("SEARCH e USING INTEGER PRIMARY KEY");
+        // The string bound's probe is a search on the candidate's eid, by
+        // whichever index of the value table holds it.
         let (type_probe, bound_probe) = (
             step("SEARCH x USING PRIMARY KEY"),
-            step("SEARCH v USING COVERING INDEX attr_texts_by_entity"),
+            steps
+                .iter()
+                .position(|s| s.starts_with("SEARCH v USING") && s.contains("eid=?")),
         );
         assert!(
             lookup.is_some(),
@@ -673,12 +677,29 @@ mod tests {
         };
         let bounds = parse("n>=1;s==\"x\"").q.map(|q| q.value_bounds()).unwrap_or_default();
         let (n, s) = (&bounds[0].attribute, &bounds[1].attribute);
+        // The number of each name in tenant "plan"; another tenant's name
+        // numbered first must not change which rows are read.
+        let key = |name: &str| -> i64 {
+            connection
+                .execute(
+                    "INSERT OR IGNORE INTO value_names(tenant, name) VALUES ('other', ?1), ('plan', ?1)",
+                    [name],
+                )
+                .expect("names");
+            connection
+                .query_row(
+                    "SELECT key FROM value_names WHERE tenant = 'plan' AND name = ?1",
+                    [name],
+                    |r| r.get(0),
+                )
+                .expect("key")
+        };
         // Numbers in value order are not in eid order, and eid 4 has two.
         for (value, eid) in [(1.0, 9), (2.0, 4), (3.0, 4), (4.0, 7), (0.0, 2)] {
             connection
                 .execute(
-                    "INSERT INTO attr_numbers(tenant, name, value, eid) VALUES ('plan', ?1, ?2, ?3)",
-                    rusqlite::params![n, value, eid],
+                    "INSERT INTO value_numbers(key, value, eid) VALUES (?1, ?2, ?3)",
+                    rusqlite::params![key(n), value, eid],
                 )
                 .expect("number row");
         }
@@ -686,8 +707,8 @@ mod tests {
         for eid in 0..crate::values::DRIVE_LIMIT + 10 {
             connection
                 .execute(
-                    "INSERT INTO attr_texts(tenant, name, value, eid) VALUES ('plan', ?1, 'x', ?2)",
-                    rusqlite::params![s, eid],
+                    "INSERT INTO value_texts(key, value, eid) VALUES (?1, 'x', ?2)",
+                    rusqlite::params![key(s), eid],
                 )
                 .expect("text row");
         }
@@ -705,8 +726,8 @@ mod tests {
         for eid in [3, 5, 8] {
             connection
                 .execute(
-                    "INSERT INTO attr_texts(tenant, name, value, eid) VALUES ('plan', ?1, 'z', ?2)",
-                    rusqlite::params![s, eid],
+                    "INSERT INTO value_texts(key, value, eid) VALUES (?1, 'z', ?2)",
+                    rusqlite::params![key(s), eid],
                 )
                 .expect("text row");
         }

@@ -1,6 +1,6 @@
-//! The value indexes (`attr_numbers`, `attr_texts`): kept with every write,
-//! filled once for data dirs from before they existed, and turned into
-//! candidate filters for `q`.
+//! The value indexes (`value_numbers`, `value_texts`, keyed through
+//! `value_names`): kept with every write, built once for data dirs from
+//! before them, and turned into candidate filters for `q`.
 
 use std::collections::HashSet;
 
@@ -8,12 +8,15 @@ use piazza_ngsild::query::q::{indexed_values, IndexedValue, ValueBound, ValueTes
 use piazza_ngsild::Entity;
 use piazza_store::{StoreResult, Tenant};
 use rusqlite::types::Value as SqlValue;
-use rusqlite::{params, Connection, Transaction};
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
 use crate::sql;
 
-/// `PRAGMA user_version` from which the value indexes are complete.
-const INDEXED_VERSION: i64 = 2;
+/// `PRAGMA user_version` from which the value indexes are complete in their
+/// present layout (numbered names, since version 5). Built after the other
+/// indexes (see `EmbeddedStore::open`), so that a data dir from before any
+/// of them gets each.
+const INDEXED_VERSION: i64 = 5;
 
 /// Brings the value indexes of `entity` (row `eid`) from what `before` had
 /// to what `after` has; `before` is `None` when the stored rows are
@@ -28,40 +31,88 @@ pub(crate) fn reindex(
     let old: HashSet<(&str, IndexedValue)> = before.map(indexed_values).unwrap_or_default().into_iter().collect();
     let new: HashSet<(&str, IndexedValue)> = after.map(indexed_values).unwrap_or_default().into_iter().collect();
     if before.is_none() {
-        for table in ["attr_numbers", "attr_texts"] {
+        for table in ["value_numbers", "value_texts"] {
             transaction
                 .prepare_cached(&format!("DELETE FROM {table} WHERE eid = ?1"))?
                 .execute([eid])?;
         }
     }
+    let mut keys = Keys::default();
     for (name, value) in old.iter().filter(|entry| !new.contains(entry)) {
+        let Some(key) = keys.get(transaction, tenant, name, false)? else {
+            continue;
+        };
         let (table, value) = row(value);
         transaction
             .prepare_cached(&format!(
-                "DELETE FROM {table} WHERE tenant = ?1 AND name = ?2 AND value = ?3 AND eid = ?4"
+                "DELETE FROM {table} WHERE key = ?1 AND value = ?2 AND eid = ?3"
             ))?
-            .execute(params![tenant.name(), name, value, eid])?;
+            .execute(params![key, value, eid])?;
     }
     for (name, value) in new.iter().filter(|entry| !old.contains(entry)) {
+        let Some(key) = keys.get(transaction, tenant, name, true)? else {
+            continue;
+        };
         let (table, value) = row(value);
         transaction
             .prepare_cached(&format!(
-                "INSERT OR IGNORE INTO {table}(tenant, name, value, eid) VALUES (?1, ?2, ?3, ?4)"
+                "INSERT OR IGNORE INTO {table}(key, value, eid) VALUES (?1, ?2, ?3)"
             ))?
-            .execute(params![tenant.name(), name, value, eid])?;
+            .execute(params![key, value, eid])?;
     }
     Ok(())
 }
 
-fn row(value: &IndexedValue) -> (&'static str, SqlValue) {
-    match value {
-        IndexedValue::Number(n) => ("attr_numbers", SqlValue::Real(*n)),
-        IndexedValue::Text(t) => ("attr_texts", SqlValue::Text(t.clone())),
+/// The numbers of the names one reindex touches: an entity's values share
+/// a handful of names, each looked up once.
+#[derive(Default)]
+struct Keys<'n>(Vec<(&'n str, i64)>);
+
+impl<'n> Keys<'n> {
+    /// The number of (`tenant`, `name`), made when `create` and missing.
+    fn get(
+        &mut self,
+        transaction: &Transaction<'_>,
+        tenant: &Tenant,
+        name: &'n str,
+        create: bool,
+    ) -> rusqlite::Result<Option<i64>> {
+        if let Some((_, key)) = self.0.iter().find(|(n, _)| *n == name) {
+            return Ok(Some(*key));
+        }
+        let mut key = transaction
+            .prepare_cached("SELECT key FROM value_names WHERE tenant = ?1 AND name = ?2")?
+            .query_row(params![tenant.name(), name], |r| r.get(0))
+            .optional()?;
+        if key.is_none() && create {
+            transaction
+                .prepare_cached("INSERT INTO value_names(tenant, name) VALUES (?1, ?2)")?
+                .execute(params![tenant.name(), name])?;
+            key = Some(transaction.last_insert_rowid());
+        }
+        if let Some(key) = key {
+            self.0.push((name, key));
+        }
+        Ok(key)
     }
 }
 
-/// Fills the value indexes of a data dir written before they existed.
+fn row(value: &IndexedValue) -> (&'static str, SqlValue) {
+    match value {
+        IndexedValue::Number(n) => ("value_numbers", SqlValue::Real(*n)),
+        IndexedValue::Text(t) => ("value_texts", SqlValue::Text(t.clone())),
+    }
+}
+
+/// Builds the value indexes of a data dir written before their present
+/// layout, from the documents.
 pub(crate) fn backfill(connection: &mut Connection) -> StoreResult<()> {
+    if crate::filled_to(connection)? >= INDEXED_VERSION {
+        return Ok(());
+    }
+    connection
+        .execute_batch("DELETE FROM value_numbers; DELETE FROM value_texts; DELETE FROM value_names;")
+        .map_err(sql)?;
     crate::backfill_entities(
         connection,
         INDEXED_VERSION,
@@ -70,13 +121,30 @@ pub(crate) fn backfill(connection: &mut Connection) -> StoreResult<()> {
     )
 }
 
+/// Deletes a tenant's value rows and names.
+pub(crate) fn clear(transaction: &Transaction<'_>, tenant: &Tenant) -> rusqlite::Result<()> {
+    for table in ["value_numbers", "value_texts"] {
+        transaction
+            .prepare_cached(&format!(
+                "DELETE FROM {table} WHERE key IN (SELECT key FROM value_names WHERE tenant = ?1)"
+            ))?
+            .execute([tenant.name()])?;
+    }
+    transaction
+        .prepare_cached("DELETE FROM value_names WHERE tenant = ?1")?
+        .execute([tenant.name()])?;
+    Ok(())
+}
+
 /// Candidates a query's bounds would drive at most this many rows of are
 /// read through the bound; beyond that, the type index drives and the
 /// bounds are probed per candidate.
 pub(crate) const DRIVE_LIMIT: i64 = 2_000;
 
 /// A bound as SQL over a value table aliased `v`: the condition and its
-/// arguments, numbered from `first`.
+/// arguments, numbered from `first`. The statement's `?1` must be the
+/// tenant: the name's number is looked up once per statement (an
+/// uncorrelated subquery), and a name never indexed has none, so no row.
 pub(crate) fn condition(bound: &ValueBound, first: usize, args: &mut Vec<SqlValue>) -> (&'static str, String) {
     let mut next = first;
     let mut arg = |args: &mut Vec<SqlValue>, value: SqlValue| {
@@ -85,30 +153,25 @@ pub(crate) fn condition(bound: &ValueBound, first: usize, args: &mut Vec<SqlValu
         format!("?{}", next - 1)
     };
     let name = arg(args, SqlValue::Text(bound.attribute.clone()));
+    let key = format!("v.key = (SELECT key FROM value_names WHERE tenant = ?1 AND name = {name})");
     match &bound.test {
         ValueTest::Numbers(numbers) => {
             let list: Vec<String> = numbers.iter().map(|n| arg(args, SqlValue::Real(*n))).collect();
-            (
-                "attr_numbers",
-                format!("v.name = {name} AND v.value IN ({})", list.join(",")),
-            )
+            ("value_numbers", format!("{key} AND v.value IN ({})", list.join(",")))
         }
         ValueTest::Texts(texts) => {
             let list: Vec<String> = texts.iter().map(|t| arg(args, SqlValue::Text(t.clone()))).collect();
-            (
-                "attr_texts",
-                format!("v.name = {name} AND v.value IN ({})", list.join(",")),
-            )
+            ("value_texts", format!("{key} AND v.value IN ({})", list.join(",")))
         }
         ValueTest::Between { low, high } => {
-            let mut sql = format!("v.name = {name}");
+            let mut sql = key;
             if let Some(low) = low {
                 sql.push_str(&format!(" AND v.value >= {}", arg(args, SqlValue::Real(*low))));
             }
             if let Some(high) = high {
                 sql.push_str(&format!(" AND v.value <= {}", arg(args, SqlValue::Real(*high))));
             }
-            ("attr_numbers", sql)
+            ("value_numbers", sql)
         }
     }
 }
@@ -126,10 +189,7 @@ pub(crate) fn eids_meeting(
     let mut args = vec![SqlValue::Text(tenant.name().to_owned())];
     let (table, filter) = condition(bound, 2, &mut args);
     args.push(SqlValue::Integer(limit));
-    let text = format!(
-        "SELECT v.eid FROM {table} v WHERE v.tenant = ?1 AND {filter} LIMIT ?{}",
-        args.len()
-    );
+    let text = format!("SELECT v.eid FROM {table} v WHERE {filter} LIMIT ?{}", args.len());
     let mut statement = connection.prepare_cached(&text).map_err(sql)?;
     let eids: Vec<i64> = statement
         .query_map(rusqlite::params_from_iter(args), |r| r.get(0))
@@ -168,8 +228,9 @@ mod tests {
         store.edit(tenant, edits).await.expect("create");
     }
 
-    /// A data dir from before the value indexes (user_version below 2,
-    /// empty tables) gets them at open, and `q` then finds its entities.
+    /// A data dir from before the value indexes' layout (user_version
+    /// below 5, the old tables or none) gets them at open, and `q` then
+    /// finds its entities.
     #[tokio::test]
     async fn a_data_dir_from_before_the_value_indexes_is_backfilled_at_open() {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -187,8 +248,11 @@ mod tests {
         drop(store);
 
         let old = rusqlite::Connection::open(dir.path().join("piazza.sqlite")).expect("sqlite");
-        old.execute_batch("DELETE FROM attr_numbers; DELETE FROM attr_texts; PRAGMA user_version = 0;")
-            .expect("age the data dir");
+        old.execute_batch(
+            "DELETE FROM value_numbers; DELETE FROM value_texts; DELETE FROM value_names; PRAGMA user_version = 4;
+             CREATE TABLE attr_numbers (tenant TEXT, name TEXT, value REAL, eid INTEGER);",
+        )
+        .expect("age the data dir");
         drop(old);
 
         let store = EmbeddedStore::open(dir.path()).expect("reopen");
@@ -210,6 +274,68 @@ mod tests {
             let ids: Vec<&str> = found.entities.iter().map(|e| e.id.as_str()).collect();
             assert_eq!(ids, expected, "{q}");
         }
+        let check = rusqlite::Connection::open(dir.path().join("piazza.sqlite")).expect("sqlite");
+        let old_tables: i64 = check
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_schema WHERE name IN ('attr_numbers', 'attr_texts')",
+                [],
+                |r| r.get(0),
+            )
+            .expect("schema");
+        assert_eq!(old_tables, 0, "the old layout's tables are left behind");
+        let names: i64 = check
+            .query_row("SELECT COUNT(*) FROM value_names", [], |r| r.get(0))
+            .expect("names");
+        assert_eq!(names, 2, "one number per (tenant, name) pair");
+    }
+
+    /// Clearing a tenant takes its value rows and numbered names, and only
+    /// its own: the other tenant's same names keep their rows.
+    #[tokio::test]
+    async fn clearing_a_tenant_takes_its_value_rows_only() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (kept, cleared) = (
+            Tenant::parse("kept").expect("tenant"),
+            Tenant::parse("cleared").expect("tenant"),
+        );
+        let store = EmbeddedStore::open(dir.path()).expect("open");
+        for tenant in [&kept, &cleared] {
+            create(
+                &store,
+                tenant,
+                (0..5).map(|i| {
+                    json!({"id": format!("urn:c:{i}"), "type": "T", "n": {"type": "Property", "value": i},
+                    "s": {"type": "Property", "value": "x"}})
+                }),
+            )
+            .await;
+        }
+        store.clear_tenant(&cleared).await.expect("clear");
+        let check = rusqlite::Connection::open(dir.path().join("piazza.sqlite")).expect("sqlite");
+        let count = |sql: &str| -> i64 { check.query_row(sql, [], |r| r.get(0)).expect(sql) };
+        assert_eq!(count("SELECT COUNT(*) FROM value_names WHERE tenant = 'cleared'"), 0);
+        assert_eq!(count("SELECT COUNT(*) FROM value_names WHERE tenant = 'kept'"), 2);
+        assert_eq!(
+            count("SELECT COUNT(*) FROM value_numbers"),
+            5,
+            "the kept tenant's numbers"
+        );
+        assert_eq!(
+            count("SELECT COUNT(*) FROM value_texts"),
+            5,
+            "the kept tenant's strings"
+        );
+        let query = Arc::new(EntityQuery {
+            q: Some(Query::parse("n>=3;s==\"x\"", &ActiveContext::core()).expect("q")),
+            ..Default::default()
+        });
+        let all = Page {
+            offset: 0,
+            limit: 100,
+            count: true,
+        };
+        let found = store.query(&kept, query, all).await.expect("query");
+        assert_eq!(found.total, Some(2));
     }
 
     /// The driving bound's eids come from an index in value order; the

@@ -164,6 +164,28 @@ pub async fn tenants_are_isolated(store: Arc<dyn Store>) {
         store.get(&a, "urn:x:1").await.unwrap().unwrap().types,
         entity("urn:x:1", "X", json!({})).types
     );
+    // The value indexes `q` reads are per tenant too: the same attribute
+    // name in two tenants never finds the other's values.
+    store
+        .edit(&b, vec![create(entity("urn:x:2", "Y", json!({"p": 2})))])
+        .await
+        .unwrap();
+    let core = ActiveContext::core();
+    for (t, q, expected) in [
+        (&a, "p==1", vec!["urn:x:1"]),
+        (&b, "p==1", vec![]),
+        (&a, "p==2", vec![]),
+        (&b, "p>=1", vec!["urn:x:2"]),
+    ] {
+        let query = Arc::new(EntityQuery {
+            q: Some(piazza_ngsild::query::Query::parse(q, &core).unwrap()),
+            ..Default::default()
+        });
+        let found = store.query(t, query, all()).await.unwrap();
+        let ids: Vec<&str> = found.entities.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(ids, expected, "{q} in tenant {}", t.name());
+        assert_eq!(found.total, Some(expected.len() as u64), "{q} in tenant {}", t.name());
+    }
 }
 
 pub async fn queries_page_in_creation_order(store: Arc<dyn Store>) {
