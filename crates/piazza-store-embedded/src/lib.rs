@@ -263,6 +263,10 @@ pub(crate) fn backfill_entities(
     Ok(())
 }
 
+/// Prepared statements kept per connection: more than any one operation
+/// uses, so none is compiled twice while the connection lives.
+const STATEMENT_CACHE: usize = 256;
+
 fn open_connection(path: &Path) -> StoreResult<Connection> {
     let connection = Connection::open(path).map_err(sql)?;
     // FULL: the commits made before the writer starts (schema, backfills)
@@ -291,6 +295,12 @@ fn open_connection(path: &Path) -> StoreResult<Connection> {
     }
     // `rarray`: how a query hands SQLite the eids its value index selected.
     rusqlite::vtab::array::load_module(&connection).map_err(sql)?;
+    // One entity write runs more distinct statements (entity row, names,
+    // value, spatial and time indexes, history, rollups) than rusqlite's
+    // default of 16 cached ones: they evicted each other and every write
+    // compiled its SQL again (a third of batch upsert's time,
+    // BENCHMARKS.md 2026-12-06).
+    connection.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(connection)
 }
 
