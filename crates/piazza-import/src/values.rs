@@ -100,16 +100,31 @@ fn is_ngsi_urn(value: &Value) -> bool {
 /// One attribute value, keyValues or NGSI-LD, as a normalized attribute.
 /// `observed_at` (RFC 3339) is added to attributes that have none.
 pub fn attribute(value: Value, observed_at: Option<&str>) -> Value {
-    let mut attribute = if is_attribute(&value) {
-        value
-    } else if is_geometry(&value) {
-        json!({ "type": "GeoProperty", "value": value })
-    } else if is_ngsi_urn(&value) {
-        json!({ "type": "Relationship", "object": value })
-    } else {
-        json!({ "type": "Property", "value": value })
-    };
-    if let (Some(at), Value::Object(members)) = (observed_at, &mut attribute) {
+    match value {
+        // Several instances of one attribute (a multi-attribute, each
+        // instance with its datasetId): each stays an instance, not the
+        // array a Property's value.
+        Value::Array(items) if is_instances(&items) => Value::Array(
+            items
+                .into_iter()
+                .map(|instance| observed(instance, observed_at))
+                .collect(),
+        ),
+        value if is_attribute(&value) => observed(value, observed_at),
+        value if is_geometry(&value) => observed(json!({ "type": "GeoProperty", "value": value }), observed_at),
+        value if is_ngsi_urn(&value) => observed(json!({ "type": "Relationship", "object": value }), observed_at),
+        value => observed(json!({ "type": "Property", "value": value }), observed_at),
+    }
+}
+
+/// Whether an array is the instances of a multi-attribute rather than a value.
+fn is_instances(items: &[Value]) -> bool {
+    !items.is_empty() && items.iter().all(is_attribute)
+}
+
+/// `attribute` with `observedAt` set to `at` unless it has one.
+fn observed(mut attribute: Value, at: Option<&str>) -> Value {
+    if let (Some(at), Value::Object(members)) = (at, &mut attribute) {
         members
             .entry("observedAt")
             .or_insert_with(|| Value::String(at.to_owned()));
@@ -167,7 +182,7 @@ pub fn key_values(entity: &Map<String, Value>) -> Map<String, Value> {
 fn simplify(value: &Value) -> Value {
     match value {
         // Several instances (datasetIds): the first stands for the attribute.
-        Value::Array(items) if items.iter().all(is_attribute) && !items.is_empty() => simplify(&items[0]),
+        Value::Array(items) if is_instances(items) => simplify(&items[0]),
         Value::Object(members) if is_attribute(value) => {
             let inner = VALUE_MEMBERS
                 .iter()
@@ -229,6 +244,36 @@ mod tests {
         let out = fragment(&message, None, None, Some("2024-03-02T00:00:00Z"));
         assert_eq!(out["pm10"]["observedAt"], "2024-03-01T10:00:00Z");
         assert_eq!(out["no2"], json!({"value": 12, "observedAt": "2024-03-02T00:00:00Z"}));
+    }
+
+    /// An array of instances (each with its datasetId) is a multi-attribute:
+    /// the instances are kept, each gets the default observedAt; an array of
+    /// plain values stays one Property's value.
+    #[test]
+    fn instances_of_a_multi_attribute_stay_instances() {
+        let message = obj(json!({
+            "temperature": [
+                {"type": "Property", "value": 34.3, "datasetId": "urn:ngsi-ld:Dataset:inside"},
+                {"value": 31.0, "datasetId": "urn:ngsi-ld:Dataset:outside", "observedAt": "2024-03-01T10:00:00Z"}
+            ],
+            "readings": [1, 2, 3],
+            "empty": []
+        }));
+        let out = fragment(&message, None, None, Some("2024-03-02T00:00:00Z"));
+        assert_eq!(
+            out["temperature"],
+            json!([
+                {"type": "Property", "value": 34.3, "datasetId": "urn:ngsi-ld:Dataset:inside",
+                 "observedAt": "2024-03-02T00:00:00Z"},
+                {"value": 31.0, "datasetId": "urn:ngsi-ld:Dataset:outside", "observedAt": "2024-03-01T10:00:00Z"}
+            ])
+        );
+        assert_eq!(
+            out["readings"],
+            json!({"type": "Property", "value": [1, 2, 3], "observedAt": "2024-03-02T00:00:00Z"})
+        );
+        assert_eq!(out["empty"]["value"], json!([]));
+        assert_eq!(key_values(&out)["temperature"], 34.3);
     }
 
     #[test]

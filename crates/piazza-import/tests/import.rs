@@ -13,7 +13,7 @@ use piazza_ngsild::query::{EntityQuery, TypeSelector};
 use piazza_ngsild::temporal::TemporalQuery;
 use piazza_ngsild::ActiveContext;
 use piazza_store_embedded::EmbeddedStore;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 const UM: &str = "https://smartdatamodels.org/dataModel.UrbanMobility/";
 const ENV: &str = "https://smartdatamodels.org/dataModel.Environment/";
@@ -460,6 +460,39 @@ async fn smart_data_models_examples_normalized_and_key_values() {
     assert!(parking.types[0].ends_with("dataModel.Parking/OffStreetParking"));
     let spots = &parking.attributes["https://smartdatamodels.org/dataModel.Parking/availableSpotNumber"][0];
     assert_eq!(spots.kind, piazza_ngsild::AttributeKind::Property);
+}
+
+/// A normalized entity whose attribute is an array of instances (one per
+/// datasetId) is imported as a multi-attribute, not as one Property whose
+/// value is the array.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_array_of_instances_is_imported_as_a_multi_attribute() {
+    let f = fixture();
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("hive.json");
+    let hive = json!({
+        "id": "urn:ngsi-ld:BeeHive:1",
+        "type": "BeeHive",
+        "temperature": [
+            {"type": "Property", "value": 34.3, "datasetId": "urn:ngsi-ld:Dataset:inside"},
+            {"type": "Property", "value": 31.0, "datasetId": "urn:ngsi-ld:Dataset:outside"}
+        ]
+    });
+    std::fs::write(&file, hive.to_string()).expect("write");
+    let summary = piazza_import::import_ngsild(&f.broker, &Options::default(), &file, &[])
+        .await
+        .expect("import");
+    assert_eq!((summary.created, summary.rejected), (1, 0), "{:?}", summary.rejections);
+    let hive = entity(&f.broker, "urn:ngsi-ld:BeeHive:1").await;
+    let instances = &hive.attributes["https://uri.etsi.org/ngsi-ld/default-context/temperature"];
+    let seen: Vec<(Option<&str>, &Value)> = instances.iter().map(|i| (i.dataset_id.as_deref(), &i.value)).collect();
+    assert_eq!(
+        seen,
+        vec![
+            (Some("urn:ngsi-ld:Dataset:inside"), &json!(34.3)),
+            (Some("urn:ngsi-ld:Dataset:outside"), &json!(31.0))
+        ]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
