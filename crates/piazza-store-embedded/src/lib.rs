@@ -237,6 +237,14 @@ pub(crate) fn backfill_entities(
     if filled_to(connection)? >= version {
         return Ok(());
     }
+    let stored: i64 = connection
+        .query_row("SELECT COUNT(*) FROM entities", [], |r| r.get(0))
+        .map_err(sql)?;
+    if stored > 0 {
+        // Said before the work: the server is not ready until it ends
+        // (the value indexes of 100,000 entities took 3.4 s, BENCHMARKS.md).
+        tracing::info!(entities = stored, "building {what} for an older data dir, once");
+    }
     let transaction = connection.transaction().map_err(sql)?;
     let mut indexed = 0u64;
     {
