@@ -110,10 +110,20 @@ pub fn attribute(value: Value, observed_at: Option<&str>) -> Value {
                 .map(|instance| observed(instance, observed_at))
                 .collect(),
         ),
-        value if is_attribute(&value) => observed(value, observed_at),
-        value if is_geometry(&value) => observed(json!({ "type": "GeoProperty", "value": value }), observed_at),
-        value if is_ngsi_urn(&value) => observed(json!({ "type": "Relationship", "object": value }), observed_at),
-        value => observed(json!({ "type": "Property", "value": value }), observed_at),
+        value => observed(normalized(value), observed_at),
+    }
+}
+
+/// One attribute value as an NGSI-LD attribute, kept when it is one.
+fn normalized(value: Value) -> Value {
+    if is_attribute(&value) {
+        value
+    } else if is_geometry(&value) {
+        json!({ "type": "GeoProperty", "value": value })
+    } else if is_ngsi_urn(&value) {
+        json!({ "type": "Relationship", "object": value })
+    } else {
+        json!({ "type": "Property", "value": value })
     }
 }
 

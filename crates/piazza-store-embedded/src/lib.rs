@@ -237,14 +237,6 @@ pub(crate) fn backfill_entities(
     if filled_to(connection)? >= version {
         return Ok(());
     }
-    let stored: i64 = connection
-        .query_row("SELECT COUNT(*) FROM entities", [], |r| r.get(0))
-        .map_err(sql)?;
-    if stored > 0 {
-        // Said before the work: the server is not ready until it ends
-        // (the value indexes of 100,000 entities took 3.4 s, BENCHMARKS.md).
-        tracing::info!(entities = stored, "building {what} for an older data dir, once");
-    }
     let transaction = connection.transaction().map_err(sql)?;
     let mut indexed = 0u64;
     {
@@ -258,6 +250,12 @@ pub(crate) fn backfill_entities(
                 row.get(1).map_err(sql)?,
                 row.get(2).map_err(sql)?,
             );
+            if indexed == 0 {
+                // Said before the work: the server is not ready until it
+                // ends (the value indexes of 100,000 entities took 3.4 s,
+                // BENCHMARKS.md).
+                tracing::info!("building {what} for an older data dir, once");
+            }
             let tenant = Tenant::parse(&tenant).map_err(|e| StoreError::Corrupt(e.detail))?;
             index(&transaction, eid, &tenant, &decode(&doc)?).map_err(sql)?;
             indexed += 1;
