@@ -206,7 +206,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         log.display()
     );
     eprintln!(
-        "sizes: {} query entities, batches of {}, write set {}, {} connections ({} for queries), {} s per scenario after {} s warm-up",
+        "sizes: {} query entities, batches of {}, write set {}, {} connections ({} for the query scenarios without a target), {} s per scenario after {} s warm-up",
         cli.entities,
         cli.batch_size,
         cli.write_set,
