@@ -96,12 +96,21 @@ const DRIVER_SHARE: i64 = 4;
 
 impl Narrowing {
     /// The bounds of the query's `q`, driven by the most selective of them
-    /// and of the geo-query's region when it selects fewer than
-    /// `DRIVE_LIMIT` index rows.
-    fn of(connection: &Connection, tenant: &Tenant, query: &EntityQuery) -> StoreResult<Narrowing> {
+    /// and of the geo-query's region when it selects fewer index rows than
+    /// driving is worth for this page (`values::drive_limit`).
+    fn of(connection: &Connection, tenant: &Tenant, query: &EntityQuery, page: Page) -> StoreResult<Narrowing> {
         let bounds = query.q.as_ref().map(|q| q.value_bounds()).unwrap_or_default();
         let mut driver = None;
-        let mut fewest = values::DRIVE_LIMIT;
+        if bounds.is_empty() && query.geo.is_none() {
+            return Ok(Narrowing { bounds, driver });
+        }
+        let span = eid_span(connection, tenant)?;
+        let wanted = if page.count {
+            span
+        } else {
+            page.offset.saturating_add(page.limit).saturating_add(1) as i64
+        };
+        let mut fewest = values::drive_limit(span, wanted);
         if let Some(geo_query) = &query.geo {
             if let Some(eids) = geo::eids_meeting(connection, geo_query, fewest)? {
                 fewest = eids.len() as i64;
@@ -133,6 +142,18 @@ impl Narrowing {
             _ => None,
         }
     }
+}
+
+/// How many eids the tenant's entities span (first to last): the size of
+/// a walk through all of them, from two index seeks.
+fn eid_span(connection: &Connection, tenant: &Tenant) -> StoreResult<i64> {
+    let span: Option<i64> = connection
+        .prepare_cached(
+            "SELECT (SELECT max(eid) FROM entities WHERE tenant = ?1) - (SELECT min(eid) FROM entities WHERE tenant = ?1) + 1",
+        )
+        .and_then(|mut s| s.query_row([tenant.name()], |r| r.get(0)))
+        .map_err(sql)?;
+    Ok(span.unwrap_or(0))
 }
 
 /// Appends `values` to `args` as text parameters; returns their
@@ -276,7 +297,7 @@ pub(crate) fn query(
     // One snapshot for the driving bound's eids, the count and the
     // documents: a write between them cannot make a page of neither state.
     let snapshot = connection.unchecked_transaction().map_err(sql)?;
-    let narrowing = Narrowing::of(&snapshot, tenant, query)?;
+    let narrowing = Narrowing::of(&snapshot, tenant, query, page)?;
     let candidates = candidates(tenant, query, &narrowing);
     if candidates.exact {
         return exact_page(&snapshot, candidates, page);
@@ -512,10 +533,17 @@ pub(crate) fn resources(
 #[cfg(test)]
 mod tests {
     use piazza_ngsild::query::{EntityQuery, TypeSelector};
-    use piazza_store::Tenant;
+    use piazza_store::{Page, Tenant};
     use rusqlite::{params_from_iter, Connection};
 
     use super::{candidates, docs_sql, page_sql, Driver, Narrowing};
+    use crate::values::DRIVE_LIMIT;
+
+    const FIRST_PAGE: Page = Page {
+        offset: 0,
+        limit: 20,
+        count: false,
+    };
 
     fn schema() -> Connection {
         let connection = Connection::open_in_memory().expect("in-memory database");
@@ -704,7 +732,7 @@ mod tests {
                 .expect("number row");
         }
         // More entities than DRIVE_LIMIT meet s=="x".
-        for eid in 0..crate::values::DRIVE_LIMIT + 10 {
+        for eid in 0..DRIVE_LIMIT + 10 {
             connection
                 .execute(
                     "INSERT INTO value_texts(key, value, eid) VALUES (?1, 'x', ?2)",
@@ -713,7 +741,7 @@ mod tests {
                 .expect("text row");
         }
         let driver = |q: &str| {
-            Narrowing::of(&connection, &tenant, &parse(q))
+            Narrowing::of(&connection, &tenant, &parse(q), FIRST_PAGE)
                 .expect("narrowing")
                 .driver
         };
@@ -734,5 +762,65 @@ mod tests {
         assert_eq!(driver("n>=0;s==\"z\""), Some((Driver::Bound(0), vec![2, 4, 7, 9])));
         assert_eq!(driver("s==\"z\";n>=0"), Some((Driver::Bound(0), vec![3, 5, 8])));
         assert_eq!(driver("n>=0;s==\"w\""), Some((Driver::Bound(1), vec![])));
+
+        // In a tenant of a million entities, walking the type index to a
+        // full page would probe far more candidates than the 2,010 rows of
+        // s=="x": now it drives, for a page or a count; another tenant's
+        // size does not count.
+        for (eid, tenant) in [(1, "other"), (5_000_000, "other"), (10, "plan")] {
+            connection
+                .execute(
+                    "INSERT INTO entities(eid, tenant, id, doc) VALUES (?1, ?2, ?3, '{}')",
+                    rusqlite::params![eid, tenant, format!("urn:e:{eid}")],
+                )
+                .expect("entity");
+        }
+        assert_eq!(driver("s==\"x\""), None, "the tenant spans one eid");
+        connection
+            .execute(
+                "INSERT INTO entities(eid, tenant, id, doc) VALUES (1000009, 'plan', 'urn:e:last', '{}')",
+                [],
+            )
+            .expect("entity");
+        let driven = Narrowing::of(&connection, &tenant, &parse("s==\"x\""), FIRST_PAGE)
+            .expect("narrowing")
+            .driver
+            .map(|(d, eids)| (d, eids.len()));
+        assert_eq!(driven, Some((Driver::Bound(0), DRIVE_LIMIT as usize + 10)));
+        // 20,000 rows are more than a page is worth reading at this size,
+        // but a count would walk all million candidates.
+        let tx = connection.unchecked_transaction().expect("transaction");
+        for eid in 0..20_000 {
+            tx.execute(
+                "INSERT INTO value_texts(key, value, eid) VALUES (?1, 'y', ?2)",
+                rusqlite::params![key(s), eid],
+            )
+            .expect("text row");
+        }
+        tx.commit().expect("commit");
+        let narrowing = |page: Page| {
+            Narrowing::of(&connection, &tenant, &parse("s==\"y\""), page)
+                .expect("narrowing")
+                .driver
+                .map(|(d, eids)| (d, eids.len()))
+        };
+        assert_eq!(narrowing(FIRST_PAGE), None);
+        let counted = Page {
+            count: true,
+            ..FIRST_PAGE
+        };
+        assert_eq!(narrowing(counted), Some((Driver::Bound(0), 20_000)));
+    }
+
+    #[test]
+    fn the_drive_limit_grows_as_the_square_root_of_the_tenant() {
+        use crate::values::drive_limit;
+        assert_eq!(drive_limit(0, 21), DRIVE_LIMIT, "an empty tenant");
+        assert_eq!(drive_limit(1_000, 21), DRIVE_LIMIT, "a small tenant");
+        let (at_100k, at_1m) = (drive_limit(100_000, 21), drive_limit(1_000_000, 21));
+        assert!((5_000..7_000).contains(&at_100k), "{at_100k}");
+        assert!((17_000..20_000).contains(&at_1m), "{at_1m}");
+        assert!(drive_limit(1_000_000, 1_021) > 4 * at_1m, "a deep page wants more");
+        assert_eq!(drive_limit(i64::MAX, i64::MAX), 200_000, "the list stays bounded");
     }
 }

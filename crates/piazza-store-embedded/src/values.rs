@@ -136,10 +136,28 @@ pub(crate) fn clear(transaction: &Transaction<'_>, tenant: &Tenant) -> rusqlite:
     Ok(())
 }
 
-/// Candidates a query's bounds would drive at most this many rows of are
-/// read through the bound; beyond that, the type index drives and the
-/// bounds are probed per candidate.
+/// A bound meeting fewer index rows than this always drives, whatever the
+/// size of the tenant: reading them costs less than a page's probes.
 pub(crate) const DRIVE_LIMIT: i64 = 2_000;
+/// What walking the type index spends on one candidate (its probes), in
+/// index rows read by a driving bound (BENCHMARKS.md, "Driving by cost").
+const PROBE_COST: f64 = 16.0;
+/// The longest driving list: its eids are held in memory.
+const MAX_DRIVE_ROWS: i64 = 200_000;
+
+/// How many index rows a bound may meet and still drive the scan, in a
+/// tenant whose entities span `span` eids, for a page that needs `wanted`
+/// matches. Driving reads all R rows a bound meets; walking the type index
+/// instead stops at a full page, after about `wanted × span / R`
+/// candidates, each probed. So driving is cheaper while
+/// R² < wanted × span × PROBE_COST: the limit grows as the square root of
+/// the tenant (2,000 rows at 100k entities stayed right; at 1M the range
+/// bound of query-q met 6,000–19,000 rows, and the walk it fell back to
+/// was the slower).
+pub(crate) fn drive_limit(span: i64, wanted: i64) -> i64 {
+    let rows = (wanted.max(1) as f64 * span.max(0) as f64 * PROBE_COST).sqrt();
+    (rows as i64).clamp(DRIVE_LIMIT, MAX_DRIVE_ROWS)
+}
 
 /// A bound as SQL over a value table aliased `v`: the condition and its
 /// arguments, numbered from `first`. The statement's `?1` must be the
