@@ -108,7 +108,7 @@ impl Narrowing {
         let wanted = if page.count {
             span
         } else {
-            page.offset.saturating_add(page.limit).saturating_add(1) as i64
+            i64::try_from(page.offset.saturating_add(page.limit).saturating_add(1)).unwrap_or(i64::MAX)
         };
         let mut fewest = values::drive_limit(span, wanted);
         if let Some(geo_query) = &query.geo {
