@@ -763,6 +763,13 @@ mod tests {
         assert_eq!(driver("s==\"z\";n>=0"), Some((Driver::Bound(0), vec![3, 5, 8])));
         assert_eq!(driver("n>=0;s==\"w\""), Some((Driver::Bound(1), vec![])));
 
+        // Which bound drives `q` for `page`, and how many eids it lists.
+        let driven = |q: &str, page: Page| {
+            Narrowing::of(&connection, &tenant, &parse(q), page)
+                .expect("narrowing")
+                .driver
+                .map(|(d, eids)| (d, eids.len()))
+        };
         // In a tenant of a million entities, walking the type index to a
         // full page would probe far more candidates than the 2,010 rows of
         // s=="x": now it drives, for a page or a count; another tenant's
@@ -782,11 +789,10 @@ mod tests {
                 [],
             )
             .expect("entity");
-        let driven = Narrowing::of(&connection, &tenant, &parse("s==\"x\""), FIRST_PAGE)
-            .expect("narrowing")
-            .driver
-            .map(|(d, eids)| (d, eids.len()));
-        assert_eq!(driven, Some((Driver::Bound(0), DRIVE_LIMIT as usize + 10)));
+        assert_eq!(
+            driven("s==\"x\"", FIRST_PAGE),
+            Some((Driver::Bound(0), DRIVE_LIMIT as usize + 10))
+        );
         // 20,000 rows are more than a page is worth reading at this size,
         // but a count would walk all million candidates.
         let tx = connection.unchecked_transaction().expect("transaction");
@@ -798,18 +804,12 @@ mod tests {
             .expect("text row");
         }
         tx.commit().expect("commit");
-        let narrowing = |page: Page| {
-            Narrowing::of(&connection, &tenant, &parse("s==\"y\""), page)
-                .expect("narrowing")
-                .driver
-                .map(|(d, eids)| (d, eids.len()))
-        };
-        assert_eq!(narrowing(FIRST_PAGE), None);
+        assert_eq!(driven("s==\"y\"", FIRST_PAGE), None);
         let counted = Page {
             count: true,
             ..FIRST_PAGE
         };
-        assert_eq!(narrowing(counted), Some((Driver::Bound(0), 20_000)));
+        assert_eq!(driven("s==\"y\"", counted), Some((Driver::Bound(0), 20_000)));
     }
 
     #[test]
