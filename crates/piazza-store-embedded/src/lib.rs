@@ -41,6 +41,7 @@ mod raw;
 mod read;
 mod rollups;
 mod temporal;
+mod tenants;
 mod values;
 
 const SCHEMA: &str = include_str!("schema.sql");
@@ -87,6 +88,7 @@ pub struct EmbeddedStore {
     /// `READERS` permits: one per read running.
     read_permits: Arc<tokio::sync::Semaphore>,
     path: PathBuf,
+    known_tenants: tenants::KnownTenants,
 }
 
 impl Drop for EmbeddedStore {
@@ -157,6 +159,7 @@ impl EmbeddedStore {
             readers: Arc::new(Mutex::new(Vec::new())),
             read_permits: Arc::new(tokio::sync::Semaphore::new(READERS)),
             path,
+            known_tenants: tenants::KnownTenants::default(),
         })
     }
 
@@ -615,13 +618,22 @@ impl Store for EmbeddedStore {
     }
 
     async fn tenant_exists(&self, tenant: &Tenant) -> StoreResult<bool> {
-        let tenant = tenant.clone();
-        self.read(move |c| {
-            c.prepare_cached("SELECT 1 FROM tenants WHERE name = ?1")
-                .and_then(|mut s| s.exists([tenant.name()]))
-                .map_err(sql)
-        })
-        .await
+        if self.known_tenants.contains(tenant) {
+            return Ok(true);
+        }
+        let ticket = self.known_tenants.ticket();
+        let name = tenant.clone();
+        let exists = self
+            .read(move |c| {
+                c.prepare_cached("SELECT 1 FROM tenants WHERE name = ?1")
+                    .and_then(|mut s| s.exists([name.name()]))
+                    .map_err(sql)
+            })
+            .await?;
+        if exists {
+            self.known_tenants.remember(tenant, ticket);
+        }
+        Ok(exists)
     }
 
     async fn types(&self, tenant: &Tenant) -> StoreResult<Vec<TypeSummary>> {
@@ -827,12 +839,13 @@ impl Store for EmbeddedStore {
     }
 
     async fn clear_tenant(&self, tenant: &Tenant) -> StoreResult<()> {
-        let tenant = tenant.clone();
-        self.exec(move |tx| raw::clear(tx, &tenant)).await
+        let cleared = tenant.clone();
+        let result = self.exec(move |tx| raw::clear(tx, &cleared)).await;
+        // Even when the answer is an error: the clear may have committed.
+        self.known_tenants.forget(tenant);
+        result
     }
 }
-
-impl EmbeddedStore {}
 
 impl EmbeddedStore {
     /// Runs a write that answers a value, on the writer.
