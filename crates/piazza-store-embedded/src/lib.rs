@@ -133,10 +133,12 @@ impl EmbeddedStore {
         values::backfill(&mut connection)?;
         // The writer's commits skip the sync; the flusher makes them durable
         // before they are answered (see `flush`). Checkpoints are the
-        // checkpointer's (see `checkpoint`).
+        // checkpointer's (see `checkpoint`). The writer's page cache is
+        // smaller than the readers' (see `WRITER_CACHE_KIB`).
         connection
             .execute_batch(&format!(
-                "PRAGMA synchronous=NORMAL; PRAGMA wal_autocheckpoint={}; PRAGMA journal_size_limit={};",
+                "PRAGMA synchronous=NORMAL; PRAGMA wal_autocheckpoint={}; PRAGMA journal_size_limit={}; \
+                 PRAGMA cache_size=-{WRITER_CACHE_KIB};",
                 checkpoint::WRITER_FALLBACK,
                 checkpoint::WAL_KEPT_BYTES
             ))
@@ -307,6 +309,22 @@ pub(crate) fn backfill_entities(
     Ok(())
 }
 
+/// The writer's page cache, in KiB. While a database is under 1 GiB, every
+/// commit that split a b-tree page makes SQLite walk its whole page cache:
+/// `balance_nonroot` swaps two pages through the number of the lock-byte
+/// page (262,145 with 4 KiB pages), which leaves the cache's largest key
+/// past the end of the database, and the commit then drops the cache's
+/// pages "beyond the end" by visiting every one of them (SQLite 3.46 to
+/// 3.54 at least). With 64 MiB that walk was a quarter of the writer's
+/// time under single-entity writes; with 8 MiB, single-entity writes on a
+/// fresh store were 7–18 % faster and batch upserts and writes to a store
+/// over 1 GiB unchanged within noise (BENCHMARKS.md, "The writer's page
+/// cache"). Readers keep [`READER_CACHE_KIB`]: they never commit.
+const WRITER_CACHE_KIB: u32 = 8 * 1024;
+
+/// Each reader's page cache, in KiB (allocated as used).
+const READER_CACHE_KIB: u32 = 64 * 1024;
+
 /// Prepared statements kept per connection: more than any one operation
 /// uses, so none is compiled twice while the connection lives.
 const STATEMENT_CACHE: usize = 256;
@@ -319,13 +337,12 @@ fn open_connection(path: &Path) -> StoreResult<Connection> {
     // temp_store=MEMORY keeps the statement sub-journal of each edit's
     // SAVEPOINT (and any sorter) in memory instead of a temporary file; the
     // savepoints stay, so an edit still commits whole or not at all.
-    // cache_size: up to 64 MiB of pages per connection (allocated as used)
-    // instead of the default 2 MiB, which spilled on batch writes.
+    // cache_size: the readers' (the writer sets its own).
     connection
-        .execute_batch(
+        .execute_batch(&format!(
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=10000; \
-             PRAGMA temp_store=MEMORY; PRAGMA cache_size=-65536;",
-        )
+             PRAGMA temp_store=MEMORY; PRAGMA cache_size=-{READER_CACHE_KIB};"
+        ))
         .map_err(sql)?;
     let journal: String = connection
         .query_row("PRAGMA journal_mode", [], |r| r.get(0))

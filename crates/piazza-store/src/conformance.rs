@@ -1283,7 +1283,10 @@ pub async fn raw_export_and_import_round_trip(source: Arc<dyn Store>, target: Ar
     assert_eq!(target.get(&a, "urn:r:1").await.unwrap(), Some(replacement));
 
     // Clearing a tenant removes all of it, and only it; a re-import is then exact.
-    assert!(target.tenant_exists(&a).await.unwrap(), "asked before the clear (a store may remember it)");
+    assert!(
+        target.tenant_exists(&a).await.unwrap(),
+        "asked before the clear (a store may remember it)"
+    );
     target.clear_tenant(&a).await.unwrap();
     assert!(target.raw_counts(&a).await.unwrap().values().all(|n| *n == 0));
     assert!(!target.tenant_exists(&a).await.unwrap());
