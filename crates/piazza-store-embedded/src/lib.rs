@@ -317,7 +317,7 @@ pub(crate) fn backfill_entities(
 /// pages "beyond the end" by visiting every one of them (SQLite 3.46 to
 /// 3.54 at least). With 64 MiB that walk was a quarter of the writer's
 /// time under single-entity writes; with 8 MiB, single-entity writes on a
-/// fresh store were 7–18 % faster and batch upserts and writes to a store
+/// fresh store were 6–23 % faster and batch upserts and writes to a store
 /// over 1 GiB unchanged within noise (BENCHMARKS.md, "The writer's page
 /// cache"). Readers keep [`READER_CACHE_KIB`]: they never commit.
 const WRITER_CACHE_KIB: u32 = 8 * 1024;
