@@ -32,6 +32,7 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde_json::Value;
 use tokio::sync::oneshot;
 
+mod cache;
 mod checkpoint;
 mod flush;
 mod geo;
@@ -133,12 +134,11 @@ impl EmbeddedStore {
         values::backfill(&mut connection)?;
         // The writer's commits skip the sync; the flusher makes them durable
         // before they are answered (see `flush`). Checkpoints are the
-        // checkpointer's (see `checkpoint`). The writer's page cache is
-        // smaller than the readers' (see `WRITER_CACHE_KIB`).
+        // checkpointer's (see `checkpoint`). The writer sizes its own page
+        // cache (see `cache`).
         connection
             .execute_batch(&format!(
-                "PRAGMA synchronous=NORMAL; PRAGMA wal_autocheckpoint={}; PRAGMA journal_size_limit={}; \
-                 PRAGMA cache_size=-{WRITER_CACHE_KIB};",
+                "PRAGMA synchronous=NORMAL; PRAGMA wal_autocheckpoint={}; PRAGMA journal_size_limit={};",
                 checkpoint::WRITER_FALLBACK,
                 checkpoint::WAL_KEPT_BYTES
             ))
@@ -309,75 +309,6 @@ pub(crate) fn backfill_entities(
     Ok(())
 }
 
-/// The writer's page cache, in KiB. While a database is under 1 GiB, every
-/// commit that split a b-tree page makes SQLite walk its whole page cache:
-/// `balance_nonroot` swaps two pages through the number of the lock-byte
-/// page (262,145 with 4 KiB pages), which leaves the cache's largest key
-/// past the end of the database, and the commit then drops the cache's
-/// pages "beyond the end" by visiting every one of them (SQLite 3.46 to
-/// 3.54 at least). With 64 MiB that walk was a quarter of the writer's
-/// time under single-entity writes; with 8 MiB, single-entity writes on a
-/// fresh store were 6–23 % faster and batch upserts and writes to a store
-/// over 1 GiB unchanged within noise (BENCHMARKS.md, "The writer's page
-/// cache"). Readers keep [`READER_CACHE_KIB`] (they never commit), and the
-/// writer grows to it once the database is past 1 GiB ([`WriterCache`]).
-const WRITER_CACHE_KIB: u32 = 8 * 1024;
-
-/// Each reader's page cache, in KiB (allocated as used); the writer's too
-/// once the database is past 1 GiB, where the walk cannot happen: loading
-/// 1M entities, 2,850 entities/s with the small cache throughout against
-/// 3,380 with it grown (BENCHMARKS.md, one run each).
-const READER_CACHE_KIB: u32 = 64 * 1024;
-
-/// Grows the writer's page cache to the readers' size once the database
-/// is past the lock-byte page (databases only grow while the store runs).
-#[derive(Default)]
-struct WriterCache {
-    grown: bool,
-    commits: u32,
-}
-
-impl WriterCache {
-    /// How often the database's size is looked at.
-    const EVERY: u32 = 256;
-
-    fn after_commit(&mut self, connection: &Connection) {
-        if self.grown {
-            return;
-        }
-        self.commits = self.commits.wrapping_add(1);
-        if self.commits % Self::EVERY != 1 {
-            return;
-        }
-        match database_size(connection) {
-            Ok((pages, page_size)) if past_lock_byte_page(pages, page_size) => {
-                self.grown = true;
-                if let Err(e) = connection.execute_batch(&format!("PRAGMA cache_size=-{READER_CACHE_KIB};")) {
-                    tracing::warn!(error = %e, "cannot grow the writer's page cache");
-                }
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "cannot read the database's size"),
-        }
-    }
-}
-
-/// The database's size: (pages, bytes per page).
-fn database_size(connection: &Connection) -> rusqlite::Result<(i64, i64)> {
-    connection.query_row(
-        "SELECT page_count, page_size FROM pragma_page_count(), pragma_page_size()",
-        [],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )
-}
-
-/// Whether a database of `pages` pages reaches the page holding SQLite's
-/// lock byte (the first page past 1 GiB), the number `balance_nonroot`
-/// parks pages at.
-fn past_lock_byte_page(pages: i64, page_size: i64) -> bool {
-    pages > (1 << 30) / page_size.max(1)
-}
-
 /// Prepared statements kept per connection: more than any one operation
 /// uses, so none is compiled twice while the connection lives.
 const STATEMENT_CACHE: usize = 256;
@@ -394,7 +325,8 @@ fn open_connection(path: &Path) -> StoreResult<Connection> {
     connection
         .execute_batch(&format!(
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=10000; \
-             PRAGMA temp_store=MEMORY; PRAGMA cache_size=-{READER_CACHE_KIB};"
+             PRAGMA temp_store=MEMORY; PRAGMA cache_size=-{};",
+            cache::READER_CACHE_KIB
         ))
         .map_err(sql)?;
     let journal: String = connection
@@ -424,7 +356,7 @@ fn writer_loop(
     flusher: flush::Flusher,
     mut checkpointer: checkpoint::Checkpointer,
 ) {
-    let mut cache = WriterCache::default();
+    let mut cache = cache::WriterCache::default();
     cache.after_commit(&connection);
     while let Ok(first) = receiver.recv() {
         let group = take_group(first, &receiver);
@@ -993,38 +925,6 @@ fn context_kind(name: &str) -> StoreResult<ContextKind> {
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn the_writer_cache_grows_only_past_the_lock_byte_page() {
-        use super::{database_size, past_lock_byte_page, WriterCache, WRITER_CACHE_KIB};
-        assert!(!past_lock_byte_page(262_144, 4096));
-        assert!(past_lock_byte_page(262_145, 4096));
-        assert!(!past_lock_byte_page(16_384, 65_536));
-        assert!(past_lock_byte_page(16_385, 65_536));
-        let dir = tempfile::tempdir().expect("temp dir");
-        let connection = rusqlite::Connection::open(dir.path().join("db")).expect("open");
-        connection
-            .execute_batch(&format!("CREATE TABLE t(x); PRAGMA cache_size=-{WRITER_CACHE_KIB};"))
-            .expect("schema");
-        let (pages, page_size) = database_size(&connection).expect("size");
-        assert!(
-            pages >= 1 && page_size >= 512,
-            "read {pages} pages of {page_size} bytes"
-        );
-        let mut cache = WriterCache::default();
-        for _ in 0..3 * WriterCache::EVERY {
-            cache.after_commit(&connection);
-        }
-        let kib: i64 = connection
-            .query_row("PRAGMA cache_size", [], |r| r.get(0))
-            .expect("cache size");
-        assert!(!cache.grown);
-        assert_eq!(
-            kib,
-            -i64::from(WRITER_CACHE_KIB),
-            "a small database keeps the small cache"
-        );
-    }
-
     use piazza_ngsild::entity::{parse_entity, ParseOptions};
     use piazza_ngsild::update::UpdateOutcome;
     use piazza_ngsild::ActiveContext;
