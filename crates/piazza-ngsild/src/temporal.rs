@@ -18,7 +18,10 @@ use crate::render::{self, Format, RenderOptions};
 use crate::time::{self, Timestamp};
 
 mod summary;
-pub use summary::{PeriodWalker, Placement, SummarisedGroup, Summary};
+pub use summary::{
+    fold_pieces, hour_after, Folded, HourSummary, PeriodWalker, Piece, Placement, SummarisedGroup, Summary,
+    MIN_SUMMARISED,
+};
 
 /// The prefix of every attribute instance id.
 pub const INSTANCE_PREFIX: &str = "urn:ngsi-ld:attribute:instance:";

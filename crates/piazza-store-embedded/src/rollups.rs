@@ -12,7 +12,8 @@
 use std::collections::BTreeMap;
 
 use piazza_ngsild::temporal::{
-    Aggregation, PeriodWalker, Placement, SummarisedGroup, Summary, TemporalQuery, TimeProperty,
+    fold_pieces, hour_after, Aggregation, Folded, HourSummary, Piece, SummarisedGroup, Summary, TemporalQuery,
+    TimeProperty, MIN_SUMMARISED,
 };
 use piazza_ngsild::time::{self, Timestamp};
 use piazza_ngsild::{Attribute, AttributeKind};
@@ -23,9 +24,6 @@ use crate::sql;
 
 /// `PRAGMA user_version` from which the rollups are complete.
 const ROLLUP_VERSION: i64 = 3;
-/// Below this many instances an aggregation reads the instances: about as
-/// fast, and exact to the last bit of a floating-point sum.
-pub(crate) const MIN_SUMMARISED: u64 = 2_000;
 
 /// Whether an instance row counts as a number (its `num`, set by the writer).
 const IS_NUMBER: &str = "(num IS NOT NULL AND deleted_at IS NULL)";
@@ -117,40 +115,10 @@ fn hour_start(key: &str) -> Option<Timestamp> {
     time::parse(&format!("{key}:00:00Z"))
 }
 
-fn hour_after(start: Timestamp) -> Timestamp {
-    start + chrono::TimeDelta::hours(1)
-}
-
 /// One hour of one datasetId, as the rollup table holds it.
 struct Hour {
-    start: Timestamp,
-    summary: Summary,
+    summary: HourSummary,
     stale: bool,
-    first: Option<Timestamp>,
-    last: Option<Timestamp>,
-}
-
-/// Pieces of one group's history in time order: a whole hour's summary, or
-/// single numbers read from the instances.
-enum Piece {
-    Hour(Hour),
-    Points(Vec<(Timestamp, f64)>),
-}
-
-impl Piece {
-    fn first(&self) -> Option<Timestamp> {
-        match self {
-            Piece::Hour(h) => h.first,
-            Piece::Points(points) => points.first().map(|(t, _)| *t),
-        }
-    }
-
-    fn last(&self) -> Option<Timestamp> {
-        match self {
-            Piece::Hour(h) => h.last,
-            Piece::Points(points) => points.last().map(|(t, _)| *t),
-        }
-    }
 }
 
 /// A query's range of instants, `[lo, hi)`.
@@ -209,7 +177,7 @@ pub(crate) fn summarised(
     let Some(hours) = hours(connection, &key, range)? else {
         return Ok(None);
     };
-    if hours.values().flatten().map(|h| h.summary.count).sum::<u64>() < MIN_SUMMARISED {
+    if hours.values().flatten().map(|h| h.summary.summary.count).sum::<u64>() < MIN_SUMMARISED {
         return Ok(None);
     }
     let mut groups = Vec::new();
@@ -287,11 +255,13 @@ fn hours(connection: &Connection, key: &Key<'_>, range: Range) -> StoreResult<Op
             max: row.get::<_, Option<f64>>(9).map_err(sql)?.unwrap_or(f64::NEG_INFINITY),
         };
         let hour = Hour {
-            start,
-            summary,
+            summary: HourSummary {
+                start,
+                summary,
+                first: instant(10)?,
+                last: instant(11)?,
+            },
             stale: row.get::<_, i64>(4).map_err(sql)? != 0,
-            first: instant(10)?,
-            last: instant(11)?,
         };
         let dataset = text(0)?;
         match by_dataset.get_mut(dataset) {
@@ -355,8 +325,8 @@ fn summarise_group(
     query: &TemporalQuery,
 ) -> StoreResult<Option<Option<(Timestamp, SummarisedGroup)>>> {
     let mut pieces = Vec::with_capacity(hours.len());
-    for hour in hours {
-        if hour.stale || !range.holds_hour(hour.start) {
+    for Hour { summary: hour, stale } in hours {
+        if stale || !range.holds_hour(hour.start) {
             let Some(found) = hour_points(connection, key, dataset, range, hour.start)? else {
                 return Ok(None);
             };
@@ -367,48 +337,33 @@ fn summarise_group(
             pieces.push(Piece::Hour(hour));
         }
     }
-    let (Some(first), Some(last)) = (
-        pieces.first().and_then(Piece::first),
-        pieces.last().and_then(Piece::last),
-    ) else {
-        return Ok(Some(None));
-    };
     let (origin, end) = query.timerel.map_or((None, None), |rel| rel.aggregation_window());
-    let (origin, last_end) = (origin.unwrap_or(first), end.unwrap_or(last));
-    let mut walker = PeriodWalker::new(origin, aggregation.period, last_end);
-    let mut periods: Vec<(Timestamp, Timestamp, Summary)> = Vec::new();
-    for piece in pieces {
-        let points = match piece {
-            Piece::Hour(hour) => match walker.holding(hour.start, hour_after(hour.start)) {
-                Some((start, end)) => {
-                    add(&mut periods, start, end, &hour.summary);
-                    continue;
+    loop {
+        match fold_pieces(&pieces, origin, end, aggregation.period) {
+            Folded::Empty => return Ok(Some(None)),
+            Folded::Periods(first, periods) => {
+                let group = SummarisedGroup {
+                    dataset_id: (!dataset.is_empty()).then(|| dataset.to_owned()),
+                    kind: AttributeKind::Property,
+                    periods,
+                };
+                return Ok(Some(Some((first, group))));
+            }
+            // Cut by a period boundary (or the origin): their instances decide.
+            Folded::NeedPoints(starts) => {
+                for piece in &mut pieces {
+                    let Piece::Hour(hour) = piece else { continue };
+                    if !starts.contains(&hour.start) {
+                        continue;
+                    }
+                    let Some(points) = hour_points(connection, key, dataset, range, hour.start)? else {
+                        return Ok(None);
+                    };
+                    *piece = Piece::Points(points);
                 }
-                // Cut by a period boundary (or before the origin): its instances decide.
-                None => match hour_points(connection, key, dataset, range, hour.start)? {
-                    Some(points) => points,
-                    None => return Ok(None),
-                },
-            },
-            Piece::Points(points) => points,
-        };
-        for (t, x) in points {
-            match walker.place(t) {
-                Placement::In(start, end) => add(&mut periods, start, end, &Summary::of(x)),
-                Placement::Before => {}
-                Placement::Beyond => break,
             }
         }
     }
-    if periods.is_empty() {
-        return Ok(Some(None));
-    }
-    let group = SummarisedGroup {
-        dataset_id: (!dataset.is_empty()).then(|| dataset.to_owned()),
-        kind: AttributeKind::Property,
-        periods,
-    };
-    Ok(Some(Some((first, group))))
 }
 
 /// The numbers of one hour's instances within the range (see [`points`]).
@@ -421,13 +376,6 @@ fn hour_points(
 ) -> StoreResult<Option<Vec<(Timestamp, f64)>>> {
     let (from, to) = range.clip(start, hour_after(start));
     points(connection, key, dataset, from, to)
-}
-
-fn add(periods: &mut Vec<(Timestamp, Timestamp, Summary)>, start: Timestamp, end: Timestamp, summary: &Summary) {
-    match periods.last_mut() {
-        Some((s, _, held)) if *s == start => held.merge(summary),
-        _ => periods.push((start, end, *summary)),
-    }
 }
 
 /// Rebuilds the stale hours of one attribute's history from its instances

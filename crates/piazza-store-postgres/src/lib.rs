@@ -38,6 +38,7 @@ use serde_json::Value;
 use tokio::sync::broadcast;
 use tokio_postgres::NoTls;
 
+mod aggregate;
 mod cluster;
 mod migrate;
 mod outbox;

@@ -27,6 +27,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "history time index",
         include_str!("../migrations/0006_history_time_index.sql"),
     ),
+    (
+        7,
+        "history numbers",
+        include_str!("../migrations/0007_history_numbers.sql"),
+    ),
 ];
 
 /// The migration that creates the value indexes: the rows of the entities

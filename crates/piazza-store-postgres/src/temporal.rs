@@ -17,6 +17,7 @@ use piazza_store::{Page, PageStep, Pager, TemporalEdit, TemporalQueryResult, Ten
 use tokio_postgres::types::{Json, ToSql};
 use tokio_postgres::{IsolationLevel, Row};
 
+use crate::aggregate;
 use crate::write::{entity_locks, execute, lock_entities, record_tenant};
 use crate::{Error, Result};
 
@@ -637,6 +638,10 @@ async fn history(
     };
     for name in attribute_names(client, tenant, &entity.id).await? {
         if !query.attrs.is_empty() && !query.attrs.contains(&name) {
+            continue;
+        }
+        if let Some(groups) = aggregate::summarised(client, tenant, &entity.id, &name, query).await? {
+            entity.summaries.insert(name, groups);
             continue;
         }
         let found = instances(client, tenant, &entity.id, &name, query).await?;

@@ -383,3 +383,122 @@ fn create_only(id: String) -> piazza_store::Edit {
         )),
     })
 }
+
+/// `n` numeric instances, one a minute, each day the same 1,440 numbers.
+fn minute_readings(n: i64) -> Vec<piazza_ngsild::Attribute> {
+    use piazza_ngsild::{time, Attribute, AttributeKind};
+    let start = time::parse("2024-01-01T00:00:00Z").expect("time");
+    (0..n)
+        .map(|k| {
+            let mut reading = Attribute::new(AttributeKind::Property, serde_json::json!((k % 1440) % 100));
+            reading.observed_at = Some(time::format(&(start + chrono::TimeDelta::minutes(k))));
+            reading
+        })
+        .collect()
+}
+
+/// A long numeric history is summed by the database, per period
+/// (`aggregate.rs`); a short one is still folded from its instances.
+/// (That both give the same answer is the conformance suite's
+/// `aggregations_agree_with_their_instances`.)
+#[tokio::test]
+async fn long_numeric_histories_are_aggregated_in_the_database() {
+    use piazza_ngsild::temporal::{AggrMethod, Aggregation, Duration, TemporalQuery, MIN_SUMMARISED};
+    use piazza_store::{TemporalEdit, Tenant};
+
+    let Some(database) = TestDatabase::create().await else {
+        return;
+    };
+    let store = PostgresStore::connect(database.url(), 2).await.expect("connect");
+    let tenant = Tenant::default();
+    let short = i64::try_from(MIN_SUMMARISED).expect("small") - 1;
+    for (id, n) in [("urn:long", 3 * 1440), ("urn:short", short)] {
+        let upsert = TemporalEdit::Upsert {
+            id: id.into(),
+            types: vec!["https://example.org/Sensor".into()],
+            scope: Vec::new(),
+            attributes: vec![("temperature".into(), minute_readings(n))],
+        };
+        store
+            .temporal_edit(&tenant, upsert)
+            .await
+            .expect("store")
+            .expect("edit");
+    }
+    let query = TemporalQuery {
+        aggregation: Some(Aggregation {
+            methods: vec![AggrMethod::Avg, AggrMethod::Max],
+            period: Some(Duration::parse("P1D").expect("duration")),
+        }),
+        ..TemporalQuery::default()
+    };
+    let long = store
+        .temporal_entity(&tenant, "urn:long", &query)
+        .await
+        .expect("read")
+        .expect("found");
+    assert!(
+        long.attributes.is_empty(),
+        "instances were read: {:?}",
+        long.attributes.keys()
+    );
+    let days = &long.summaries["temperature"][0].periods;
+    assert_eq!(days.len(), 3);
+    for (_, _, day) in days {
+        // 0..=99 fourteen times and 0..=39 once: 1,440 readings a day.
+        assert_eq!(day.count, 1440);
+        assert_eq!(day.max, 99.0);
+        assert_eq!(day.sum, 14.0 * 4950.0 + 780.0);
+    }
+    let short = store
+        .temporal_entity(&tenant, "urn:short", &query)
+        .await
+        .expect("read")
+        .expect("found");
+    assert!(short.summaries.is_empty());
+    assert_eq!(short.attributes["temperature"].len(), 1999);
+}
+
+/// The generated `num` column (migration 7) holds what an instance
+/// contributes to aggregations: a live Property's number, a boolean as 0 or
+/// 1, nothing for a string, another kind or a deletion record.
+#[tokio::test]
+async fn each_instance_contributes_its_number_to_aggregations() {
+    let Some(database) = TestDatabase::create().await else {
+        return;
+    };
+    let store = PostgresStore::connect(database.url(), 1).await.expect("connect");
+    let client = store.client().await.expect("client");
+    let docs = [
+        (r#"{"kind":"Property","value":21.5}"#, None, Some(21.5)),
+        (r#"{"kind":"Property","value":-3}"#, None, Some(-3.0)),
+        (r#"{"kind":"Property","value":true}"#, None, Some(1.0)),
+        (r#"{"kind":"Property","value":false}"#, None, Some(0.0)),
+        (r#"{"kind":"Property","value":"21.5"}"#, None, None),
+        (r#"{"kind":"Relationship","value":"urn:x"}"#, None, None),
+        (r#"{"kind":"Property","value":{"a":1}}"#, None, None),
+        (r#"{"kind":"Property","value":4}"#, Some("2024-01-01T00:00:00Z"), None),
+        // PostgreSQL's JSON operators refuse U+0000: no number, but stored.
+        (r#"{"kind":"Property","value":5,"note":"a\u0000b"}"#, None, None),
+    ];
+    for (k, (doc, deleted, expected)) in docs.iter().enumerate() {
+        let row = client
+            .query_one(
+                "INSERT INTO attr_instances(tenant, entity_id, attr, instance_id, created_at, modified_at, deleted_at, doc) \
+                 VALUES ('t', 'urn:e', 'p', $1, now(), now(), $2::text::timestamptz, $3::text::json) RETURNING num",
+                &[&format!("urn:i:{k}"), deleted, doc],
+            )
+            .await
+            .expect("insert");
+        assert_eq!(row.get::<_, Option<f64>>(0), *expected, "{doc} deleted {deleted:?}");
+    }
+    // An instance's number follows its edits.
+    let row = client
+        .query_one(
+            "UPDATE attr_instances SET doc = '{\"kind\":\"Property\",\"value\":7}' WHERE instance_id = 'urn:i:4' RETURNING num",
+            &[],
+        )
+        .await
+        .expect("update");
+    assert_eq!(row.get::<_, Option<f64>>(0), Some(7.0));
+}

@@ -14,6 +14,12 @@ use super::{AggrMethod, Aggregation, Duration};
 use crate::entity::AttributeKind;
 use crate::time::Timestamp;
 
+/// Below this many instances in a query's range a store aggregates the
+/// instances themselves rather than summaries: about as fast, and exact to
+/// the last bit of a floating-point sum. Both stores draw the line here, so
+/// the same history is answered the same way whichever holds it.
+pub const MIN_SUMMARISED: u64 = 2_000;
+
 /// A summary of a set of numbers (booleans count as 0 and 1, as in
 /// [`AggrMethod::apply`]).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -212,6 +218,114 @@ impl PeriodWalker {
     }
 }
 
+/// The hour from `start`: the span a store's hourly summary covers.
+pub fn hour_after(start: Timestamp) -> Timestamp {
+    start + chrono::TimeDelta::hours(1)
+}
+
+/// One hour of a history as a store's hourly summary holds it: the summary
+/// of its numbers, its first and last instant.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HourSummary {
+    pub start: Timestamp,
+    pub summary: Summary,
+    pub first: Option<Timestamp>,
+    pub last: Option<Timestamp>,
+}
+
+/// A piece of one datasetId's history, in time order: a whole hour's
+/// summary, or single numbers read from the instances.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Piece {
+    Hour(HourSummary),
+    Points(Vec<(Timestamp, f64)>),
+}
+
+impl Piece {
+    fn first(&self) -> Option<Timestamp> {
+        match self {
+            Piece::Hour(h) => h.first,
+            Piece::Points(points) => points.first().map(|(t, _)| *t),
+        }
+    }
+
+    fn last(&self) -> Option<Timestamp> {
+        match self {
+            Piece::Hour(h) => h.last,
+            Piece::Points(points) => points.last().map(|(t, _)| *t),
+        }
+    }
+}
+
+/// What [`fold_pieces`] made of one datasetId's pieces.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Folded {
+    /// No number in any period.
+    Empty,
+    /// The first instant and the non-empty periods, in time order.
+    Periods(Timestamp, Vec<(Timestamp, Timestamp, Summary)>),
+    /// These hours (by start) are cut by a period boundary or the origin:
+    /// the store must pass their instances as points and fold again.
+    NeedPoints(Vec<Timestamp>),
+}
+
+/// Folds one datasetId's pieces into the periods the instance path would
+/// cut: `PeriodWalker::new(origin, period, end)`, the origin and end
+/// defaulting to the first and last instant. Each round turns at least one
+/// hour into points, so a store's loop of fold, read, fold ends.
+pub fn fold_pieces(
+    pieces: &[Piece],
+    origin: Option<Timestamp>,
+    end: Option<Timestamp>,
+    period: Option<Duration>,
+) -> Folded {
+    let (Some(first), Some(last)) = (
+        pieces.first().and_then(Piece::first),
+        pieces.last().and_then(Piece::last),
+    ) else {
+        return Folded::Empty;
+    };
+    let mut walker = PeriodWalker::new(origin.unwrap_or(first), period, end.unwrap_or(last));
+    let mut periods: Vec<(Timestamp, Timestamp, Summary)> = Vec::new();
+    let mut cut = Vec::new();
+    for piece in pieces {
+        match piece {
+            Piece::Hour(hour) => match walker.holding(hour.start, hour_after(hour.start)) {
+                Some((start, end)) => add_to_period(&mut periods, start, end, &hour.summary),
+                None => cut.push(hour.start),
+            },
+            Piece::Points(points) => {
+                for &(t, x) in points {
+                    match walker.place(t) {
+                        Placement::In(start, end) => add_to_period(&mut periods, start, end, &Summary::of(x)),
+                        Placement::Before => {}
+                        Placement::Beyond => break,
+                    }
+                }
+            }
+        }
+    }
+    if !cut.is_empty() {
+        Folded::NeedPoints(cut)
+    } else if periods.is_empty() {
+        Folded::Empty
+    } else {
+        Folded::Periods(first, periods)
+    }
+}
+
+fn add_to_period(
+    periods: &mut Vec<(Timestamp, Timestamp, Summary)>,
+    start: Timestamp,
+    end: Timestamp,
+    summary: &Summary,
+) {
+    match periods.last_mut() {
+        Some((s, _, held)) if *s == start => held.merge(summary),
+        _ => periods.push((start, end, *summary)),
+    }
+}
+
 /// The `aggregatedValues` rendering of a summarised group: as
 /// `aggregated` renders the instances the summaries stand for.
 pub(super) fn render_group(group: &SummarisedGroup, aggregation: &Aggregation) -> Map<String, Value> {
@@ -272,6 +386,47 @@ mod tests {
             .and_then(|v| v.as_f64())
             .expect("stddev");
         assert!((stddev - 22.5f64.sqrt()).abs() < 1e-6, "{stddev}");
+    }
+
+    fn hour_of(start: i64, numbers: &[f64]) -> Piece {
+        let mut summary = Summary::default();
+        numbers.iter().for_each(|x| summary.add(*x));
+        Piece::Hour(HourSummary {
+            start: at(start),
+            summary,
+            first: Some(at(start + 1)),
+            last: Some(at(start + 59)),
+        })
+    }
+
+    #[test]
+    fn hours_held_by_one_period_are_folded_whole_and_cut_ones_are_asked_for() {
+        let day = Duration::parse("P1D").ok();
+        let pieces = vec![hour_of(0, &[1.0, 2.0]), hour_of(60, &[3.0]), hour_of(24 * 60, &[10.0])];
+        let Folded::Periods(first, periods) = fold_pieces(&pieces, Some(at(0)), None, day) else {
+            panic!("hour-aligned days hold every hour");
+        };
+        assert_eq!(first, at(1));
+        assert_eq!(periods.len(), 2);
+        assert_eq!((periods[0].2.count, periods[0].2.sum), (3, 6.0));
+        assert_eq!((periods[1].0, periods[1].2.sum), (at(24 * 60), 10.0));
+        // Days from 00:30 cut the first two hours; the origin cuts nothing else.
+        assert_eq!(
+            fold_pieces(&pieces, Some(at(30)), None, day),
+            Folded::NeedPoints(vec![at(0), at(24 * 60)])
+        );
+        // Read as points, they fold: the point before the origin is in no period.
+        let read = vec![
+            Piece::Points(vec![(at(10), 1.0), (at(40), 2.0)]),
+            hour_of(60, &[3.0]),
+            Piece::Points(vec![(at(24 * 60 + 40), 10.0)]),
+        ];
+        let Folded::Periods(first, periods) = fold_pieces(&read, Some(at(30)), None, day) else {
+            panic!("every piece is placed");
+        };
+        assert_eq!(first, at(10));
+        assert_eq!(periods.iter().map(|p| p.2.sum).collect::<Vec<_>>(), vec![5.0, 10.0]);
+        assert_eq!(fold_pieces(&[], None, None, day), Folded::Empty);
     }
 
     #[test]

@@ -200,6 +200,7 @@ async fn entities_stored_before_the_value_indexes_get_their_rows() {
                  CREATE INDEX attr_instances_observed ON attr_instances (tenant, entity_id, attr, observed_at); \
                  CREATE INDEX attr_instances_created ON attr_instances (tenant, entity_id, attr, created_at); \
                  CREATE INDEX attr_instances_modified ON attr_instances (tenant, entity_id, attr, modified_at); \
+                 ALTER TABLE attr_instances DROP COLUMN num; \
                  DELETE FROM schema_migrations WHERE version >= 5",
             )
             .await
