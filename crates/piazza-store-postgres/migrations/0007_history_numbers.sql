@@ -1,6 +1,7 @@
 -- Piazza on PostgreSQL, migration 7: the number each history instance
--- contributes to aggregations, for `aggregatedValues` summed in the
--- database (src/aggregate.rs) instead of in Rust from every document.
+-- contributes to aggregations, which the hourly summaries of migration 8
+-- add up (src/aggregate.rs reads them) instead of Rust folding every
+-- document.
 --
 -- The rule is the embedded store's `rollups::number_of`: the value of a
 -- live Property when it is a number, booleans as 0 and 1, NULL otherwise

@@ -32,6 +32,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "history numbers",
         include_str!("../migrations/0007_history_numbers.sql"),
     ),
+    (
+        8,
+        "history rollups",
+        include_str!("../migrations/0008_history_rollups.sql"),
+    ),
 ];
 
 /// The migration that creates the value indexes: the rows of the entities

@@ -527,7 +527,7 @@ async fn write_notices(transaction: &Transaction<'_>, tenant: &Tenant, notices: 
 }
 
 /// Every table that holds rows of a tenant, index tables included.
-const TENANT_TABLES: [&str; 14] = [
+const TENANT_TABLES: [&str; 15] = [
     "entity_types",
     "entity_attrs",
     "entity_geo",
@@ -538,6 +538,7 @@ const TENANT_TABLES: [&str; 14] = [
     "resources",
     "temporal_entities",
     "attr_instances",
+    "attr_rollups",
     "outbox",
     "delivery_stats",
     "delivery_leases",

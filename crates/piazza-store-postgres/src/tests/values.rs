@@ -194,6 +194,10 @@ async fn entities_stored_before_the_value_indexes_get_their_rows() {
         load(&store, &tenant).await;
         let client = store.client().await.expect("client");
         client
+            .batch_execute(super::UNDO_ROLLUPS)
+            .await
+            .expect("before migration 8");
+        client
             .batch_execute(
                 "DROP TABLE attr_numbers; DROP TABLE attr_texts; \
                  DROP INDEX attr_instances_observed; \
