@@ -12,8 +12,8 @@
 use std::collections::BTreeMap;
 
 use piazza_ngsild::temporal::{
-    fold_pieces, hour_after, Aggregation, Folded, HourSummary, Piece, SummarisedGroup, Summary, TemporalQuery,
-    TimeProperty, MIN_SUMMARISED,
+    fold_pieces, hour_after, read_as_points, Aggregation, Folded, HourSummary, Piece, SummarisedGroup, Summary,
+    TemporalQuery, TimeProperty, MIN_SUMMARISED,
 };
 use piazza_ngsild::time::{self, Timestamp};
 use piazza_ngsild::{Attribute, AttributeKind};
@@ -351,16 +351,14 @@ fn summarise_group(
             }
             // Cut by a period boundary (or the origin): their instances decide.
             Folded::NeedPoints(starts) => {
-                for piece in &mut pieces {
-                    let Piece::Hour(hour) = piece else { continue };
-                    if !starts.contains(&hour.start) {
-                        continue;
-                    }
-                    let Some(points) = hour_points(connection, key, dataset, range, hour.start)? else {
+                let mut points = BTreeMap::new();
+                for &start in &starts {
+                    let Some(found) = hour_points(connection, key, dataset, range, start)? else {
                         return Ok(None);
                     };
-                    *piece = Piece::Points(points);
+                    points.insert(start, found);
                 }
+                read_as_points(&mut pieces, &starts, points);
             }
         }
     }

@@ -14,8 +14,8 @@ use std::collections::BTreeMap;
 
 use deadpool_postgres::GenericClient;
 use piazza_ngsild::temporal::{
-    fold_pieces, hour_after, Folded, HourSummary, Piece, SummarisedGroup, Summary, TemporalQuery, TimeProperty,
-    MIN_SUMMARISED,
+    fold_pieces, hour_after, read_as_points, Folded, HourSummary, Piece, SummarisedGroup, Summary, TemporalQuery,
+    TimeProperty, MIN_SUMMARISED,
 };
 use piazza_ngsild::time::Timestamp;
 use piazza_ngsild::AttributeKind;
@@ -212,20 +212,6 @@ async fn read_points(
             .or_default()
             .push((row.try_get(1)?, number));
     }
-    pieces.retain_mut(|piece| {
-        let Piece::Hour(hour) = piece else {
-            return true;
-        };
-        if !starts.contains(&hour.start) {
-            return true;
-        }
-        match points.remove(&hour.start) {
-            Some(found) => {
-                *piece = Piece::Points(found);
-                true
-            }
-            None => false,
-        }
-    });
+    read_as_points(pieces, starts, points);
     Ok(true)
 }

@@ -8,6 +8,8 @@
 //! of their union. The periods are cut by the same [`PeriodWalker`] as the
 //! instance path, so both paths agree on every boundary.
 
+use std::collections::BTreeMap;
+
 use serde_json::{json, Map, Value};
 
 use super::{AggrMethod, Aggregation, Duration};
@@ -257,6 +259,31 @@ impl Piece {
     }
 }
 
+/// Replaces the hours starting at `starts` among `pieces` by their numbers
+/// as read from the instances (`points`, by hour start); an hour with no
+/// number read is dropped.
+pub fn read_as_points(
+    pieces: &mut Vec<Piece>,
+    starts: &[Timestamp],
+    mut points: BTreeMap<Timestamp, Vec<(Timestamp, f64)>>,
+) {
+    pieces.retain_mut(|piece| {
+        let Piece::Hour(hour) = piece else {
+            return true;
+        };
+        if !starts.contains(&hour.start) {
+            return true;
+        }
+        match points.remove(&hour.start) {
+            Some(found) if !found.is_empty() => {
+                *piece = Piece::Points(found);
+                true
+            }
+            _ => false,
+        }
+    });
+}
+
 /// What [`fold_pieces`] made of one datasetId's pieces.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Folded {
@@ -427,6 +454,15 @@ mod tests {
         assert_eq!(first, at(10));
         assert_eq!(periods.iter().map(|p| p.2.sum).collect::<Vec<_>>(), vec![5.0, 10.0]);
         assert_eq!(fold_pieces(&[], None, None, day), Folded::Empty);
+        // The same through `read_as_points`: an hour without numbers read goes.
+        let mut pieces = pieces;
+        pieces.insert(1, hour_of(30, &[7.0]));
+        let points = BTreeMap::from([
+            (at(0), vec![(at(10), 1.0), (at(40), 2.0)]),
+            (at(24 * 60), vec![(at(24 * 60 + 40), 10.0)]),
+        ]);
+        read_as_points(&mut pieces, &[at(0), at(30), at(24 * 60)], points);
+        assert_eq!(pieces, read);
     }
 
     #[test]
