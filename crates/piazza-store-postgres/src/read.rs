@@ -59,11 +59,15 @@ type Arg = Box<dyn ToSql + Sync + Send>;
 /// The same narrowing as the embedded store's, so both see the same
 /// candidates in the same order.
 struct Candidates {
-    /// The driving table: `entity_types t` (one type) or `entities e`.
-    from: &'static str,
+    /// The driving table: `entity_types t` (one type), `entities e`, or a
+    /// driving value bound's entity numbers `d` joined to `entities e`.
+    from: String,
     filter: String,
-    /// The ordered candidate key, `t.eid` or `e.eid`.
+    /// The candidate key the filters test, `t.eid` or `e.eid`.
     key: &'static str,
+    /// The key candidates come in order of: `key`, or `d.eid` when a value
+    /// bound drives.
+    order: &'static str,
     args: Vec<Arg>,
     /// Nothing is left to check in Rust.
     exact: bool,
@@ -142,14 +146,21 @@ fn value_filter(c: &mut Candidates, narrowing: &Narrowing) {
     for (i, bound) in narrowing.bounds.iter().enumerate() {
         let (table, condition) = values::condition(bound, &mut |value| c.arg(value));
         if Some(i) == narrowing.driver {
-            // An init plan, run once, as for the geo filter; `candidates`
-            // makes the key `e.eid`, so the array is an index condition on
-            // the primary key of `entities` (on `entity_types` the planner
-            // without statistics tested it against every entity of the
-            // type, the array searched linearly each time: 800 ms at 100k).
-            c.filter.push_str(&format!(
-                " AND {key} = ANY(ARRAY(SELECT v.eid FROM {table} v WHERE v.tenant = $1 AND {condition}))"
-            ));
+            // The bound's entity numbers, searched once and sorted, then
+            // each entity looked up by primary key in that order (LATERAL
+            // with `OFFSET 0`: a nested loop, whatever the statistics), so
+            // candidates stream in eid order and a page stops reading at
+            // its last entity. As `e.eid = ANY(ARRAY(...))` every candidate
+            // was fetched and probed, then sorted, before the first row
+            // left PostgreSQL (31 ms against 6 ms for a first page at 100k,
+            // BENCHMARKS.md); on `entity_types` the planner without
+            // statistics tested the array against every entity of the
+            // type (800 ms). `candidates` makes the key `e.eid` here.
+            c.from = format!(
+                "(SELECT DISTINCT v.eid FROM {table} v WHERE v.tenant = $1 AND {condition} ORDER BY v.eid) d \
+                 CROSS JOIN LATERAL (SELECT * FROM entities e WHERE e.tenant = $1 AND e.eid = d.eid OFFSET 0) e"
+            );
+            c.order = "d.eid";
         } else {
             // A probe of the by-entity index per candidate. `OFFSET 0`
             // keeps the planner from turning it into a join, which without
@@ -189,9 +200,10 @@ fn candidates(tenant: &Tenant, query: &EntityQuery, postgis: bool, narrowing: &N
         None => None,
     };
     let mut c = Candidates {
-        from: "entities e",
+        from: String::from("entities e"),
         filter: String::new(),
         key: "e.eid",
+        order: "e.eid",
         args: vec![Box::new(tenant.name().to_owned())],
         exact,
     };
@@ -201,8 +213,9 @@ fn candidates(tenant: &Tenant, query: &EntityQuery, postgis: bool, narrowing: &N
         // looked up by primary key); the type is probed per candidate.
         Some(mut single) if single.len() == 1 && query.ids.is_empty() && narrowing.driver.is_none() => {
             let p = c.arg(Box::new(single.remove(0)));
-            c.from = "entity_types t";
+            c.from = String::from("entity_types t");
             c.key = "t.eid";
+            c.order = "t.eid";
             c.filter = format!("t.tenant = $1 AND t.type = {p}");
         }
         types => {
@@ -307,11 +320,11 @@ fn box_arg(c: &mut Candidates, [west, south, east, north]: [f64; 4]) -> String {
 fn docs_sql(c: &Candidates) -> String {
     if c.key == "t.eid" {
         format!(
-            "SELECT e.doc FROM {} JOIN entities e ON e.tenant = t.tenant AND e.eid = t.eid WHERE {} ORDER BY t.eid",
-            c.from, c.filter
+            "SELECT e.doc FROM {} JOIN entities e ON e.tenant = t.tenant AND e.eid = t.eid WHERE {} ORDER BY {}",
+            c.from, c.filter, c.order
         )
     } else {
-        format!("SELECT e.doc FROM {} WHERE {} ORDER BY e.eid", c.from, c.filter)
+        format!("SELECT e.doc FROM {} WHERE {} ORDER BY {}", c.from, c.filter, c.order)
     }
 }
 
