@@ -12,8 +12,8 @@
 use std::collections::BTreeMap;
 
 use piazza_ngsild::temporal::{
-    fold_pieces, hour_after, read_as_points, Aggregation, Folded, HourSummary, Piece, SummarisedGroup, Summary,
-    TemporalQuery, TimeProperty, MIN_SUMMARISED,
+    fold_pieces, hour_after, ordered_groups, read_as_points, summarisable, Aggregation, Folded, HourSummary, Piece,
+    SummarisedGroup, Summary, TemporalQuery, MIN_SUMMARISED,
 };
 use piazza_ngsild::time::{self, Timestamp};
 use piazza_ngsild::{Attribute, AttributeKind};
@@ -160,12 +160,9 @@ pub(crate) fn summarised(
     attr: &str,
     query: &TemporalQuery,
 ) -> StoreResult<Option<Vec<SummarisedGroup>>> {
-    let Some(aggregation) = &query.aggregation else {
+    let Some(aggregation) = summarisable(query) else {
         return Ok(None);
     };
-    if query.timeproperty != TimeProperty::ObservedAt || query.last_n.is_some() {
-        return Ok(None);
-    }
     let key = Key { tenant, id, attr };
     let (lo, hi) = query.timerel.map_or((None, None), |rel| rel.bounds());
     // Without a range, instances without observedAt are aggregated at
@@ -187,17 +184,7 @@ pub(crate) fn summarised(
         };
         groups.extend(group);
     }
-    let total: u64 = groups
-        .iter()
-        .flat_map(|(_, g)| g.periods.iter().map(|(_, _, s)| s.count))
-        .sum();
-    if usize::try_from(total).map_or(true, |t| t > query.instance_limit) {
-        return Ok(None);
-    }
-    // Datasets appear in the order of their first instant, as the
-    // instance path groups them.
-    groups.sort_by_key(|(first, _)| *first);
-    Ok(Some(groups.into_iter().map(|(_, group)| group).collect()))
+    Ok(ordered_groups(groups, query.instance_limit))
 }
 
 /// Whether the attribute has instances without `observedAt`.

@@ -14,8 +14,8 @@ use std::collections::BTreeMap;
 
 use deadpool_postgres::GenericClient;
 use piazza_ngsild::temporal::{
-    fold_pieces, hour_after, read_as_points, Folded, HourSummary, Piece, SummarisedGroup, Summary, TemporalQuery,
-    TimeProperty, MIN_SUMMARISED,
+    fold_pieces, hour_after, ordered_groups, read_as_points, summarisable, Folded, HourSummary, Piece, SummarisedGroup,
+    Summary, TemporalQuery, MIN_SUMMARISED,
 };
 use piazza_ngsild::time::Timestamp;
 use piazza_ngsild::AttributeKind;
@@ -48,12 +48,9 @@ pub(crate) async fn summarised(
     attr: &str,
     query: &TemporalQuery,
 ) -> Result<Option<Vec<SummarisedGroup>>> {
-    let Some(aggregation) = &query.aggregation else {
+    let Some(aggregation) = summarisable(query) else {
         return Ok(None);
     };
-    if query.timeproperty != TimeProperty::ObservedAt || query.last_n.is_some() {
-        return Ok(None);
-    }
     let (lo, hi) = query.timerel.map_or((None, None), |rel| rel.bounds());
     let key = Key {
         tenant,
@@ -105,17 +102,7 @@ pub(crate) async fn summarised(
             }
         }
     }
-    let total: u64 = groups
-        .iter()
-        .flat_map(|(_, g)| g.periods.iter().map(|(_, _, s)| s.count))
-        .sum();
-    if usize::try_from(total).map_or(true, |t| t > query.instance_limit) {
-        return Ok(None);
-    }
-    // Datasets appear in the order of their first instant, as the
-    // instance path groups them.
-    groups.sort_by_key(|(first, _)| *first);
-    Ok(Some(groups.into_iter().map(|(_, group)| group).collect()))
+    Ok(ordered_groups(groups, query.instance_limit))
 }
 
 /// Whether the attribute has instances without `observedAt`.

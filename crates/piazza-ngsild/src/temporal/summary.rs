@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Map, Value};
 
-use super::{AggrMethod, Aggregation, Duration};
+use super::{AggrMethod, Aggregation, Duration, TemporalQuery, TimeProperty};
 use crate::entity::AttributeKind;
 use crate::time::Timestamp;
 
@@ -257,6 +257,33 @@ impl Piece {
             Piece::Points(points) => points.last().map(|(t, _)| *t),
         }
     }
+}
+
+/// The aggregation a store may answer from hourly summaries of
+/// `observedAt`: `None` without one, for another time property, or with
+/// `lastN` (which counts instances from the end).
+pub fn summarisable(query: &TemporalQuery) -> Option<&Aggregation> {
+    let aggregation = query.aggregation.as_ref()?;
+    (query.timeproperty == TimeProperty::ObservedAt && query.last_n.is_none()).then_some(aggregation)
+}
+
+/// A store's summarised groups, each with its first instant, in the order
+/// the instance path gives them (by first instant); `None` when together
+/// they stand for more instances than a response may hold, so that the
+/// instance path answers as it would.
+pub fn ordered_groups(
+    mut groups: Vec<(Timestamp, SummarisedGroup)>,
+    instance_limit: usize,
+) -> Option<Vec<SummarisedGroup>> {
+    let total: u64 = groups
+        .iter()
+        .flat_map(|(_, g)| g.periods.iter().map(|(_, _, s)| s.count))
+        .sum();
+    if usize::try_from(total).map_or(true, |t| t > instance_limit) {
+        return None;
+    }
+    groups.sort_by_key(|(first, _)| *first);
+    Some(groups.into_iter().map(|(_, group)| group).collect())
 }
 
 /// Replaces the hours starting at `starts` among `pieces` by their numbers
