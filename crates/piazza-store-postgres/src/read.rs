@@ -17,9 +17,9 @@ use tokio_postgres::IsolationLevel;
 use crate::write::decode_entity;
 use crate::{values, Error, Result};
 
-/// Rows fetched per round trip when documents are filtered in Rust: a page
-/// stops reading as soon as it is full, without the server producing every
-/// candidate first.
+/// The most rows fetched per round trip when documents are filtered in
+/// Rust: a page stops reading as soon as it is full, without the server
+/// producing every candidate first.
 const FETCH: i32 = 256;
 
 pub(crate) async fn get(client: &impl GenericClient, tenant: &Tenant, id: &str) -> Result<Option<Entity>> {
@@ -403,8 +403,18 @@ async fn filtered(
     let mut result = QueryResult::default();
     let mut matched: u64 = 0;
     let now = time::now();
+    // A page asks first for as many rows as it could take, then for more
+    // and more: when SQL's narrowing is as good as exact (a `q` of value
+    // bounds), the first round trip holds the page, and a driving bound's
+    // nested loop has looked up no more candidates than that.
+    let mut fetch = if page.count {
+        FETCH
+    } else {
+        i32::try_from(page.offset.saturating_add(page.limit)).map_or(FETCH, |n| n.clamp(1, FETCH))
+    };
     'chunks: loop {
-        let rows = transaction.query_portal(&portal, FETCH).await?;
+        let rows = transaction.query_portal(&portal, fetch).await?;
+        fetch = fetch.saturating_mul(2).min(FETCH);
         if rows.is_empty() {
             break;
         }

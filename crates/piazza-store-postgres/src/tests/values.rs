@@ -115,7 +115,10 @@ async fn q_queries_read_only_the_candidates_the_value_indexes_leave() {
     // early: no sort of the fetched entities ends the plan.
     let (_, plan) = candidates(&store, &tenant, "n>=1990").await;
     let top = plan.lines().next().unwrap_or_default();
-    assert!(!top.contains("Sort"), "the candidates are sorted after fetching:\n{plan}");
+    assert!(
+        !top.contains("Sort"),
+        "the candidates are sorted after fetching:\n{plan}"
+    );
     assert!(plan.contains("Nested Loop"), "{plan}");
     // What no bound can be stated for is read whole, and still right.
     let (count, _) = candidates(&store, &tenant, "n>=1990|s==\"s1\"").await;
