@@ -428,7 +428,10 @@ async fn filtered(
             matched += 1;
             if matched as usize > page.offset && result.entities.len() < page.limit {
                 result.entities.push(entity);
-            } else if !page.count && result.entities.len() >= page.limit {
+            }
+            // A full page stops at once: waiting for the next match would
+            // cost another round trip of candidates.
+            if !page.count && result.entities.len() >= page.limit {
                 break 'chunks;
             }
         }
