@@ -19,8 +19,8 @@ use crate::time::{self, Timestamp};
 
 mod summary;
 pub use summary::{
-    fold_pieces, hour_after, ordered_groups, read_as_points, summarisable, Folded, HourSummary, PeriodWalker, Piece,
-    Placement, SummarisedGroup, Summary, MIN_SUMMARISED,
+    fold_pieces, hour_after, hour_within, ordered_groups, read_as_points, summarisable, Folded, HourSummary,
+    PeriodWalker, Piece, Placement, SummarisedGroup, Summary, MIN_SUMMARISED,
 };
 
 /// The prefix of every attribute instance id.

@@ -12,8 +12,8 @@
 use std::collections::BTreeMap;
 
 use piazza_ngsild::temporal::{
-    fold_pieces, hour_after, ordered_groups, read_as_points, summarisable, Aggregation, Folded, HourSummary, Piece,
-    SummarisedGroup, Summary, TemporalQuery, MIN_SUMMARISED,
+    fold_pieces, hour_after, hour_within, ordered_groups, read_as_points, summarisable, Aggregation, Folded,
+    HourSummary, Piece, SummarisedGroup, Summary, TemporalQuery, MIN_SUMMARISED,
 };
 use piazza_ngsild::time::{self, Timestamp};
 use piazza_ngsild::{Attribute, AttributeKind};
@@ -130,7 +130,7 @@ struct Range {
 
 impl Range {
     fn holds_hour(self, start: Timestamp) -> bool {
-        self.lo.is_none_or(|lo| lo <= start) && self.hi.is_none_or(|hi| hour_after(start) <= hi)
+        hour_within(start, self.lo, self.hi)
     }
 
     /// `[from, to)` cut to the range.

@@ -14,8 +14,8 @@ use std::collections::BTreeMap;
 
 use deadpool_postgres::GenericClient;
 use piazza_ngsild::temporal::{
-    fold_pieces, hour_after, ordered_groups, read_as_points, summarisable, Folded, HourSummary, Piece, SummarisedGroup,
-    Summary, TemporalQuery, MIN_SUMMARISED,
+    fold_pieces, hour_within, ordered_groups, read_as_points, summarisable, Folded, HourSummary, Piece,
+    SummarisedGroup, Summary, TemporalQuery, MIN_SUMMARISED,
 };
 use piazza_ngsild::time::Timestamp;
 use piazza_ngsild::AttributeKind;
@@ -31,12 +31,6 @@ struct Key<'a> {
     attr: &'a str,
     lo: Option<Timestamp>,
     hi: Option<Timestamp>,
-}
-
-impl Key<'_> {
-    fn holds_hour(&self, start: Timestamp) -> bool {
-        self.lo.is_none_or(|lo| lo <= start) && self.hi.is_none_or(|hi| hour_after(start) <= hi)
-    }
 }
 
 /// The periods of `attr`'s history summarised per datasetId, or `None` when
@@ -73,7 +67,11 @@ pub(crate) async fn summarised(
     let (origin, end) = query.timerel.map_or((None, None), |rel| rel.aggregation_window());
     let mut groups = Vec::new();
     for (dataset, hours) in hours {
-        let cut: Vec<Timestamp> = hours.iter().map(|h| h.start).filter(|s| !key.holds_hour(*s)).collect();
+        let cut: Vec<Timestamp> = hours
+            .iter()
+            .map(|h| h.start)
+            .filter(|s| !hour_within(*s, key.lo, key.hi))
+            .collect();
         let mut pieces: Vec<Piece> = hours.into_iter().map(Piece::Hour).collect();
         if !read_points(client, &key, &dataset, &cut, &mut pieces).await? {
             return Ok(None);

@@ -225,6 +225,13 @@ pub fn hour_after(start: Timestamp) -> Timestamp {
     start + chrono::TimeDelta::hours(1)
 }
 
+/// Whether the hour from `start` lies wholly within the range `[lo, hi)`
+/// (open bounds `None`): only then may its summary stand for the range's
+/// instances in it.
+pub fn hour_within(start: Timestamp, lo: Option<Timestamp>, hi: Option<Timestamp>) -> bool {
+    lo.is_none_or(|lo| lo <= start) && hi.is_none_or(|hi| hour_after(start) <= hi)
+}
+
 /// One hour of a history as a store's hourly summary holds it: the summary
 /// of its numbers, its first and last instant.
 #[derive(Clone, Debug, PartialEq)]
