@@ -32,9 +32,14 @@ fn observed(attribute: &Attribute) -> Option<Timestamp> {
     attribute.observed_at.as_deref().and_then(time::parse)
 }
 
-/// Attribute instances to insert in one statement.
+/// Attribute instances to insert in one statement: an entity write
+/// gathers those of all its edits, so that a batch of 1,000 entities sends
+/// one INSERT (and fires the rollup trigger once) instead of 1,000, which
+/// were half of a batch upsert's time in PostgreSQL (BENCHMARKS.md,
+/// "PostgreSQL: fewer round trips per entity").
 #[derive(Default)]
-struct Instances {
+pub(crate) struct Instances {
+    entity_ids: Vec<String>,
     attrs: Vec<String>,
     instance_ids: Vec<String>,
     dataset_ids: Vec<Option<String>>,
@@ -45,11 +50,12 @@ struct Instances {
 }
 
 impl Instances {
-    /// Adds one instance of `attr` as of `at`.
-    fn push(&mut self, attr: &str, attribute: &Attribute, at: Timestamp, deleted_at: Option<Timestamp>) {
+    /// Adds one instance of `entity_id`'s `attr` as of `at`.
+    fn push(&mut self, entity_id: &str, attr: &str, attribute: &Attribute, at: Timestamp, deleted_at: Option<Timestamp>) {
         let mut attribute = attribute.clone();
         attribute.created_at = Some(at);
         attribute.modified_at = Some(at);
+        self.entity_ids.push(entity_id.to_owned());
         self.attrs.push(attr.to_owned());
         self.instance_ids.push(new_instance_id());
         self.dataset_ids.push(attribute.dataset_id.clone());
@@ -60,7 +66,7 @@ impl Instances {
     }
 
     /// Inserts them, in order (instance order breaks ties between equal times).
-    async fn insert(&self, client: &impl GenericClient, tenant: &Tenant, entity_id: &str) -> Result<()> {
+    pub(crate) async fn insert(&self, client: &impl GenericClient, tenant: &Tenant) -> Result<()> {
         if self.attrs.is_empty() {
             return Ok(());
         }
@@ -68,12 +74,12 @@ impl Instances {
             client,
             "INSERT INTO attr_instances(tenant, entity_id, attr, instance_id, dataset_id, observed_at, created_at, \
              modified_at, deleted_at, doc) \
-             SELECT $1, $2, a, i, d, o, t, t, x, j FROM unnest($3::text[], $4::text[], $5::text[], \
-             $6::timestamptz[], $7::timestamptz[], $8::timestamptz[], $9::json[]) WITH ORDINALITY AS u(a, i, d, o, t, x, j, n) \
+             SELECT $1, e, a, i, d, o, t, t, x, j FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], \
+             $6::timestamptz[], $7::timestamptz[], $8::timestamptz[], $9::json[]) WITH ORDINALITY AS u(e, a, i, d, o, t, x, j, n) \
              ORDER BY n",
             &[
                 &tenant.name(),
-                &entity_id,
+                &self.entity_ids,
                 &self.attrs,
                 &self.instance_ids,
                 &self.dataset_ids,
@@ -171,29 +177,24 @@ async fn upsert_entity(
     write_entity_row(client, tenant, id, (types, scope), now, known.as_deref()).await
 }
 
-/// Records what an entity edit changed: every instance that is new or
-/// differs from before, a deletion record for every instance that
-/// disappeared, and the deletion of the entity itself. `known` holds the
-/// types of the entity's temporal row, `None` when it has none; the caller
-/// holds the entity's lock and has listed the tenant.
-pub(crate) async fn record(
-    transaction: &Transaction<'_>,
-    tenant: &Tenant,
-    before: Option<&Entity>,
-    after: Option<&Entity>,
-    known: Option<&[String]>,
-) -> Result<()> {
+/// Gathers what an entity edit changed into `instances` (inserted by the
+/// caller before its commit): every instance that is new or differs from
+/// before, and a deletion record for every instance that disappeared.
+/// Returns the time of the change, for [`record_entity`].
+pub(crate) fn record_instances(
+    (before, after): (Option<&Entity>, Option<&Entity>),
+    instances: &mut Instances,
+) -> Timestamp {
     let now = after.and_then(|a| a.modified_at).unwrap_or_else(time::now);
-    let Some(id) = after.or(before).map(|e| e.id.clone()) else {
-        return Ok(());
+    let Some(id) = after.or(before).map(|e| e.id.as_str()) else {
+        return now;
     };
-    let mut instances = Instances::default();
     if let Some(after) = after {
         for (name, current) in &after.attributes {
             for instance in current {
                 let previous = before.and_then(|b| b.instance(name, instance.dataset_id.as_deref()));
                 if previous != Some(instance) {
-                    instances.push(name, instance, instance.modified_at.unwrap_or(now), None);
+                    instances.push(id, name, instance, instance.modified_at.unwrap_or(now), None);
                 }
             }
         }
@@ -205,30 +206,40 @@ pub(crate) async fn record(
                 if !remains {
                     let mut gone = Attribute::new(instance.kind, serde_json::Value::Null);
                     gone.dataset_id = instance.dataset_id.clone();
-                    instances.push(name, &gone, now, Some(now));
+                    instances.push(id, name, &gone, now, Some(now));
                 }
             }
         }
     }
-    let row = async {
-        match after {
-            Some(after) => {
-                let names = (after.types.as_slice(), after.scope.as_slice());
-                write_entity_row(transaction, tenant, &id, names, now, known).await?;
-            }
-            None if before.is_some() => {
-                execute(
-                    transaction,
-                    "UPDATE temporal_entities SET deleted_at = $3 WHERE tenant = $1 AND id = $2",
-                    &[&tenant.name(), &id, &now],
-                )
-                .await?;
-            }
-            None => {}
+    now
+}
+
+/// Writes the temporal entity row of an entity edit made at `now`: created
+/// or refreshed with the entity, marked deleted with it. `known` holds the
+/// types of the row, `None` when there is none; the caller holds the
+/// entity's lock and has listed the tenant.
+pub(crate) async fn record_entity(
+    transaction: &Transaction<'_>,
+    tenant: &Tenant,
+    (before, after): (Option<&Entity>, Option<&Entity>),
+    now: Timestamp,
+    known: Option<&[String]>,
+) -> Result<()> {
+    match (before, after) {
+        (_, Some(after)) => {
+            let names = (after.types.as_slice(), after.scope.as_slice());
+            write_entity_row(transaction, tenant, &after.id, names, now, known).await?;
         }
-        Ok::<_, Error>(())
-    };
-    tokio::try_join!(row, instances.insert(transaction, tenant, &id))?;
+        (Some(before), None) => {
+            execute(
+                transaction,
+                "UPDATE temporal_entities SET deleted_at = $3 WHERE tenant = $1 AND id = $2",
+                &[&tenant.name(), &before.id, &now],
+            )
+            .await?;
+        }
+        (None, None) => {}
+    }
     Ok(())
 }
 
@@ -434,10 +445,10 @@ async fn add_instances(
     let mut instances = Instances::default();
     for (name, given) in attributes {
         for instance in given {
-            instances.push(name, instance, now, None);
+            instances.push(id, name, instance, now, None);
         }
     }
-    instances.insert(client, tenant, id).await
+    instances.insert(client, tenant).await
 }
 
 /// Deletes up to `limit` of the tenant's instances recorded before

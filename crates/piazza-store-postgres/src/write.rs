@@ -123,9 +123,13 @@ pub(crate) async fn apply(
         .collect();
     let transaction = client.transaction().await?;
     lock_entities(&transaction, &locks).await?;
-    let (entities, temporal) = tokio::try_join!(
+    // Keys for as many new entities as there are ids, reserved with the
+    // reads (no round trip of their own); more are reserved if the edits
+    // create more (an entity deleted and created again).
+    let (entities, temporal, fresh_eids) = tokio::try_join!(
         load_entities(&transaction, tenant, &ids),
-        temporal::load_types(&transaction, tenant, &ids)
+        temporal::load_types(&transaction, tenant, &ids),
+        reserve_eids(&transaction, ids.len())
     )?;
     let mut writer = Writer {
         transaction: &transaction,
@@ -134,13 +138,35 @@ pub(crate) async fn apply(
         entities,
         temporal,
         postgis,
+        history: temporal::Instances::default(),
+        fresh_eids,
+        edits_left: edits.len(),
     };
     let mut results = Vec::with_capacity(edits.len());
     for edit in edits {
         results.push(writer.apply_one(edit).await?);
+        writer.edits_left -= 1;
     }
+    writer.history.insert(&transaction, tenant).await?;
     transaction.commit().await?;
     Ok(results)
+}
+
+/// Reserves `count` row keys from the entities' identity sequence, in
+/// descending order (the next one last). A new entity's row is inserted
+/// under a reserved key, so that its index rows go out with it: waiting for
+/// each row's generated key before its index rows was a round trip per
+/// entity (BENCHMARKS.md, "PostgreSQL: fewer round trips per entity").
+/// Keys reserved and not used are gaps, as a rolled-back insert leaves.
+async fn reserve_eids(transaction: &Transaction<'_>, count: usize) -> Result<Vec<i64>> {
+    let count = i64::try_from(count).unwrap_or(i64::MAX);
+    let statement = transaction
+        .prepare_cached(
+            "SELECT nextval(pg_get_serial_sequence('entities', 'eid')) FROM generate_series(1, $1::bigint) ORDER BY 1 DESC",
+        )
+        .await?;
+    let rows = transaction.query(&statement, &[&count]).await?;
+    rows.iter().map(|row| Ok(row.try_get(0)?)).collect()
 }
 
 /// An entity row as stored (the document as written, expired or not).
@@ -283,6 +309,14 @@ struct Writer<'t> {
     temporal: HashMap<String, Vec<String>>,
     /// Whether `entity_geo` rows carry PostGIS shapes.
     postgis: bool,
+    /// The history of the edits so far, inserted in one statement before
+    /// the commit.
+    history: temporal::Instances,
+    /// Row keys reserved for the entities the edits create, in descending
+    /// order (the next one last).
+    fresh_eids: Vec<i64>,
+    /// The edits not yet applied: how many keys to reserve at once.
+    edits_left: usize,
 }
 
 impl Writer<'_> {
@@ -321,7 +355,9 @@ impl Writer<'_> {
             NewState::Delete => {
                 if let Some(stored) = stored {
                     let entries = owed(None);
-                    let history = temporal::record(transaction, tenant, before.as_ref(), None, None);
+                    let change = (before.as_ref(), None);
+                    let now = temporal::record_instances(change, &mut self.history);
+                    let history = temporal::record_entity(transaction, tenant, change, now, None);
                     tokio::try_join!(
                         self.delete(stored.eid),
                         history,
@@ -351,7 +387,9 @@ impl Writer<'_> {
         if stored.is_none() || known.is_none() {
             self.record_tenant().await?;
         }
-        let history = temporal::record(self.transaction, self.tenant, before, Some(entity), known.as_deref());
+        let change = (before, Some(entity));
+        let now = temporal::record_instances(change, &mut self.history);
+        let history = temporal::record_entity(self.transaction, self.tenant, change, now, known.as_deref());
         let new_keys = IndexKeys::of(entity, self.postgis);
         let eid = match stored {
             Some(stored) => {
@@ -360,7 +398,11 @@ impl Writer<'_> {
                 tokio::try_join!(update, history)?;
                 stored.eid
             }
-            None => tokio::try_join!(self.insert_document(entity, &new_keys), history)?.0,
+            None => {
+                let eid = self.fresh_eid().await?;
+                tokio::try_join!(self.insert_document(eid, entity, &new_keys), history)?;
+                eid
+            }
         };
         let types = temporal::merged_types(known.as_deref(), &entity.types);
         self.temporal.insert(entity.id.clone(), types);
@@ -379,18 +421,29 @@ impl Writer<'_> {
         Ok(())
     }
 
-    async fn insert_document(&self, entity: &Entity, keys: &IndexKeys) -> Result<i64> {
-        let statement = self
-            .transaction
-            .prepare_cached("INSERT INTO entities(tenant, id, doc) VALUES ($1, $2, $3) RETURNING eid")
-            .await?;
-        let row = self
-            .transaction
-            .query_one(&statement, &[&self.tenant.name(), &entity.id, &Json(entity)])
-            .await?;
-        let eid = row.try_get(0)?;
-        self.reindex(eid, &IndexKeys::default(), keys).await?;
-        Ok(eid)
+    /// Inserts a new entity's row under `eid` (reserved: see
+    /// [`Writer::fresh_eid`]) with its index rows.
+    async fn insert_document(&self, eid: i64, entity: &Entity, keys: &IndexKeys) -> Result<()> {
+        let (tenant, document) = (self.tenant.name(), Json(entity));
+        let params: [&(dyn ToSql + Sync); 4] = [&tenant, &eid, &entity.id, &document];
+        let write = execute(
+            self.transaction,
+            "INSERT INTO entities(tenant, eid, id, doc) OVERRIDING SYSTEM VALUE VALUES ($1, $2, $3, $4)",
+            &params,
+        );
+        let none = IndexKeys::default();
+        tokio::try_join!(write, self.reindex(eid, &none, keys))?;
+        Ok(())
+    }
+
+    /// The row key of the next entity created (see [`reserve_eids`]).
+    async fn fresh_eid(&mut self) -> Result<i64> {
+        if self.fresh_eids.is_empty() {
+            self.fresh_eids = reserve_eids(self.transaction, self.edits_left.max(1)).await?;
+        }
+        self.fresh_eids
+            .pop()
+            .ok_or_else(|| Error::Corrupt("the entity key sequence returned no key".into()))
     }
 
     /// Rewrites only the index rows that changed: most updates change values,

@@ -29,7 +29,8 @@ macro_rules! conformance_suite {
             history_records_every_change, temporal_edits_and_time_ranges, geo_queries_follow_every_change,
             edits_of_one_call_see_each_other, outbox_is_written_with_the_change, deliveries_settle_notices_and_count,
             retention_purges_old_history_of_one_tenant, q_queries_return_exactly_what_matches,
-            geo_queries_return_exactly_what_matches, aggregations_agree_with_their_instances);
+            geo_queries_return_exactly_what_matches, aggregations_agree_with_their_instances,
+            history_of_one_call_stays_with_each_entity);
         $crate::conformance_suite!(@pairs $factory; raw_export_and_import_round_trip);
     };
     // Cases that need two fresh stores of the backend (a source and a target).
@@ -1724,7 +1725,12 @@ fn agree(a: &serde_json::Value, b: &serde_json::Value) -> bool {
 
 /// Checks every query: the store's answer for an aggregation (which may be
 /// summaries) renders as its instances do.
-async fn check_aggregations(store: &Arc<dyn Store>, t: &Tenant, queries: &[(Option<TimeRel>, Option<&'static str>)]) {
+async fn check_aggregations(
+    store: &Arc<dyn Store>,
+    t: &Tenant,
+    id: &str,
+    queries: &[(Option<TimeRel>, Option<&'static str>)],
+) {
     use piazza_ngsild::render::RenderOptions;
     use piazza_ngsild::temporal::{render_temporal, AggrMethod, Aggregation, Duration, TemporalMode, TemporalRender};
     let core = ActiveContext::core();
@@ -1751,13 +1757,13 @@ async fn check_aggregations(store: &Arc<dyn Store>, t: &Tenant, queries: &[(Opti
         };
         let mut rendered = Vec::new();
         for query in [plain, summarised] {
-            let entity = store.temporal_entity(t, "urn:aggr:1", &query).await.unwrap().unwrap();
+            let entity = store.temporal_entity(t, id, &query).await.unwrap().unwrap();
             rendered.push(serde_json::Value::Object(render_temporal(&entity, &core, &options)));
         }
         let (expected, got) = (&rendered[0], &rendered[1]);
         assert!(
             agree(expected, got),
-            "{timerel:?} {period:?}:\n instances: {expected}\n summaries: {got}"
+            "{id} {timerel:?} {period:?}:\n instances: {expected}\n summaries: {got}"
         );
     }
 }
@@ -1779,7 +1785,7 @@ pub async fn aggregations_agree_with_their_instances(store: Arc<dyn Store>) {
         }
     }
     let queries = aggregation_queries(&mut dice);
-    check_aggregations(&store, &t, &queries).await;
+    check_aggregations(&store, &t, "urn:aggr:1", &queries).await;
 
     // Change one instance, delete another, then add a string among the numbers.
     let all = store
@@ -1804,7 +1810,7 @@ pub async fn aggregations_agree_with_their_instances(store: Arc<dyn Store>) {
         instance_id: instances[2_000].instance_id.clone(),
     };
     store.temporal_edit(&t, delete).await.unwrap().unwrap();
-    check_aggregations(&store, &t, &queries).await;
+    check_aggregations(&store, &t, "urn:aggr:1", &queries).await;
     let mut text = piazza_ngsild::Attribute::new(piazza_ngsild::AttributeKind::Property, json!("warm"));
     text.observed_at = instances[3_000].attribute.observed_at.clone();
     let append = TemporalEdit::Append {
@@ -1812,5 +1818,83 @@ pub async fn aggregations_agree_with_their_instances(store: Arc<dyn Store>) {
         attributes: vec![(temperature.clone(), vec![text])],
     };
     store.temporal_edit(&t, append).await.unwrap().unwrap();
-    check_aggregations(&store, &t, &queries).await;
+    check_aggregations(&store, &t, "urn:aggr:1", &queries).await;
+}
+
+/// Sets `p` to `value` observed at `at`.
+fn observe_p(id: &str, value: f64, at: String) -> Edit {
+    Edit::new(id, move |existing| {
+        let mut entity = existing.cloned().ok_or_else(|| NgsiError::not_found("missing"))?;
+        let body = json!({"p": {"type": "Property", "value": value, "observedAt": at}});
+        let fragment = parse_entity(&body, &ActiveContext::core(), ParseOptions::FRAGMENT).expect("valid fragment");
+        piazza_ngsild::update::append_attributes(&mut entity, fragment, false, time::now());
+        Ok(EditOutcome::put(entity, UpdateOutcome::default()))
+    })
+}
+
+/// The edits of one call write their history together (PostgreSQL sends it
+/// in one statement): each instance stays with its entity, in order, and
+/// the hourly summaries of histories written so agree with their instances.
+pub async fn history_of_one_call_stays_with_each_entity(store: Arc<dyn Store>) {
+    let t = tenant("batchhist");
+    let p = ActiveContext::core().expand("p");
+    let ids = ["urn:batch:1", "urn:batch:2", "urn:batch:3"];
+    let start = time::parse("2024-05-01T00:00:00Z").unwrap();
+    let at = |minutes: i64| time::format(&(start + chrono::TimeDelta::minutes(minutes)));
+    let creates = ids
+        .iter()
+        .zip([1.0, 2.0, 3.0])
+        .map(|(id, value)| {
+            let p = json!({"type": "Property", "value": value, "observedAt": at(0)});
+            create(entity(id, "B", json!({ "p": p })))
+        })
+        .collect();
+    store.edit(&t, creates).await.unwrap();
+    // Past the size from which aggregations are read from summaries; the
+    // two entities' edits interleave within each call.
+    let mut sent: [Vec<f64>; 2] = [vec![1.0], vec![2.0]];
+    let mut dice = Dice(5);
+    let mut minute = 0;
+    for _ in 0..6 {
+        let mut edits = Vec::new();
+        for _ in 0..350 {
+            minute += 1;
+            for (k, values) in sent.iter_mut().enumerate() {
+                let value = r7(dice.between(-50.0, 50.0));
+                values.push(value);
+                edits.push(observe_p(ids[k], value, at(minute)));
+            }
+        }
+        let results = store.edit(&t, edits).await.unwrap();
+        assert!(results.iter().all(Result::is_ok));
+    }
+    let delete = Edit::new(ids[2], |_| {
+        Ok(EditOutcome {
+            state: NewState::Delete,
+            report: UpdateOutcome::default(),
+        })
+    });
+    store.edit(&t, vec![observe_p(ids[0], 0.5, at(minute + 1)), delete]).await.unwrap();
+    sent[0].push(0.5);
+
+    let all = TemporalQuery {
+        timeproperty: TimeProperty::CreatedAt,
+        ..TemporalQuery::default()
+    };
+    for (id, expected) in ids.iter().zip(&sent) {
+        let history = store.temporal_entity(&t, id, &all).await.unwrap().expect("history");
+        let values: Vec<f64> = history.attributes[&p]
+            .iter()
+            .map(|i| i.attribute.value.as_f64().unwrap())
+            .collect();
+        assert_eq!(&values, expected, "{id}");
+    }
+    let third = store.temporal_entity(&t, ids[2], &all).await.unwrap().expect("kept");
+    let values: Vec<_> = third.attributes[&p].iter().map(|i| i.attribute.value.clone()).collect();
+    assert_eq!(values, [json!(3.0), json!(null)]);
+    assert!(third.deleted_at.is_some());
+    let queries = [(None, None), (None, Some("PT1H")), (None, Some("P1D"))];
+    for id in &ids[..2] {
+        check_aggregations(&store, &t, id, &queries).await;
+    }
 }
