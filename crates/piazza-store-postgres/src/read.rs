@@ -113,18 +113,30 @@ impl Narrowing {
             args.push(value);
             format!("${}", args.len())
         };
-        let counts: Vec<String> = bounds
-            .iter()
-            .map(|bound| {
-                let (table, condition) = values::condition(bound, &mut arg);
-                format!(
-                    "(SELECT COUNT(*) FROM (SELECT 1 FROM {table} v WHERE v.tenant = $1 AND {condition} \
-                     LIMIT {DRIVE_LIMIT}) s)"
-                )
-            })
-            .collect();
+        // Each bound is counted only up to the fewest rows counted before
+        // it (the first up to DRIVE_LIMIT), since a bound meeting more
+        // cannot drive: `status=="alert"` after a range meeting 2,000 rows
+        // reads 2,000 index rows instead of 5,000.
+        let mut counts: Vec<String> = Vec::with_capacity(bounds.len());
+        for (i, bound) in bounds.iter().enumerate() {
+            let (table, condition) = values::condition(bound, &mut arg);
+            let limit = match i {
+                0 => DRIVE_LIMIT.to_string(),
+                _ => {
+                    let before: Vec<String> = (0..i).map(|j| format!("(SELECT n FROM c{j})")).collect();
+                    format!("least({})", before.join(", "))
+                }
+            };
+            counts.push(format!(
+                "c{i} AS (SELECT COUNT(*) AS n FROM (SELECT 1 FROM {table} v WHERE v.tenant = $1 AND {condition} \
+                 LIMIT {limit}) s)"
+            ));
+        }
+        let columns: Vec<String> = (0..bounds.len()).map(|i| format!("(SELECT n FROM c{i})")).collect();
         let params: Vec<&(dyn ToSql + Sync)> = args.iter().map(|a| a.as_ref() as &(dyn ToSql + Sync)).collect();
-        let statement = client.prepare_cached(&format!("SELECT {}", counts.join(", "))).await?;
+        let statement = client
+            .prepare_cached(&format!("WITH {} SELECT {}", counts.join(", "), columns.join(", ")))
+            .await?;
         let row = client.query_one(&statement, &params).await?;
         let mut driver = None;
         let mut fewest = DRIVE_LIMIT;

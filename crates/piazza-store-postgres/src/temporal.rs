@@ -51,7 +51,14 @@ pub(crate) struct Instances {
 
 impl Instances {
     /// Adds one instance of `entity_id`'s `attr` as of `at`.
-    fn push(&mut self, entity_id: &str, attr: &str, attribute: &Attribute, at: Timestamp, deleted_at: Option<Timestamp>) {
+    fn push(
+        &mut self,
+        entity_id: &str,
+        attr: &str,
+        attribute: &Attribute,
+        at: Timestamp,
+        deleted_at: Option<Timestamp>,
+    ) {
         let mut attribute = attribute.clone();
         attribute.created_at = Some(at);
         attribute.modified_at = Some(at);

@@ -230,6 +230,25 @@ async fn large_batches_fit_the_lock_table_and_exclude_single_writes() {
     );
 }
 
+/// Every connection of the pool runs without JIT compilation (see
+/// `without_jit`): with the server's default, a planner that overprices a
+/// `q` query compiled it for longer than the query runs.
+#[tokio::test]
+async fn connections_run_without_jit() {
+    let Some(database) = TestDatabase::create().await else {
+        return;
+    };
+    let store = PostgresStore::connect(database.url(), 2).await.expect("connect");
+    let (first, second) = (
+        store.client().await.expect("client"),
+        store.client().await.expect("client"),
+    );
+    for client in [&first, &second] {
+        let jit: String = client.query_one("SHOW jit", &[]).await.expect("show jit").get(0);
+        assert_eq!(jit, "off");
+    }
+}
+
 #[tokio::test]
 async fn a_database_migrated_by_a_newer_piazza_is_refused() {
     let Some(database) = TestDatabase::create().await else {

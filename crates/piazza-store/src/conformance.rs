@@ -1874,7 +1874,10 @@ pub async fn history_of_one_call_stays_with_each_entity(store: Arc<dyn Store>) {
             report: UpdateOutcome::default(),
         })
     });
-    store.edit(&t, vec![observe_p(ids[0], 0.5, at(minute + 1)), delete]).await.unwrap();
+    store
+        .edit(&t, vec![observe_p(ids[0], 0.5, at(minute + 1)), delete])
+        .await
+        .unwrap();
     sent[0].push(0.5);
 
     let all = TemporalQuery {
