@@ -35,7 +35,7 @@ fn observed(attribute: &Attribute) -> Option<Timestamp> {
 /// Attribute instances to insert in one statement: an entity write
 /// gathers those of all its edits, so that a batch of 1,000 entities sends
 /// one INSERT (and fires the rollup trigger once) instead of 1,000, which
-/// were half of a batch upsert's time in PostgreSQL (BENCHMARKS.md,
+/// took half of PostgreSQL's time in a batch upsert (BENCHMARKS.md,
 /// "PostgreSQL: fewer round trips per entity").
 #[derive(Default)]
 pub(crate) struct Instances {

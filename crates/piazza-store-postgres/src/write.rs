@@ -105,9 +105,10 @@ pub(crate) async fn lock_entities(transaction: &Transaction<'_>, locks: &EntityL
 /// before it.
 ///
 /// Round trips are what a batch costs on a server: the rows of every id
-/// are locked and read in two statements up front, and each edit's writes
-/// (document, index rows, history) are sent together, pipelined on the
-/// connection, instead of one statement at a time.
+/// are locked and read, and keys for new entities reserved, in statements
+/// sent together up front; each edit's writes (document, index rows) are
+/// sent together, pipelined on the connection, instead of one statement at
+/// a time; and the history of every edit goes in one statement at the end.
 pub(crate) async fn apply(
     client: &mut deadpool_postgres::Object,
     tenant: &Tenant,
