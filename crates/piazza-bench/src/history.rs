@@ -93,7 +93,7 @@ impl Bench {
             }
             next = end;
         }
-        Ok(())
+        self.analyse().await
     }
 }
 

@@ -370,7 +370,28 @@ impl Bench {
             );
         }
         self.stored += count;
+        self.analyse().await?;
         Ok(outcome)
+    }
+
+    /// On PostgreSQL, gives the planner statistics of what was just loaded,
+    /// as autovacuum does within a minute or so in a database in use.
+    /// Measured right after a bulk load, the planner has none, and its
+    /// plans (and so the figures) are not those of a database in service
+    /// (BENCHMARKS.md, "PostgreSQL: no JIT"). Not part of any measurement.
+    async fn analyse(&self) -> anyhow::Result<()> {
+        let Some(url) = &self.cli.database else {
+            return Ok(());
+        };
+        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .context("connecting to analyse the loaded database")?;
+        tokio::spawn(connection);
+        client
+            .batch_execute("ANALYZE")
+            .await
+            .context("analysing the loaded database")?;
+        Ok(())
     }
 
     async fn load_dataset(&mut self, measured: bool) -> anyhow::Result<()> {
