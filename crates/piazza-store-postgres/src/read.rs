@@ -116,7 +116,11 @@ impl Narrowing {
         // Each bound is counted only up to the fewest rows counted before
         // it (the first up to DRIVE_LIMIT), since a bound meeting more
         // cannot drive: `status=="alert"` after a range meeting 2,000 rows
-        // reads 2,000 index rows instead of 5,000.
+        // reads 2,000 index rows instead of 5,000. `ORDER BY v.value`
+        // keeps each count on its index: with statistics, which take every
+        // attribute's values for the range's, the planner expected 122,000
+        // rows and scanned the whole table for the 1,500 there were (94-160
+        // ms against 6, BENCHMARKS.md, "PostgreSQL: no JIT").
         let mut counts: Vec<String> = Vec::with_capacity(bounds.len());
         for (i, bound) in bounds.iter().enumerate() {
             let (table, condition) = values::condition(bound, &mut arg);
@@ -129,7 +133,7 @@ impl Narrowing {
             };
             counts.push(format!(
                 "c{i} AS (SELECT COUNT(*) AS n FROM (SELECT 1 FROM {table} v WHERE v.tenant = $1 AND {condition} \
-                 LIMIT {limit}) s)"
+                 ORDER BY v.value LIMIT {limit}) s)"
             ));
         }
         let columns: Vec<String> = (0..bounds.len()).map(|i| format!("(SELECT n FROM c{i})")).collect();
