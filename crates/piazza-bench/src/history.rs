@@ -93,7 +93,7 @@ impl Bench {
             }
             next = end;
         }
-        self.analyse().await
+        self.vacuum_analyze().await
     }
 }
 

@@ -370,7 +370,7 @@ impl Bench {
             );
         }
         self.stored += count;
-        self.analyse().await?;
+        self.vacuum_analyze().await?;
         Ok(outcome)
     }
 
@@ -380,7 +380,7 @@ impl Bench {
     /// load, the planner has no statistics and no page is marked all-visible,
     /// so the plans and their reads are not those of a database in service
     /// (BENCHMARKS.md, "PostgreSQL: no JIT"). Not part of any measurement.
-    async fn analyse(&self) -> anyhow::Result<()> {
+    async fn vacuum_analyze(&self) -> anyhow::Result<()> {
         let Some(url) = &self.cli.database else {
             return Ok(());
         };

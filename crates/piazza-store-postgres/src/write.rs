@@ -320,7 +320,7 @@ struct Writer<'t> {
     edits_left: usize,
 }
 
-impl Writer<'_> {
+impl<'t> Writer<'t> {
     async fn apply_one(&mut self, edit: Edit) -> Result<std::result::Result<Applied, NgsiError>> {
         // An expired entity is absent, and its id may be created afresh
         // (over the same row).
@@ -356,9 +356,7 @@ impl Writer<'_> {
             NewState::Delete => {
                 if let Some(stored) = stored {
                     let entries = owed(None);
-                    let change = (before.as_ref(), None);
-                    let now = temporal::record_instances(change, &mut self.history);
-                    let history = temporal::record_entity(transaction, tenant, change, now, None);
+                    let history = self.record_history((before.as_ref(), None), None);
                     tokio::try_join!(
                         self.delete(stored.eid),
                         history,
@@ -388,9 +386,7 @@ impl Writer<'_> {
         if stored.is_none() || known.is_none() {
             self.record_tenant().await?;
         }
-        let change = (before, Some(entity));
-        let now = temporal::record_instances(change, &mut self.history);
-        let history = temporal::record_entity(self.transaction, self.tenant, change, now, known.as_deref());
+        let history = self.record_history((before, Some(entity)), known.as_deref());
         let new_keys = IndexKeys::of(entity, self.postgis);
         let eid = match stored {
             Some(stored) => {
@@ -420,6 +416,21 @@ impl Writer<'_> {
         );
         tokio::try_join!(write, self.reindex(eid, old, new))?;
         Ok(())
+    }
+
+    /// Records an edit's change as history: its instances join the call's
+    /// (inserted before the commit); the returned write is the temporal
+    /// entity row's. `known`: the row's types, `None` when there is none.
+    fn record_history<'f>(
+        &mut self,
+        change: (Option<&'f Entity>, Option<&'f Entity>),
+        known: Option<&'f [String]>,
+    ) -> impl std::future::Future<Output = Result<()>> + 'f
+    where
+        't: 'f,
+    {
+        let now = temporal::record_instances(change, &mut self.history);
+        temporal::record_entity(self.transaction, self.tenant, change, now, known)
     }
 
     /// Inserts a new entity's row under `eid` (reserved: see

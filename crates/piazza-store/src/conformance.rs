@@ -402,18 +402,17 @@ pub async fn resources_round_trip(store: Arc<dyn Store>) {
 }
 
 fn set_p(id: &str, value: i64) -> Edit {
-    Edit::new(id, move |existing| {
-        let mut entity = existing.cloned().ok_or_else(|| NgsiError::not_found("missing"))?;
-        let now = time::now();
-        let fragment = entity_fragment(value);
-        piazza_ngsild::update::append_attributes(&mut entity, fragment, false, now);
-        Ok(EditOutcome::put(entity, UpdateOutcome::default()))
-    })
+    append(id, json!({ "p": value }))
 }
 
-fn entity_fragment(value: i64) -> Entity {
-    let body = json!({"p": value});
-    parse_entity(&body, &ActiveContext::core(), ParseOptions::FRAGMENT).expect("valid fragment")
+/// Appends the attributes of a fragment `body` to the stored entity.
+fn append(id: &str, body: serde_json::Value) -> Edit {
+    Edit::new(id, move |existing| {
+        let mut entity = existing.cloned().ok_or_else(|| NgsiError::not_found("missing"))?;
+        let fragment = parse_entity(&body, &ActiveContext::core(), ParseOptions::FRAGMENT).expect("valid fragment");
+        piazza_ngsild::update::append_attributes(&mut entity, fragment, false, time::now());
+        Ok(EditOutcome::put(entity, UpdateOutcome::default()))
+    })
 }
 
 pub async fn history_records_every_change(store: Arc<dyn Store>) {
@@ -1823,13 +1822,7 @@ pub async fn aggregations_agree_with_their_instances(store: Arc<dyn Store>) {
 
 /// Sets `p` to `value` observed at `at`.
 fn observe_p(id: &str, value: f64, at: String) -> Edit {
-    Edit::new(id, move |existing| {
-        let mut entity = existing.cloned().ok_or_else(|| NgsiError::not_found("missing"))?;
-        let body = json!({"p": {"type": "Property", "value": value, "observedAt": at}});
-        let fragment = parse_entity(&body, &ActiveContext::core(), ParseOptions::FRAGMENT).expect("valid fragment");
-        piazza_ngsild::update::append_attributes(&mut entity, fragment, false, time::now());
-        Ok(EditOutcome::put(entity, UpdateOutcome::default()))
-    })
+    append(id, json!({"p": {"type": "Property", "value": value, "observedAt": at}}))
 }
 
 /// The edits of one call write their history together (PostgreSQL sends it
