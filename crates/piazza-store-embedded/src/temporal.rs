@@ -12,7 +12,8 @@ use piazza_ngsild::temporal::{self, Instance, TemporalEntity, TemporalQuery, Tim
 use piazza_ngsild::time::{self, Timestamp};
 use piazza_ngsild::{Attribute, Entity, NgsiError};
 use piazza_store::{
-    Page, PageStep, Pager, RawInstance, StoreError, StoreResult, TemporalEdit, TemporalQueryResult, Tenant,
+    range_implies_attrs, Page, PageStep, Pager, RawInstance, StoreError, StoreResult, TemporalEdit,
+    TemporalQueryResult, Tenant,
 };
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Transaction};
@@ -554,7 +555,6 @@ fn latest(connection: &Connection, tenant: &Tenant, id: &str, header: &Header) -
     Ok(entity)
 }
 
-/// The histories of the matching entities.
 /// Whether `attr` of entity `id` has any recorded instance.
 fn has_history(connection: &Connection, tenant: &Tenant, id: &str, attr: &str) -> StoreResult<bool> {
     connection
@@ -565,16 +565,16 @@ fn has_history(connection: &Connection, tenant: &Tenant, id: &str, attr: &str) -
 
 /// The `SELECT` of the ids of the tenant's temporal entities that SQL
 /// finds for `entities` (its ids, a plain list of types, its attributes
-/// with any history), in the order of the answer, with its arguments; and
-/// whether that is all the test there is (nothing left for Rust but the
-/// page).
+/// with any history, any history in the time range of `query`), in the
+/// order of the answer, with its arguments; and whether that is all the
+/// test there is (nothing left for Rust but the page).
 struct Candidates {
     sql: String,
     args: Vec<SqlValue>,
     exact: bool,
 }
 
-fn candidates(tenant: &Tenant, entities: &EntityQuery, order_by_id: Option<bool>) -> Candidates {
+fn candidates(tenant: &Tenant, entities: &EntityQuery, query: &TemporalQuery) -> Candidates {
     let mut args = vec![SqlValue::Text(tenant.name().to_owned())];
     let mut filter = String::from("te.tenant = ?1");
     if !entities.ids.is_empty() {
@@ -589,7 +589,7 @@ fn candidates(tenant: &Tenant, entities: &EntityQuery, order_by_id: Option<bool>
             placeholders(&mut args, types)
         ));
     }
-    if !entities.attrs.is_empty() {
+    if !entities.attrs.is_empty() && !range_implies_attrs(entities, query) {
         // One probe of the (tenant, entity_id, attr, …) index per name.
         filter.push_str(&format!(
             " AND EXISTS (SELECT 1 FROM attr_instances a WHERE a.tenant = ?1 AND a.entity_id = te.id \
@@ -597,7 +597,27 @@ fn candidates(tenant: &Tenant, entities: &EntityQuery, order_by_id: Option<bool>
             placeholders(&mut args, &entities.attrs)
         ));
     }
-    let order = match order_by_id {
+    if let Some(rel) = query.timerel {
+        // An entity without an instance in the range has no history to
+        // show: it is no candidate, so that offsets and counts agree with
+        // the pages.
+        let col = column(query.timeproperty);
+        let mut clause = String::new();
+        if !query.attrs.is_empty() {
+            clause.push_str(&format!(" AND h.attr IN ({})", placeholders(&mut args, &query.attrs)));
+        }
+        let (lo, hi) = rel.bounds();
+        for (bound, op) in [(lo, ">="), (hi, "<")] {
+            if let Some(bound) = bound {
+                args.push(SqlValue::Text(time::format(&bound)));
+                clause.push_str(&format!(" AND h.{col} {op} ?{}", args.len()));
+            }
+        }
+        filter.push_str(&format!(
+            " AND EXISTS (SELECT 1 FROM attr_instances h WHERE h.tenant = ?1 AND h.entity_id = te.id{clause})"
+        ));
+    }
+    let order = match query.order_by_id {
         Some(false) => "te.id",
         Some(true) => "te.id DESC",
         None => "te.teid",
@@ -629,7 +649,7 @@ pub(crate) fn query(
         sql: select,
         args,
         exact,
-    } = candidates(tenant, entities, query.order_by_id);
+    } = candidates(tenant, entities, query);
     // Read as the page needs them: a page of 20 stops after its 20th
     // entity instead of listing the whole type first.
     let mut statement = connection.prepare_cached(&select).map_err(sql)?;

@@ -8,12 +8,13 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{GenericClient, Transaction};
+use futures_util::future::try_join_all;
 use indexmap::IndexMap;
 use piazza_ngsild::query::EntityQuery;
 use piazza_ngsild::temporal::{self, Instance, TemporalEntity, TemporalQuery, TimeProperty, INSTANCE_PREFIX};
 use piazza_ngsild::time::{self, Timestamp};
 use piazza_ngsild::{Attribute, Entity, NgsiError};
-use piazza_store::{Page, PageStep, Pager, TemporalEdit, TemporalQueryResult, Tenant};
+use piazza_store::{range_implies_attrs, Page, PageStep, Pager, TemporalEdit, TemporalQueryResult, Tenant};
 use tokio_postgres::types::{Json, ToSql};
 use tokio_postgres::{IsolationLevel, Row};
 
@@ -496,6 +497,8 @@ struct Header {
 }
 
 const HEADER_COLUMNS: &str = "id, types, scope, created_at, modified_at, deleted_at";
+/// The number of `HEADER_COLUMNS`.
+const HEADER_WIDTH: usize = 6;
 
 impl Header {
     fn from_row(row: &Row) -> Result<Self> {
@@ -654,10 +657,17 @@ async fn history(
         range: None,
         summaries: IndexMap::new(),
     };
-    for name in attribute_names(client, tenant, &entity.id).await? {
-        if !query.attrs.is_empty() && !query.attrs.contains(&name) {
-            continue;
-        }
+    let names = if query.attrs.is_empty() {
+        attribute_names(client, tenant, &entity.id).await?
+    } else {
+        // In the order `attribute_names` lists them; a name without history
+        // finds no instance below and is left out as it would be there.
+        let mut names = query.attrs.clone();
+        names.sort();
+        names.dedup();
+        names
+    };
+    for name in names {
         if let Some(groups) = aggregate::summarised(client, tenant, &entity.id, &name, query).await? {
             entity.summaries.insert(name, groups);
             continue;
@@ -696,17 +706,6 @@ async fn latest(client: &impl GenericClient, tenant: &Tenant, header: &Header) -
     Ok(entity)
 }
 
-/// Whether `attr` of entity `id` has any recorded instance.
-async fn has_history(client: &impl GenericClient, tenant: &Tenant, id: &str, attr: &str) -> Result<bool> {
-    let statement = client
-        .prepare_cached("SELECT 1 FROM attr_instances WHERE tenant = $1 AND entity_id = $2 AND attr = $3 LIMIT 1")
-        .await?;
-    Ok(client
-        .query_opt(&statement, &[&tenant.name(), &id, &attr])
-        .await?
-        .is_some())
-}
-
 /// The histories of the matching entities, read in one snapshot.
 pub(crate) async fn query(
     client: &mut deadpool_postgres::Object,
@@ -721,6 +720,188 @@ pub(crate) async fn query(
     Ok(result)
 }
 
+/// The `SELECT` of the tenant's temporal entities that SQL finds for
+/// `entities` (its ids, a plain list of types, its attributes with any
+/// history, any history in the time range of `query`), in the order of the
+/// answer, with its arguments; and whether that is all the test there is
+/// (nothing left for Rust but the page). It is read in batches, each from where the last one ended, so that each
+/// is planned for the few rows it asks for.
+struct Candidates {
+    filter: String,
+    /// The column candidates come in order of, `te.teid` or `te.id`.
+    key: &'static str,
+    descending: bool,
+    args: Vec<Box<dyn ToSql + Sync + Send>>,
+    exact: bool,
+}
+
+/// Where a batch of candidates ends: the next starts after it.
+enum Key {
+    Teid(i64),
+    Id(String),
+}
+
+impl Candidates {
+    fn new(tenant: &Tenant, entities: &EntityQuery, query: &TemporalQuery) -> Self {
+        let mut candidates = Self {
+            filter: "te.tenant = $1".to_owned(),
+            key: if query.order_by_id.is_some() {
+                "te.id"
+            } else {
+                "te.teid"
+            },
+            descending: query.order_by_id == Some(true),
+            args: vec![Box::new(tenant.name().to_owned())],
+            exact: false,
+        };
+        if !entities.ids.is_empty() {
+            let ids = candidates.arg(entities.ids.clone());
+            candidates.filter.push_str(&format!(" AND te.id = ANY({ids})"));
+        }
+        let types = entities.types.as_ref().map(|t| t.alternatives());
+        if let Some(Some(types)) = &types {
+            let types: Vec<String> = types.iter().map(|t| (*t).to_owned()).collect();
+            let types = candidates.arg(types);
+            candidates.filter.push_str(&format!(" AND te.types && {types}::text[]"));
+        }
+        if !entities.attrs.is_empty() && !range_implies_attrs(entities, query) {
+            // One probe of the instance index per candidate.
+            let attrs = candidates.arg(entities.attrs.clone());
+            candidates.filter.push_str(&format!(
+                " AND EXISTS (SELECT 1 FROM attr_instances a WHERE a.tenant = $1 AND a.entity_id = te.id \
+                 AND a.attr = ANY({attrs}))"
+            ));
+        }
+        if let Some(rel) = query.timerel {
+            // An entity without an instance in the range has no history to
+            // show: it is no candidate, so that offsets and counts agree
+            // with the pages.
+            let col = column(query.timeproperty);
+            let mut clause = String::new();
+            if !query.attrs.is_empty() {
+                let attrs = candidates.arg(query.attrs.clone());
+                clause.push_str(&format!(" AND h.attr = ANY({attrs})"));
+            }
+            let (lo, hi) = rel.bounds();
+            for (bound, op) in [(lo, ">="), (hi, "<")] {
+                if let Some(bound) = bound {
+                    let bound = candidates.arg(bound);
+                    clause.push_str(&format!(" AND h.{col} {op} {bound}"));
+                }
+            }
+            candidates.filter.push_str(&format!(
+                " AND EXISTS (SELECT 1 FROM attr_instances h WHERE h.tenant = $1 AND h.entity_id = te.id{clause})"
+            ));
+        }
+        candidates.exact = !matches!(types, Some(None))
+            && entities.id_pattern.is_none()
+            && entities.q.is_none()
+            && entities.geo.is_none()
+            && entities.scope.is_none()
+            && entities.alternatives.is_empty();
+        candidates
+    }
+
+    /// Adds an argument; returns its placeholder.
+    fn arg(&mut self, value: impl ToSql + Sync + Send + 'static) -> String {
+        self.args.push(Box::new(value));
+        format!("${}", self.args.len())
+    }
+
+    fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
+        self.args.iter().map(|a| a.as_ref() as &(dyn ToSql + Sync)).collect()
+    }
+
+    /// How many candidates there are.
+    async fn count(&self, client: &impl GenericClient) -> Result<u64> {
+        let sql = format!("SELECT count(*) FROM temporal_entities te WHERE {}", self.filter);
+        let statement = client.prepare_cached(&sql).await?;
+        let count: i64 = client.query_one(&statement, &self.params()).await?.try_get(0)?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
+    /// The next `limit` candidates after `after` (or after `offset` of
+    /// them): their headers, their `Key` and which of `attrs` (given when
+    /// Rust tests the candidates) have history (a column, so that no candidate costs a round
+    /// trip of its own, computed past the offset).
+    async fn batch(
+        &self,
+        client: &impl GenericClient,
+        attrs: &[String],
+        after: Option<&Key>,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Vec<Row>> {
+        let mut params = self.params();
+        let (direction, beyond) = if self.descending { ("DESC", "<") } else { ("ASC", ">") };
+        let mut filter = self.filter.clone();
+        match after {
+            Some(Key::Teid(teid)) => params.push(teid),
+            Some(Key::Id(id)) => params.push(id),
+            None => {}
+        }
+        if after.is_some() {
+            filter.push_str(&format!(" AND {} {beyond} ${}", self.key, params.len()));
+        }
+        params.push(&limit);
+        params.push(&offset);
+        let mut sql = format!(
+            "SELECT {HEADER_COLUMNS}, te.teid FROM temporal_entities te WHERE {filter} \
+             ORDER BY {} {direction} LIMIT ${} OFFSET ${}",
+            self.key,
+            params.len() - 1,
+            params.len()
+        );
+        if !attrs.is_empty() {
+            params.push(&attrs);
+            sql = format!(
+                "SELECT te.*, ARRAY(SELECT n FROM unnest(${}::text[]) n WHERE EXISTS (SELECT 1 \
+                 FROM attr_instances a WHERE a.tenant = $1 AND a.entity_id = te.id AND a.attr = n)) \
+                 FROM ({sql}) te ORDER BY {} {direction}",
+                params.len(),
+                self.key,
+            );
+        }
+        let statement = client.prepare_cached(&sql).await?;
+        Ok(client.query(&statement, &params).await?)
+    }
+
+    fn key_of(&self, row: &Row) -> Result<Key> {
+        Ok(if self.key == "te.id" {
+            Key::Id(row.try_get(0)?)
+        } else {
+            Key::Teid(row.try_get(HEADER_WIDTH)?)
+        })
+    }
+
+    /// What Rust tests of a candidate: its latest state for `q` and
+    /// geo-queries, otherwise its header and which of `attrs` have history.
+    async fn state(
+        &self,
+        client: &impl GenericClient,
+        tenant: &Tenant,
+        entities: &EntityQuery,
+        header: &Header,
+        row: &Row,
+    ) -> Result<Entity> {
+        if entities.q.is_some() || entities.geo.is_some() {
+            return latest(client, tenant, header).await;
+        }
+        let mut bare = Entity::new(header.id.clone(), header.types.clone());
+        bare.scope = header.scope.clone();
+        if !entities.attrs.is_empty() {
+            for attr in row.try_get::<_, Vec<String>>(HEADER_WIDTH + 1)? {
+                bare.attributes.insert(attr, Vec::new());
+            }
+        }
+        Ok(bare)
+    }
+}
+
+/// Candidates read at a time when Rust tests them (`q`, geo-queries,
+/// patterns): enough to fill a page of 20 in one batch when most match.
+const CANDIDATE_BATCH: i64 = 64;
+
 async fn select(
     client: &impl GenericClient,
     tenant: &Tenant,
@@ -728,55 +909,107 @@ async fn select(
     query: &TemporalQuery,
     page: Page,
 ) -> Result<TemporalQueryResult> {
-    let sql = format!("SELECT {HEADER_COLUMNS} FROM temporal_entities WHERE tenant = $1 ORDER BY teid");
-    let statement = client.prepare_cached(&sql).await?;
-    let mut headers = client
-        .query(&statement, &[&tenant.name()])
-        .await?
-        .iter()
-        .map(Header::from_row)
-        .collect::<Result<Vec<_>>>()?;
-    if let Some(descending) = query.order_by_id {
-        headers.sort_by(|a, b| a.id.cmp(&b.id));
-        if descending {
-            headers.reverse();
+    let candidates = Candidates::new(tenant, entities, query);
+    if candidates.exact {
+        exact_page(client, tenant, &candidates, query, page).await
+    } else {
+        tested_page(client, tenant, &candidates, entities, query, page).await
+    }
+}
+
+/// Whether a history selected for a page is empty where the query wanted
+/// instances: it is then left out of the page.
+fn shows_nothing(history: &TemporalEntity, query: &TemporalQuery) -> bool {
+    !history.has_attributes() && (query.timerel.is_some() || !query.attrs.is_empty())
+}
+
+/// A page of candidates SQL has tested in full: PostgreSQL skips the offset
+/// and counts the total, and the page's histories are read together, their
+/// statements pipelined on the connection.
+async fn exact_page(
+    client: &impl GenericClient,
+    tenant: &Tenant,
+    candidates: &Candidates,
+    query: &TemporalQuery,
+    page: Page,
+) -> Result<TemporalQueryResult> {
+    let total = if page.count {
+        Some(candidates.count(client).await?)
+    } else {
+        None
+    };
+    let mut result = TemporalQueryResult::default();
+    // A history left out of the page (none should be: the candidates have
+    // instances in the range) is not counted, as in `tested_page`.
+    let mut left_out = 0;
+    let mut offset = i64::try_from(page.offset).unwrap_or(i64::MAX);
+    let mut after = None;
+    while result.entities.len() < page.limit {
+        let wanted = i64::try_from(page.limit - result.entities.len()).unwrap_or(i64::MAX);
+        let rows = candidates.batch(client, &[], after.as_ref(), wanted, offset).await?;
+        offset = 0;
+        let Some(last) = rows.last() else { break };
+        after = Some(candidates.key_of(last)?);
+        let exhausted = rows.len() < usize::try_from(wanted).unwrap_or(usize::MAX);
+        let histories = try_join_all(rows.iter().map(|row| async {
+            let header = Header::from_row(row)?;
+            history(client, tenant, header, query).await
+        }))
+        .await?;
+        for history in histories {
+            if shows_nothing(&history, query) {
+                left_out += 1;
+            } else {
+                result.entities.push(history);
+            }
+        }
+        if exhausted {
+            break;
         }
     }
-    // `attrs` alone is answered from the instance index; only `q` and
-    // geo-queries need the entity's latest state rebuilt from its history.
-    let needs_attributes = entities.q.is_some() || entities.geo.is_some();
+    result.total = total.map(|total| total.saturating_sub(left_out));
+    Ok(result)
+}
+
+/// A page of candidates Rust tests one by one (`q`, geo-queries, patterns),
+/// read in batches.
+async fn tested_page(
+    client: &impl GenericClient,
+    tenant: &Tenant,
+    candidates: &Candidates,
+    entities: &EntityQuery,
+    query: &TemporalQuery,
+    page: Page,
+) -> Result<TemporalQueryResult> {
     let mut result = TemporalQueryResult::default();
     let mut pager = Pager::new(page);
-    for header in headers {
-        if !entities.ids.is_empty() && !entities.ids.contains(&header.id) {
-            continue;
-        }
-        let state = if needs_attributes {
-            latest(client, tenant, &header).await?
-        } else {
-            let mut bare = Entity::new(header.id.clone(), header.types.clone());
-            bare.scope = header.scope.clone();
-            for attr in &entities.attrs {
-                if has_history(client, tenant, &header.id, attr).await? {
-                    bare.attributes.insert(attr.clone(), Vec::new());
+    let mut after = None;
+    'scan: loop {
+        let rows = candidates
+            .batch(client, &entities.attrs, after.as_ref(), CANDIDATE_BATCH, 0)
+            .await?;
+        let Some(last) = rows.last() else { break };
+        after = Some(candidates.key_of(last)?);
+        let exhausted = rows.len() < usize::try_from(CANDIDATE_BATCH).unwrap_or(usize::MAX);
+        for row in rows {
+            let header = Header::from_row(&row)?;
+            if !entities.matches(&candidates.state(client, tenant, entities, &header, &row).await?) {
+                continue;
+            }
+            match pager.next_step() {
+                PageStep::Stop => break 'scan,
+                PageStep::Skip => pager.counted(false),
+                PageStep::Take => {
+                    let history = history(client, tenant, header, query).await?;
+                    if !shows_nothing(&history, query) {
+                        result.entities.push(history);
+                        pager.counted(true);
+                    }
                 }
             }
-            bare
-        };
-        if !entities.matches(&state) {
-            continue;
         }
-        match pager.next_step() {
-            PageStep::Stop => break,
-            PageStep::Skip => pager.counted(false),
-            PageStep::Take => {
-                let history = history(client, tenant, header, query).await?;
-                if history.attributes.is_empty() && (query.timerel.is_some() || !query.attrs.is_empty()) {
-                    continue;
-                }
-                result.entities.push(history);
-                pager.counted(true);
-            }
+        if exhausted {
+            break;
         }
     }
     result.total = pager.total();

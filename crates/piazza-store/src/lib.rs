@@ -516,6 +516,14 @@ pub enum TemporalEdit {
     },
 }
 
+/// Whether a temporal query's time range, which a candidate passes with an
+/// instance of the query's `attrs` in it, already implies the entity
+/// query's `attrs` (some history of one of them): then backends test the
+/// range alone, one index probe per candidate instead of two.
+pub fn range_implies_attrs(entities: &EntityQuery, query: &TemporalQuery) -> bool {
+    query.timerel.is_some() && !query.attrs.is_empty() && query.attrs.iter().all(|a| entities.attrs.contains(a))
+}
+
 /// Temporal entities matching a temporal query.
 #[derive(Debug, Default)]
 pub struct TemporalQueryResult {

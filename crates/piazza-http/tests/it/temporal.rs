@@ -379,3 +379,59 @@ async fn a_temporal_query_pages_and_counts_what_type_and_attrs_select() {
         assert_eq!(reply.header("NGSILD-Results-Count"), total, "{query}");
     }
 }
+
+/// An entity without an instance in the time range has no history to show:
+/// it is in no page and not in the count, so that consecutive pages share
+/// no entity, whether SQL or Rust tests the candidates (`q`), in any order,
+/// and across the batches the candidates are read in.
+#[tokio::test]
+async fn a_temporal_query_with_a_time_range_pages_only_what_has_history_in_it() {
+    let c = client();
+    // Even nests observed in 2024, odd ones in 2020.
+    let nests: Vec<Value> = (0..70)
+        .map(|i| {
+            let year = if i % 2 == 0 { 2024 } else { 2020 };
+            json!({"id": format!("urn:ngsi-ld:N:{i:02}"), "type": "Nest",
+                "eggs": {"type": "Property", "value": i, "observedAt": format!("{year}-01-01T10:00:00Z")}})
+        })
+        .collect();
+    let created = c.post("/entityOperations/create", &json!(nests)).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    let ids = |reply: &crate::support::Reply| -> Vec<u64> {
+        reply
+            .body
+            .as_array()
+            .expect("an array")
+            .iter()
+            .map(|e| e["id"].as_str().unwrap_or_default()[14..].parse().expect("number"))
+            .collect()
+    };
+    let recent = "type=Nest&attrs=eggs&timerel=after&timeAt=2023-01-01T00:00:00Z&count=true";
+    let old = "type=Nest&timerel=before&timeAt=2023-01-01T00:00:00Z&count=true";
+    for (query, expected) in [
+        (format!("{recent}&limit=2"), vec![0, 2]),
+        (format!("{recent}&limit=2&offset=2"), vec![4, 6]),
+        (format!("{recent}&limit=3&offset=33"), vec![66, 68]),
+        (format!("{recent}&orderBy=id;desc&limit=3&offset=1"), vec![66, 64, 62]),
+        (format!("{old}&limit=2&offset=1"), vec![3, 5]),
+        // `q` is tested in Rust, on candidates read 64 at a time.
+        (format!("{recent}&q=eggs>=10&limit=4&offset=26"), vec![62, 64, 66, 68]),
+        (format!("{old}&q=eggs>=0&orderBy=id;desc&limit=2&offset=32"), vec![5, 3]),
+        (
+            format!("{recent}&options=aggregatedValues&aggrMethods=sum&aggrPeriodDuration=P1D&limit=2&offset=1"),
+            vec![2, 4],
+        ),
+    ] {
+        let reply = c.get(&format!("/temporal/entities?{query}")).await;
+        assert_eq!(reply.status, StatusCode::OK, "{query}: {}", reply.body);
+        assert_eq!(ids(&reply), expected, "{query}");
+        let total = if query.contains("eggs>=10") { "30" } else { "35" };
+        assert_eq!(reply.header("NGSILD-Results-Count"), Some(total), "{query}");
+    }
+    let summed = c
+        .get(&format!(
+            "/temporal/entities?{recent}&options=aggregatedValues&aggrMethods=sum&aggrPeriodDuration=P1D&limit=1"
+        ))
+        .await;
+    assert_eq!(summed.body[0]["eggs"]["sum"][0][0], json!(0.0), "{}", summed.body);
+}
