@@ -45,6 +45,7 @@ mod outbox;
 mod postgis;
 mod raw;
 mod read;
+mod rows;
 mod temporal;
 pub mod testing;
 mod values;

@@ -252,7 +252,9 @@ async fn fill(client: &mut ClientWrapper) -> Result<()> {
                     &[&tenant.name(), &eid],
                 )
                 .await?;
-                write::insert_geo(&transaction, tenant, eid, &write::geo_rows(&entity, true), true).await?;
+                let rows = write::geo_rows(&entity, true);
+                let rows: Vec<(i64, &write::GeoRow)> = rows.iter().map(|row| (eid, row)).collect();
+                write::insert_geo(&transaction, tenant.name(), &rows, true).await?;
                 done += 1;
             }
         }

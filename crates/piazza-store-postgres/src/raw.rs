@@ -23,7 +23,7 @@ use tokio_postgres::types::Json;
 use tokio_postgres::Row;
 
 use crate::cluster::{self, Changed};
-use crate::values;
+use crate::rows::IndexRows;
 use crate::write::{self, execute, IndexKeys};
 use crate::{Error, Result};
 
@@ -385,57 +385,18 @@ async fn write_entities(
     for row in transaction.query(&statement, &[&t, &ids, &documents]).await? {
         eids.insert(row.try_get(0)?, row.try_get(1)?);
     }
-    let mut types = (Vec::new(), Vec::new());
-    let mut attrs = (Vec::new(), Vec::new(), Vec::new());
-    let mut geo = Vec::new();
-    let mut values = Vec::with_capacity(entities.len());
+    let mut keys = Vec::with_capacity(entities.len());
     for entity in &entities {
         let eid = *eids
             .get(&entity.id)
             .ok_or_else(|| Error::Corrupt(format!("no row was inserted for {}", entity.id)))?;
-        let keys = IndexKeys::of(entity, postgis);
-        for entity_type in keys.types {
-            types.0.push(eid);
-            types.1.push(entity_type);
-        }
-        for (name, kind) in keys.attrs {
-            attrs.0.push(eid);
-            attrs.1.push(name);
-            attrs.2.push(kind);
-        }
-        if !keys.geo.is_empty() {
-            geo.push((eid, keys.geo));
-        }
-        values.push((eid, keys.values));
+        keys.push((eid, IndexKeys::of(entity, postgis)));
     }
-    let mut value_columns = values::Columns::default();
-    for (eid, rows) in &values {
-        value_columns.extend(t, *eid, rows);
+    let mut rows = IndexRows::new(t);
+    for (eid, keys) in &keys {
+        rows.push_all(*eid, keys);
     }
-    value_columns.insert(transaction).await?;
-    if !types.0.is_empty() {
-        execute(
-            transaction,
-            "INSERT INTO entity_types(tenant, eid, type) SELECT $1, e, t FROM unnest($2::int8[], $3::text[]) AS u(e, t)",
-            &[&t, &types.0, &types.1],
-        )
-        .await?;
-    }
-    if !attrs.0.is_empty() {
-        execute(
-            transaction,
-            "INSERT INTO entity_attrs(tenant, eid, name, kind) SELECT $1, e, n, k \
-             FROM unnest($2::int8[], $3::text[], $4::text[]) AS u(e, n, k)",
-            &[&t, &attrs.0, &attrs.1, &attrs.2],
-        )
-        .await?;
-    }
-    // Few rows (one per GeoProperty value), written as a normal write does,
-    // with their PostGIS shapes when the layer is on.
-    for (eid, rows) in geo {
-        write::insert_geo(transaction, tenant, eid, &rows, postgis).await?;
-    }
-    Ok(())
+    rows.insert(transaction, postgis).await
 }
 
 async fn write_temporal(transaction: &Transaction<'_>, tenant: &Tenant, rows: Vec<RawTemporalEntity>) -> Result<()> {

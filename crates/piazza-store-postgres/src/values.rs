@@ -127,37 +127,6 @@ impl<'a> Columns<'a> {
     }
 }
 
-/// Brings the value rows of entity `eid` from `old` to `new`: only the
-/// values that changed, so an update of one attribute rewrites one row or
-/// two, not the entity's.
-pub(crate) async fn rewrite(
-    client: &impl GenericClient,
-    tenant: &str,
-    eid: i64,
-    old: &ValueRows,
-    new: &ValueRows,
-) -> Result<()> {
-    let mut gone = Columns::default();
-    gone.extend(tenant, eid, old.difference(new));
-    let mut added = Columns::default();
-    added.extend(tenant, eid, new.difference(old));
-    gone.delete(client).await?;
-    added.insert(client).await
-}
-
-/// Deletes every value row of entity `eid`.
-pub(crate) async fn forget(client: &impl GenericClient, tenant: &str, eid: i64) -> Result<()> {
-    let params: [&(dyn ToSql + Sync); 2] = [&tenant, &eid];
-    execute(
-        client,
-        "DELETE FROM attr_numbers WHERE tenant = $1 AND eid = $2",
-        &params,
-    )
-    .await?;
-    execute(client, "DELETE FROM attr_texts WHERE tenant = $1 AND eid = $2", &params).await?;
-    Ok(())
-}
-
 /// Documents read per round trip by the backfill.
 const BACKFILL_CHUNK: i32 = 1_000;
 

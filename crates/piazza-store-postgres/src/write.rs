@@ -1,7 +1,7 @@
 //! Write paths: entity edits (one transaction per call), contexts and
 //! resources.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use deadpool_postgres::{GenericClient, Transaction};
 use piazza_ngsild::query::geo::ValueShape;
@@ -12,6 +12,7 @@ use serde_json::Value;
 use tokio_postgres::types::{Json, ToSql};
 
 use crate::cluster::{self, Changed};
+use crate::rows::{self, IndexRows};
 use crate::values::{self, ValueRows};
 use crate::{outbox, temporal, Error, Result};
 
@@ -104,11 +105,11 @@ pub(crate) async fn lock_entities(transaction: &Transaction<'_>, locks: &EntityL
 /// Applies `edits` in one transaction, each seeing the effects of those
 /// before it.
 ///
-/// Round trips are what a batch costs on a server: the rows of every id
+/// Statements are what a batch costs on a server: the rows of every id
 /// are locked and read, and keys for new entities reserved, in statements
-/// sent together up front; each edit's writes (document, index rows) are
-/// sent together, pipelined on the connection, instead of one statement at
-/// a time; and the history of every edit goes in one statement at the end.
+/// sent together up front; each edit writes only its temporal row and its
+/// notices as it applies; the documents and index rows of all the edits,
+/// and their history, go at the end in one statement per table.
 pub(crate) async fn apply(
     client: &mut deadpool_postgres::Object,
     tenant: &Tenant,
@@ -137,6 +138,7 @@ pub(crate) async fn apply(
         tenant,
         tenant_recorded: false,
         entities,
+        staged: BTreeMap::new(),
         temporal,
         postgis,
         history: temporal::Instances::default(),
@@ -148,7 +150,7 @@ pub(crate) async fn apply(
         results.push(writer.apply_one(edit).await?);
         writer.edits_left -= 1;
     }
-    writer.history.insert(&transaction, tenant).await?;
+    tokio::try_join!(writer.write_staged(), writer.history.insert(&transaction, tenant))?;
     transaction.commit().await?;
     Ok(results)
 }
@@ -254,46 +256,47 @@ pub(crate) fn geo_rows(entity: &Entity, postgis: bool) -> Vec<GeoRow> {
         .collect()
 }
 
-/// Writes the `entity_geo` rows of entity `eid` (whose old rows are gone).
-/// In PostGIS mode with their shapes, marked `shaped` even when a shape is
-/// NULL (a value the index cannot stand for), so the backfill skips them.
+/// Writes `entity_geo` rows, each with its entity's `eid` (whose old rows
+/// are gone). In PostGIS mode with their shapes, marked `shaped` even when
+/// a shape is NULL (a value the index cannot stand for), so the backfill
+/// skips them.
 pub(crate) async fn insert_geo(
     client: &impl GenericClient,
-    tenant: &Tenant,
-    eid: i64,
-    rows: &[GeoRow],
+    tenant: &str,
+    rows: &[(i64, &GeoRow)],
     postgis: bool,
 ) -> Result<()> {
     if rows.is_empty() {
         return Ok(());
     }
-    let tenant = tenant.name();
-    let names: Vec<&str> = rows.iter().map(|row| row.attr.as_str()).collect();
-    let corner = |i: usize| rows.iter().map(|row| row.bounds[i]).collect::<Vec<f64>>();
+    let eids: Vec<i64> = rows.iter().map(|(eid, _)| *eid).collect();
+    let names: Vec<&str> = rows.iter().map(|(_, row)| row.attr.as_str()).collect();
+    let corner = |i: usize| rows.iter().map(|(_, row)| row.bounds[i]).collect::<Vec<f64>>();
     let (x0, y0, x1, y1) = (corner(0), corner(1), corner(2), corner(3));
     if !postgis {
         execute(
             client,
-            "INSERT INTO entity_geo(tenant, eid, attr, bbox) SELECT $1, $2, n, box(point(x0, y0), point(x1, y1)) \
-             FROM unnest($3::text[], $4::float8[], $5::float8[], $6::float8[], $7::float8[]) AS u(n, x0, y0, x1, y1)",
-            &[&tenant, &eid, &names, &x0, &y0, &x1, &y1],
+            "INSERT INTO entity_geo(tenant, eid, attr, bbox) SELECT $1, e, n, box(point(x0, y0), point(x1, y1)) \
+             FROM unnest($2::int8[], $3::text[], $4::float8[], $5::float8[], $6::float8[], $7::float8[]) \
+             AS u(e, n, x0, y0, x1, y1)",
+            &[&tenant, &eids, &names, &x0, &y0, &x1, &y1],
         )
         .await?;
         return Ok(());
     }
     let shape = |pick: fn(&ValueShape) -> &Option<Vec<u8>>| {
         rows.iter()
-            .map(|row| row.shape.as_ref().and_then(|s| pick(s).as_deref()))
+            .map(|(_, row)| row.shape.as_ref().and_then(|s| pick(s).as_deref()))
             .collect::<Vec<Option<&[u8]>>>()
     };
     let (planar, sphere) = (shape(|s| &s.planar), shape(|s| &s.sphere));
     execute(
         client,
         "INSERT INTO entity_geo(tenant, eid, attr, bbox, shape, sphere, shaped) \
-         SELECT $1, $2, n, box(point(x0, y0), point(x1, y1)), ST_GeomFromWKB(w, 4326), ST_GeogFromWKB(s), true \
-         FROM unnest($3::text[], $4::float8[], $5::float8[], $6::float8[], $7::float8[], $8::bytea[], $9::bytea[]) \
-         AS u(n, x0, y0, x1, y1, w, s)",
-        &[&tenant, &eid, &names, &x0, &y0, &x1, &y1, &planar, &sphere],
+         SELECT $1, e, n, box(point(x0, y0), point(x1, y1)), ST_GeomFromWKB(w, 4326), ST_GeogFromWKB(s), true \
+         FROM unnest($2::int8[], $3::text[], $4::float8[], $5::float8[], $6::float8[], $7::float8[], \
+         $8::bytea[], $9::bytea[]) AS u(e, n, x0, y0, x1, y1, w, s)",
+        &[&tenant, &eids, &names, &x0, &y0, &x1, &y1, &planar, &sphere],
     )
     .await?;
     Ok(())
@@ -306,6 +309,10 @@ struct Writer<'t> {
     tenant_recorded: bool,
     /// The locked entity rows, kept current as the edits apply.
     entities: HashMap<String, Stored>,
+    /// The entity rows the edits changed, by key, with their ids and their
+    /// documents as stored before the call (`None`: created by it); written
+    /// before the commit, from `entities`.
+    staged: BTreeMap<i64, (String, Option<Entity>)>,
     /// The types of each locked temporal entity row, kept current too.
     temporal: HashMap<String, Vec<String>>,
     /// Whether `entity_geo` rows carry PostGIS shapes.
@@ -344,7 +351,7 @@ impl<'t> Writer<'t> {
             }
             NewState::Put(entity) => {
                 let entries = owed(Some(&entity));
-                let write = self.put(stored.as_ref(), before.as_ref(), &entity);
+                let write = self.put(stored, before.as_ref(), &entity);
                 let (eid, ()) = tokio::try_join!(write, outbox::enqueue(transaction, tenant, &entries))?;
                 let kept = Stored {
                     eid,
@@ -356,12 +363,9 @@ impl<'t> Writer<'t> {
             NewState::Delete => {
                 if let Some(stored) = stored {
                     let entries = owed(None);
+                    self.stage(stored.eid, &edit.entity_id, Some(stored.entity));
                     let history = self.record_history((before.as_ref(), None), None);
-                    tokio::try_join!(
-                        self.delete(stored.eid),
-                        history,
-                        outbox::enqueue(transaction, tenant, &entries)
-                    )?;
+                    tokio::try_join!(history, outbox::enqueue(transaction, tenant, &entries))?;
                 }
                 None
             }
@@ -379,43 +383,35 @@ impl<'t> Writer<'t> {
         }
     }
 
-    /// Writes the document, its changed index rows and its history; returns
-    /// the row's key.
-    async fn put(&mut self, stored: Option<&Stored>, before: Option<&Entity>, entity: &Entity) -> Result<i64> {
+    /// Notes that the row `eid` of entity `id` changes; `stored`: its
+    /// document as read, which is as stored before the call the first time.
+    fn stage(&mut self, eid: i64, id: &str, stored: Option<Entity>) {
+        self.staged.entry(eid).or_insert_with(|| (id.to_owned(), stored));
+    }
+
+    /// Stages the document (see [`Writer::write_staged`]) and writes its
+    /// history; returns the row's key.
+    async fn put(&mut self, stored: Option<Stored>, before: Option<&Entity>, entity: &Entity) -> Result<i64> {
         let known = self.temporal.get(&entity.id).cloned();
         if stored.is_none() || known.is_none() {
             self.record_tenant().await?;
         }
-        let history = self.record_history((before, Some(entity)), known.as_deref());
-        let new_keys = IndexKeys::of(entity, self.postgis);
         let eid = match stored {
             Some(stored) => {
-                let old_keys = IndexKeys::of(&stored.entity, self.postgis);
-                let update = self.update_document(stored.eid, entity, &old_keys, &new_keys);
-                tokio::try_join!(update, history)?;
-                stored.eid
+                let eid = stored.eid;
+                self.stage(eid, &entity.id, Some(stored.entity));
+                eid
             }
             None => {
                 let eid = self.fresh_eid().await?;
-                tokio::try_join!(self.insert_document(eid, entity, &new_keys), history)?;
+                self.stage(eid, &entity.id, None);
                 eid
             }
         };
+        self.record_history((before, Some(entity)), known.as_deref()).await?;
         let types = temporal::merged_types(known.as_deref(), &entity.types);
         self.temporal.insert(entity.id.clone(), types);
         Ok(eid)
-    }
-
-    async fn update_document(&self, eid: i64, entity: &Entity, old: &IndexKeys, new: &IndexKeys) -> Result<()> {
-        let (tenant, document) = (self.tenant.name(), Json(entity));
-        let params: [&(dyn ToSql + Sync); 3] = [&tenant, &eid, &document];
-        let write = execute(
-            self.transaction,
-            "UPDATE entities SET doc = $3 WHERE tenant = $1 AND eid = $2",
-            &params,
-        );
-        tokio::try_join!(write, self.reindex(eid, old, new))?;
-        Ok(())
     }
 
     /// Records an edit's change as history: its instances join the call's
@@ -433,21 +429,6 @@ impl<'t> Writer<'t> {
         temporal::record_entity(self.transaction, self.tenant, change, now, known)
     }
 
-    /// Inserts a new entity's row under `eid` (reserved: see
-    /// [`Writer::fresh_eid`]) with its index rows.
-    async fn insert_document(&self, eid: i64, entity: &Entity, keys: &IndexKeys) -> Result<()> {
-        let (tenant, document) = (self.tenant.name(), Json(entity));
-        let params: [&(dyn ToSql + Sync); 4] = [&tenant, &eid, &entity.id, &document];
-        let write = execute(
-            self.transaction,
-            "INSERT INTO entities(tenant, eid, id, doc) OVERRIDING SYSTEM VALUE VALUES ($1, $2, $3, $4)",
-            &params,
-        );
-        let none = IndexKeys::default();
-        tokio::try_join!(write, self.reindex(eid, &none, keys))?;
-        Ok(())
-    }
-
     /// The row key of the next entity created (see [`reserve_eids`]).
     async fn fresh_eid(&mut self) -> Result<i64> {
         if self.fresh_eids.is_empty() {
@@ -458,121 +439,88 @@ impl<'t> Writer<'t> {
             .ok_or_else(|| Error::Corrupt("the entity key sequence returned no key".into()))
     }
 
-    /// Rewrites only the index rows that changed: most updates change values,
-    /// not the set of attributes, and then touch only the value rows of the
-    /// values that changed.
-    async fn reindex(&self, eid: i64, old: &IndexKeys, new: &IndexKeys) -> Result<()> {
-        if old == new {
-            return Ok(());
-        }
+    /// Writes the staged rows as they now are, one statement per table:
+    /// the rows of deleted entities and the index rows that changed go
+    /// first (an entity deleted and created again in the call has a new row
+    /// under the same id), then the documents and the new index rows.
+    /// Most updates change values, not the set of attributes, and then
+    /// touch only the value rows of the values that changed.
+    async fn write_staged(&self) -> Result<()> {
         let tenant = self.tenant.name();
-        let gone_types: Vec<&String> = old.types.difference(&new.types).collect();
-        let new_types: Vec<&String> = new.types.difference(&old.types).collect();
-        let (gone_names, gone_kinds): (Vec<&String>, Vec<&String>) =
-            old.attrs.difference(&new.attrs).map(|(n, k)| (n, k)).unzip();
-        let (new_names, new_kinds): (Vec<&String>, Vec<&String>) =
-            new.attrs.difference(&old.attrs).map(|(n, k)| (n, k)).unzip();
-        let remove_types = async {
-            if !gone_types.is_empty() {
-                execute(
-                    self.transaction,
-                    "DELETE FROM entity_types WHERE tenant = $1 AND eid = $2 AND type = ANY($3)",
-                    &[&tenant, &eid, &gone_types],
-                )
-                .await?;
+        let mut changes = Vec::new();
+        let mut removed = Vec::new();
+        let (mut updated, mut updated_docs) = (Vec::new(), Vec::new());
+        let (mut created, mut created_ids, mut created_docs) = (Vec::new(), Vec::new(), Vec::new());
+        for (&eid, (id, stored)) in &self.staged {
+            let now = self.entities.get(id).filter(|s| s.eid == eid).map(|s| &s.entity);
+            match (stored, now) {
+                (Some(_), None) => removed.push(eid),
+                (Some(stored), Some(now)) => {
+                    updated.push(eid);
+                    updated_docs.push(Json(now));
+                    changes.push((
+                        eid,
+                        Some(IndexKeys::of(stored, self.postgis)),
+                        IndexKeys::of(now, self.postgis),
+                    ));
+                }
+                (None, Some(now)) => {
+                    created.push(eid);
+                    created_ids.push(id.as_str());
+                    created_docs.push(Json(now));
+                    changes.push((eid, None, IndexKeys::of(now, self.postgis)));
+                }
+                (None, None) => {}
             }
-            Ok::<_, Error>(())
-        };
-        let add_types = async {
-            if !new_types.is_empty() {
-                execute(
-                    self.transaction,
-                    "INSERT INTO entity_types(tenant, eid, type) SELECT $1, $2, unnest($3::text[])",
-                    &[&tenant, &eid, &new_types],
-                )
-                .await?;
-            }
-            Ok(())
-        };
-        let remove_attrs = async {
-            if !gone_names.is_empty() {
-                execute(
-                    self.transaction,
-                    "DELETE FROM entity_attrs WHERE tenant = $1 AND eid = $2 \
-                     AND (name, kind) IN (SELECT * FROM unnest($3::text[], $4::text[]))",
-                    &[&tenant, &eid, &gone_names, &gone_kinds],
-                )
-                .await?;
-            }
-            Ok(())
-        };
-        let add_attrs = async {
-            if !new_names.is_empty() {
-                execute(
-                    self.transaction,
-                    "INSERT INTO entity_attrs(tenant, eid, name, kind) SELECT $1, $2, n, k \
-                     FROM unnest($3::text[], $4::text[]) AS u(n, k)",
-                    &[&tenant, &eid, &new_names, &new_kinds],
-                )
-                .await?;
-            }
-            Ok(())
-        };
-        let boxes = async {
-            if new.geo != old.geo {
-                self.reindex_geo(eid, !old.geo.is_empty(), &new.geo).await?;
-            }
-            Ok(())
-        };
-        let values = async {
-            if new.values != old.values {
-                values::rewrite(self.transaction, tenant, eid, &old.values, &new.values).await?;
-            }
-            Ok(())
-        };
-        tokio::try_join!(remove_types, add_types, remove_attrs, add_attrs, boxes, values)?;
-        Ok(())
-    }
-
-    /// Replaces the geo rows of an entity (few: one per GeoProperty value).
-    async fn reindex_geo(&self, eid: i64, had_rows: bool, rows: &[GeoRow]) -> Result<()> {
-        if had_rows {
-            execute(
-                self.transaction,
-                "DELETE FROM entity_geo WHERE tenant = $1 AND eid = $2",
-                &[&self.tenant.name(), &eid],
-            )
-            .await?;
         }
-        insert_geo(self.transaction, self.tenant, eid, rows, self.postgis).await
-    }
-
-    async fn delete(&self, eid: i64) -> Result<()> {
-        let tenant = self.tenant.name();
-        let params: [&(dyn ToSql + Sync); 2] = [&tenant, &eid];
+        let (mut gone, mut added, mut reshaped) = (IndexRows::new(tenant), IndexRows::new(tenant), Vec::new());
+        for (eid, old, new) in &changes {
+            let eid = *eid;
+            let Some(old) = old else {
+                added.push_all(eid, new);
+                continue;
+            };
+            gone.push_types(eid, old.types.difference(&new.types));
+            added.push_types(eid, new.types.difference(&old.types));
+            gone.push_attrs(eid, old.attrs.difference(&new.attrs));
+            added.push_attrs(eid, new.attrs.difference(&old.attrs));
+            gone.push_values(eid, old.values.difference(&new.values));
+            added.push_values(eid, new.values.difference(&old.values));
+            if old.geo != new.geo {
+                reshaped.push(eid);
+                added.push_geo(eid, &new.geo);
+            }
+        }
         tokio::try_join!(
-            execute(
-                self.transaction,
-                "DELETE FROM entity_types WHERE tenant = $1 AND eid = $2",
-                &params
-            ),
-            execute(
-                self.transaction,
-                "DELETE FROM entity_attrs WHERE tenant = $1 AND eid = $2",
-                &params
-            ),
-            execute(
-                self.transaction,
-                "DELETE FROM entity_geo WHERE tenant = $1 AND eid = $2",
-                &params
-            ),
-            execute(
-                self.transaction,
-                "DELETE FROM entities WHERE tenant = $1 AND eid = $2",
-                &params
-            ),
-            values::forget(self.transaction, tenant, eid),
+            rows::forget(self.transaction, tenant, &removed),
+            gone.delete(self.transaction),
+            rows::forget_geo(self.transaction, tenant, &reshaped),
         )?;
+        let update = async {
+            if !updated.is_empty() {
+                execute(
+                    self.transaction,
+                    "UPDATE entities e SET doc = u.d FROM unnest($2::int8[], $3::json[]) AS u(k, d) \
+                     WHERE e.tenant = $1 AND e.eid = u.k",
+                    &[&tenant, &updated, &updated_docs],
+                )
+                .await?;
+            }
+            Ok(())
+        };
+        let insert = async {
+            if !created.is_empty() {
+                execute(
+                    self.transaction,
+                    "INSERT INTO entities(tenant, eid, id, doc) OVERRIDING SYSTEM VALUE \
+                     SELECT $1, k, i, d FROM unnest($2::int8[], $3::text[], $4::json[]) AS u(k, i, d)",
+                    &[&tenant, &created, &created_ids, &created_docs],
+                )
+                .await?;
+            }
+            Ok(())
+        };
+        tokio::try_join!(update, insert, added.insert(self.transaction, self.postgis))?;
         Ok(())
     }
 

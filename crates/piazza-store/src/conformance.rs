@@ -664,6 +664,17 @@ pub async fn edits_of_one_call_see_each_other(store: Arc<dyn Store>) {
     let stored = store.get(&t, "urn:s:1").await.unwrap().expect("recreated");
     assert_eq!(stored.types, vec![ActiveContext::core().expand("Again")]);
     assert_eq!(stored.attributes[&p][0].value, json!(6));
+    // The indexes hold the last state only: no row of the deleted entity.
+    let core = ActiveContext::core();
+    for (types, q, expected) in [("S", None, 0), ("Again", Some("p==6"), 1), ("Again", Some("p==5"), 0)] {
+        let query = Arc::new(EntityQuery {
+            types: Some(TypeSelector::parse(types, &core).unwrap()),
+            q: q.map(|q| piazza_ngsild::query::Query::parse(q, &core).unwrap()),
+            ..Default::default()
+        });
+        let found = store.query(&t, query, all()).await.unwrap();
+        assert_eq!(found.entities.len(), expected, "type {types}, q {q:?}");
+    }
     let all = TemporalQuery {
         timeproperty: TimeProperty::CreatedAt,
         ..TemporalQuery::default()
