@@ -440,21 +440,23 @@ impl<'t> Writer<'t> {
     }
 
     /// Writes the staged rows as they now are, one statement per table:
-    /// the rows of deleted entities and the index rows that changed go
-    /// first (an entity deleted and created again in the call has a new row
-    /// under the same id), then the documents and the new index rows.
+    /// the rows of deleted entities and the index rows that went, then the
+    /// documents and the new index rows.
     /// Most updates change values, not the set of attributes, and then
     /// touch only the value rows of the values that changed.
     async fn write_staged(&self) -> Result<()> {
         let tenant = self.tenant.name();
         let mut changes = Vec::new();
-        let mut removed = Vec::new();
+        let (mut removed, mut removed_ids) = (Vec::new(), BTreeSet::new());
         let (mut updated, mut updated_docs) = (Vec::new(), Vec::new());
         let (mut created, mut created_ids, mut created_docs) = (Vec::new(), Vec::new(), Vec::new());
         for (&eid, (id, stored)) in &self.staged {
             let now = self.entities.get(id).filter(|s| s.eid == eid).map(|s| &s.entity);
             match (stored, now) {
-                (Some(_), None) => removed.push(eid),
+                (Some(_), None) => {
+                    removed.push(eid);
+                    removed_ids.insert(id.as_str());
+                }
                 (Some(stored), Some(now)) => {
                     updated.push(eid);
                     updated_docs.push(Json(now));
@@ -491,11 +493,13 @@ impl<'t> Writer<'t> {
                 added.push_geo(eid, &new.geo);
             }
         }
-        tokio::try_join!(
-            rows::forget(self.transaction, tenant, &removed),
-            gone.delete(self.transaction),
-            rows::forget_geo(self.transaction, tenant, &reshaped),
-        )?;
+        let removals = async {
+            tokio::try_join!(
+                rows::forget(self.transaction, tenant, &removed),
+                gone.delete(self.transaction),
+                rows::forget_geo(self.transaction, tenant, &reshaped),
+            )
+        };
         let update = async {
             if !updated.is_empty() {
                 execute(
@@ -520,7 +524,18 @@ impl<'t> Writer<'t> {
             }
             Ok(())
         };
-        tokio::try_join!(update, insert, added.insert(self.transaction, self.postgis))?;
+        let writes = async { tokio::try_join!(update, insert, added.insert(self.transaction, self.postgis)) };
+        // Pipelined statements may run out of order (one waiting for its
+        // statement to be prepared): removals go first, a round trip ahead,
+        // only where a write depends on one, a new row under a deleted
+        // entity's id or the new boxes of an entity whose boxes go.
+        let recreated = created_ids.iter().any(|id| removed_ids.contains(id));
+        if recreated || !reshaped.is_empty() {
+            removals.await?;
+            writes.await?;
+        } else {
+            tokio::try_join!(removals, writes)?;
+        }
         Ok(())
     }
 

@@ -694,6 +694,27 @@ pub async fn edits_of_one_call_see_each_other(store: Arc<dyn Store>) {
     assert_eq!(values, ["0", "1", "5", "6", "null"]);
     assert_eq!(history.types.len(), 2, "the temporal entity keeps both types");
     assert!(history.deleted_at.is_none(), "recreated");
+
+    // A stored entity deleted and created again in one call: a new row
+    // under the same id, and the old row's index rows gone.
+    let again = store
+        .edit(&t, vec![delete(), create(entity("urn:s:1", "S", json!({"p": 7})))])
+        .await
+        .unwrap();
+    assert!(again.iter().all(Result::is_ok), "{again:?}");
+    for (types, q, expected) in [("Again", None, 0), ("S", Some("p==7"), 1), ("S", Some("p==6"), 0)] {
+        let query = Arc::new(EntityQuery {
+            types: Some(TypeSelector::parse(types, &core).unwrap()),
+            q: q.map(|q| piazza_ngsild::query::Query::parse(q, &core).unwrap()),
+            ..Default::default()
+        });
+        let found = store.query(&t, query, self::all()).await.unwrap();
+        assert_eq!(
+            found.entities.len(),
+            expected,
+            "after the second call: type {types}, q {q:?}"
+        );
+    }
 }
 
 /// An edit observed for subscription `sub`: the observer sees both states.
