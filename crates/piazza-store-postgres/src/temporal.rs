@@ -222,33 +222,144 @@ pub(crate) fn record_instances(
     now
 }
 
-/// Writes the temporal entity row of an entity edit made at `now`: created
-/// or refreshed with the entity, marked deleted with it. `known` holds the
-/// types of the row, `None` when there is none; the caller holds the
-/// entity's lock and has listed the tenant.
-pub(crate) async fn record_entity(
-    transaction: &Transaction<'_>,
-    tenant: &Tenant,
-    (before, after): (Option<&Entity>, Option<&Entity>),
-    now: Timestamp,
-    known: Option<&[String]>,
-) -> Result<()> {
-    match (before, after) {
-        (_, Some(after)) => {
-            let names = (after.types.as_slice(), after.scope.as_slice());
-            write_entity_row(transaction, tenant, &after.id, names, now, known).await?;
+/// The temporal entity rows a call's entity edits change, in the order the
+/// edits first touch them (new rows take their keys in that order, the
+/// order temporal queries list them in), written before the commit: one
+/// statement for the new rows, one for the others.
+#[derive(Default)]
+pub(crate) struct EntityRows {
+    rows: IndexMap<String, EntityRow>,
+}
+
+/// Temporal entity rows as columns to unnest. Arrays of arrays do not
+/// unnest row by row: each row's lists go as JSON.
+struct RowColumns<'a> {
+    ids: Vec<&'a str>,
+    types: Vec<Json<&'a Vec<String>>>,
+    scopes: Vec<Option<Json<&'a Vec<String>>>>,
+    created: Vec<Timestamp>,
+    modified: Vec<Option<Timestamp>>,
+    deleted: Vec<Option<Timestamp>>,
+}
+
+impl<'a> RowColumns<'a> {
+    fn of(rows: &[(&'a String, &'a EntityRow)]) -> Self {
+        Self {
+            ids: rows.iter().map(|(id, _)| id.as_str()).collect(),
+            types: rows.iter().map(|(_, r)| Json(&r.types)).collect(),
+            scopes: rows.iter().map(|(_, r)| r.scope.as_ref().map(Json)).collect(),
+            created: rows.iter().map(|(_, r)| r.created_at).collect(),
+            modified: rows.iter().map(|(_, r)| r.modified_at).collect(),
+            deleted: rows.iter().map(|(_, r)| r.deleted_at).collect(),
         }
-        (Some(before), None) => {
+    }
+}
+
+/// A temporal entity row as the call leaves it.
+struct EntityRow {
+    /// Whether the row was there before the call.
+    stored: bool,
+    types: Vec<String>,
+    /// The scope written, `None` to keep the row's (a write without scope
+    /// keeps it; a new row takes its first write's, even empty).
+    scope: Option<Vec<String>>,
+    created_at: Timestamp,
+    /// `None` to keep the row's (only deleted in the call).
+    modified_at: Option<Timestamp>,
+    deleted_at: Option<Timestamp>,
+}
+
+impl EntityRows {
+    /// Records an entity edit made at `now`: the row is created or
+    /// refreshed with the entity, marked deleted with it. `known` holds the
+    /// types of the row, `None` when there is none.
+    pub(crate) fn record(
+        &mut self,
+        (before, after): (Option<&Entity>, Option<&Entity>),
+        now: Timestamp,
+        known: Option<&[String]>,
+    ) {
+        let Some(id) = after.or(before).map(|e| e.id.as_str()) else {
+            return;
+        };
+        if after.is_none() && known.is_none() && !self.rows.contains_key(id) {
+            // No row to mark deleted.
+            return;
+        }
+        let row = self.rows.entry(id.to_owned()).or_insert_with(|| EntityRow {
+            stored: known.is_some(),
+            types: known.map(<[String]>::to_vec).unwrap_or_default(),
+            scope: None,
+            created_at: now,
+            modified_at: None,
+            deleted_at: None,
+        });
+        match after {
+            Some(after) => {
+                row.types = merged_types(known, &after.types);
+                if !after.scope.is_empty() || (!row.stored && row.scope.is_none()) {
+                    row.scope = Some(after.scope.clone());
+                }
+                row.modified_at = Some(now);
+                row.deleted_at = None;
+            }
+            None => row.deleted_at = Some(now),
+        }
+    }
+
+    /// Writes the rows; the caller holds the entities' locks and has
+    /// listed the tenant.
+    pub(crate) async fn write(&self, client: &impl GenericClient, tenant: &Tenant) -> Result<()> {
+        let (new, stored): (Vec<(&String, &EntityRow)>, Vec<_>) = self.rows.iter().partition(|(_, row)| !row.stored);
+        let insert = async {
+            if new.is_empty() {
+                return Ok(());
+            }
+            let c = RowColumns::of(&new);
             execute(
-                transaction,
-                "UPDATE temporal_entities SET deleted_at = $3 WHERE tenant = $1 AND id = $2",
-                &[&tenant.name(), &before.id, &now],
+                client,
+                "INSERT INTO temporal_entities(tenant, id, types, scope, created_at, modified_at, deleted_at) \
+                 SELECT $1, i, \
+                 ARRAY(SELECT v FROM json_array_elements_text(t) WITH ORDINALITY AS e(v, k) ORDER BY k), \
+                 ARRAY(SELECT v FROM json_array_elements_text(s) WITH ORDINALITY AS e(v, k) ORDER BY k), \
+                 c, coalesce(m, c), d \
+                 FROM unnest($2::text[], $3::json[], $4::json[], $5::timestamptz[], $6::timestamptz[], \
+                 $7::timestamptz[]) WITH ORDINALITY AS u(i, t, s, c, m, d, n) ORDER BY n",
+                &[
+                    &tenant.name(),
+                    &c.ids,
+                    &c.types,
+                    &c.scopes,
+                    &c.created,
+                    &c.modified,
+                    &c.deleted,
+                ],
             )
             .await?;
-        }
-        (None, None) => {}
+            Ok::<_, Error>(())
+        };
+        let update = async {
+            if stored.is_empty() {
+                return Ok(());
+            }
+            let c = RowColumns::of(&stored);
+            execute(
+                client,
+                "UPDATE temporal_entities te SET \
+                 types = ARRAY(SELECT v FROM json_array_elements_text(u.t) WITH ORDINALITY AS e(v, k) ORDER BY k), \
+                 scope = CASE WHEN u.s IS NULL THEN te.scope \
+                 ELSE ARRAY(SELECT v FROM json_array_elements_text(u.s) WITH ORDINALITY AS e(v, k) ORDER BY k) END, \
+                 modified_at = coalesce(u.m, te.modified_at), deleted_at = u.d \
+                 FROM unnest($2::text[], $3::json[], $4::json[], $5::timestamptz[], $6::timestamptz[]) \
+                 AS u(i, t, s, m, d) WHERE te.tenant = $1 AND te.id = u.i",
+                &[&tenant.name(), &c.ids, &c.types, &c.scopes, &c.modified, &c.deleted],
+            )
+            .await?;
+            Ok(())
+        };
+        tokio::try_join!(insert, update)?;
+        Ok(())
     }
-    Ok(())
 }
 
 async fn exists(client: &impl GenericClient, tenant: &Tenant, id: &str) -> Result<bool> {

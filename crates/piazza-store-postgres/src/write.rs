@@ -7,7 +7,7 @@ use deadpool_postgres::{GenericClient, Transaction};
 use piazza_ngsild::query::geo::ValueShape;
 use piazza_ngsild::query::GeoQuery;
 use piazza_ngsild::{time, AttributeKind, Entity, NgsiError};
-use piazza_store::{Applied, Edit, NewState, ResourceKind, StoredContext, Tenant};
+use piazza_store::{Applied, Edit, NewState, OutboxEntry, ResourceKind, StoredContext, Tenant};
 use serde_json::Value;
 use tokio_postgres::types::{Json, ToSql};
 
@@ -107,9 +107,9 @@ pub(crate) async fn lock_entities(transaction: &Transaction<'_>, locks: &EntityL
 ///
 /// Statements are what a batch costs on a server: the rows of every id
 /// are locked and read, and keys for new entities reserved, in statements
-/// sent together up front; each edit writes only its temporal row and its
-/// notices as it applies; the documents and index rows of all the edits,
-/// and their history, go at the end in one statement per table.
+/// sent together up front; the edits apply in memory; their documents,
+/// index rows, history, temporal rows and notices go at the end, in one
+/// statement per table.
 pub(crate) async fn apply(
     client: &mut deadpool_postgres::Object,
     tenant: &Tenant,
@@ -142,6 +142,8 @@ pub(crate) async fn apply(
         temporal,
         postgis,
         history: temporal::Instances::default(),
+        temporal_rows: temporal::EntityRows::default(),
+        notices: Vec::new(),
         fresh_eids,
         edits_left: edits.len(),
     };
@@ -150,7 +152,12 @@ pub(crate) async fn apply(
         results.push(writer.apply_one(edit).await?);
         writer.edits_left -= 1;
     }
-    tokio::try_join!(writer.write_staged(), writer.history.insert(&transaction, tenant))?;
+    tokio::try_join!(
+        writer.write_staged(),
+        writer.history.insert(&transaction, tenant),
+        writer.temporal_rows.write(&transaction, tenant),
+        outbox::enqueue(&transaction, tenant, &writer.notices)
+    )?;
     transaction.commit().await?;
     Ok(results)
 }
@@ -318,8 +325,11 @@ struct Writer<'t> {
     /// Whether `entity_geo` rows carry PostGIS shapes.
     postgis: bool,
     /// The history of the edits so far, inserted in one statement before
-    /// the commit.
+    /// the commit, and their temporal entity rows.
     history: temporal::Instances,
+    temporal_rows: temporal::EntityRows,
+    /// The notices the edits owe, enqueued before the commit.
+    notices: Vec<OutboxEntry>,
     /// Row keys reserved for the entities the edits create, in descending
     /// order (the next one last).
     fresh_eids: Vec<i64>,
@@ -342,7 +352,7 @@ impl<'t> Writer<'t> {
             }
         };
         // The notices the change owes go into the outbox in its transaction.
-        let (transaction, tenant, observe) = (self.transaction, self.tenant, edit.observe);
+        let observe = edit.observe;
         let owed = |after: Option<&Entity>| observe.map(|o| o(before.as_ref(), after)).unwrap_or_default();
         let after = match outcome.state {
             NewState::Keep => {
@@ -350,9 +360,8 @@ impl<'t> Writer<'t> {
                 before.clone()
             }
             NewState::Put(entity) => {
-                let entries = owed(Some(&entity));
-                let write = self.put(stored, before.as_ref(), &entity);
-                let (eid, ()) = tokio::try_join!(write, outbox::enqueue(transaction, tenant, &entries))?;
+                self.notices.extend(owed(Some(&entity)));
+                let eid = self.put(stored, before.as_ref(), &entity).await?;
                 let kept = Stored {
                     eid,
                     entity: entity.clone(),
@@ -362,10 +371,9 @@ impl<'t> Writer<'t> {
             }
             NewState::Delete => {
                 if let Some(stored) = stored {
-                    let entries = owed(None);
+                    self.notices.extend(owed(None));
                     self.stage(stored.eid, &edit.entity_id, Some(stored.entity));
-                    let history = self.record_history((before.as_ref(), None), None);
-                    tokio::try_join!(history, outbox::enqueue(transaction, tenant, &entries))?;
+                    self.record_history((before.as_ref(), None));
                 }
                 None
             }
@@ -389,8 +397,8 @@ impl<'t> Writer<'t> {
         self.staged.entry(eid).or_insert_with(|| (id.to_owned(), stored));
     }
 
-    /// Stages the document (see [`Writer::write_staged`]) and writes its
-    /// history; returns the row's key.
+    /// Stages the document (see [`Writer::write_staged`]) and its history;
+    /// returns the row's key.
     async fn put(&mut self, stored: Option<Stored>, before: Option<&Entity>, entity: &Entity) -> Result<i64> {
         let known = self.temporal.get(&entity.id).cloned();
         if stored.is_none() || known.is_none() {
@@ -408,25 +416,21 @@ impl<'t> Writer<'t> {
                 eid
             }
         };
-        self.record_history((before, Some(entity)), known.as_deref()).await?;
+        self.record_history((before, Some(entity)));
         let types = temporal::merged_types(known.as_deref(), &entity.types);
         self.temporal.insert(entity.id.clone(), types);
         Ok(eid)
     }
 
-    /// Records an edit's change as history: its instances join the call's
-    /// (inserted before the commit); the returned write is the temporal
-    /// entity row's. `known`: the row's types, `None` when there is none.
-    fn record_history<'f>(
-        &mut self,
-        change: (Option<&'f Entity>, Option<&'f Entity>),
-        known: Option<&'f [String]>,
-    ) -> impl std::future::Future<Output = Result<()>> + 'f
-    where
-        't: 'f,
-    {
+    /// Records an edit's change as history: its instances and its
+    /// temporal entity row join the call's, written before the commit.
+    fn record_history(&mut self, change: (Option<&Entity>, Option<&Entity>)) {
+        let Some(id) = change.1.or(change.0).map(|e| e.id.as_str()) else {
+            return;
+        };
         let now = temporal::record_instances(change, &mut self.history);
-        temporal::record_entity(self.transaction, self.tenant, change, now, known)
+        let known = self.temporal.get(id).map(Vec::as_slice);
+        self.temporal_rows.record(change, now, known);
     }
 
     /// The row key of the next entity created (see [`reserve_eids`]).
