@@ -8,7 +8,7 @@
 
 use indexmap::IndexMap;
 use piazza_ngsild::query::EntityQuery;
-use piazza_ngsild::temporal::{self, Instance, TemporalEntity, TemporalQuery, TimeProperty, INSTANCE_PREFIX};
+use piazza_ngsild::temporal::{self, Instance, TemporalEntity, TemporalQuery, TimeProperty, TimeRel, INSTANCE_PREFIX};
 use piazza_ngsild::time::{self, Timestamp};
 use piazza_ngsild::{Attribute, Entity, NgsiError};
 use piazza_store::{
@@ -574,6 +574,25 @@ struct Candidates {
     exact: bool,
 }
 
+/// The filter keeping the entities with an instance of `query`'s
+/// attributes in the time range `rel`: one without has no history to show,
+/// and is no candidate, so that offsets and counts agree with the pages.
+fn history_in(rel: TimeRel, query: &TemporalQuery, args: &mut Vec<SqlValue>) -> String {
+    let col = column(query.timeproperty);
+    let mut clause = String::new();
+    if !query.attrs.is_empty() {
+        clause.push_str(&format!(" AND h.attr IN ({})", placeholders(args, &query.attrs)));
+    }
+    let (lo, hi) = rel.bounds();
+    for (bound, op) in [(lo, ">="), (hi, "<")] {
+        if let Some(bound) = bound {
+            args.push(SqlValue::Text(time::format(&bound)));
+            clause.push_str(&format!(" AND h.{col} {op} ?{}", args.len()));
+        }
+    }
+    format!(" AND EXISTS (SELECT 1 FROM attr_instances h WHERE h.tenant = ?1 AND h.entity_id = te.id{clause})")
+}
+
 fn candidates(tenant: &Tenant, entities: &EntityQuery, query: &TemporalQuery) -> Candidates {
     let mut args = vec![SqlValue::Text(tenant.name().to_owned())];
     let mut filter = String::from("te.tenant = ?1");
@@ -598,24 +617,7 @@ fn candidates(tenant: &Tenant, entities: &EntityQuery, query: &TemporalQuery) ->
         ));
     }
     if let Some(rel) = query.timerel {
-        // An entity without an instance in the range has no history to
-        // show: it is no candidate, so that offsets and counts agree with
-        // the pages.
-        let col = column(query.timeproperty);
-        let mut clause = String::new();
-        if !query.attrs.is_empty() {
-            clause.push_str(&format!(" AND h.attr IN ({})", placeholders(&mut args, &query.attrs)));
-        }
-        let (lo, hi) = rel.bounds();
-        for (bound, op) in [(lo, ">="), (hi, "<")] {
-            if let Some(bound) = bound {
-                args.push(SqlValue::Text(time::format(&bound)));
-                clause.push_str(&format!(" AND h.{col} {op} ?{}", args.len()));
-            }
-        }
-        filter.push_str(&format!(
-            " AND EXISTS (SELECT 1 FROM attr_instances h WHERE h.tenant = ?1 AND h.entity_id = te.id{clause})"
-        ));
+        filter.push_str(&history_in(rel, query, &mut args));
     }
     let order = match query.order_by_id {
         Some(false) => "te.id",

@@ -11,7 +11,7 @@ use deadpool_postgres::{GenericClient, Transaction};
 use futures_util::future::try_join_all;
 use indexmap::IndexMap;
 use piazza_ngsild::query::EntityQuery;
-use piazza_ngsild::temporal::{self, Instance, TemporalEntity, TemporalQuery, TimeProperty, INSTANCE_PREFIX};
+use piazza_ngsild::temporal::{self, Instance, TemporalEntity, TemporalQuery, TimeProperty, TimeRel, INSTANCE_PREFIX};
 use piazza_ngsild::time::{self, Timestamp};
 use piazza_ngsild::{Attribute, Entity, NgsiError};
 use piazza_store::{range_implies_attrs, Page, PageStep, Pager, TemporalEdit, TemporalQueryResult, Tenant};
@@ -884,25 +884,7 @@ impl Candidates {
             ));
         }
         if let Some(rel) = query.timerel {
-            // An entity without an instance in the range has no history to
-            // show: it is no candidate, so that offsets and counts agree
-            // with the pages.
-            let col = column(query.timeproperty);
-            let mut clause = String::new();
-            if !query.attrs.is_empty() {
-                let attrs = candidates.arg(query.attrs.clone());
-                clause.push_str(&format!(" AND h.attr = ANY({attrs})"));
-            }
-            let (lo, hi) = rel.bounds();
-            for (bound, op) in [(lo, ">="), (hi, "<")] {
-                if let Some(bound) = bound {
-                    let bound = candidates.arg(bound);
-                    clause.push_str(&format!(" AND h.{col} {op} {bound}"));
-                }
-            }
-            candidates.filter.push_str(&format!(
-                " AND EXISTS (SELECT 1 FROM attr_instances h WHERE h.tenant = $1 AND h.entity_id = te.id{clause})"
-            ));
+            candidates.require_history_in(rel, query);
         }
         candidates.exact = !matches!(types, Some(None))
             && entities.id_pattern.is_none()
@@ -917,6 +899,28 @@ impl Candidates {
     fn arg(&mut self, value: impl ToSql + Sync + Send + 'static) -> String {
         self.args.push(Box::new(value));
         format!("${}", self.args.len())
+    }
+
+    /// Keeps the entities with an instance of `query`'s attributes in the
+    /// time range `rel`: one without has no history to show, and is no
+    /// candidate, so that offsets and counts agree with the pages.
+    fn require_history_in(&mut self, rel: TimeRel, query: &TemporalQuery) {
+        let col = column(query.timeproperty);
+        let mut clause = String::new();
+        if !query.attrs.is_empty() {
+            let attrs = self.arg(query.attrs.clone());
+            clause.push_str(&format!(" AND h.attr = ANY({attrs})"));
+        }
+        let (lo, hi) = rel.bounds();
+        for (bound, op) in [(lo, ">="), (hi, "<")] {
+            if let Some(bound) = bound {
+                let bound = self.arg(bound);
+                clause.push_str(&format!(" AND h.{col} {op} {bound}"));
+            }
+        }
+        self.filter.push_str(&format!(
+            " AND EXISTS (SELECT 1 FROM attr_instances h WHERE h.tenant = $1 AND h.entity_id = te.id{clause})"
+        ));
     }
 
     fn params(&self) -> Vec<&(dyn ToSql + Sync)> {

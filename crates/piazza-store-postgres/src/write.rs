@@ -460,94 +460,28 @@ impl<'t> Writer<'t> {
     /// Writes the staged rows as they now are, one statement per table:
     /// the rows of deleted entities and the index rows that went, then the
     /// documents and the new index rows.
-    /// Most updates change values, not the set of attributes, and then
-    /// touch only the value rows of the values that changed.
     async fn write_staged(&self) -> Result<()> {
         let tenant = self.tenant.name();
-        let mut changes = Vec::new();
-        let (mut removed, mut removed_ids) = (Vec::new(), BTreeSet::new());
-        let (mut updated, mut updated_docs) = (Vec::new(), Vec::new());
-        let (mut created, mut created_ids, mut created_docs) = (Vec::new(), Vec::new(), Vec::new());
-        for (&eid, (id, stored)) in &self.staged {
-            let now = self.entities.get(id).filter(|s| s.eid == eid).map(|s| &s.entity);
-            match (stored, now) {
-                (Some(_), None) => {
-                    removed.push(eid);
-                    removed_ids.insert(id.as_str());
-                }
-                (Some(stored), Some(now)) => {
-                    updated.push(eid);
-                    updated_docs.push(Json(now));
-                    changes.push((
-                        eid,
-                        Some(IndexKeys::of(stored, self.postgis)),
-                        IndexKeys::of(now, self.postgis),
-                    ));
-                }
-                (None, Some(now)) => {
-                    created.push(eid);
-                    created_ids.push(id.as_str());
-                    created_docs.push(Json(now));
-                    changes.push((eid, None, IndexKeys::of(now, self.postgis)));
-                }
-                (None, None) => {}
-            }
-        }
-        let (mut gone, mut added, mut reshaped) = (IndexRows::new(tenant), IndexRows::new(tenant), Vec::new());
-        for (eid, old, new) in &changes {
-            let eid = *eid;
-            let Some(old) = old else {
-                added.push_all(eid, new);
-                continue;
-            };
-            gone.push_types(eid, old.types.difference(&new.types));
-            added.push_types(eid, new.types.difference(&old.types));
-            gone.push_attrs(eid, old.attrs.difference(&new.attrs));
-            added.push_attrs(eid, new.attrs.difference(&old.attrs));
-            gone.push_values(eid, old.values.difference(&new.values));
-            added.push_values(eid, new.values.difference(&old.values));
-            if old.geo != new.geo {
-                reshaped.push(eid);
-                added.push_geo(eid, &new.geo);
-            }
-        }
+        let net = self.net_change();
+        let (gone, added, reshaped) = index_changes(tenant, &net.keys);
         let removals = async {
             tokio::try_join!(
-                rows::forget(self.transaction, tenant, &removed),
+                rows::forget(self.transaction, tenant, &net.removed),
                 gone.delete(self.transaction),
                 rows::forget_geo(self.transaction, tenant, &reshaped),
             )
         };
-        let update = async {
-            if !updated.is_empty() {
-                execute(
-                    self.transaction,
-                    "UPDATE entities e SET doc = u.d FROM unnest($2::int8[], $3::json[]) AS u(k, d) \
-                     WHERE e.tenant = $1 AND e.eid = u.k",
-                    &[&tenant, &updated, &updated_docs],
-                )
-                .await?;
-            }
-            Ok(())
+        let writes = async {
+            tokio::try_join!(
+                net.write_documents(self.transaction, tenant),
+                added.insert(self.transaction, self.postgis)
+            )
         };
-        let insert = async {
-            if !created.is_empty() {
-                execute(
-                    self.transaction,
-                    "INSERT INTO entities(tenant, eid, id, doc) OVERRIDING SYSTEM VALUE \
-                     SELECT $1, k, i, d FROM unnest($2::int8[], $3::text[], $4::json[]) AS u(k, i, d)",
-                    &[&tenant, &created, &created_ids, &created_docs],
-                )
-                .await?;
-            }
-            Ok(())
-        };
-        let writes = async { tokio::try_join!(update, insert, added.insert(self.transaction, self.postgis)) };
         // Pipelined statements may run out of order (one waiting for its
         // statement to be prepared): removals go first, a round trip ahead,
         // only where a write depends on one, a new row under a deleted
         // entity's id or the new boxes of an entity whose boxes go.
-        let recreated = created_ids.iter().any(|id| removed_ids.contains(id));
+        let recreated = net.created_ids.iter().any(|id| net.removed_ids.contains(id));
         if recreated || !reshaped.is_empty() {
             removals.await?;
             writes.await?;
@@ -557,6 +491,35 @@ impl<'t> Writer<'t> {
         Ok(())
     }
 
+    /// The staged rows, each from its document before the call to its
+    /// document now.
+    fn net_change(&self) -> NetChange<'_> {
+        let mut net = NetChange::default();
+        for (&eid, (id, stored)) in &self.staged {
+            let now = self.entities.get(id).filter(|s| s.eid == eid).map(|s| &s.entity);
+            match (stored, now) {
+                (Some(_), None) => {
+                    net.removed.push(eid);
+                    net.removed_ids.insert(id.as_str());
+                }
+                (Some(stored), Some(now)) => {
+                    net.updated.push(eid);
+                    net.updated_docs.push(Json(now));
+                    let keys = (IndexKeys::of(stored, self.postgis), IndexKeys::of(now, self.postgis));
+                    net.keys.push((eid, Some(keys.0), keys.1));
+                }
+                (None, Some(now)) => {
+                    net.created.push(eid);
+                    net.created_ids.push(id.as_str());
+                    net.created_docs.push(Json(now));
+                    net.keys.push((eid, None, IndexKeys::of(now, self.postgis)));
+                }
+                (None, None) => {}
+            }
+        }
+        net
+    }
+
     async fn record_tenant(&mut self) -> Result<()> {
         if !self.tenant_recorded {
             record_tenant(self.transaction, self.tenant).await?;
@@ -564,6 +527,84 @@ impl<'t> Writer<'t> {
         }
         Ok(())
     }
+}
+
+/// What a call changes of the entity rows it staged.
+#[derive(Default)]
+struct NetChange<'w> {
+    /// Rows of entities deleted (and not created again under that key).
+    removed: Vec<i64>,
+    removed_ids: BTreeSet<&'w str>,
+    updated: Vec<i64>,
+    updated_docs: Vec<Json<&'w Entity>>,
+    created: Vec<i64>,
+    created_ids: Vec<&'w str>,
+    created_docs: Vec<Json<&'w Entity>>,
+    /// The index keys of each updated or created row: before (`None` for
+    /// a new row) and now.
+    keys: Vec<(i64, Option<IndexKeys>, IndexKeys)>,
+}
+
+impl NetChange<'_> {
+    /// Updates and inserts the documents (the removed rows go with
+    /// [`rows::forget`]).
+    async fn write_documents(&self, client: &impl GenericClient, tenant: &str) -> Result<()> {
+        let update = async {
+            if !self.updated.is_empty() {
+                execute(
+                    client,
+                    "UPDATE entities e SET doc = u.d FROM unnest($2::int8[], $3::json[]) AS u(k, d) \
+                     WHERE e.tenant = $1 AND e.eid = u.k",
+                    &[&tenant, &self.updated, &self.updated_docs],
+                )
+                .await?;
+            }
+            Ok::<_, Error>(())
+        };
+        let insert = async {
+            if !self.created.is_empty() {
+                execute(
+                    client,
+                    "INSERT INTO entities(tenant, eid, id, doc) OVERRIDING SYSTEM VALUE \
+                     SELECT $1, k, i, d FROM unnest($2::int8[], $3::text[], $4::json[]) AS u(k, i, d)",
+                    &[&tenant, &self.created, &self.created_ids, &self.created_docs],
+                )
+                .await?;
+            }
+            Ok(())
+        };
+        tokio::try_join!(update, insert)?;
+        Ok(())
+    }
+}
+
+/// The index rows that go and come with `keys` (before → now), and the
+/// rows whose boxes are replaced whole. Most updates change values, not
+/// the set of attributes, and then touch only the value rows of the values
+/// that changed.
+fn index_changes<'k>(
+    tenant: &'k str,
+    keys: &'k [(i64, Option<IndexKeys>, IndexKeys)],
+) -> (IndexRows<'k>, IndexRows<'k>, Vec<i64>) {
+    let (mut gone, mut added, mut reshaped) = (IndexRows::new(tenant), IndexRows::new(tenant), Vec::new());
+    for (eid, old, new) in keys {
+        let eid = *eid;
+        let Some(old) = old else {
+            added.push_all(eid, new);
+            continue;
+        };
+        gone.push_types(eid, old.types.difference(&new.types));
+        added.push_types(eid, new.types.difference(&old.types));
+        gone.push_attrs(eid, old.attrs.difference(&new.attrs));
+        added.push_attrs(eid, new.attrs.difference(&old.attrs));
+        gone.push_values(eid, old.values.difference(&new.values));
+        added.push_values(eid, new.values.difference(&old.values));
+        if old.geo != new.geo {
+            reshaped.push(eid);
+            added.push_geo(eid, &new.geo);
+        }
+    }
+    (gone, added, reshaped)
 }
 
 /// Lists the tenant (for `tenant_exists`) once anything is written in it.
