@@ -12,7 +12,7 @@ use piazza_ngsild::temporal::{self, Instance, TemporalEntity, TemporalQuery, Tim
 use piazza_ngsild::time::{self, Timestamp};
 use piazza_ngsild::{Attribute, Entity, NgsiError};
 use piazza_store::{
-    range_implies_attrs, Page, PageStep, Pager, RawInstance, StoreError, StoreResult, TemporalEdit,
+    range_implies_attrs, requested_attrs, Page, PageStep, Pager, RawInstance, StoreError, StoreResult, TemporalEdit,
     TemporalQueryResult, Tenant,
 };
 use rusqlite::types::Value as SqlValue;
@@ -505,10 +505,11 @@ pub(crate) fn entity(
         range: None,
         summaries: IndexMap::new(),
     };
-    for name in attribute_names(connection, tenant, id)? {
-        if !query.attrs.is_empty() && !query.attrs.contains(&name) {
-            continue;
-        }
+    let names = match requested_attrs(query) {
+        Some(names) => names,
+        None => attribute_names(connection, tenant, id)?,
+    };
+    for name in names {
         if let Some(groups) = rollups::summarised(connection, tenant, id, &name, query)? {
             entity.summaries.insert(name, groups);
             continue;
@@ -553,6 +554,28 @@ fn latest(connection: &Connection, tenant: &Tenant, id: &str, header: &Header) -
     }
     entity.attributes.retain(|_, instances| !instances.is_empty());
     Ok(entity)
+}
+
+/// Whether the temporal entity `id` passes what SQL could not test of
+/// `entities`. `attrs` alone is answered from the instance index; only `q`
+/// and geo-queries need the entity's latest state rebuilt from its history.
+fn passes(connection: &Connection, tenant: &Tenant, id: &str, entities: &EntityQuery) -> StoreResult<bool> {
+    let Some(header) = header(connection, tenant, id)? else {
+        return Ok(false);
+    };
+    let state = if entities.q.is_some() || entities.geo.is_some() {
+        latest(connection, tenant, id, &header)?
+    } else {
+        let mut bare = Entity::new(id, header.types.clone());
+        bare.scope = header.scope.clone();
+        for attr in &entities.attrs {
+            if has_history(connection, tenant, id, attr)? {
+                bare.attributes.insert(attr.clone(), Vec::new());
+            }
+        }
+        bare
+    };
+    Ok(entities.matches(&state))
 }
 
 /// Whether `attr` of entity `id` has any recorded instance.
@@ -656,9 +679,6 @@ pub(crate) fn query(
     // entity instead of listing the whole type first.
     let mut statement = connection.prepare_cached(&select).map_err(sql)?;
     let mut ids = statement.query(params_from_iter(args)).map_err(sql)?;
-    // `attrs` alone is answered from the instance index; only `q` and
-    // geo-queries need the entity's latest state rebuilt from its history.
-    let needs_attributes = entities.q.is_some() || entities.geo.is_some();
     let mut result = TemporalQueryResult::default();
     let mut pager = Pager::new(page);
     while let Some(row) = ids.next().map_err(sql)? {
@@ -675,22 +695,7 @@ pub(crate) fn query(
                 PageStep::Take => {}
             }
         }
-        let Some(header) = header(connection, tenant, &id)? else {
-            continue;
-        };
-        let state = if needs_attributes {
-            latest(connection, tenant, &id, &header)?
-        } else {
-            let mut bare = Entity::new(id.clone(), header.types.clone());
-            bare.scope = header.scope.clone();
-            for attr in &entities.attrs {
-                if has_history(connection, tenant, &id, attr)? {
-                    bare.attributes.insert(attr.clone(), Vec::new());
-                }
-            }
-            bare
-        };
-        if !entities.matches(&state) {
+        if !exact && !passes(connection, tenant, &id, entities)? {
             continue;
         }
         match pager.next_step() {

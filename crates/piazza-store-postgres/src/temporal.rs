@@ -14,7 +14,9 @@ use piazza_ngsild::query::EntityQuery;
 use piazza_ngsild::temporal::{self, Instance, TemporalEntity, TemporalQuery, TimeProperty, TimeRel, INSTANCE_PREFIX};
 use piazza_ngsild::time::{self, Timestamp};
 use piazza_ngsild::{Attribute, Entity, NgsiError};
-use piazza_store::{range_implies_attrs, Page, PageStep, Pager, TemporalEdit, TemporalQueryResult, Tenant};
+use piazza_store::{
+    range_implies_attrs, requested_attrs, Page, PageStep, Pager, TemporalEdit, TemporalQueryResult, Tenant,
+};
 use tokio_postgres::types::{Json, ToSql};
 use tokio_postgres::{IsolationLevel, Row};
 
@@ -768,15 +770,9 @@ async fn history(
         range: None,
         summaries: IndexMap::new(),
     };
-    let names = if query.attrs.is_empty() {
-        attribute_names(client, tenant, &entity.id).await?
-    } else {
-        // In the order `attribute_names` lists them; a name without history
-        // finds no instance below and is left out as it would be there.
-        let mut names = query.attrs.clone();
-        names.sort();
-        names.dedup();
-        names
+    let names = match requested_attrs(query) {
+        Some(names) => names,
+        None => attribute_names(client, tenant, &entity.id).await?,
     };
     for name in names {
         if let Some(groups) = aggregate::summarised(client, tenant, &entity.id, &name, query).await? {

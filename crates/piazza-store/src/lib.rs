@@ -524,6 +524,22 @@ pub fn range_implies_attrs(entities: &EntityQuery, query: &TemporalQuery) -> boo
     query.timerel.is_some() && !query.attrs.is_empty() && query.attrs.iter().all(|a| entities.attrs.contains(a))
 }
 
+/// The attributes a temporal query names, in the order stores list an
+/// entity's attributes with history (byte order: `ORDER BY attr` on both
+/// backends), so that a store reads only these without listing the
+/// entity's names first; `None` when the query names none (all of them).
+/// A name without history finds no instance and is left out, as it would
+/// be from the list.
+pub fn requested_attrs(query: &TemporalQuery) -> Option<Vec<String>> {
+    if query.attrs.is_empty() {
+        return None;
+    }
+    let mut names = query.attrs.clone();
+    names.sort();
+    names.dedup();
+    Some(names)
+}
+
 /// Temporal entities matching a temporal query.
 #[derive(Debug, Default)]
 pub struct TemporalQueryResult {
