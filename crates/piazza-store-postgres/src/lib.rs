@@ -38,6 +38,19 @@ use serde_json::Value;
 use tokio::sync::broadcast;
 use tokio_postgres::NoTls;
 
+/// The text array a JSON array holds, in order (SQL, for `concat!`): a
+/// batch sends each row's lists as JSON, since arrays of arrays do not
+/// unnest row by row.
+macro_rules! json_text_array {
+    ($json:literal) => {
+        concat!(
+            "ARRAY(SELECT v FROM json_array_elements_text(",
+            $json,
+            ") WITH ORDINALITY AS e(v, k) ORDER BY k)"
+        )
+    };
+}
+
 mod aggregate;
 mod cluster;
 mod migrate;

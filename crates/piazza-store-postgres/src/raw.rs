@@ -23,7 +23,7 @@ use tokio_postgres::types::Json;
 use tokio_postgres::Row;
 
 use crate::cluster::{self, Changed};
-use crate::rows::IndexRows;
+use crate::rows::{IndexRows, INDEX_TABLES};
 use crate::write::{self, execute, IndexKeys};
 use crate::{Error, Result};
 
@@ -352,13 +352,7 @@ async fn write_entities(
     let ids: Vec<&str> = entities.iter().map(|e| e.id.as_str()).collect();
     let t = tenant.name();
     let replaced = "(SELECT eid FROM entities WHERE tenant = $1 AND id = ANY($2))";
-    for index in [
-        "entity_types",
-        "entity_attrs",
-        "entity_geo",
-        "attr_numbers",
-        "attr_texts",
-    ] {
+    for index in INDEX_TABLES {
         execute(
             transaction,
             &format!("DELETE FROM {index} WHERE tenant = $1 AND eid IN {replaced}"),
@@ -413,14 +407,16 @@ async fn write_temporal(transaction: &Transaction<'_>, tenant: &Tenant, rows: Ve
     let deleted: Vec<Option<Timestamp>> = rows.iter().map(|r| r.deleted_at).collect();
     execute(
         transaction,
-        "INSERT INTO temporal_entities(tenant, id, types, scope, created_at, modified_at, deleted_at) \
-         SELECT $1, i, \
-         ARRAY(SELECT v FROM json_array_elements_text(t) WITH ORDINALITY AS e(v, k) ORDER BY k), \
-         ARRAY(SELECT v FROM json_array_elements_text(s) WITH ORDINALITY AS e(v, k) ORDER BY k), c, m, d \
-         FROM unnest($2::text[], $3::json[], $4::json[], $5::timestamptz[], $6::timestamptz[], $7::timestamptz[]) \
+        concat!(
+            "INSERT INTO temporal_entities(tenant, id, types, scope, created_at, modified_at, deleted_at) SELECT $1, i, ",
+            json_text_array!("t"),
+            ", ",
+            json_text_array!("s"),
+            ", c, m, d FROM unnest($2::text[], $3::json[], $4::json[], $5::timestamptz[], $6::timestamptz[], $7::timestamptz[]) \
          WITH ORDINALITY AS u(i, t, s, c, m, d, n) ORDER BY n \
          ON CONFLICT (tenant, id) DO UPDATE SET types = EXCLUDED.types, scope = EXCLUDED.scope, \
-         created_at = EXCLUDED.created_at, modified_at = EXCLUDED.modified_at, deleted_at = EXCLUDED.deleted_at",
+         created_at = EXCLUDED.created_at, modified_at = EXCLUDED.modified_at, deleted_at = EXCLUDED.deleted_at"
+        ),
         &[&tenant.name(), &ids, &types, &scopes, &created, &modified, &deleted],
     )
     .await?;

@@ -8,7 +8,7 @@ use piazza_ngsild::query::q::IndexedValue;
 use tokio_postgres::types::ToSql;
 
 use crate::values::Columns;
-use crate::write::{execute, GeoRow, IndexKeys};
+use crate::write::{execute, execute_rows, GeoRow, IndexKeys};
 use crate::Result;
 
 /// Index rows of one tenant's entities, by table.
@@ -70,34 +70,23 @@ impl<'a> IndexRows<'a> {
 
     /// Inserts the rows, their statements pipelined.
     pub(crate) async fn insert(&self, client: &impl GenericClient, postgis: bool) -> Result<()> {
-        let tenant = self.tenant;
-        let types = async {
-            if !self.types.is_empty() {
-                execute(
-                    client,
-                    "INSERT INTO entity_types(tenant, eid, type) SELECT $1, e, t FROM unnest($2::int8[], $3::text[]) AS u(e, t)",
-                    &[&tenant, &self.type_eids, &self.types],
-                )
-                .await?;
-            }
-            Ok(())
-        };
-        let attrs = async {
-            if !self.attr_names.is_empty() {
-                execute(
-                    client,
-                    "INSERT INTO entity_attrs(tenant, eid, name, kind) SELECT $1, e, n, k \
-                     FROM unnest($2::int8[], $3::text[], $4::text[]) AS u(e, n, k)",
-                    &[&tenant, &self.attr_eids, &self.attr_names, &self.attr_kinds],
-                )
-                .await?;
-            }
-            Ok(())
-        };
+        let types: [&(dyn ToSql + Sync); 3] = [&self.tenant, &self.type_eids, &self.types];
+        let attrs: [&(dyn ToSql + Sync); 4] = [&self.tenant, &self.attr_eids, &self.attr_names, &self.attr_kinds];
         tokio::try_join!(
-            types,
-            attrs,
-            crate::write::insert_geo(client, tenant, &self.geo, postgis),
+            execute_rows(
+                client,
+                self.types.len(),
+                "INSERT INTO entity_types(tenant, eid, type) SELECT $1, e, t FROM unnest($2::int8[], $3::text[]) AS u(e, t)",
+                &types,
+            ),
+            execute_rows(
+                client,
+                self.attr_names.len(),
+                "INSERT INTO entity_attrs(tenant, eid, name, kind) SELECT $1, e, n, k \
+                 FROM unnest($2::int8[], $3::text[], $4::text[]) AS u(e, n, k)",
+                &attrs,
+            ),
+            crate::write::insert_geo(client, self.tenant, &self.geo, postgis),
             self.values.insert(client)
         )?;
         Ok(())
@@ -106,52 +95,48 @@ impl<'a> IndexRows<'a> {
     /// Deletes the type, attribute and value rows (geo rows go whole, by
     /// entity: [`forget_geo`]).
     pub(crate) async fn delete(&self, client: &impl GenericClient) -> Result<()> {
-        let tenant = self.tenant;
-        let types = async {
-            if !self.types.is_empty() {
-                execute(
-                    client,
-                    "DELETE FROM entity_types x USING unnest($2::int8[], $3::text[]) AS u(e, t) \
-                     WHERE x.tenant = $1 AND x.eid = u.e AND x.type = u.t",
-                    &[&tenant, &self.type_eids, &self.types],
-                )
-                .await?;
-            }
-            Ok(())
-        };
-        let attrs = async {
-            if !self.attr_names.is_empty() {
-                execute(
-                    client,
-                    "DELETE FROM entity_attrs x USING unnest($2::int8[], $3::text[], $4::text[]) AS u(e, n, k) \
-                     WHERE x.tenant = $1 AND x.eid = u.e AND x.name = u.n AND x.kind = u.k",
-                    &[&tenant, &self.attr_eids, &self.attr_names, &self.attr_kinds],
-                )
-                .await?;
-            }
-            Ok(())
-        };
-        tokio::try_join!(types, attrs, self.values.delete(client))?;
+        let types: [&(dyn ToSql + Sync); 3] = [&self.tenant, &self.type_eids, &self.types];
+        let attrs: [&(dyn ToSql + Sync); 4] = [&self.tenant, &self.attr_eids, &self.attr_names, &self.attr_kinds];
+        tokio::try_join!(
+            execute_rows(
+                client,
+                self.types.len(),
+                "DELETE FROM entity_types x USING unnest($2::int8[], $3::text[]) AS u(e, t) \
+                 WHERE x.tenant = $1 AND x.eid = u.e AND x.type = u.t",
+                &types,
+            ),
+            execute_rows(
+                client,
+                self.attr_names.len(),
+                "DELETE FROM entity_attrs x USING unnest($2::int8[], $3::text[], $4::text[]) AS u(e, n, k) \
+                 WHERE x.tenant = $1 AND x.eid = u.e AND x.name = u.n AND x.kind = u.k",
+                &attrs,
+            ),
+            self.values.delete(client)
+        )?;
         Ok(())
     }
 }
+
+/// The tables of an entity's index rows, keyed by its `eid`.
+pub(crate) const INDEX_TABLES: [&str; 5] = [
+    "entity_types",
+    "entity_attrs",
+    "entity_geo",
+    "attr_numbers",
+    "attr_texts",
+];
 
 /// Deletes the entities `eids`: their rows and all their index rows.
 pub(crate) async fn forget(client: &impl GenericClient, tenant: &str, eids: &[i64]) -> Result<()> {
     if eids.is_empty() {
         return Ok(());
     }
-    let mut statements = Vec::new();
-    for table in [
-        "entity_types",
-        "entity_attrs",
-        "entity_geo",
-        "attr_numbers",
-        "attr_texts",
-        "entities",
-    ] {
-        statements.push(format!("DELETE FROM {table} WHERE tenant = $1 AND eid = ANY($2)"));
-    }
+    let statements: Vec<String> = INDEX_TABLES
+        .iter()
+        .chain(&["entities"])
+        .map(|table| format!("DELETE FROM {table} WHERE tenant = $1 AND eid = ANY($2)"))
+        .collect();
     let params: [&(dyn ToSql + Sync); 2] = [&tenant, &eids];
     let deletes = statements.iter().map(|sql| execute(client, sql, &params));
     futures_util::future::try_join_all(deletes).await?;
@@ -161,13 +146,11 @@ pub(crate) async fn forget(client: &impl GenericClient, tenant: &str, eids: &[i6
 /// Deletes the geo rows of the entities `eids` (few: one per GeoProperty
 /// value).
 pub(crate) async fn forget_geo(client: &impl GenericClient, tenant: &str, eids: &[i64]) -> Result<()> {
-    if !eids.is_empty() {
-        execute(
-            client,
-            "DELETE FROM entity_geo WHERE tenant = $1 AND eid = ANY($2)",
-            &[&tenant, &eids],
-        )
-        .await?;
-    }
-    Ok(())
+    execute_rows(
+        client,
+        eids.len(),
+        "DELETE FROM entity_geo WHERE tenant = $1 AND eid = ANY($2)",
+        &[&tenant, &eids],
+    )
+    .await
 }

@@ -320,13 +320,16 @@ impl EntityRows {
             let c = RowColumns::of(&new);
             execute(
                 client,
-                "INSERT INTO temporal_entities(tenant, id, types, scope, created_at, modified_at, deleted_at) \
-                 SELECT $1, i, \
-                 ARRAY(SELECT v FROM json_array_elements_text(t) WITH ORDINALITY AS e(v, k) ORDER BY k), \
-                 ARRAY(SELECT v FROM json_array_elements_text(s) WITH ORDINALITY AS e(v, k) ORDER BY k), \
-                 c, coalesce(m, c), d \
-                 FROM unnest($2::text[], $3::json[], $4::json[], $5::timestamptz[], $6::timestamptz[], \
-                 $7::timestamptz[]) WITH ORDINALITY AS u(i, t, s, c, m, d, n) ORDER BY n",
+                concat!(
+                    "INSERT INTO temporal_entities(tenant, id, types, scope, created_at, modified_at, deleted_at) \
+                     SELECT $1, i, ",
+                    json_text_array!("t"),
+                    ", ",
+                    json_text_array!("s"),
+                    ", c, coalesce(m, c), d \
+                     FROM unnest($2::text[], $3::json[], $4::json[], $5::timestamptz[], $6::timestamptz[], \
+                     $7::timestamptz[]) WITH ORDINALITY AS u(i, t, s, c, m, d, n) ORDER BY n"
+                ),
                 &[
                     &tenant.name(),
                     &c.ids,
@@ -347,13 +350,15 @@ impl EntityRows {
             let c = RowColumns::of(&stored);
             execute(
                 client,
-                "UPDATE temporal_entities te SET \
-                 types = ARRAY(SELECT v FROM json_array_elements_text(u.t) WITH ORDINALITY AS e(v, k) ORDER BY k), \
-                 scope = CASE WHEN u.s IS NULL THEN te.scope \
-                 ELSE ARRAY(SELECT v FROM json_array_elements_text(u.s) WITH ORDINALITY AS e(v, k) ORDER BY k) END, \
-                 modified_at = coalesce(u.m, te.modified_at), deleted_at = u.d \
+                concat!(
+                    "UPDATE temporal_entities te SET types = ",
+                    json_text_array!("u.t"),
+                    ", scope = CASE WHEN u.s IS NULL THEN te.scope ELSE ",
+                    json_text_array!("u.s"),
+                    " END, modified_at = coalesce(u.m, te.modified_at), deleted_at = u.d \
                  FROM unnest($2::text[], $3::json[], $4::json[], $5::timestamptz[], $6::timestamptz[]) \
-                 AS u(i, t, s, m, d) WHERE te.tenant = $1 AND te.id = u.i",
+                 AS u(i, t, s, m, d) WHERE te.tenant = $1 AND te.id = u.i"
+                ),
                 &[&tenant.name(), &c.ids, &c.types, &c.scopes, &c.modified, &c.deleted],
             )
             .await?;

@@ -549,30 +549,22 @@ impl NetChange<'_> {
     /// Updates and inserts the documents (the removed rows go with
     /// [`rows::forget`]).
     async fn write_documents(&self, client: &impl GenericClient, tenant: &str) -> Result<()> {
-        let update = async {
-            if !self.updated.is_empty() {
-                execute(
-                    client,
-                    "UPDATE entities e SET doc = u.d FROM unnest($2::int8[], $3::json[]) AS u(k, d) \
-                     WHERE e.tenant = $1 AND e.eid = u.k",
-                    &[&tenant, &self.updated, &self.updated_docs],
-                )
-                .await?;
-            }
-            Ok::<_, Error>(())
-        };
-        let insert = async {
-            if !self.created.is_empty() {
-                execute(
-                    client,
-                    "INSERT INTO entities(tenant, eid, id, doc) OVERRIDING SYSTEM VALUE \
-                     SELECT $1, k, i, d FROM unnest($2::int8[], $3::text[], $4::json[]) AS u(k, i, d)",
-                    &[&tenant, &self.created, &self.created_ids, &self.created_docs],
-                )
-                .await?;
-            }
-            Ok(())
-        };
+        let updated: [&(dyn ToSql + Sync); 3] = [&tenant, &self.updated, &self.updated_docs];
+        let created: [&(dyn ToSql + Sync); 4] = [&tenant, &self.created, &self.created_ids, &self.created_docs];
+        let update = execute_rows(
+            client,
+            self.updated.len(),
+            "UPDATE entities e SET doc = u.d FROM unnest($2::int8[], $3::json[]) AS u(k, d) \
+             WHERE e.tenant = $1 AND e.eid = u.k",
+            &updated,
+        );
+        let insert = execute_rows(
+            client,
+            self.created.len(),
+            "INSERT INTO entities(tenant, eid, id, doc) OVERRIDING SYSTEM VALUE \
+             SELECT $1, k, i, d FROM unnest($2::int8[], $3::text[], $4::json[]) AS u(k, i, d)",
+            &created,
+        );
         tokio::try_join!(update, insert)?;
         Ok(())
     }
@@ -615,6 +607,20 @@ pub(crate) async fn record_tenant(client: &impl GenericClient, tenant: &Tenant) 
         &[&tenant.name()],
     )
     .await?;
+    Ok(())
+}
+
+/// Runs a statement over `rows` rows passed as arrays, unless there are
+/// none.
+pub(crate) async fn execute_rows(
+    client: &impl GenericClient,
+    rows: usize,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<()> {
+    if rows > 0 {
+        execute(client, sql, params).await?;
+    }
     Ok(())
 }
 

@@ -339,15 +339,6 @@ async fn a_temporal_query_pages_and_counts_what_type_and_attrs_select() {
             attr: {"type": "Property", "value": i, "observedAt": "2024-01-01T10:00:00Z"}}))
             .await;
     }
-    let ids = |reply: &crate::support::Reply| -> Vec<u64> {
-        reply
-            .body
-            .as_array()
-            .expect("an array")
-            .iter()
-            .map(|e| e["id"].as_str().unwrap_or_default()[14..].parse().expect("number"))
-            .collect()
-    };
     for (query, expected, total) in [
         (
             "type=Hive&attrs=weight&count=true&limit=2&offset=1",
@@ -375,7 +366,7 @@ async fn a_temporal_query_pages_and_counts_what_type_and_attrs_select() {
     ] {
         let reply = c.get(&format!("/temporal/entities?{query}")).await;
         assert_eq!(reply.status, StatusCode::OK, "{query}: {}", reply.body);
-        assert_eq!(ids(&reply), expected, "{query}");
+        assert_eq!(id_numbers(&reply), expected, "{query}");
         assert_eq!(reply.header("NGSILD-Results-Count"), total, "{query}");
     }
 }
@@ -397,15 +388,6 @@ async fn a_temporal_query_with_a_time_range_pages_only_what_has_history_in_it() 
         .collect();
     let created = c.post("/entityOperations/create", &json!(nests)).await;
     assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
-    let ids = |reply: &crate::support::Reply| -> Vec<u64> {
-        reply
-            .body
-            .as_array()
-            .expect("an array")
-            .iter()
-            .map(|e| e["id"].as_str().unwrap_or_default()[14..].parse().expect("number"))
-            .collect()
-    };
     let recent = "type=Nest&attrs=eggs&timerel=after&timeAt=2023-01-01T00:00:00Z&count=true";
     let old = "type=Nest&timerel=before&timeAt=2023-01-01T00:00:00Z&count=true";
     for (query, expected) in [
@@ -424,7 +406,7 @@ async fn a_temporal_query_with_a_time_range_pages_only_what_has_history_in_it() 
     ] {
         let reply = c.get(&format!("/temporal/entities?{query}")).await;
         assert_eq!(reply.status, StatusCode::OK, "{query}: {}", reply.body);
-        assert_eq!(ids(&reply), expected, "{query}");
+        assert_eq!(id_numbers(&reply), expected, "{query}");
         let total = if query.contains("eggs>=10") { "30" } else { "35" };
         assert_eq!(reply.header("NGSILD-Results-Count"), Some(total), "{query}");
     }
@@ -434,4 +416,15 @@ async fn a_temporal_query_with_a_time_range_pages_only_what_has_history_in_it() 
         ))
         .await;
     assert_eq!(summed.body[0]["eggs"]["sum"][0][0], json!(0.0), "{}", summed.body);
+}
+
+/// The numbers ending the ids (`urn:ngsi-ld:X:NN`) of the entities listed.
+fn id_numbers(reply: &crate::support::Reply) -> Vec<u64> {
+    reply
+        .body
+        .as_array()
+        .expect("an array")
+        .iter()
+        .map(|e| e["id"].as_str().unwrap_or_default()[14..].parse().expect("number"))
+        .collect()
 }
