@@ -140,6 +140,33 @@ fn upsert_entity(
     }
 }
 
+/// Refreshes the temporal entity row of an entity updated in place when
+/// the row already lists exactly its types: one statement, where
+/// `upsert_entity` reads the row and writes its types back. Returns whether
+/// it did (no row, or other types, are left to `upsert_entity`).
+fn refresh_entity(
+    tx: &Transaction<'_>,
+    tenant: &Tenant,
+    id: &str,
+    types: &[String],
+    scope: &[String],
+    now: Timestamp,
+) -> rusqlite::Result<bool> {
+    let changed = tx
+        .prepare_cached(
+            "UPDATE temporal_entities SET scope = CASE WHEN ?4 = '[]' THEN scope ELSE ?4 END, modified_at = ?5, \
+             deleted_at = NULL WHERE tenant = ?1 AND id = ?2 AND types = ?3",
+        )?
+        .execute(params![
+            tenant.name(),
+            id,
+            to_json(&types)?,
+            to_json(&scope)?,
+            time::format(&now)
+        ])?;
+    Ok(changed == 1)
+}
+
 /// Records what an entity edit changed: every instance that is new or
 /// differs from before, a deletion record for every instance that
 /// disappeared, and the deletion of the entity itself.
@@ -154,7 +181,9 @@ pub(crate) fn record(
         return Ok(());
     };
     if let Some(after) = after {
-        upsert_entity(tx, tenant, &id, &after.types, &after.scope, now)?;
+        if before.is_none() || !refresh_entity(tx, tenant, &id, &after.types, &after.scope, now)? {
+            upsert_entity(tx, tenant, &id, &after.types, &after.scope, now)?;
+        }
         for (name, instances) in &after.attributes {
             for instance in instances {
                 let previous = before.and_then(|b| b.instance(name, instance.dataset_id.as_deref()));

@@ -440,6 +440,9 @@ pub async fn history_records_every_change(store: Arc<dyn Store>) {
         .map(|i| i.attribute.value.clone())
         .collect();
     assert_eq!(values, vec![json!(0), json!(1), json!(2), json!(3)]);
+    // The temporal entity is modified with the entity.
+    let current = store.get(&t, "urn:h:1").await.unwrap().expect("entity");
+    assert_eq!(history.modified_at, current.modified_at);
     // An attribute that did not change has one instance only.
     assert_eq!(history.attributes[&q].len(), 1);
     let ids: std::collections::HashSet<_> = history.attributes[&p].iter().map(|i| i.instance_id.clone()).collect();
@@ -462,6 +465,18 @@ pub async fn history_records_every_change(store: Arc<dyn Store>) {
         .await
         .unwrap()
         .is_none());
+    // A type added and another dropped: the history keeps every type.
+    let core = ActiveContext::core();
+    for types in [vec!["H", "H2"], vec!["H2"]] {
+        let types: Vec<String> = types.into_iter().map(|t| core.expand(t)).collect();
+        let retype = Edit::new("urn:h:1", move |existing| {
+            let mut entity = existing.cloned().ok_or_else(|| NgsiError::not_found("missing"))?;
+            entity.types = types;
+            entity.modified_at = Some(time::now());
+            Ok(EditOutcome::put(entity, UpdateOutcome::default()))
+        });
+        store.edit(&t, vec![retype]).await.unwrap().remove(0).unwrap();
+    }
     // Deleting the entity keeps its history and types, with deletion records.
     store
         .edit(
@@ -477,7 +492,7 @@ pub async fn history_records_every_change(store: Arc<dyn Store>) {
         .unwrap();
     let history = store.temporal_entity(&t, "urn:h:1", &all).await.unwrap().expect("kept");
     assert!(history.deleted_at.is_some());
-    assert_eq!(history.types, vec![ActiveContext::core().expand("H")]);
+    assert_eq!(history.types, vec![core.expand("H"), core.expand("H2")]);
     assert!(history.attributes[&p].last().unwrap().deleted_at.is_some());
     let found = store
         .temporal_query(&t, Arc::new(EntityQuery::default()), &all, all_page())

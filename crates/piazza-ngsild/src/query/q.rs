@@ -967,7 +967,7 @@ fn range(low: Scalar, high: Scalar) -> Option<Check> {
 }
 
 mod index;
-pub use index::{indexed_values, IndexedValue, ValueBound, ValueTest, MAX_INDEXED_TEXT};
+pub use index::{attribute_indexed_values, indexed_values, IndexedValue, ValueBound, ValueTest, MAX_INDEXED_TEXT};
 
 #[cfg(test)]
 mod tests;

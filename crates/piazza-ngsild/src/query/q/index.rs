@@ -10,7 +10,7 @@
 
 use std::collections::HashSet;
 
-use crate::Entity;
+use crate::{Attribute, Entity};
 
 use super::{Check, Expr, Path, Query, Scalar};
 
@@ -72,26 +72,36 @@ pub enum ValueTest {
 /// Every attribute value of `entity` a comparison can match with a number
 /// or string literal, by attribute name, without repeats.
 pub fn indexed_values(entity: &Entity) -> Vec<(&str, IndexedValue)> {
-    let mut values: Vec<(&str, IndexedValue)> = Vec::new();
-    let mut seen: HashSet<(&str, IndexedValue)> = HashSet::new();
+    let mut values = Vec::new();
     for (name, instances) in &entity.attributes {
-        let path = Path::whole(name);
-        for instance in instances {
-            for leaf in path.leaves(instance) {
-                let value = if let Some(number) = leaf.number().and_then(serde_json::Number::as_f64) {
-                    IndexedValue::Number(number)
-                } else if let Some(text) = leaf.text().filter(|t| t.len() <= MAX_INDEXED_TEXT) {
-                    IndexedValue::Text(text.to_owned())
-                } else {
-                    continue;
-                };
-                if seen.insert((name.as_str(), value.clone())) {
-                    values.push((name.as_str(), value));
-                }
+        attribute_indexed_values(name, instances, &mut values);
+    }
+    values
+}
+
+/// Appends the indexed values of one attribute (all its instances) to
+/// `values`, without repeats: what [`indexed_values`] holds for `name`.
+pub fn attribute_indexed_values<'a>(
+    name: &'a str,
+    instances: &'a [Attribute],
+    values: &mut Vec<(&'a str, IndexedValue)>,
+) {
+    let mut seen: HashSet<IndexedValue> = HashSet::new();
+    let path = Path::whole(name);
+    for instance in instances {
+        for leaf in path.leaves(instance) {
+            let value = if let Some(number) = leaf.number().and_then(serde_json::Number::as_f64) {
+                IndexedValue::Number(number)
+            } else if let Some(text) = leaf.text().filter(|t| t.len() <= MAX_INDEXED_TEXT) {
+                IndexedValue::Text(text.to_owned())
+            } else {
+                continue;
+            };
+            if seen.insert(value.clone()) {
+                values.push((name, value));
             }
         }
     }
-    values
 }
 
 impl Query {
