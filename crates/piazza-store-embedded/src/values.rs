@@ -70,13 +70,13 @@ pub(crate) fn reindex(
     Ok(())
 }
 
+/// Indexed values by attribute name.
+type Values<'e> = Vec<(&'e str, IndexedValue)>;
+
 /// The indexed values of the attributes an update changed, before and
 /// after: most updates change one attribute of ten, and working out every
 /// value of both versions was as costly as writing the changed rows.
-fn changed_values<'e>(
-    before: &'e Entity,
-    after: &'e Entity,
-) -> (Vec<(&'e str, IndexedValue)>, Vec<(&'e str, IndexedValue)>) {
+fn changed_values<'e>(before: &'e Entity, after: &'e Entity) -> (Values<'e>, Values<'e>) {
     let (mut old, mut new) = (Vec::new(), Vec::new());
     for (name, instances) in &after.attributes {
         let previous = before.attributes.get(name);
