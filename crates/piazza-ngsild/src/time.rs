@@ -14,7 +14,77 @@ pub fn now() -> Timestamp {
 
 /// Formats a timestamp the way the API returns system attributes.
 pub fn format(ts: &Timestamp) -> String {
-    ts.to_rfc3339_opts(SecondsFormat::Micros, true)
+    match canonical(ts) {
+        Some(text) => text.as_str().to_owned(),
+        None => ts.to_rfc3339_opts(SecondsFormat::Micros, true),
+    }
+}
+
+/// `format`'s text of a timestamp of the years 0–9999 that is not a leap
+/// second (every one a clock gives), written without chrono's formatter:
+/// each attribute carries two timestamps, and formatting them through
+/// `to_rfc3339_opts` was a quarter of writing an entity's document.
+/// What this writes, chrono writes the same.
+pub(crate) fn canonical(ts: &Timestamp) -> Option<Canonical> {
+    let nanos = ts.timestamp_subsec_nanos();
+    if nanos >= 1_000_000_000 {
+        return None;
+    }
+    let seconds = ts.timestamp();
+    let (year, month, day) = civil_date(seconds.div_euclid(86_400));
+    let year = u32::try_from(year).ok().filter(|y| *y <= 9999)?;
+    let of_day = seconds.rem_euclid(86_400) as u32;
+    let mut text = *b"0000-00-00T00:00:00.000000Z";
+    for (at, width, number) in [
+        (0, 4, year),
+        (5, 2, month),
+        (8, 2, day),
+        (11, 2, of_day / 3600),
+        (14, 2, of_day / 60 % 60),
+        (17, 2, of_day % 60),
+        (20, 6, nanos / 1_000),
+    ] {
+        put_digits(&mut text[at..at + width], number);
+    }
+    Some(Canonical(text))
+}
+
+/// The (proleptic Gregorian) year, month and day of a day counted from
+/// 1970-01-01, by whole 400-year eras (Howard Hinnant's `civil_from_days`):
+/// chrono's accessors convert the instant again for each field.
+fn civil_date(days: i64) -> (i64, u32, u32) {
+    let shifted = days + 719_468; // from 0000-03-01
+    let era = shifted.div_euclid(146_097);
+    let day_of_era = shifted.rem_euclid(146_097);
+    let year_of_era = (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_from_march = (5 * day_of_year + 2) / 153;
+    let day = (day_of_year - (153 * month_from_march + 2) / 5 + 1) as u32;
+    let month = if month_from_march < 10 {
+        month_from_march + 3
+    } else {
+        month_from_march - 9
+    } as u32;
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// A timestamp as `YYYY-MM-DDTHH:MM:SS.ffffffZ`, on the stack.
+pub(crate) struct Canonical([u8; 27]);
+
+impl Canonical {
+    pub(crate) fn as_str(&self) -> &str {
+        // Digits and ASCII separators only.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+/// Writes `number` in decimal into `slot`, zero-padded to its width.
+fn put_digits(slot: &mut [u8], mut number: u32) {
+    for byte in slot.iter_mut().rev() {
+        *byte = b'0' + (number % 10) as u8;
+        number /= 10;
+    }
 }
 
 /// Parses an NGSI-LD DateTime (RFC 3339; a missing offset means UTC).
@@ -83,7 +153,10 @@ pub mod serde_opt {
 
     pub fn serialize<S: Serializer>(value: &Option<Timestamp>, serializer: S) -> Result<S::Ok, S::Error> {
         match value {
-            Some(ts) => serializer.serialize_str(&super::format(ts)),
+            Some(ts) => match super::canonical(ts) {
+                Some(text) => serializer.serialize_str(text.as_str()),
+                None => serializer.serialize_str(&super::format(ts)),
+            },
             None => serializer.serialize_none(),
         }
     }
@@ -129,11 +202,60 @@ mod tests {
             }
         }
 
+        /// Any instant chrono can hold, leap seconds and years past 9999
+        /// or before 0 included: the fast path writes what chrono writes.
+        #[test]
+        fn format_writes_what_chrono_writes(
+            seconds in -300_000_000_000i64..300_000_000_000,
+            nanos in prop_oneof![0u32..1_000_000_000, 1_000_000_000u32..2_000_000_000],
+        ) {
+            if let Some(ts) = DateTime::from_timestamp(seconds, nanos) {
+                prop_assert_eq!(format(&ts), ts.to_rfc3339_opts(chrono::SecondsFormat::Micros, true));
+            }
+        }
+
         #[test]
         fn what_format_writes_parses_back(micros in 0i64..253_402_300_799_000_000) {
             let ts = DateTime::from_timestamp_micros(micros).expect("in range");
             prop_assert_eq!(parse_canonical(&format(&ts)), Some(ts));
         }
+    }
+
+    /// Every day of four Gregorian cycles of 400 years (every leap-year
+    /// rule), at a time of day that moves with it, and both ends of the
+    /// fast path's years.
+    #[test]
+    fn the_calendar_agrees_with_chrono_day_by_day() {
+        let first = DateTime::parse_from_rfc3339("1600-01-01T00:00:00Z")
+            .expect("date")
+            .timestamp();
+        let days = 4 * 146_097;
+        for day in 0..days {
+            let at = first + day * 86_400 + (day * 7_919) % 86_400;
+            let ts = DateTime::from_timestamp(at, ((day % 1_000) * 1_000_123) as u32).expect("in range");
+            assert_eq!(format(&ts), ts.to_rfc3339_opts(chrono::SecondsFormat::Micros, true));
+        }
+        for edge in ["0000-01-01T00:00:00Z", "9999-12-31T23:59:59.999999Z"] {
+            let ts = general(edge).expect("edge");
+            assert_eq!(format(&ts), ts.to_rfc3339_opts(chrono::SecondsFormat::Micros, true));
+        }
+    }
+
+    #[test]
+    fn leap_seconds_and_far_years_are_formatted_by_chrono() {
+        let leap = DateTime::from_timestamp(1_483_228_799, 1_500_000_000).expect("a leap second");
+        let far = DateTime::from_timestamp(300_000_000_000, 0).expect("year 11476");
+        let before_zero = DateTime::from_timestamp(-62_200_000_000, 0).expect("year -2");
+        for ts in [leap, far, before_zero] {
+            assert!(super::canonical(&ts).is_none(), "{ts:?}");
+            assert_eq!(format(&ts), ts.to_rfc3339_opts(chrono::SecondsFormat::Micros, true));
+        }
+        assert_eq!(format(&leap), "2016-12-31T23:59:60.500000Z");
+        let now = super::now();
+        assert_eq!(
+            super::canonical(&now).map(|c| c.as_str().to_owned()),
+            Some(format(&now))
+        );
     }
 
     #[test]
