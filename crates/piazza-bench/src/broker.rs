@@ -85,6 +85,12 @@ impl Broker {
         self.child.id()
     }
 
+    /// CPU time the broker has used so far: user plus system, all threads.
+    pub fn cpu_time(&self) -> anyhow::Result<Duration> {
+        let stat = fs::read_to_string(format!("/proc/{}/stat", self.pid()))?;
+        parse_cpu_time(&stat).context("no utime/stime in /proc/<pid>/stat")
+    }
+
     /// Peak resident set size so far, in bytes.
     pub fn peak_rss(&self) -> anyhow::Result<u64> {
         let status = fs::read_to_string(format!("/proc/{}/status", self.pid()))?;
@@ -137,6 +143,19 @@ pub fn parse_vm_hwm(status: &str) -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// `utime + stime` of a `/proc/<pid>/stat` line. They count clock ticks
+/// of USER_HZ, which Linux fixes at 100 per second in its ABI whatever the
+/// kernel's own tick, so one tick is 10 ms.
+pub fn parse_cpu_time(stat: &str) -> Option<Duration> {
+    // Field 2, the command name, is in parentheses and may hold spaces and
+    // parentheses itself: the fields after the last `)` start at field 3,
+    // so utime (field 14) and stime (15) are the 12th and 13th of them.
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(Duration::from_millis((utime + stime) * 10))
+}
+
 /// One `GET /health` on a fresh connection; true on a 200.
 async fn health_ok(addr: SocketAddr) -> bool {
     let attempt = async {
@@ -175,6 +194,17 @@ pub fn dir_size(dir: &Path) -> anyhow::Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_cpu_time_past_a_command_name_with_spaces() {
+        // A real line of `/proc/self/stat`, with a command name that would
+        // shift every field if the parser split from the start.
+        let stat = "4242 (piazza (x) y) S 1 4242 4242 0 -1 4194560 1369 0 0 0 \
+                    731 158 0 0 20 0 7 0 3151 1486212 95882 18446744073709551615";
+        assert_eq!(parse_cpu_time(stat), Some(Duration::from_millis((731 + 158) * 10)));
+        assert_eq!(parse_cpu_time("4242 (piazza) S 1"), None);
+        assert_eq!(parse_cpu_time("no parenthesis"), None);
+    }
 
     #[test]
     fn reads_the_ready_line() {

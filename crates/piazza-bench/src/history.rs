@@ -9,7 +9,6 @@ use hyper::Method;
 use serde_json::{json, Value};
 
 use crate::load::{self, MakeReq, Req};
-use crate::report::Row;
 use crate::template::{self, Rng, ENTITY_TYPE};
 use crate::{Bench, API};
 
@@ -36,8 +35,7 @@ impl Bench {
         for (name, extra) in evolutions {
             let uri = format!("{base}{extra}");
             let make: MakeReq = Arc::new(move |_rng: &mut Rng| Some(Req::get(uri.clone()).tenant(TENANT)));
-            let (outcome, _) = self.timed(make, self.cli.connections).await?;
-            let mut row = Row::measured(name, outcome.summary());
+            let mut row = self.timed(make, self.cli.connections).await?.row(name);
             row.note = format!("1 entity × {n} instances");
             self.rows.push(row);
         }
@@ -58,8 +56,7 @@ impl Bench {
                 };
                 Some(Req::get(format!("{uri}&offset={offset}")))
             });
-            let (outcome, _) = self.timed(make, self.cli.query_connections).await?;
-            let mut row = Row::measured(name, outcome.summary());
+            let mut row = self.timed(make, self.cli.query_connections).await?.row(name);
             let page = if deep { "a random page" } else { "the first page" };
             row.note = format!(
                 "type+attrs, {page} of 20 over {entities}; {} connections",

@@ -26,7 +26,7 @@ mod template;
 
 use broker::Broker;
 use load::{MakeReq, Outcome, Req, Shape};
-use report::Row;
+use report::{BrokerCpu, Row};
 use template::{Rng, ENTITY_TYPE};
 
 /// The broker's allocator, so that the ceiling (a bare route in this
@@ -239,6 +239,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A scenario's measured load, and what the broker used for it.
+struct Measured {
+    outcome: Outcome,
+    /// Requests answered during the warm-up (stored entities, for create).
+    warm: u64,
+    broker_cpu: Option<BrokerCpu>,
+}
+
+impl Measured {
+    fn row(&self, name: &str) -> Row {
+        let mut row = Row::measured(name, self.outcome.summary());
+        row.broker_cpu = self.broker_cpu;
+        row
+    }
+}
+
 struct Bench {
     cli: Cli,
     bin: PathBuf,
@@ -318,7 +334,7 @@ impl Bench {
     }
 
     /// Warm-up, then the measured run, of a duration-bounded load.
-    async fn timed(&mut self, make: MakeReq, connections: usize) -> anyhow::Result<(Outcome, u64)> {
+    async fn timed(&mut self, make: MakeReq, connections: usize) -> anyhow::Result<Measured> {
         let addr = self.broker().await?;
         let mut warm = 0;
         if self.cli.warmup_secs > 0 {
@@ -326,11 +342,30 @@ impl Bench {
             warm = load::drive(addr, shape, make.clone()).await?.latencies.len();
         }
         let shape = self.shape_with(connections, Some(Duration::from_secs(self.cli.duration_secs)));
+        let before = self.broker_cpu_time();
         let outcome = load::drive(addr, shape, make).await?;
         if let Some(error) = &outcome.first_error {
             eprintln!("   first error: {error}");
         }
-        Ok((outcome, warm))
+        Ok(self.measured(outcome, warm, before))
+    }
+
+    /// The broker's CPU time so far, if it runs (and /proc says).
+    fn broker_cpu_time(&self) -> Option<Duration> {
+        self.broker.as_ref().and_then(|b| b.cpu_time().ok())
+    }
+
+    /// `outcome` with the broker's CPU since `cpu_before`.
+    fn measured(&self, outcome: Outcome, warm: u64, cpu_before: Option<Duration>) -> Measured {
+        let requests = outcome.latencies.len() + outcome.errors;
+        let broker_cpu = cpu_before
+            .zip(self.broker_cpu_time())
+            .and_then(|(before, after)| BrokerCpu::of(after.saturating_sub(before), requests, outcome.elapsed));
+        Measured {
+            outcome,
+            warm,
+            broker_cpu,
+        }
     }
 
     /// Upserts entities `0..count` of a set in batches; count-bounded.
@@ -339,7 +374,7 @@ impl Bench {
         prefix: &'static str,
         count: u64,
         tenant: Option<&'static str>,
-    ) -> anyhow::Result<Outcome> {
+    ) -> anyhow::Result<Measured> {
         let addr = self.broker().await?;
         let batch = self.cli.batch_size.max(1);
         let batches = count.div_ceil(batch);
@@ -361,6 +396,7 @@ impl Bench {
                 None => req,
             })
         });
+        let before = self.broker_cpu_time();
         let outcome = load::drive(addr, self.shape(None), make).await?;
         if outcome.errors > 0 {
             bail!(
@@ -370,8 +406,9 @@ impl Bench {
             );
         }
         self.stored += count;
+        let measured = self.measured(outcome, 0, before);
         self.vacuum_analyze().await?;
-        Ok(outcome)
+        Ok(measured)
     }
 
     /// On PostgreSQL, vacuums and analyzes what was just loaded, as
@@ -402,9 +439,9 @@ impl Bench {
         if !measured {
             eprintln!("   loading the query data set ({} entities)", self.cli.entities);
         }
-        let outcome = self.upsert_set("d", self.cli.entities, None).await?;
+        let load = self.upsert_set("d", self.cli.entities, None).await?;
         self.dataset = true;
-        let entities_per_sec = self.cli.entities as f64 / outcome.elapsed.as_secs_f64();
+        let entities_per_sec = self.cli.entities as f64 / load.outcome.elapsed.as_secs_f64();
         // The broker must really hold them all: a query with count says so.
         let addr = self.broker().await?;
         let (_, headers, _) = load::once(
@@ -423,12 +460,19 @@ impl Bench {
         eprintln!(
             "   {} entities in {:.1} s = {entities_per_sec:.0} entities/s",
             self.cli.entities,
-            outcome.elapsed.as_secs_f64()
+            load.outcome.elapsed.as_secs_f64()
         );
         if measured {
-            let mut row = Row::measured("batch-upsert", outcome.summary());
+            let mut row = load.row("batch-upsert");
+            let per_entity = match load.broker_cpu {
+                Some(c) => format!(
+                    "; broker CPU {:.0} µs per entity",
+                    c.per_request.as_secs_f64() * 1e6 / self.cli.batch_size.max(1) as f64
+                ),
+                None => String::new(),
+            };
             row.note = format!(
-                "{entities_per_sec:.0} entities/s ({} × {} entities)",
+                "{entities_per_sec:.0} entities/s ({} × {} entities){per_entity}",
                 self.cli.entities.div_ceil(self.cli.batch_size),
                 self.cli.batch_size
             );
@@ -446,9 +490,9 @@ impl Bench {
                 .expect("JSON values serialise");
             Some(Req::with_body(Method::POST, format!("{API}/entities"), body.into()).tenant(WRITE_TENANT))
         });
-        let (outcome, warm) = self.timed(make, self.cli.connections).await?;
-        self.stored += warm + outcome.latencies.len();
-        let mut row = Row::measured("create", outcome.summary());
+        let measured = self.timed(make, self.cli.connections).await?;
+        self.stored += measured.warm + measured.outcome.latencies.len();
+        let mut row = measured.row("create");
         row.note = "template entity, 1 per request".into();
         self.rows.push(row);
         Ok(())
@@ -475,13 +519,13 @@ impl Bench {
             };
             Some(req.tenant(WRITE_TENANT))
         });
-        let (outcome, _) = self.timed(make, self.cli.connections).await?;
+        let measured = self.timed(make, self.cli.connections).await?;
         let (name, note) = if partial {
             ("partial-update", "attrs/weight")
         } else {
             ("update-attrs", "3 attributes")
         };
-        let mut row = Row::measured(name, outcome.summary());
+        let mut row = measured.row(name);
         row.note = format!("{note}, random of {size} entities");
         self.rows.push(row);
         Ok(())
@@ -555,8 +599,7 @@ impl Bench {
         } else {
             self.cli.query_connections
         };
-        let (outcome, _) = self.timed(make, connections).await?;
-        let mut row = Row::measured(name, outcome.summary());
+        let mut row = self.timed(make, connections).await?.row(name);
         row.note = if connections == self.cli.connections {
             note
         } else {

@@ -16,6 +16,32 @@ pub struct Row {
     pub entities_per_sec: Option<f64>,
     pub peak_rss: Option<u64>,
     pub restart: Option<Duration>,
+    /// The broker process's CPU during the measured load.
+    pub broker_cpu: Option<BrokerCpu>,
+}
+
+/// What the broker process used of the machine while a scenario ran: the
+/// figure that does not move with the machine's other tenants as req/s does,
+/// so it is the one to compare between two builds.
+#[derive(Debug, Clone, Copy)]
+pub struct BrokerCpu {
+    /// CPU time (user + system, all threads) over the scenario's requests.
+    pub per_request: Duration,
+    /// CPU time over wall time: 2.0 is both cores of a 2-core machine.
+    pub cores: f64,
+}
+
+impl BrokerCpu {
+    /// `None` when nothing was answered or no time passed.
+    pub fn of(cpu: Duration, requests: u64, elapsed: Duration) -> Option<Self> {
+        if requests == 0 || elapsed.is_zero() {
+            return None;
+        }
+        Some(BrokerCpu {
+            per_request: cpu / u32::try_from(requests).unwrap_or(u32::MAX),
+            cores: cpu.as_secs_f64() / elapsed.as_secs_f64(),
+        })
+    }
 }
 
 impl Row {
@@ -53,6 +79,16 @@ fn ms(x: f64) -> String {
     }
 }
 
+/// Microseconds up to 10 ms, milliseconds above.
+fn cpu(d: Duration) -> String {
+    let us = d.as_secs_f64() * 1e6;
+    if us < 10_000.0 {
+        format!("{} µs", thousands(us.round() as u64))
+    } else {
+        format!("{:.1} ms", us / 1000.0)
+    }
+}
+
 /// Thousands separators make req/s readable at a glance.
 pub fn thousands(x: u64) -> String {
     let digits = x.to_string();
@@ -79,7 +115,10 @@ pub fn rate(x: f64) -> String {
 }
 
 /// The results as a Markdown table (readable in a terminal too). `of ceiling`
-/// is req/s divided by the ceiling's req/s, when the ceiling was measured.
+/// is req/s divided by the ceiling's req/s, when the ceiling was measured;
+/// `broker CPU/req` and `broker cores` are the broker process's CPU time
+/// during the scenario per request and per second of wall time (with
+/// `--database`, PostgreSQL's own CPU is not in them).
 pub fn table(rows: &[Row]) -> String {
     let ceiling = rows
         .iter()
@@ -87,8 +126,9 @@ pub fn table(rows: &[Row]) -> String {
         .and_then(|r| r.summary.as_ref())
         .map(|s| s.per_sec);
     let mut lines = vec![
-        "| scenario | requests | req/s | p50 ms | p95 ms | p99 ms | errors | of ceiling | notes |".to_owned(),
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|".to_owned(),
+        "| scenario | requests | req/s | p50 ms | p95 ms | p99 ms | errors | of ceiling | broker CPU/req | broker cores | notes |"
+            .to_owned(),
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|".to_owned(),
     ];
     for r in rows {
         let line = match &r.summary {
@@ -97,8 +137,12 @@ pub fn table(rows: &[Row]) -> String {
                     Some(c) if c > 0.0 => format!("{:.1} %", 100.0 * s.per_sec / c),
                     _ => "–".into(),
                 };
+                let (per_request, cores) = match r.broker_cpu {
+                    Some(c) => (cpu(c.per_request), format!("{:.2}", c.cores)),
+                    None => ("–".into(), "–".into()),
+                };
                 format!(
-                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                     r.name,
                     thousands(s.requests),
                     rate(s.per_sec),
@@ -107,10 +151,12 @@ pub fn table(rows: &[Row]) -> String {
                     ms(s.p99_ms),
                     s.errors,
                     fraction,
+                    per_request,
+                    cores,
                     r.note
                 )
             }
-            None => format!("| {} | – | – | – | – | – | – | – | {} |", r.name, r.note),
+            None => format!("| {} | – | – | – | – | – | – | – | – | – | {} |", r.name, r.note),
         };
         lines.push(line);
     }
@@ -290,16 +336,33 @@ mod tests {
         };
         let mut ceiling = Row::measured("ceiling", s(1000.0));
         ceiling.is_ceiling = true;
-        let rows = vec![
-            Row::measured("retrieve", s(250.0)),
-            ceiling,
-            Row::unavailable("temporal", "x"),
-        ];
+        let mut retrieve = Row::measured("retrieve", s(250.0));
+        retrieve.broker_cpu = BrokerCpu::of(Duration::from_millis(30), 10, Duration::from_millis(40));
+        let mut batch = Row::measured("batch-upsert", s(2.0));
+        batch.broker_cpu = BrokerCpu::of(Duration::from_millis(300), 10, Duration::from_secs(5));
+        let rows = vec![retrieve, batch, ceiling, Row::unavailable("temporal", "x")];
         let t = table(&rows);
         assert!(
-            t.contains("| retrieve | 10 | 250 | 1.00 | 2.00 | 3.00 | 0 | 25.0 % |"),
+            t.contains("| retrieve | 10 | 250 | 1.00 | 2.00 | 3.00 | 0 | 25.0 % | 3,000 µs | 0.75 |"),
+            "{t}"
+        );
+        assert!(
+            t.contains("| batch-upsert | 10 | 2.0 | 1.00 | 2.00 | 3.00 | 0 | 0.2 % | 30.0 ms | 0.06 |"),
+            "{t}"
+        );
+        assert!(
+            t.contains("| ceiling | 10 | 1,000 | 1.00 | 2.00 | 3.00 | 0 | 100.0 % | – | – |"),
             "{t}"
         );
         assert!(t.contains("| temporal | – |"), "{t}");
+    }
+
+    #[test]
+    fn broker_cpu_needs_requests_and_time() {
+        let c = BrokerCpu::of(Duration::from_secs(3), 1000, Duration::from_secs(2)).expect("measured");
+        assert_eq!(c.per_request, Duration::from_millis(3));
+        assert!((c.cores - 1.5).abs() < 1e-9, "{}", c.cores);
+        assert!(BrokerCpu::of(Duration::from_secs(3), 0, Duration::from_secs(2)).is_none());
+        assert!(BrokerCpu::of(Duration::from_secs(3), 5, Duration::ZERO).is_none());
     }
 }
