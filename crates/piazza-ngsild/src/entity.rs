@@ -278,7 +278,7 @@ pub struct Entity {
     pub types: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub scope: Vec<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "stored::attributes")]
     pub attributes: Members<Vec<Attribute>>,
     #[serde(default, skip_serializing_if = "Option::is_none", with = "time::serde_opt")]
     pub created_at: Option<Timestamp>,

@@ -78,13 +78,19 @@ pub struct TermDefinition {
     pub prefix: bool,
 }
 
+/// The term tables' maps. foldhash rather than SipHash, as for entity
+/// members (`entity::Members`): rendering looks up every member name of
+/// every entity it returns, and SipHash on these IRIs was most of
+/// `compact_ref`'s time.
+type Terms<V> = HashMap<String, V, foldhash::fast::RandomState>;
+
 /// A processed context: the term table that expansion and compaction use.
 #[derive(Clone, Debug, Default)]
 pub struct ActiveContext {
-    terms: HashMap<String, TermDefinition>,
+    terms: Terms<TermDefinition>,
     vocab: Option<String>,
     /// IRI → the preferred term for it (shortest, then smallest).
-    reverse: HashMap<String, String>,
+    reverse: Terms<String>,
 }
 
 impl ActiveContext {
@@ -271,7 +277,7 @@ impl ActiveContext {
     }
 
     fn rebuild_reverse(&mut self) {
-        let mut reverse: HashMap<String, String> = HashMap::with_capacity(self.terms.len());
+        let mut reverse: Terms<String> = Terms::with_capacity_and_hasher(self.terms.len(), Default::default());
         for (term, definition) in &self.terms {
             match reverse.get(&definition.iri) {
                 Some(existing) if (existing.len(), existing.as_str()) <= (term.len(), term.as_str()) => {}

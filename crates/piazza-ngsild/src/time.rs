@@ -171,7 +171,7 @@ pub mod serde_opt {
 
 #[cfg(test)]
 mod tests {
-    use chrono::DateTime;
+    use chrono::{DateTime, Timelike};
     use proptest::prelude::*;
 
     use super::{format, parse, parse_canonical, Timestamp};
@@ -234,6 +234,8 @@ mod tests {
             let at = first + day * 86_400 + (day * 7_919) % 86_400;
             let ts = DateTime::from_timestamp(at, ((day % 1_000) * 1_000_123) as u32).expect("in range");
             assert_eq!(format(&ts), ts.to_rfc3339_opts(chrono::SecondsFormat::Micros, true));
+            let whole_micros = ts.with_nanosecond(ts.timestamp_subsec_micros() * 1_000).expect("valid");
+            assert_eq!(parse_canonical(&format(&ts)), Some(whole_micros), "{ts}");
         }
         for edge in ["0000-01-01T00:00:00Z", "9999-12-31T23:59:59.999999Z"] {
             let ts = general(edge).expect("edge");
@@ -264,6 +266,24 @@ mod tests {
         assert_eq!(parse_canonical("2024-02-29T23:59:58.123456Z"), Some(ts));
         assert_eq!(parse_canonical("2024-02-29T23:59:58Z"), general("2024-02-29T23:59:58Z"));
         assert_eq!(parse_canonical("2023-02-29T23:59:58Z"), None, "no 29 February in 2023");
+        // Every month's last day and the day after it, in a leap year, a
+        // common one and a century year that is not leap.
+        for year in [2024, 2023, 1900] {
+            for month in 1..=12u32 {
+                for day in 28..=32u32 {
+                    let text = format!("{year}-{month:02}-{day:02}T12:00:00Z");
+                    assert_eq!(parse_canonical(&text), general(&text), "{text}");
+                }
+            }
+        }
+        for text in [
+            "2024-00-10T00:00:00Z",
+            "2024-13-10T00:00:00Z",
+            "2024-01-00T00:00:00Z",
+            "2024-01-10T24:00:00Z",
+        ] {
+            assert_eq!(parse_canonical(text), None, "{text}");
+        }
         // Other shapes go the general way and still parse.
         for other in [
             "2024-02-29T23:59:58.1Z",
