@@ -236,11 +236,8 @@ pub(crate) fn eids_meeting(
     bound: &ValueBound,
     limit: i64,
 ) -> StoreResult<Option<Vec<i64>>> {
-    let mut args = vec![SqlValue::Text(tenant.name().to_owned())];
-    let (table, filter) = condition(bound, 2, &mut args);
-    args.push(SqlValue::Integer(limit));
-    let text = format!("SELECT v.eid FROM {table} v WHERE {filter} LIMIT ?{}", args.len());
-    let mut statement = connection.prepare_cached(&text).map_err(sql)?;
+    let (rows, args) = rows_of(tenant, bound, limit, "v.eid");
+    let mut statement = connection.prepare_cached(&rows).map_err(sql)?;
     let eids: Vec<i64> = statement
         .query_map(rusqlite::params_from_iter(args), |r| r.get(0))
         .and_then(|rows| rows.collect())
@@ -257,17 +254,23 @@ pub(crate) fn rows_meeting(
     bound: &ValueBound,
     limit: i64,
 ) -> StoreResult<i64> {
-    let mut args = vec![SqlValue::Text(tenant.name().to_owned())];
-    let (table, filter) = condition(bound, 2, &mut args);
-    args.push(SqlValue::Integer(limit));
-    let text = format!(
-        "SELECT count(*) FROM (SELECT 1 FROM {table} v WHERE {filter} LIMIT ?{})",
-        args.len()
-    );
-    let mut statement = connection.prepare_cached(&text).map_err(sql)?;
+    let (rows, args) = rows_of(tenant, bound, limit, "1");
+    let mut statement = connection
+        .prepare_cached(&format!("SELECT count(*) FROM ({rows})"))
+        .map_err(sql)?;
     statement
         .query_row(rusqlite::params_from_iter(args), |r| r.get(0))
         .map_err(sql)
+}
+
+/// `SELECT {column}` of the first `limit` index rows meeting `bound` in
+/// `tenant`, and its arguments.
+fn rows_of(tenant: &Tenant, bound: &ValueBound, limit: i64, column: &str) -> (String, Vec<SqlValue>) {
+    let mut args = vec![SqlValue::Text(tenant.name().to_owned())];
+    let (table, filter) = condition(bound, 2, &mut args);
+    args.push(SqlValue::Integer(limit));
+    let rows = format!("SELECT {column} FROM {table} v WHERE {filter} LIMIT ?{}", args.len());
+    (rows, args)
 }
 
 /// The eids an index listed (at most `limit` rows read) as a driving list:

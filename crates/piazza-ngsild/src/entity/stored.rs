@@ -50,7 +50,7 @@ impl<'de> Visitor<'de> for Keeping<'_> {
                 "types" => types = Some(map.next_value()?),
                 "scope" => entity.scope = map.next_value()?,
                 "expires_at" => entity.expires_at = map.next_value()?,
-                "attributes" => entity.attributes = map.next_value_seed(Attributes(self.0))?,
+                "attributes" => entity.attributes = map.next_value_seed(Attributes(Some(self.0)))?,
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                 }
@@ -62,7 +62,8 @@ impl<'de> Visitor<'de> for Keeping<'_> {
     }
 }
 
-struct Attributes<'k>(&'k [String]);
+/// An entity's attributes: those named, or all with `None`.
+struct Attributes<'k>(Option<&'k [String]>);
 
 impl<'de> DeserializeSeed<'de> for Attributes<'_> {
     type Value = Members<Vec<Attribute>>;
@@ -80,15 +81,21 @@ impl<'de> Visitor<'de> for Attributes<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut kept = Members::default();
+        // Room for a whole entity's attributes at once, rather than
+        // regrowing (and rehashing) from four; a kept few need none.
+        let capacity = match self.0 {
+            None => map.size_hint().unwrap_or(16).min(256),
+            Some(_) => 0,
+        };
+        let mut attributes = Members::with_capacity_and_hasher(capacity, Default::default());
         while let Some(BorrowedStr(name)) = map.next_key()? {
-            if self.0.iter().any(|k| *k == *name) {
-                kept.insert(name.into_owned(), map.next_value_seed(Instances)?);
+            if self.0.is_none_or(|keep| keep.iter().any(|k| *k == *name)) {
+                attributes.insert(name.into_owned(), map.next_value_seed(Instances)?);
             } else {
                 map.next_value::<IgnoredAny>()?;
             }
         }
-        Ok(kept)
+        Ok(attributes)
     }
 }
 
@@ -97,29 +104,7 @@ impl<'de> Visitor<'de> for Attributes<'_> {
 pub(super) fn attributes<'de, D: serde::Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Members<Vec<Attribute>>, D::Error> {
-    deserializer.deserialize_map(AllAttributes)
-}
-
-struct AllAttributes;
-
-impl<'de> Visitor<'de> for AllAttributes {
-    type Value = Members<Vec<Attribute>>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("the attributes of an entity")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        // Room for a typical entity's attributes at once, rather than
-        // regrowing (and rehashing) from four.
-        let capacity = map.size_hint().unwrap_or(16).min(256);
-        let mut attributes = Members::with_capacity_and_hasher(capacity, Default::default());
-        while let Some(name) = map.next_key::<String>()? {
-            let instances = map.next_value_seed(Instances)?;
-            attributes.insert(name, instances);
-        }
-        Ok(attributes)
-    }
+    Attributes(None).deserialize(deserializer)
 }
 
 /// An attribute's instances. Nearly every attribute has one, but a `Vec`
