@@ -287,7 +287,8 @@ mod tests {
         let connection = rusqlite::Connection::open(path).expect("open");
         connection
             .execute_batch(&format!(
-                "CREATE TRIGGER poison BEFORE INSERT ON attr_instances WHEN NEW.entity_id = '{POISON}' \
+                "CREATE TRIGGER poison BEFORE INSERT ON attr_instances \
+                 WHEN NEW.teid = (SELECT teid FROM temporal_entities WHERE id = '{POISON}') \
                  BEGIN SELECT RAISE(ABORT, 'poisoned'); END;"
             ))
             .expect("trigger");
@@ -326,7 +327,7 @@ mod tests {
             format!("SELECT COUNT(*) FROM value_numbers WHERE eid = {eid}"),
             format!("SELECT COUNT(*) FROM value_texts WHERE eid = {eid}"),
             format!("SELECT COUNT(*) FROM geo_keys WHERE eid = {eid}"),
-            "SELECT COUNT(*) FROM attr_instances WHERE entity_id = ?1".to_owned(),
+            "SELECT COUNT(*) FROM history_rows WHERE entity_id = ?1".to_owned(),
             "SELECT COUNT(*) FROM temporal_entities WHERE id = ?1".to_owned(),
             "SELECT COUNT(*) FROM outbox WHERE entity_id = ?1".to_owned(),
         ]
@@ -344,7 +345,8 @@ mod tests {
     }
 
     fn history_of(path: &Path, id: &str) -> Vec<f64> {
-        let sql = "SELECT num FROM attr_instances WHERE entity_id = ?1 AND attr LIKE '%/p' ORDER BY iid";
+        let sql = "SELECT i.num FROM attr_instances i JOIN history_rows h ON h.iid = i.iid \
+                   WHERE h.entity_id = ?1 AND h.attr LIKE '%/p' ORDER BY i.iid";
         column(path, sql, id)
     }
 

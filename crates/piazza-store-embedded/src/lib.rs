@@ -40,6 +40,7 @@ mod group;
 mod outbox;
 mod raw;
 mod read;
+mod rekey;
 mod rollups;
 mod temporal;
 mod tenants;
@@ -126,12 +127,14 @@ impl EmbeddedStore {
         let path = data_dir.join("piazza.sqlite");
         let mut connection = open_connection(&path)?;
         rollups::add_number_column(&connection)?;
+        rekey::set_aside(&connection)?;
         connection.execute_batch(SCHEMA).map_err(sql)?;
-        // In the order the indexes were added (`user_version` 3, 4, 5): a
+        // In the order the indexes were added (`user_version` 3, 4, 5, 6): a
         // backfill records its version, which marks every earlier one done.
         rollups::backfill(&mut connection)?;
         geo::backfill(&mut connection)?;
         values::backfill(&mut connection)?;
+        rekey::rekey(&mut connection)?;
         // The writer's commits skip the sync; the flusher makes them durable
         // before they are answered (see `flush`). Checkpoints are the
         // checkpointer's (see `checkpoint`). The writer sizes its own page
@@ -798,12 +801,13 @@ impl Store for EmbeddedStore {
         let count = purged.clone();
         self.exec(move |tx| {
             // Instances are numbered in recording order, so the oldest come
-            // first: the scan goes by row id (`+tenant`: not through a tenant
+            // first: the scan goes by row id (`+teid`: not through the time
             // index, whose order would have to be sorted) and stops at `limit`.
             let n = tx
                 .prepare_cached(
                     "DELETE FROM attr_instances WHERE iid IN (SELECT iid FROM attr_instances \
-                     WHERE +tenant = ?1 AND created_at < ?2 ORDER BY iid LIMIT ?3)",
+                     WHERE +teid IN (SELECT teid FROM temporal_entities WHERE tenant = ?1) \
+                     AND created_at < ?2 ORDER BY iid LIMIT ?3)",
                 )?
                 .execute(params![tenant.name(), horizon, limit])?;
             if let Ok(mut c) = count.lock() {
@@ -1206,8 +1210,8 @@ mod tests {
 
         let old = rusqlite::Connection::open(&path).expect("sqlite");
         old.execute_batch(
-            "CREATE INDEX attr_instances_created ON attr_instances (tenant, entity_id, attr, created_at); \
-             CREATE INDEX attr_instances_modified ON attr_instances (tenant, entity_id, attr, modified_at);",
+            "CREATE INDEX attr_instances_created ON attr_instances (teid, attr, created_at); \
+             CREATE INDEX attr_instances_modified ON attr_instances (teid, attr, modified_at);",
         )
         .expect("age the data dir");
         drop(old);

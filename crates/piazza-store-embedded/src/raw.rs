@@ -15,7 +15,8 @@ use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row, Tra
 
 use crate::{context_kind, decode, sql};
 
-/// The table of each kind (every one has a `tenant` column).
+/// The table of each kind (every one has a `tenant` column; history is
+/// read through the view that names its rows, see `schema.sql`).
 fn table(kind: RawKind) -> &'static str {
     match kind {
         RawKind::Context => "contexts",
@@ -23,7 +24,7 @@ fn table(kind: RawKind) -> &'static str {
         RawKind::DeliveryStats => "delivery_stats",
         RawKind::Entity => "entities",
         RawKind::TemporalEntity => "temporal_entities",
-        RawKind::Instance => "attr_instances",
+        RawKind::Instance => "history_rows",
         RawKind::Notice => "outbox",
     }
 }
@@ -321,22 +322,20 @@ fn write_entity(tx: &Transaction<'_>, tenant: &Tenant, entity: &Entity) -> rusql
 }
 
 /// Every table that holds rows of a tenant, index tables included.
-/// (The value rows are keyed by a tenant's numbered names instead:
-/// `values::clear`.)
-const TENANT_TABLES: [&str; 10] = [
+/// (History is keyed by a tenant's temporal entities, `temporal::clear`,
+/// and the value rows by its numbered names, `values::clear`.)
+const TENANT_TABLES: [&str; 7] = [
     "entity_types",
     "entity_attrs",
     "entities",
     "contexts",
     "resources",
-    "temporal_entities",
-    "attr_instances",
-    "attr_rollups",
     "outbox",
     "delivery_stats",
 ];
 
 pub(crate) fn clear(tx: &Transaction<'_>, tenant: &Tenant) -> rusqlite::Result<()> {
+    crate::temporal::clear(tx, tenant)?;
     crate::values::clear(tx, tenant)?;
     for table in TENANT_TABLES {
         tx.prepare_cached(&format!("DELETE FROM {table} WHERE tenant = ?1"))?

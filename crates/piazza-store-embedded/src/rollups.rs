@@ -1,5 +1,5 @@
 //! Aggregation from hourly summaries (`attr_rollups`: counted by
-//! `temporal::insert_row`, marked stale by the triggers in `schema.sql`): an
+//! `temporal::insert`, marked stale by the triggers in `schema.sql`): an
 //! `aggregatedValues` request over a long numeric history reads one row per
 //! hour instead of decoding every instance.
 //!
@@ -17,10 +17,11 @@ use piazza_ngsild::temporal::{
 };
 use piazza_ngsild::time::{self, Timestamp};
 use piazza_ngsild::{Attribute, AttributeKind};
-use piazza_store::{RawInstance, StoreResult, Tenant};
+use piazza_store::StoreResult;
 use rusqlite::{params, Connection, Transaction};
 
 use crate::sql;
+use crate::temporal::Series;
 
 /// `PRAGMA user_version` from which the rollups are complete.
 const ROLLUP_VERSION: i64 = 3;
@@ -46,18 +47,18 @@ pub(crate) fn number_of(attribute: &Attribute, deleted: bool) -> Option<f64> {
 /// figures, anything else into `others`.
 pub(crate) fn count(
     tx: &Transaction<'_>,
-    tenant: &Tenant,
-    row: &RawInstance,
+    series: Series,
+    dataset_id: Option<&str>,
     observed_at: &str,
     number: Option<f64>,
 ) -> rusqlite::Result<()> {
     let hour = &observed_at[..observed_at.len().min(13)];
-    let dataset = row.dataset_id.as_deref().unwrap_or("");
-    let key = params![tenant.name(), row.entity_id, row.attr, dataset, hour];
+    let dataset = dataset_id.unwrap_or("");
+    let key = params![series.teid, series.attr, dataset, hour];
     let Some(x) = number else {
         tx.prepare_cached(
-            "INSERT INTO attr_rollups (tenant, entity_id, attr, dataset, hour, count, others, stale, sum, sumsq, m2) \
-             VALUES (?1, ?2, ?3, ?4, ?5, 0, 1, 0, 0.0, 0.0, 0.0) ON CONFLICT DO UPDATE SET others = others + 1",
+            "INSERT INTO attr_rollups (teid, attr, dataset, hour, count, others, stale, sum, sumsq, m2) \
+             VALUES (?1, ?2, ?3, ?4, 0, 1, 0, 0.0, 0.0, 0.0) ON CONFLICT DO UPDATE SET others = others + 1",
         )?
         .execute(key)?;
         return Ok(());
@@ -65,26 +66,18 @@ pub(crate) fn count(
     // The squared deviations take Welford's step (from the old count and
     // sum: SET reads the row as it was).
     tx.prepare_cached(
-        "INSERT INTO attr_rollups (tenant, entity_id, attr, dataset, hour, count, others, stale, sum, sumsq, m2, \
-         min, max, first_at, last_at) VALUES (?1, ?2, ?3, ?4, ?5, 1, 0, 0, ?6, ?6 * ?6, 0.0, ?6, ?6, ?7, ?7) \
+        "INSERT INTO attr_rollups (teid, attr, dataset, hour, count, others, stale, sum, sumsq, m2, \
+         min, max, first_at, last_at) VALUES (?1, ?2, ?3, ?4, 1, 0, 0, ?5, ?5 * ?5, 0.0, ?5, ?5, ?6, ?6) \
          ON CONFLICT DO UPDATE SET \
          m2 = CASE WHEN count = 0 THEN 0.0 \
-              ELSE m2 + (?6 - sum / count) * (?6 - (sum + ?6) / (count + 1)) END, \
-         min = CASE WHEN count = 0 OR ?6 < min THEN ?6 ELSE min END, \
-         max = CASE WHEN count = 0 OR ?6 > max THEN ?6 ELSE max END, \
-         first_at = CASE WHEN first_at IS NULL OR ?7 < first_at THEN ?7 ELSE first_at END, \
-         last_at = CASE WHEN last_at IS NULL OR ?7 > last_at THEN ?7 ELSE last_at END, \
-         count = count + 1, sum = sum + ?6, sumsq = sumsq + ?6 * ?6",
+              ELSE m2 + (?5 - sum / count) * (?5 - (sum + ?5) / (count + 1)) END, \
+         min = CASE WHEN count = 0 OR ?5 < min THEN ?5 ELSE min END, \
+         max = CASE WHEN count = 0 OR ?5 > max THEN ?5 ELSE max END, \
+         first_at = CASE WHEN first_at IS NULL OR ?6 < first_at THEN ?6 ELSE first_at END, \
+         last_at = CASE WHEN last_at IS NULL OR ?6 > last_at THEN ?6 ELSE last_at END, \
+         count = count + 1, sum = sum + ?5, sumsq = sumsq + ?5 * ?5",
     )?
-    .execute(params![
-        tenant.name(),
-        row.entity_id,
-        row.attr,
-        dataset,
-        hour,
-        x,
-        observed_at
-    ])?;
+    .execute(params![series.teid, series.attr, dataset, hour, x, observed_at])?;
     Ok(())
 }
 
@@ -142,36 +135,26 @@ impl Range {
     }
 }
 
-/// Which attribute's history.
-struct Key<'a> {
-    tenant: &'a Tenant,
-    id: &'a str,
-    attr: &'a str,
-}
-
 /// The periods of `attr`'s history summarised per datasetId, or `None` when
 /// the instances must be read instead: no summarisable aggregation asked
 /// for, another time property or `lastN`, a short history, or anything but
 /// live numbers in the range.
 pub(crate) fn summarised(
     connection: &Connection,
-    tenant: &Tenant,
-    id: &str,
-    attr: &str,
+    key: Series,
     query: &TemporalQuery,
 ) -> StoreResult<Option<Vec<SummarisedGroup>>> {
     let Some(aggregation) = summarisable(query) else {
         return Ok(None);
     };
-    let key = Key { tenant, id, attr };
     let (lo, hi) = query.timerel.map_or((None, None), |rel| rel.bounds());
     // Without a range, instances without observedAt are aggregated at
     // their createdAt; the rollups do not hold them.
-    if query.timerel.is_none() && has_untimed(connection, &key)? {
+    if query.timerel.is_none() && has_untimed(connection, key)? {
         return Ok(None);
     }
     let range = Range { lo, hi };
-    let Some(hours) = hours(connection, &key, range)? else {
+    let Some(hours) = hours(connection, key, range)? else {
         return Ok(None);
     };
     if hours.values().flatten().map(|h| h.summary.summary.count).sum::<u64>() < MIN_SUMMARISED {
@@ -179,7 +162,7 @@ pub(crate) fn summarised(
     }
     let mut groups = Vec::new();
     for (dataset, hours) in hours {
-        let Some(group) = summarise_group(connection, &key, &dataset, hours, range, aggregation, query)? else {
+        let Some(group) = summarise_group(connection, key, &dataset, hours, range, aggregation, query)? else {
             return Ok(None);
         };
         groups.extend(group);
@@ -188,19 +171,16 @@ pub(crate) fn summarised(
 }
 
 /// Whether the attribute has instances without `observedAt`.
-fn has_untimed(connection: &Connection, key: &Key<'_>) -> StoreResult<bool> {
+fn has_untimed(connection: &Connection, key: Series) -> StoreResult<bool> {
     connection
-        .prepare_cached(
-            "SELECT 1 FROM attr_instances WHERE tenant = ?1 AND entity_id = ?2 AND attr = ?3 \
-             AND observed_at IS NULL LIMIT 1",
-        )
-        .and_then(|mut s| s.exists(params![key.tenant.name(), key.id, key.attr]))
+        .prepare_cached("SELECT 1 FROM attr_instances WHERE teid = ?1 AND attr = ?2 AND observed_at IS NULL LIMIT 1")
+        .and_then(|mut s| s.exists(params![key.teid, key.attr]))
         .map_err(sql)
 }
 
 /// The rollup hours touching the range, by datasetId, in time order;
 /// `None` when one of them holds anything but live numbers.
-fn hours(connection: &Connection, key: &Key<'_>, range: Range) -> StoreResult<Option<BTreeMap<String, Vec<Hour>>>> {
+fn hours(connection: &Connection, key: Series, range: Range) -> StoreResult<Option<BTreeMap<String, Vec<Hour>>>> {
     let from = range.lo.as_ref().map_or_else(String::new, hour_key);
     // The hour holding the last instant before `hi`.
     let to = range
@@ -210,13 +190,10 @@ fn hours(connection: &Connection, key: &Key<'_>, range: Range) -> StoreResult<Op
     let mut statement = connection
         .prepare_cached(
             "SELECT dataset, hour, count, others, stale, sum, sumsq, m2, min, max, first_at, last_at \
-             FROM attr_rollups WHERE tenant = ?1 AND entity_id = ?2 AND attr = ?3 AND hour >= ?4 AND hour <= ?5 \
-             ORDER BY hour",
+             FROM attr_rollups WHERE teid = ?1 AND attr = ?2 AND hour >= ?3 AND hour <= ?4 ORDER BY hour",
         )
         .map_err(sql)?;
-    let mut rows = statement
-        .query(params![key.tenant.name(), key.id, key.attr, from, to])
-        .map_err(sql)?;
+    let mut rows = statement.query(params![key.teid, key.attr, from, to]).map_err(sql)?;
     let mut by_dataset: BTreeMap<String, Vec<Hour>> = BTreeMap::new();
     while let Some(row) = rows.next().map_err(sql)? {
         let others: i64 = row.get(3).map_err(sql)?;
@@ -265,7 +242,7 @@ fn hours(connection: &Connection, key: &Key<'_>, range: Range) -> StoreResult<Op
 /// order; `None` when anything else is there.
 fn points(
     connection: &Connection,
-    key: &Key<'_>,
+    key: Series,
     dataset: &str,
     from: Timestamp,
     to: Timestamp,
@@ -273,14 +250,13 @@ fn points(
     let mut statement = connection
         .prepare_cached(&format!(
             "SELECT observed_at, {IS_NUMBER}, num FROM attr_instances \
-             WHERE tenant = ?1 AND entity_id = ?2 AND attr = ?3 AND observed_at >= ?4 AND observed_at < ?5 \
-             AND coalesce(dataset_id, '') = ?6 ORDER BY observed_at"
+             WHERE teid = ?1 AND attr = ?2 AND observed_at >= ?3 AND observed_at < ?4 \
+             AND coalesce(dataset_id, '') = ?5 ORDER BY observed_at"
         ))
         .map_err(sql)?;
     let mut rows = statement
         .query(params![
-            key.tenant.name(),
-            key.id,
+            key.teid,
             key.attr,
             time::format(&from),
             time::format(&to),
@@ -304,7 +280,7 @@ fn points(
 /// when nothing is in the range.
 fn summarise_group(
     connection: &Connection,
-    key: &Key<'_>,
+    key: Series,
     dataset: &str,
     hours: Vec<Hour>,
     range: Range,
@@ -354,7 +330,7 @@ fn summarise_group(
 /// The numbers of one hour's instances within the range (see [`points`]).
 fn hour_points(
     connection: &Connection,
-    key: &Key<'_>,
+    key: Series,
     dataset: &str,
     range: Range,
     start: Timestamp,
@@ -365,36 +341,34 @@ fn hour_points(
 
 /// Rebuilds the stale hours of one attribute's history from its instances
 /// (after an instance was changed or deleted).
-pub(crate) fn refresh(tx: &Transaction<'_>, tenant: &Tenant, id: &str, attr: &str) -> rusqlite::Result<()> {
+pub(crate) fn refresh(tx: &Transaction<'_>, key: Series) -> rusqlite::Result<()> {
     let stale: Vec<String> = tx
-        .prepare_cached(
-            "SELECT DISTINCT hour FROM attr_rollups WHERE tenant = ?1 AND entity_id = ?2 AND attr = ?3 AND stale = 1",
-        )?
-        .query_map(params![tenant.name(), id, attr], |r| r.get(0))?
+        .prepare_cached("SELECT DISTINCT hour FROM attr_rollups WHERE teid = ?1 AND attr = ?2 AND stale = 1")?
+        .query_map(params![key.teid, key.attr], |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?;
     for hour in stale {
-        rebuild(tx, tenant.name(), id, attr, &hour)?;
+        rebuild(tx, key, &hour)?;
     }
     Ok(())
 }
 
 /// Forgets the rollups of a history that is gone (`attr` `None`: every attribute).
-pub(crate) fn forget(tx: &Transaction<'_>, tenant: &Tenant, id: &str, attr: Option<&str>) -> rusqlite::Result<()> {
+pub(crate) fn forget(tx: &Transaction<'_>, teid: i64, attr: Option<i64>) -> rusqlite::Result<()> {
     match attr {
         Some(attr) => tx
-            .prepare_cached("DELETE FROM attr_rollups WHERE tenant = ?1 AND entity_id = ?2 AND attr = ?3")?
-            .execute(params![tenant.name(), id, attr])?,
+            .prepare_cached("DELETE FROM attr_rollups WHERE teid = ?1 AND attr = ?2")?
+            .execute(params![teid, attr])?,
         None => tx
-            .prepare_cached("DELETE FROM attr_rollups WHERE tenant = ?1 AND entity_id = ?2")?
-            .execute(params![tenant.name(), id])?,
+            .prepare_cached("DELETE FROM attr_rollups WHERE teid = ?1")?
+            .execute([teid])?,
     };
     Ok(())
 }
 
 /// Rewrites the rows of one hour from the instances of that hour.
-fn rebuild(tx: &Transaction<'_>, tenant: &str, id: &str, attr: &str, hour: &str) -> rusqlite::Result<()> {
-    tx.prepare_cached("DELETE FROM attr_rollups WHERE tenant = ?1 AND entity_id = ?2 AND attr = ?3 AND hour = ?4")?
-        .execute(params![tenant, id, attr, hour])?;
+fn rebuild(tx: &Transaction<'_>, key: Series, hour: &str) -> rusqlite::Result<()> {
+    tx.prepare_cached("DELETE FROM attr_rollups WHERE teid = ?1 AND attr = ?2 AND hour = ?3")?
+        .execute(params![key.teid, key.attr, hour])?;
     let Some(start) = hour_start(hour) else {
         return Ok(());
     };
@@ -409,10 +383,9 @@ fn rebuild(tx: &Transaction<'_>, tenant: &str, id: &str, attr: &str, hour: &str)
     {
         let mut statement = tx.prepare_cached(&format!(
             "SELECT coalesce(dataset_id, ''), observed_at, {IS_NUMBER}, num \
-             FROM attr_instances WHERE tenant = ?1 AND entity_id = ?2 AND attr = ?3 \
-             AND observed_at >= ?4 AND observed_at < ?5"
+             FROM attr_instances WHERE teid = ?1 AND attr = ?2 AND observed_at >= ?3 AND observed_at < ?4"
         ))?;
-        let mut rows = statement.query(params![tenant, id, attr, from, to])?;
+        let mut rows = statement.query(params![key.teid, key.attr, from, to])?;
         while let Some(r) = rows.next()? {
             let row = by_dataset.entry(r.get(0)?).or_insert_with(|| Row {
                 summary: Summary::default(),
@@ -441,13 +414,12 @@ fn rebuild(tx: &Transaction<'_>, tenant: &str, id: &str, attr: &str, hour: &str)
             (Some(row.summary.min), Some(row.summary.max))
         };
         tx.prepare_cached(
-            "INSERT INTO attr_rollups (tenant, entity_id, attr, dataset, hour, count, others, stale, sum, sumsq, m2, \
-             min, max, first_at, last_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+            "INSERT INTO attr_rollups (teid, attr, dataset, hour, count, others, stale, sum, sumsq, m2, \
+             min, max, first_at, last_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
         )?
         .execute(params![
-            tenant,
-            id,
-            attr,
+            key.teid,
+            key.attr,
             dataset,
             hour,
             i64::try_from(row.summary.count).unwrap_or(i64::MAX),
@@ -470,35 +442,43 @@ pub(crate) fn backfill(connection: &mut Connection) -> StoreResult<()> {
         return Ok(());
     }
     let transaction = connection.transaction().map_err(sql)?;
-    let hours: Vec<(String, String, String, String)> = transaction
-        .prepare(
-            "SELECT DISTINCT tenant, entity_id, attr, substr(observed_at, 1, 13) FROM attr_instances \
-             WHERE observed_at IS NOT NULL",
-        )
-        .and_then(|mut s| {
-            s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
-                .collect::<rusqlite::Result<_>>()
-        })
-        .map_err(sql)?;
-    transaction
-        .execute_batch(
-            "UPDATE attr_instances SET num = json_extract(doc, '$.value') * 1.0 \
-             WHERE deleted_at IS NULL AND json_extract(doc, '$.kind') IS 'Property' \
-             AND coalesce(json_type(doc, '$.value') IN ('integer', 'real', 'true', 'false'), 0); \
-             DELETE FROM attr_rollups;",
-        )
-        .map_err(sql)?;
-    for (tenant, id, attr, hour) in &hours {
-        rebuild(&transaction, tenant, id, attr, hour).map_err(sql)?;
-    }
+    let hours = rebuild_all(&transaction).map_err(sql)?;
     transaction
         .pragma_update(None, "user_version", ROLLUP_VERSION)
         .map_err(sql)?;
     transaction.commit().map_err(sql)?;
-    if !hours.is_empty() {
-        tracing::info!(hours = hours.len(), "history rollups built for an older data dir");
+    if hours > 0 {
+        tracing::info!(hours, "history rollups built for an older data dir");
     }
     Ok(())
+}
+
+/// Sets the `num` of every instance and rebuilds every rollup from the
+/// instances; returns the number of hours built.
+pub(crate) fn rebuild_all(tx: &Transaction<'_>) -> rusqlite::Result<usize> {
+    let hours: Vec<(i64, i64, String)> = tx
+        .prepare(
+            "SELECT DISTINCT teid, attr, substr(observed_at, 1, 13) FROM attr_instances WHERE observed_at IS NOT NULL",
+        )?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    tx.execute_batch(
+        "UPDATE attr_instances SET num = json_extract(doc, '$.value') * 1.0 \
+         WHERE deleted_at IS NULL AND json_extract(doc, '$.kind') IS 'Property' \
+         AND coalesce(json_type(doc, '$.value') IN ('integer', 'real', 'true', 'false'), 0); \
+         DELETE FROM attr_rollups;",
+    )?;
+    for (teid, attr, hour) in &hours {
+        rebuild(
+            tx,
+            Series {
+                teid: *teid,
+                attr: *attr,
+            },
+            hour,
+        )?;
+    }
+    Ok(hours.len())
 }
 
 #[cfg(test)]
@@ -508,7 +488,7 @@ mod tests {
 
     use piazza_ngsild::temporal::{AggrMethod, Duration, TimeRel};
     use piazza_ngsild::{Attribute, AttributeKind};
-    use piazza_store::{Store, TemporalEdit};
+    use piazza_store::{Store, TemporalEdit, Tenant};
     use serde_json::json;
 
     use super::*;
@@ -574,7 +554,8 @@ mod tests {
         let connection = Connection::open(dir.join("piazza.sqlite")).expect("open");
         connection
             .query_row(
-                "SELECT count(*) FROM attr_rollups WHERE tenant = ?1 AND stale = 1",
+                "SELECT count(*) FROM attr_rollups r JOIN temporal_entities te ON te.teid = r.teid \
+                 WHERE te.tenant = ?1 AND r.stale = 1",
                 [tenant.name()],
                 |r| r.get::<_, i64>(0),
             )

@@ -67,13 +67,18 @@ CREATE TABLE IF NOT EXISTS temporal_entities (
 CREATE INDEX IF NOT EXISTS temporal_entities_by_tenant ON temporal_entities (tenant, teid);
 
 -- One row per attribute instance: every change of an attribute, written in
--- the transaction of the change. Timestamps are fixed-width RFC 3339 UTC
+-- the transaction of the change. An instance names its history by two
+-- integers, the temporal entity's `teid` and the tenant's number for the
+-- attribute name (`value_names.key`), instead of the tenant, the entity id
+-- and the attribute's IRI as text: 80 bytes less in each row and each time
+-- index entry, and key compares of integers (BENCHMARKS.md, 2026-12-07,
+-- "History keyed by numbers"). `teid` belongs to one tenant, so history
+-- stays isolated by it. Timestamps are fixed-width RFC 3339 UTC
 -- (microseconds), so text order is time order; `doc` is the attribute.
 CREATE TABLE IF NOT EXISTS attr_instances (
     iid         INTEGER PRIMARY KEY,
-    tenant      TEXT NOT NULL,
-    entity_id   TEXT NOT NULL,
-    attr        TEXT NOT NULL,
+    teid        INTEGER NOT NULL,
+    attr        INTEGER NOT NULL,
     instance_id TEXT NOT NULL,
     dataset_id  TEXT,
     observed_at TEXT,
@@ -88,10 +93,11 @@ CREATE TABLE IF NOT EXISTS attr_instances (
 -- recorded instance; a second and third one on createdAt / modifiedAt cost
 -- 20-40 % of the write throughput (BENCHMARKS.md, 2026-12-04), so queries on
 -- those time properties read the attribute's instances through this index's
--- (tenant, entity_id, attr) prefix and sort them. Instance ids are UUIDv7,
--- so `attr_instances_by_id` only grows at its right edge.
-CREATE INDEX IF NOT EXISTS attr_instances_observed ON attr_instances (tenant, entity_id, attr, observed_at);
-CREATE INDEX IF NOT EXISTS attr_instances_by_id ON attr_instances (tenant, instance_id);
+-- (teid, attr) prefix and sort them. Instance ids are UUIDv7, so
+-- `attr_instances_by_id` only grows at its right edge; statements reading
+-- by instance id also name the history (`teid`, `attr`).
+CREATE INDEX IF NOT EXISTS attr_instances_observed ON attr_instances (teid, attr, observed_at);
+CREATE INDEX IF NOT EXISTS attr_instances_by_id ON attr_instances (instance_id);
 DROP INDEX IF EXISTS attr_instances_created;
 DROP INDEX IF EXISTS attr_instances_modified;
 
@@ -128,7 +134,8 @@ CREATE TABLE IF NOT EXISTS delivery_stats (
 -- makes the rows a quarter of the size and each key comparison of a range
 -- scan a compare of one integer. The number belongs to one tenant, so the
 -- rows stay isolated by it. The by-entity indexes answer "does this
--- candidate have such a value" and keep rewrites cheap.
+-- candidate have such a value" and keep rewrites cheap. History
+-- (`attr_instances`, `attr_rollups`) names attributes by the same numbers.
 CREATE TABLE IF NOT EXISTS value_names (
     key    INTEGER PRIMARY KEY,
     tenant TEXT NOT NULL,
@@ -152,6 +159,12 @@ CREATE TABLE IF NOT EXISTS value_texts (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS value_texts_by_entity ON value_texts (eid, key, value);
 
+-- History rows with their names spelled out, as exports read them.
+CREATE VIEW IF NOT EXISTS history_rows AS
+SELECT i.iid, te.tenant, te.id AS entity_id, n.name AS attr, i.instance_id, i.dataset_id, i.observed_at,
+       i.created_at, i.modified_at, i.deleted_at, i.doc
+FROM attr_instances i JOIN temporal_entities te ON te.teid = i.teid JOIN value_names n ON n.key = i.attr;
+
 -- The value indexes of data dirs before 2026-12-05, keyed by the tenant and
 -- the name as text; `values::backfill` builds the tables above from the
 -- documents.
@@ -170,9 +183,8 @@ DROP TABLE IF EXISTS attr_texts;
 -- marks its hour `stale` through the triggers below (min and max cannot be
 -- taken back), and a stale hour is read from the instances until rebuilt.
 CREATE TABLE IF NOT EXISTS attr_rollups (
-    tenant    TEXT NOT NULL,
-    entity_id TEXT NOT NULL,
-    attr      TEXT NOT NULL,
+    teid      INTEGER NOT NULL,
+    attr      INTEGER NOT NULL,
     dataset   TEXT NOT NULL,    -- '' for the default instance
     hour      TEXT NOT NULL,
     count     INTEGER NOT NULL,
@@ -185,24 +197,24 @@ CREATE TABLE IF NOT EXISTS attr_rollups (
     max       REAL,
     first_at  TEXT,
     last_at   TEXT,
-    PRIMARY KEY (tenant, entity_id, attr, hour, dataset)
+    PRIMARY KEY (teid, attr, hour, dataset)
 ) WITHOUT ROWID;
 
 CREATE TRIGGER IF NOT EXISTS attr_rollups_deleted AFTER DELETE ON attr_instances
 WHEN OLD.observed_at IS NOT NULL
 BEGIN
     UPDATE attr_rollups SET stale = 1
-    WHERE tenant = OLD.tenant AND entity_id = OLD.entity_id AND attr = OLD.attr
+    WHERE teid = OLD.teid AND attr = OLD.attr
         AND hour = substr(OLD.observed_at, 1, 13) AND dataset = coalesce(OLD.dataset_id, '') AND stale = 0;
 END;
 
 CREATE TRIGGER IF NOT EXISTS attr_rollups_changed AFTER UPDATE OF observed_at, dataset_id, deleted_at, num ON attr_instances
 BEGIN
     UPDATE attr_rollups SET stale = 1
-    WHERE OLD.observed_at IS NOT NULL AND tenant = OLD.tenant AND entity_id = OLD.entity_id AND attr = OLD.attr
+    WHERE OLD.observed_at IS NOT NULL AND teid = OLD.teid AND attr = OLD.attr
         AND hour = substr(OLD.observed_at, 1, 13) AND dataset = coalesce(OLD.dataset_id, '') AND stale = 0;
-    INSERT INTO attr_rollups (tenant, entity_id, attr, dataset, hour, count, others, stale, sum, sumsq, m2)
-    SELECT NEW.tenant, NEW.entity_id, NEW.attr, coalesce(NEW.dataset_id, ''), substr(NEW.observed_at, 1, 13),
+    INSERT INTO attr_rollups (teid, attr, dataset, hour, count, others, stale, sum, sumsq, m2)
+    SELECT NEW.teid, NEW.attr, coalesce(NEW.dataset_id, ''), substr(NEW.observed_at, 1, 13),
            0, 0, 1, 0.0, 0.0, 0.0
     WHERE NEW.observed_at IS NOT NULL
     ON CONFLICT DO UPDATE SET stale = 1;

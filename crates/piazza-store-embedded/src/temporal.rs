@@ -1,8 +1,8 @@
 //! History: attribute instances recorded with every entity change (in the
 //! change's transaction), the temporal API's own edits, and temporal reads.
 //!
-//! Reads go attribute by attribute through the `(tenant, entity_id, attr,
-//! <time>)` indexes, fetching at most the instances a response can hold, so
+//! Reads go attribute by attribute through the `(teid, attr, <time>)`
+//! index, fetching at most the instances a response can hold, so
 //! one entity's history of any length is read by time range in a bounded
 //! number of rows.
 
@@ -19,7 +19,7 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Transaction};
 
 use crate::read::placeholders;
-use crate::{rollups, sql};
+use crate::{rollups, sql, values};
 
 /// A fresh instance id. Version 7 UUIDs grow with time, so each new id
 /// lands at the right edge of `attr_instances_by_id` instead of on a random
@@ -42,12 +42,47 @@ fn observed(attribute: &Attribute) -> Option<String> {
         .map(|t| time::format(&t))
 }
 
-/// Records one instance of `attr` as of `at`.
+/// One attribute's history: the temporal entity's row and the tenant's
+/// number for the attribute's name (see `schema.sql`).
+#[derive(Clone, Copy)]
+pub(crate) struct Series {
+    pub(crate) teid: i64,
+    pub(crate) attr: i64,
+}
+
+/// The row of temporal entity `id`.
+fn teid_of(connection: &Connection, tenant: &Tenant, id: &str) -> rusqlite::Result<Option<i64>> {
+    connection
+        .prepare_cached("SELECT teid FROM temporal_entities WHERE tenant = ?1 AND id = ?2")?
+        .query_row(params![tenant.name(), id], |r| r.get(0))
+        .optional()
+}
+
+/// The history of `attr` of entity `id`, if it can have any (the entity
+/// and the name are known).
+fn series_of(connection: &Connection, tenant: &Tenant, id: &str, attr: &str) -> rusqlite::Result<Option<Series>> {
+    let Some(teid) = teid_of(connection, tenant, id)? else {
+        return Ok(None);
+    };
+    Ok(values::name_key(connection, tenant, attr, false)?.map(|attr| Series { teid, attr }))
+}
+
+/// An instance about to be recorded.
+struct NewInstance<'a> {
+    instance_id: &'a str,
+    attribute: &'a Attribute,
+    dataset_id: Option<&'a str>,
+    /// In its sortable text form.
+    observed_at: Option<String>,
+    created_at: Timestamp,
+    modified_at: Timestamp,
+    deleted_at: Option<Timestamp>,
+}
+
+/// Records one instance of `series` as of `at`.
 fn insert_instance(
     tx: &Transaction<'_>,
-    tenant: &Tenant,
-    entity_id: &str,
-    attr: &str,
+    series: Series,
     attribute: &Attribute,
     at: Timestamp,
     deleted_at: Option<Timestamp>,
@@ -55,50 +90,77 @@ fn insert_instance(
     let mut attribute = attribute.clone();
     attribute.created_at = Some(at);
     attribute.modified_at = Some(at);
-    let row = RawInstance {
-        entity_id: entity_id.to_owned(),
-        attr: attr.to_owned(),
-        instance_id: new_instance_id(),
-        dataset_id: attribute.dataset_id.clone(),
-        observed_at: attribute.observed_at.as_deref().and_then(time::parse),
+    let instance = NewInstance {
+        instance_id: &new_instance_id(),
+        attribute: &attribute,
+        dataset_id: attribute.dataset_id.as_deref(),
+        observed_at: observed(&attribute),
         created_at: at,
         modified_at: at,
         deleted_at,
-        attribute,
     };
-    insert_row(tx, tenant, &row)
+    insert(tx, series, &instance)
+}
+
+/// Records an instance read from an export, under its entity's temporal
+/// row (a bare one is made for an instance whose entity has none, so that
+/// no instance is dropped) and its name's number.
+pub(crate) fn insert_row(tx: &Transaction<'_>, tenant: &Tenant, row: &RawInstance) -> rusqlite::Result<()> {
+    let teid = match teid_of(tx, tenant, &row.entity_id)? {
+        Some(teid) => teid,
+        None => {
+            let stamp = time::format(&row.created_at);
+            tx.prepare_cached(
+                "INSERT INTO temporal_entities(tenant, id, types, scope, created_at, modified_at) \
+                 VALUES (?1, ?2, '[]', '[]', ?3, ?3)",
+            )?
+            .execute(params![tenant.name(), row.entity_id, stamp])?;
+            tx.last_insert_rowid()
+        }
+    };
+    let attr = values::name_key(tx, tenant, &row.attr, true)?.unwrap_or_default();
+    let instance = NewInstance {
+        instance_id: &row.instance_id,
+        attribute: &row.attribute,
+        dataset_id: row.dataset_id.as_deref(),
+        observed_at: row.observed_at.as_ref().map(time::format),
+        created_at: row.created_at,
+        modified_at: row.modified_at,
+        deleted_at: row.deleted_at,
+    };
+    insert(tx, Series { teid, attr }, &instance)
 }
 
 /// Inserts one instance row and counts it into its hour's rollup: the one
 /// way instances enter `attr_instances` (edits, the temporal API and raw
 /// imports alike), so that the rollups miss none.
-pub(crate) fn insert_row(tx: &Transaction<'_>, tenant: &Tenant, row: &RawInstance) -> rusqlite::Result<()> {
-    let observed_at = row.observed_at.as_ref().map(time::format);
-    let number = rollups::number_of(&row.attribute, row.deleted_at.is_some());
+fn insert(tx: &Transaction<'_>, series: Series, instance: &NewInstance<'_>) -> rusqlite::Result<()> {
+    let number = rollups::number_of(instance.attribute, instance.deleted_at.is_some());
+    let (dataset_id, observed_at) = (instance.dataset_id, &instance.observed_at);
     tx.prepare_cached(
-        "INSERT INTO attr_instances(tenant, entity_id, attr, instance_id, dataset_id, observed_at, created_at, \
-         modified_at, deleted_at, doc, num) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        "INSERT INTO attr_instances(teid, attr, instance_id, dataset_id, observed_at, created_at, \
+         modified_at, deleted_at, doc, num) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )?
     .execute(params![
-        tenant.name(),
-        row.entity_id,
-        row.attr,
-        row.instance_id,
-        row.dataset_id,
+        series.teid,
+        series.attr,
+        instance.instance_id,
+        dataset_id,
         observed_at,
-        time::format(&row.created_at),
-        time::format(&row.modified_at),
-        row.deleted_at.as_ref().map(time::format),
-        to_json(&row.attribute)?,
+        time::format(&instance.created_at),
+        time::format(&instance.modified_at),
+        instance.deleted_at.as_ref().map(time::format),
+        to_json(instance.attribute)?,
         number,
     ])?;
-    if let Some(observed_at) = &observed_at {
-        rollups::count(tx, tenant, row, observed_at, number)?;
+    if let Some(observed_at) = observed_at {
+        rollups::count(tx, series, dataset_id, observed_at, number)?;
     }
     Ok(())
 }
 
-/// Creates or refreshes the temporal entity row; returns whether it was created.
+/// Creates or refreshes the temporal entity row; returns its row and
+/// whether it was created.
 fn upsert_entity(
     tx: &Transaction<'_>,
     tenant: &Tenant,
@@ -106,10 +168,10 @@ fn upsert_entity(
     types: &[String],
     scope: &[String],
     now: Timestamp,
-) -> rusqlite::Result<bool> {
-    let existing: Option<String> = tx
-        .prepare_cached("SELECT types FROM temporal_entities WHERE tenant = ?1 AND id = ?2")?
-        .query_row(params![tenant.name(), id], |r| r.get(0))
+) -> rusqlite::Result<(i64, bool)> {
+    let existing: Option<(i64, String)> = tx
+        .prepare_cached("SELECT teid, types FROM temporal_entities WHERE tenant = ?1 AND id = ?2")?
+        .query_row(params![tenant.name(), id], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     tx.prepare_cached("INSERT OR IGNORE INTO tenants(name) VALUES (?1)")?
         .execute([tenant.name()])?;
@@ -121,9 +183,9 @@ fn upsert_entity(
                  VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
             )?
             .execute(params![tenant.name(), id, to_json(&types)?, to_json(&scope)?, stamp])?;
-            Ok(true)
+            Ok((tx.last_insert_rowid(), true))
         }
-        Some(known) => {
+        Some((teid, known)) => {
             let mut all: Vec<String> = serde_json::from_str(&known).unwrap_or_default();
             for t in types {
                 if !all.contains(t) {
@@ -135,7 +197,7 @@ fn upsert_entity(
                  modified_at = ?5, deleted_at = NULL WHERE tenant = ?1 AND id = ?2",
             )?
             .execute(params![tenant.name(), id, to_json(&all)?, to_json(&scope)?, stamp])?;
-            Ok(false)
+            Ok((teid, false))
         }
     }
 }
@@ -151,20 +213,22 @@ fn refresh_entity(
     types: &[String],
     scope: &[String],
     now: Timestamp,
-) -> rusqlite::Result<bool> {
-    let changed = tx
-        .prepare_cached(
-            "UPDATE temporal_entities SET scope = CASE WHEN ?4 = '[]' THEN scope ELSE ?4 END, modified_at = ?5, \
-             deleted_at = NULL WHERE tenant = ?1 AND id = ?2 AND types = ?3",
-        )?
-        .execute(params![
+) -> rusqlite::Result<Option<i64>> {
+    tx.prepare_cached(
+        "UPDATE temporal_entities SET scope = CASE WHEN ?4 = '[]' THEN scope ELSE ?4 END, modified_at = ?5, \
+         deleted_at = NULL WHERE tenant = ?1 AND id = ?2 AND types = ?3 RETURNING teid",
+    )?
+    .query_row(
+        params![
             tenant.name(),
             id,
             to_json(&types)?,
             to_json(&scope)?,
             time::format(&now)
-        ])?;
-    Ok(changed == 1)
+        ],
+        |r| r.get(0),
+    )
+    .optional()
 }
 
 /// Records what an entity edit changed: every instance that is new or
@@ -177,49 +241,73 @@ pub(crate) fn record(
     after: Option<&Entity>,
 ) -> rusqlite::Result<()> {
     let now = after.and_then(|a| a.modified_at).unwrap_or_else(time::now);
-    let Some(id) = after.or(before).map(|e| e.id.clone()) else {
+    let Some(id) = after.or(before).map(|e| e.id.as_str()) else {
         return Ok(());
     };
+    let teid = match after {
+        Some(after) => match before.map_or(Ok(None), |_| {
+            refresh_entity(tx, tenant, id, &after.types, &after.scope, now)
+        })? {
+            Some(teid) => teid,
+            None => upsert_entity(tx, tenant, id, &after.types, &after.scope, now)?.0,
+        },
+        // An entity deleted after its history was: nothing to record it in.
+        None => match teid_of(tx, tenant, id)? {
+            Some(teid) => teid,
+            None => return Ok(()),
+        },
+    };
+    let series = |name: &str| -> rusqlite::Result<Series> {
+        let attr = values::name_key(tx, tenant, name, true)?.unwrap_or_default();
+        Ok(Series { teid, attr })
+    };
     if let Some(after) = after {
-        if before.is_none() || !refresh_entity(tx, tenant, &id, &after.types, &after.scope, now)? {
-            upsert_entity(tx, tenant, &id, &after.types, &after.scope, now)?;
-        }
         for (name, instances) in &after.attributes {
+            let mut key = None;
             for instance in instances {
                 let previous = before.and_then(|b| b.instance(name, instance.dataset_id.as_deref()));
                 if previous != Some(instance) {
                     let at = instance.modified_at.unwrap_or(now);
-                    insert_instance(tx, tenant, &id, name, instance, at, None)?;
+                    let series = match key {
+                        Some(series) => series,
+                        None => *key.insert(series(name)?),
+                    };
+                    insert_instance(tx, series, instance, at, None)?;
                 }
             }
         }
     }
     if let Some(before) = before {
         for (name, instances) in &before.attributes {
+            let mut key = None;
             for instance in instances {
                 let remains = after.is_some_and(|a| a.instance(name, instance.dataset_id.as_deref()).is_some());
                 if !remains {
                     let mut gone = Attribute::new(instance.kind, serde_json::Value::Null);
                     gone.dataset_id = instance.dataset_id.clone();
-                    insert_instance(tx, tenant, &id, name, &gone, now, Some(now))?;
+                    let series = match key {
+                        Some(series) => series,
+                        None => *key.insert(series(name)?),
+                    };
+                    insert_instance(tx, series, &gone, now, Some(now))?;
                 }
             }
         }
         if after.is_none() {
-            tx.prepare_cached("UPDATE temporal_entities SET deleted_at = ?3 WHERE tenant = ?1 AND id = ?2")?
-                .execute(params![tenant.name(), id, time::format(&now)])?;
+            tx.prepare_cached("UPDATE temporal_entities SET deleted_at = ?2 WHERE teid = ?1")?
+                .execute(params![teid, time::format(&now)])?;
         }
     }
     Ok(())
 }
 
-fn exists(tx: &Connection, tenant: &Tenant, id: &str) -> rusqlite::Result<bool> {
-    tx.prepare_cached("SELECT 1 FROM temporal_entities WHERE tenant = ?1 AND id = ?2")?
-        .exists(params![tenant.name(), id])
-}
-
 fn not_found(id: &str) -> NgsiError {
     NgsiError::not_found(format!("temporal entity {id} not found"))
+}
+
+/// The row of temporal entity `id`, which must exist.
+fn existing(tx: &Connection, tenant: &Tenant, id: &str) -> Result<i64, EditFailure> {
+    teid_of(tx, tenant, id)?.ok_or_else(|| not_found(id).into())
 }
 
 /// Applies a temporal API edit.
@@ -232,29 +320,24 @@ pub(crate) fn edit(tx: &Transaction<'_>, tenant: &Tenant, edit: TemporalEdit) ->
             scope,
             attributes,
         } => {
-            let created = upsert_entity(tx, tenant, &id, &types, &scope, now)?;
-            add_instances(tx, tenant, &id, &attributes, now)?;
+            let (teid, created) = upsert_entity(tx, tenant, &id, &types, &scope, now)?;
+            add_instances(tx, tenant, teid, &attributes, now)?;
             Ok(created)
         }
         TemporalEdit::Append { id, attributes } => {
-            if !exists(tx, tenant, &id)? {
-                return Err(not_found(&id).into());
-            }
-            add_instances(tx, tenant, &id, &attributes, now)?;
-            tx.prepare_cached("UPDATE temporal_entities SET modified_at = ?3 WHERE tenant = ?1 AND id = ?2")?
-                .execute(params![tenant.name(), id, time::format(&now)])?;
+            let teid = existing(tx, tenant, &id)?;
+            add_instances(tx, tenant, teid, &attributes, now)?;
+            tx.prepare_cached("UPDATE temporal_entities SET modified_at = ?2 WHERE teid = ?1")?
+                .execute(params![teid, time::format(&now)])?;
             Ok(false)
         }
         TemporalEdit::DeleteEntity { id } => {
-            let n = tx
-                .prepare_cached("DELETE FROM temporal_entities WHERE tenant = ?1 AND id = ?2")?
-                .execute(params![tenant.name(), id])?;
-            if n == 0 {
-                return Err(not_found(&id).into());
-            }
-            tx.prepare_cached("DELETE FROM attr_instances WHERE tenant = ?1 AND entity_id = ?2")?
-                .execute(params![tenant.name(), id])?;
-            rollups::forget(tx, tenant, &id, None)?;
+            let teid = existing(tx, tenant, &id)?;
+            tx.prepare_cached("DELETE FROM temporal_entities WHERE teid = ?1")?
+                .execute([teid])?;
+            tx.prepare_cached("DELETE FROM attr_instances WHERE teid = ?1")?
+                .execute([teid])?;
+            rollups::forget(tx, teid, None)?;
             Ok(false)
         }
         TemporalEdit::DeleteAttribute {
@@ -263,26 +346,26 @@ pub(crate) fn edit(tx: &Transaction<'_>, tenant: &Tenant, edit: TemporalEdit) ->
             dataset_id,
             delete_all,
         } => {
-            if !exists(tx, tenant, &id)? {
-                return Err(not_found(&id).into());
-            }
+            let teid = existing(tx, tenant, &id)?;
+            let no_instances = || NgsiError::not_found(format!("attribute {attr} of {id} has no such instances"));
+            let Some(key) = values::name_key(tx, tenant, &attr, false)? else {
+                return Err(no_instances().into());
+            };
+            let series = Series { teid, attr: key };
             let n = if delete_all {
-                tx.prepare_cached("DELETE FROM attr_instances WHERE tenant = ?1 AND entity_id = ?2 AND attr = ?3")?
-                    .execute(params![tenant.name(), id, attr])?
+                tx.prepare_cached("DELETE FROM attr_instances WHERE teid = ?1 AND attr = ?2")?
+                    .execute(params![teid, key])?
             } else {
-                tx.prepare_cached(
-                    "DELETE FROM attr_instances WHERE tenant = ?1 AND entity_id = ?2 AND attr = ?3 \
-                     AND dataset_id IS ?4",
-                )?
-                .execute(params![tenant.name(), id, attr, dataset_id])?
+                tx.prepare_cached("DELETE FROM attr_instances WHERE teid = ?1 AND attr = ?2 AND dataset_id IS ?3")?
+                    .execute(params![teid, key, dataset_id])?
             };
             if n == 0 {
-                return Err(NgsiError::not_found(format!("attribute {attr} of {id} has no such instances")).into());
+                return Err(no_instances().into());
             }
             if delete_all {
-                rollups::forget(tx, tenant, &id, Some(&attr))?;
+                rollups::forget(tx, teid, Some(key))?;
             } else {
-                rollups::refresh(tx, tenant, &id, &attr)?;
+                rollups::refresh(tx, series)?;
             }
             Ok(false)
         }
@@ -292,19 +375,22 @@ pub(crate) fn edit(tx: &Transaction<'_>, tenant: &Tenant, edit: TemporalEdit) ->
             instance_id,
             instance,
         } => {
+            let missing = || NgsiError::not_found(format!("instance {instance_id} of {attr} not found"));
+            let Some(series) = series_of(tx, tenant, &id, &attr)? else {
+                return Err(missing().into());
+            };
             // `+`: found through `attr_instances_by_id`, one row, not through
             // the time index, which would read the attribute's whole history.
             let row: Option<(i64, String)> = tx
                 .prepare_cached(
-                    "SELECT iid, created_at FROM attr_instances WHERE tenant = ?1 AND instance_id = ?2 \
-                     AND +entity_id = ?3 AND +attr = ?4",
+                    "SELECT iid, created_at FROM attr_instances WHERE instance_id = ?1 AND +teid = ?2 AND +attr = ?3",
                 )?
-                .query_row(params![tenant.name(), instance_id, id, attr], |r| {
+                .query_row(params![instance_id, series.teid, series.attr], |r| {
                     Ok((r.get(0)?, r.get(1)?))
                 })
                 .optional()?;
             let Some((iid, created)) = row else {
-                return Err(NgsiError::not_found(format!("instance {instance_id} of {attr} not found")).into());
+                return Err(missing().into());
             };
             let mut attribute = *instance;
             attribute.created_at = time::parse(&created);
@@ -321,22 +407,22 @@ pub(crate) fn edit(tx: &Transaction<'_>, tenant: &Tenant, edit: TemporalEdit) ->
                 to_json(&attribute)?,
                 rollups::number_of(&attribute, false),
             ])?;
-            rollups::refresh(tx, tenant, &id, &attr)?;
+            rollups::refresh(tx, series)?;
             Ok(false)
         }
         TemporalEdit::DeleteInstance { id, attr, instance_id } => {
+            let teid = existing(tx, tenant, &id)?;
+            let missing = || NgsiError::not_found(format!("instance {instance_id} of {attr} not found"));
+            let Some(key) = values::name_key(tx, tenant, &attr, false)? else {
+                return Err(missing().into());
+            };
             let n = tx
-                .prepare_cached(
-                    "DELETE FROM attr_instances WHERE tenant = ?1 AND instance_id = ?2 AND +entity_id = ?3 AND +attr = ?4",
-                )?
-                .execute(params![tenant.name(), instance_id, id, attr])?;
+                .prepare_cached("DELETE FROM attr_instances WHERE instance_id = ?1 AND +teid = ?2 AND +attr = ?3")?
+                .execute(params![instance_id, teid, key])?;
             if n == 0 {
-                if !exists(tx, tenant, &id)? {
-                    return Err(not_found(&id).into());
-                }
-                return Err(NgsiError::not_found(format!("instance {instance_id} of {attr} not found")).into());
+                return Err(missing().into());
             }
-            rollups::refresh(tx, tenant, &id, &attr)?;
+            rollups::refresh(tx, Series { teid, attr: key })?;
             Ok(false)
         }
     }
@@ -345,15 +431,29 @@ pub(crate) fn edit(tx: &Transaction<'_>, tenant: &Tenant, edit: TemporalEdit) ->
 fn add_instances(
     tx: &Transaction<'_>,
     tenant: &Tenant,
-    id: &str,
+    teid: i64,
     attributes: &[(String, Vec<Attribute>)],
     now: Timestamp,
 ) -> rusqlite::Result<()> {
     for (name, instances) in attributes {
+        let attr = values::name_key(tx, tenant, name, true)?.unwrap_or_default();
         for instance in instances {
-            insert_instance(tx, tenant, id, name, instance, now, None)?;
+            insert_instance(tx, Series { teid, attr }, instance, now, None)?;
         }
     }
+    Ok(())
+}
+
+/// Deletes a tenant's history (before its names, which key it, are gone).
+pub(crate) fn clear(tx: &Transaction<'_>, tenant: &Tenant) -> rusqlite::Result<()> {
+    for table in ["attr_rollups", "attr_instances"] {
+        tx.prepare_cached(&format!(
+            "DELETE FROM {table} WHERE teid IN (SELECT teid FROM temporal_entities WHERE tenant = ?1)"
+        ))?
+        .execute([tenant.name()])?;
+    }
+    tx.prepare_cached("DELETE FROM temporal_entities WHERE tenant = ?1")?
+        .execute([tenant.name()])?;
     Ok(())
 }
 
@@ -389,6 +489,7 @@ fn corrupt(what: &str) -> impl Fn(serde_json::Error) -> StoreError + '_ {
 }
 
 struct Header {
+    teid: i64,
     types: Vec<String>,
     scope: Vec<String>,
     created_at: Option<Timestamp>,
@@ -397,20 +498,21 @@ struct Header {
 }
 
 fn header(connection: &Connection, tenant: &Tenant, id: &str) -> StoreResult<Option<Header>> {
-    let row: Option<(String, String, String, String, Option<String>)> = connection
+    let row: Option<(i64, String, String, String, String, Option<String>)> = connection
         .prepare_cached(
-            "SELECT types, scope, created_at, modified_at, deleted_at FROM temporal_entities \
+            "SELECT teid, types, scope, created_at, modified_at, deleted_at FROM temporal_entities \
              WHERE tenant = ?1 AND id = ?2",
         )
         .and_then(|mut s| {
             s.query_row(params![tenant.name(), id], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
             })
             .optional()
         })
         .map_err(sql)?;
-    row.map(|(types, scope, created, modified, deleted)| {
+    row.map(|(teid, types, scope, created, modified, deleted)| {
         Ok(Header {
+            teid,
             types: serde_json::from_str(&types).map_err(corrupt("temporal types"))?,
             scope: serde_json::from_str(&scope).map_err(corrupt("temporal scope"))?,
             created_at: time::parse(&created),
@@ -421,26 +523,27 @@ fn header(connection: &Connection, tenant: &Tenant, id: &str) -> StoreResult<Opt
     .transpose()
 }
 
-/// The names of the attributes with history, by skipping through the
-/// instance index one name at a time (a `DISTINCT` would read every
-/// instance of a long history).
-fn attribute_names(connection: &Connection, tenant: &Tenant, id: &str) -> StoreResult<Vec<String>> {
-    let mut statement = connection
-        .prepare_cached(
-            "SELECT attr FROM attr_instances WHERE tenant = ?1 AND entity_id = ?2 AND attr > ?3 \
-             ORDER BY attr LIMIT 1",
-        )
+/// The names of the attributes with history, by name: the name numbers
+/// found by skipping through the instance index one number at a time (a
+/// `DISTINCT` would read every instance of a long history).
+fn attribute_names(connection: &Connection, teid: i64) -> StoreResult<Vec<String>> {
+    let mut next = connection
+        .prepare_cached("SELECT attr FROM attr_instances WHERE teid = ?1 AND attr > ?2 ORDER BY attr LIMIT 1")
+        .map_err(sql)?;
+    let mut name = connection
+        .prepare_cached("SELECT name FROM value_names WHERE key = ?1")
         .map_err(sql)?;
     let mut names = Vec::new();
-    let mut after = String::new();
-    while let Some(name) = statement
-        .query_row(params![tenant.name(), id, after], |r| r.get::<_, String>(0))
+    let mut after = i64::MIN;
+    while let Some(key) = next
+        .query_row(params![teid, after], |r| r.get::<_, i64>(0))
         .optional()
         .map_err(sql)?
     {
-        after.clone_from(&name);
-        names.push(name);
+        after = key;
+        names.push(name.query_row([key], |r| r.get::<_, String>(0)).map_err(sql)?);
     }
+    names.sort_unstable();
     Ok(names)
 }
 
@@ -454,20 +557,10 @@ fn instance_from_row(instance_id: String, doc: &str, deleted_at: Option<String>)
 
 /// The instances of one attribute selected by `query`, ascending, at most
 /// as many as a response can hold.
-fn instances(
-    connection: &Connection,
-    tenant: &Tenant,
-    id: &str,
-    attr: &str,
-    query: &TemporalQuery,
-) -> StoreResult<Vec<Instance>> {
+fn instances(connection: &Connection, series: Series, query: &TemporalQuery) -> StoreResult<Vec<Instance>> {
     let col = column(query.timeproperty);
-    let mut clause = String::from("tenant = ?1 AND entity_id = ?2 AND attr = ?3");
-    let mut args = vec![
-        SqlValue::Text(tenant.name().to_owned()),
-        SqlValue::Text(id.to_owned()),
-        SqlValue::Text(attr.to_owned()),
-    ];
+    let mut clause = String::from("teid = ?1 AND attr = ?2");
+    let mut args = vec![SqlValue::Integer(series.teid), SqlValue::Integer(series.attr)];
     if let Some(rel) = query.timerel {
         let (lo, hi) = rel.bounds();
         if let Some(lo) = lo {
@@ -536,14 +629,21 @@ pub(crate) fn entity(
     };
     let names = match requested_attrs(query) {
         Some(names) => names,
-        None => attribute_names(connection, tenant, id)?,
+        None => attribute_names(connection, header.teid)?,
     };
     for name in names {
-        if let Some(groups) = rollups::summarised(connection, tenant, id, &name, query)? {
+        let Some(attr) = values::name_key(connection, tenant, &name, false).map_err(sql)? else {
+            continue;
+        };
+        let series = Series {
+            teid: header.teid,
+            attr,
+        };
+        if let Some(groups) = rollups::summarised(connection, series, query)? {
             entity.summaries.insert(name, groups);
             continue;
         }
-        let found = instances(connection, tenant, id, &name, query)?;
+        let found = instances(connection, series, query)?;
         if !found.is_empty() {
             entity.attributes.insert(name, found);
         }
@@ -554,17 +654,17 @@ pub(crate) fn entity(
 
 /// The latest recorded state of a temporal entity, for evaluating `q`,
 /// geo-queries and `attrs` of a temporal query.
-fn latest(connection: &Connection, tenant: &Tenant, id: &str, header: &Header) -> StoreResult<Entity> {
+fn latest(connection: &Connection, id: &str, header: &Header) -> StoreResult<Entity> {
     let mut entity = Entity::new(id, header.types.clone());
     entity.scope = header.scope.clone();
     let mut statement = connection
         .prepare_cached(
-            "SELECT attr, doc, deleted_at FROM attr_instances WHERE tenant = ?1 AND entity_id = ?2 \
-             ORDER BY attr, COALESCE(observed_at, created_at), iid",
+            "SELECT n.name, i.doc, i.deleted_at FROM attr_instances i JOIN value_names n ON n.key = i.attr \
+             WHERE i.teid = ?1 ORDER BY i.attr, COALESCE(i.observed_at, i.created_at), i.iid",
         )
         .map_err(sql)?;
     let rows = statement
-        .query_map(params![tenant.name(), id], |r| {
+        .query_map([header.teid], |r| {
             Ok((
                 r.get::<_, String>(0)?,
                 r.get::<_, String>(1)?,
@@ -593,12 +693,12 @@ fn passes(connection: &Connection, tenant: &Tenant, id: &str, entities: &EntityQ
         return Ok(false);
     };
     let state = if entities.q.is_some() || entities.geo.is_some() {
-        latest(connection, tenant, id, &header)?
+        latest(connection, id, &header)?
     } else {
         let mut bare = Entity::new(id, header.types.clone());
         bare.scope = header.scope.clone();
         for attr in &entities.attrs {
-            if has_history(connection, tenant, id, attr)? {
+            if has_history(connection, tenant, header.teid, attr)? {
                 bare.attributes.insert(attr.clone(), Vec::new());
             }
         }
@@ -607,12 +707,23 @@ fn passes(connection: &Connection, tenant: &Tenant, id: &str, entities: &EntityQ
     Ok(entities.matches(&state))
 }
 
-/// Whether `attr` of entity `id` has any recorded instance.
-fn has_history(connection: &Connection, tenant: &Tenant, id: &str, attr: &str) -> StoreResult<bool> {
+/// Whether `attr` of temporal entity `teid` has any recorded instance.
+fn has_history(connection: &Connection, tenant: &Tenant, teid: i64, attr: &str) -> StoreResult<bool> {
+    let Some(key) = values::name_key(connection, tenant, attr, false).map_err(sql)? else {
+        return Ok(false);
+    };
     connection
-        .prepare_cached("SELECT 1 FROM attr_instances WHERE tenant = ?1 AND entity_id = ?2 AND attr = ?3 LIMIT 1")
-        .and_then(|mut s| s.exists(params![tenant.name(), id, attr]))
+        .prepare_cached("SELECT 1 FROM attr_instances WHERE teid = ?1 AND attr = ?2 LIMIT 1")
+        .and_then(|mut s| s.exists(params![teid, key]))
         .map_err(sql)
+}
+
+/// The SQL list of the name numbers of `names` (in the tenant of `?1`).
+fn name_keys(args: &mut Vec<SqlValue>, names: &[String]) -> String {
+    format!(
+        "SELECT key FROM value_names WHERE tenant = ?1 AND name IN ({})",
+        placeholders(args, names)
+    )
 }
 
 /// The `SELECT` of the ids of the tenant's temporal entities that SQL
@@ -633,7 +744,7 @@ fn history_in(rel: TimeRel, query: &TemporalQuery, args: &mut Vec<SqlValue>) -> 
     let col = column(query.timeproperty);
     let mut clause = String::new();
     if !query.attrs.is_empty() {
-        clause.push_str(&format!(" AND h.attr IN ({})", placeholders(args, &query.attrs)));
+        clause.push_str(&format!(" AND h.attr IN ({})", name_keys(args, &query.attrs)));
     }
     let (lo, hi) = rel.bounds();
     for (bound, op) in [(lo, ">="), (hi, "<")] {
@@ -642,7 +753,7 @@ fn history_in(rel: TimeRel, query: &TemporalQuery, args: &mut Vec<SqlValue>) -> 
             clause.push_str(&format!(" AND h.{col} {op} ?{}", args.len()));
         }
     }
-    format!(" AND EXISTS (SELECT 1 FROM attr_instances h WHERE h.tenant = ?1 AND h.entity_id = te.id{clause})")
+    format!(" AND EXISTS (SELECT 1 FROM attr_instances h WHERE h.teid = te.teid{clause})")
 }
 
 fn candidates(tenant: &Tenant, entities: &EntityQuery, query: &TemporalQuery) -> Candidates {
@@ -661,11 +772,10 @@ fn candidates(tenant: &Tenant, entities: &EntityQuery, query: &TemporalQuery) ->
         ));
     }
     if !entities.attrs.is_empty() && !range_implies_attrs(entities, query) {
-        // One probe of the (tenant, entity_id, attr, …) index per name.
+        // One probe of the (teid, attr, …) index per name.
         filter.push_str(&format!(
-            " AND EXISTS (SELECT 1 FROM attr_instances a WHERE a.tenant = ?1 AND a.entity_id = te.id \
-             AND a.attr IN ({}))",
-            placeholders(&mut args, &entities.attrs)
+            " AND EXISTS (SELECT 1 FROM attr_instances a WHERE a.teid = te.teid AND a.attr IN ({}))",
+            name_keys(&mut args, &entities.attrs)
         ));
     }
     if let Some(rel) = query.timerel {

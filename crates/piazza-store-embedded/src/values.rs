@@ -112,21 +112,33 @@ impl<'n> Keys<'n> {
         if let Some((_, key)) = self.0.iter().find(|(n, _)| *n == name) {
             return Ok(Some(*key));
         }
-        let mut key = transaction
-            .prepare_cached("SELECT key FROM value_names WHERE tenant = ?1 AND name = ?2")?
-            .query_row(params![tenant.name(), name], |r| r.get(0))
-            .optional()?;
-        if key.is_none() && create {
-            transaction
-                .prepare_cached("INSERT INTO value_names(tenant, name) VALUES (?1, ?2)")?
-                .execute(params![tenant.name(), name])?;
-            key = Some(transaction.last_insert_rowid());
-        }
+        let key = name_key(transaction, tenant, name, create)?;
         if let Some(key) = key {
             self.0.push((name, key));
         }
         Ok(key)
     }
+}
+
+/// The tenant's number for the attribute name `name` (value rows and
+/// history both carry it), made when `create` and missing.
+pub(crate) fn name_key(
+    connection: &Connection,
+    tenant: &Tenant,
+    name: &str,
+    create: bool,
+) -> rusqlite::Result<Option<i64>> {
+    let key = connection
+        .prepare_cached("SELECT key FROM value_names WHERE tenant = ?1 AND name = ?2")?
+        .query_row(params![tenant.name(), name], |r| r.get(0))
+        .optional()?;
+    if key.is_some() || !create {
+        return Ok(key);
+    }
+    connection
+        .prepare_cached("INSERT INTO value_names(tenant, name) VALUES (?1, ?2)")?
+        .execute(params![tenant.name(), name])?;
+    Ok(Some(connection.last_insert_rowid()))
 }
 
 fn row(value: &IndexedValue) -> (&'static str, SqlValue) {
@@ -142,8 +154,9 @@ pub(crate) fn backfill(connection: &mut Connection) -> StoreResult<()> {
     if crate::filled_to(connection)? >= INDEXED_VERSION {
         return Ok(());
     }
+    // The names stay: history is keyed by them too.
     connection
-        .execute_batch("DELETE FROM value_numbers; DELETE FROM value_texts; DELETE FROM value_names;")
+        .execute_batch("DELETE FROM value_numbers; DELETE FROM value_texts;")
         .map_err(sql)?;
     crate::backfill_entities(
         connection,
