@@ -18,6 +18,7 @@ use piazza_ngsild::{Entity, NgsiError};
 use piazza_store::{Applied, Edit, NewState, OutboxEntry, Tenant};
 use rusqlite::{Connection, Transaction};
 
+use crate::values::NameKeys;
 use crate::{delete, fail_group, load, outbox, put, temporal, Pending, WriteJob};
 
 /// Runs `group` in one transaction and commits it; returns the answers to
@@ -237,12 +238,13 @@ fn write_change(
     after: Option<&Entity>,
     entries: &[OutboxEntry],
 ) -> rusqlite::Result<()> {
+    let mut keys = NameKeys::default();
     match (after, eid) {
-        (Some(entity), _) => put(tx, tenant, eid, before, entity)?,
+        (Some(entity), _) => put(tx, tenant, eid, before, entity, &mut keys)?,
         (None, Some(eid)) => delete(tx, tenant, eid)?,
         (None, None) => return Ok(()),
     }
-    temporal::record(tx, tenant, before, after)?;
+    temporal::record(tx, tenant, before, after, &mut keys)?;
     outbox::enqueue(tx, tenant, entries)
 }
 

@@ -457,12 +457,13 @@ fn load(transaction: &Transaction<'_>, tenant: &Tenant, id: &str) -> StoreResult
 
 /// Writes an entity and its index rows; `before` is what the row held, as
 /// far as it is known (an expired entity's rows are replaced whole).
-fn put(
+fn put<'n>(
     transaction: &Transaction<'_>,
     tenant: &Tenant,
     eid: Option<i64>,
-    before: Option<&Entity>,
-    entity: &Entity,
+    before: Option<&'n Entity>,
+    entity: &'n Entity,
+    keys: &mut values::NameKeys<'n>,
 ) -> rusqlite::Result<()> {
     let doc = serde_json::to_string(entity).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
     let eid = match eid {
@@ -489,7 +490,7 @@ fn put(
     };
     reindex_names(transaction, tenant, eid, before, entity)?;
     geo::reindex(transaction, eid, before, Some(entity))?;
-    values::reindex(transaction, tenant, eid, before, Some(entity))
+    values::reindex(transaction, tenant, eid, before, Some(entity), keys)
 }
 
 /// Brings `entity_types` and `entity_attrs` from `before`'s rows to
@@ -572,7 +573,7 @@ fn clear_names(transaction: &Transaction<'_>, eid: i64) -> rusqlite::Result<()> 
 }
 
 fn delete(transaction: &Transaction<'_>, tenant: &Tenant, eid: i64) -> rusqlite::Result<()> {
-    values::reindex(transaction, tenant, eid, None, None)?;
+    values::reindex(transaction, tenant, eid, None, None, &mut values::NameKeys::default())?;
     geo::clear(transaction, eid)?;
     clear_names(transaction, eid)?;
     transaction

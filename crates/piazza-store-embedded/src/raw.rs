@@ -318,7 +318,7 @@ fn write_entity(tx: &Transaction<'_>, tenant: &Tenant, entity: &Entity) -> rusql
         .prepare_cached("SELECT eid FROM entities WHERE tenant = ?1 AND id = ?2")?
         .query_row(params![tenant.name(), entity.id], |r| r.get(0))
         .optional()?;
-    crate::put(tx, tenant, eid, None, entity)
+    crate::put(tx, tenant, eid, None, entity, &mut crate::values::NameKeys::default())
 }
 
 /// Every table that holds rows of a tenant, index tables included.

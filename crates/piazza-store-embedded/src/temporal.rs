@@ -19,7 +19,8 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Transaction};
 
 use crate::read::placeholders;
-use crate::{rollups, sql, values};
+use crate::values::{self, NameKeys};
+use crate::{rollups, sql};
 
 /// A fresh instance id. Version 7 UUIDs grow with time, so each new id
 /// lands at the right edge of `attr_instances_by_id` instead of on a random
@@ -159,7 +160,8 @@ fn insert(tx: &Transaction<'_>, series: Series, instance: &NewInstance<'_>) -> r
     Ok(())
 }
 
-/// Creates or refreshes the temporal entity row; returns its row and
+/// Creates or refreshes the temporal entity row (types added to, scope
+/// replaced unless empty, modified now, not deleted); returns its row and
 /// whether it was created.
 fn upsert_entity(
     tx: &Transaction<'_>,
@@ -173,92 +175,62 @@ fn upsert_entity(
         .prepare_cached("SELECT teid, types FROM temporal_entities WHERE tenant = ?1 AND id = ?2")?
         .query_row(params![tenant.name(), id], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
-    tx.prepare_cached("INSERT OR IGNORE INTO tenants(name) VALUES (?1)")?
-        .execute([tenant.name()])?;
     let stamp = time::format(&now);
-    match existing {
-        None => {
-            tx.prepare_cached(
-                "INSERT INTO temporal_entities(tenant, id, types, scope, created_at, modified_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
-            )?
-            .execute(params![tenant.name(), id, to_json(&types)?, to_json(&scope)?, stamp])?;
-            Ok((tx.last_insert_rowid(), true))
-        }
-        Some((teid, known)) => {
-            let mut all: Vec<String> = serde_json::from_str(&known).unwrap_or_default();
-            for t in types {
-                if !all.contains(t) {
-                    all.push(t.clone());
-                }
+    let types_json = to_json(&types)?;
+    let Some((teid, known)) = existing else {
+        tx.prepare_cached("INSERT OR IGNORE INTO tenants(name) VALUES (?1)")?
+            .execute([tenant.name()])?;
+        tx.prepare_cached(
+            "INSERT INTO temporal_entities(tenant, id, types, scope, created_at, modified_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+        )?
+        .execute(params![tenant.name(), id, types_json, to_json(&scope)?, stamp])?;
+        return Ok((tx.last_insert_rowid(), true));
+    };
+    // Most edits keep the types: then the stored list is written back as it is.
+    let all = if known == types_json {
+        known
+    } else {
+        let mut all: Vec<String> = serde_json::from_str(&known).unwrap_or_default();
+        for t in types {
+            if !all.contains(t) {
+                all.push(t.clone());
             }
-            tx.prepare_cached(
-                "UPDATE temporal_entities SET types = ?3, scope = CASE WHEN ?4 = '[]' THEN scope ELSE ?4 END, \
-                 modified_at = ?5, deleted_at = NULL WHERE tenant = ?1 AND id = ?2",
-            )?
-            .execute(params![tenant.name(), id, to_json(&all)?, to_json(&scope)?, stamp])?;
-            Ok((teid, false))
         }
-    }
-}
-
-/// Refreshes the temporal entity row of an entity updated in place when
-/// the row already lists exactly its types: one statement, where
-/// `upsert_entity` reads the row and writes its types back. Returns whether
-/// it did (no row, or other types, are left to `upsert_entity`).
-fn refresh_entity(
-    tx: &Transaction<'_>,
-    tenant: &Tenant,
-    id: &str,
-    types: &[String],
-    scope: &[String],
-    now: Timestamp,
-) -> rusqlite::Result<Option<i64>> {
+        to_json(&all)?
+    };
     tx.prepare_cached(
-        "UPDATE temporal_entities SET scope = CASE WHEN ?4 = '[]' THEN scope ELSE ?4 END, modified_at = ?5, \
-         deleted_at = NULL WHERE tenant = ?1 AND id = ?2 AND types = ?3 RETURNING teid",
+        "UPDATE temporal_entities SET types = ?2, scope = CASE WHEN ?3 = '[]' THEN scope ELSE ?3 END, \
+         modified_at = ?4, deleted_at = NULL WHERE teid = ?1",
     )?
-    .query_row(
-        params![
-            tenant.name(),
-            id,
-            to_json(&types)?,
-            to_json(&scope)?,
-            time::format(&now)
-        ],
-        |r| r.get(0),
-    )
-    .optional()
+    .execute(params![teid, all, to_json(&scope)?, stamp])?;
+    Ok((teid, false))
 }
 
 /// Records what an entity edit changed: every instance that is new or
 /// differs from before, a deletion record for every instance that
 /// disappeared, and the deletion of the entity itself.
-pub(crate) fn record(
+pub(crate) fn record<'n>(
     tx: &Transaction<'_>,
     tenant: &Tenant,
-    before: Option<&Entity>,
-    after: Option<&Entity>,
+    before: Option<&'n Entity>,
+    after: Option<&'n Entity>,
+    keys: &mut NameKeys<'n>,
 ) -> rusqlite::Result<()> {
     let now = after.and_then(|a| a.modified_at).unwrap_or_else(time::now);
     let Some(id) = after.or(before).map(|e| e.id.as_str()) else {
         return Ok(());
     };
     let teid = match after {
-        Some(after) => match before.map_or(Ok(None), |_| {
-            refresh_entity(tx, tenant, id, &after.types, &after.scope, now)
-        })? {
-            Some(teid) => teid,
-            None => upsert_entity(tx, tenant, id, &after.types, &after.scope, now)?.0,
-        },
+        Some(after) => upsert_entity(tx, tenant, id, &after.types, &after.scope, now)?.0,
         // An entity deleted after its history was: nothing to record it in.
         None => match teid_of(tx, tenant, id)? {
             Some(teid) => teid,
             None => return Ok(()),
         },
     };
-    let series = |name: &str| -> rusqlite::Result<Series> {
-        let attr = values::name_key(tx, tenant, name, true)?.unwrap_or_default();
+    let mut series = |name: &'n str| -> rusqlite::Result<Series> {
+        let attr = keys.get(tx, tenant, name, true)?.unwrap_or_default();
         Ok(Series { teid, attr })
     };
     if let Some(after) = after {

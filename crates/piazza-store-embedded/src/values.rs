@@ -21,12 +21,13 @@ const INDEXED_VERSION: i64 = 5;
 /// Brings the value indexes of `entity` (row `eid`) from what `before` had
 /// to what `after` has; `before` is `None` when the stored rows are
 /// unknown (a new or expired entity), then they are all replaced.
-pub(crate) fn reindex(
+pub(crate) fn reindex<'n>(
     transaction: &Transaction<'_>,
     tenant: &Tenant,
     eid: i64,
-    before: Option<&Entity>,
-    after: Option<&Entity>,
+    before: Option<&'n Entity>,
+    after: Option<&'n Entity>,
+    keys: &mut NameKeys<'n>,
 ) -> rusqlite::Result<()> {
     let (old, new) = match (before, after) {
         (Some(before), Some(after)) => changed_values(before, after),
@@ -44,7 +45,6 @@ pub(crate) fn reindex(
                 .execute([eid])?;
         }
     }
-    let mut keys = Keys::default();
     for (name, value) in old.iter().filter(|entry| !new.contains(entry)) {
         let Some(key) = keys.get(transaction, tenant, name, false)? else {
             continue;
@@ -95,14 +95,14 @@ fn changed_values<'e>(before: &'e Entity, after: &'e Entity) -> (Values<'e>, Val
     (old, new)
 }
 
-/// The numbers of the names one reindex touches: an entity's values share
-/// a handful of names, each looked up once.
+/// The numbers of the names one edit touches: its value rows and its
+/// history share a handful of names, each looked up once.
 #[derive(Default)]
-struct Keys<'n>(Vec<(&'n str, i64)>);
+pub(crate) struct NameKeys<'n>(Vec<(&'n str, i64)>);
 
-impl<'n> Keys<'n> {
+impl<'n> NameKeys<'n> {
     /// The number of (`tenant`, `name`), made when `create` and missing.
-    fn get(
+    pub(crate) fn get(
         &mut self,
         transaction: &Transaction<'_>,
         tenant: &Tenant,
@@ -162,7 +162,9 @@ pub(crate) fn backfill(connection: &mut Connection) -> StoreResult<()> {
         connection,
         INDEXED_VERSION,
         "value indexes",
-        |transaction, eid, tenant, entity| reindex(transaction, tenant, eid, None, Some(entity)),
+        |transaction, eid, tenant, entity| {
+            reindex(transaction, tenant, eid, None, Some(entity), &mut NameKeys::default())
+        },
     )
 }
 
