@@ -5,7 +5,7 @@
 //! notification.
 
 use piazza_ngsild::time::{self, Timestamp};
-use piazza_ngsild::{Attribute, Entity};
+use piazza_ngsild::Entity;
 use piazza_store::{
     DeliveryStats, RawCounts, RawInstance, RawKind, RawNotice, RawPage, RawRecord, RawTemporalEntity, ResourceKind,
     StoreError, StoreResult, StoredContext, Tenant,
@@ -209,7 +209,7 @@ fn record(kind: RawKind, row: &Row<'_>, first: usize) -> StoreResult<RawRecord> 
             created_at: stamp(&text(5)?)?,
             modified_at: stamp(&text(6)?)?,
             deleted_at: optional_stamp(maybe(7)?)?,
-            attribute: json::<Attribute>("attribute instance", &text(8)?)?,
+            attribute: crate::temporal::attribute_from_row(&text(8)?, Some(&text(5)?), Some(&text(6)?))?,
         })),
         RawKind::Notice => RawRecord::Notice(RawNotice {
             subscription_id: text(0)?,

@@ -34,6 +34,33 @@ fn to_json<T: serde::Serialize>(value: &T) -> rusqlite::Result<String> {
     serde_json::to_string(value).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
 }
 
+/// An instance's `doc`: the attribute without its createdAt and
+/// modifiedAt, which the row's columns hold (`attribute_from_row` puts them
+/// back): two timestamps fewer to write per instance.
+fn instance_doc(attribute: &Attribute) -> rusqlite::Result<String> {
+    if attribute.created_at.is_none() && attribute.modified_at.is_none() {
+        return to_json(attribute);
+    }
+    let mut bare = attribute.clone();
+    bare.created_at = None;
+    bare.modified_at = None;
+    to_json(&bare)
+}
+
+/// An instance's attribute from its row's `doc`, `created_at` and
+/// `modified_at` (rows written before 2026-12-07 also hold them in `doc`,
+/// with the same values).
+pub(crate) fn attribute_from_row(doc: &str, created: Option<&str>, modified: Option<&str>) -> StoreResult<Attribute> {
+    let mut attribute: Attribute = serde_json::from_str(doc).map_err(corrupt("attribute instance"))?;
+    if let Some(created) = created.and_then(time::parse) {
+        attribute.created_at = Some(created);
+    }
+    if let Some(modified) = modified.and_then(time::parse) {
+        attribute.modified_at = Some(modified);
+    }
+    Ok(attribute)
+}
+
 /// The sortable text form of an `observedAt`.
 fn observed(attribute: &Attribute) -> Option<String> {
     attribute
@@ -88,14 +115,11 @@ fn insert_instance(
     at: Timestamp,
     deleted_at: Option<Timestamp>,
 ) -> rusqlite::Result<()> {
-    let mut attribute = attribute.clone();
-    attribute.created_at = Some(at);
-    attribute.modified_at = Some(at);
     let instance = NewInstance {
         instance_id: &new_instance_id(),
-        attribute: &attribute,
+        attribute,
         dataset_id: attribute.dataset_id.as_deref(),
-        observed_at: observed(&attribute),
+        observed_at: observed(attribute),
         created_at: at,
         modified_at: at,
         deleted_at,
@@ -151,7 +175,7 @@ fn insert(tx: &Transaction<'_>, series: Series, instance: &NewInstance<'_>) -> r
         time::format(&instance.created_at),
         time::format(&instance.modified_at),
         instance.deleted_at.as_ref().map(time::format),
-        to_json(instance.attribute)?,
+        instance_doc(instance.attribute)?,
         number,
     ])?;
     if let Some(observed_at) = observed_at {
@@ -353,20 +377,15 @@ pub(crate) fn edit(tx: &Transaction<'_>, tenant: &Tenant, edit: TemporalEdit) ->
             };
             // `+`: found through `attr_instances_by_id`, one row, not through
             // the time index, which would read the attribute's whole history.
-            let row: Option<(i64, String)> = tx
-                .prepare_cached(
-                    "SELECT iid, created_at FROM attr_instances WHERE instance_id = ?1 AND +teid = ?2 AND +attr = ?3",
-                )?
-                .query_row(params![instance_id, series.teid, series.attr], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
-                })
+            let iid: Option<i64> = tx
+                .prepare_cached("SELECT iid FROM attr_instances WHERE instance_id = ?1 AND +teid = ?2 AND +attr = ?3")?
+                .query_row(params![instance_id, series.teid, series.attr], |r| r.get(0))
                 .optional()?;
-            let Some((iid, created)) = row else {
+            let Some(iid) = iid else {
                 return Err(missing().into());
             };
-            let mut attribute = *instance;
-            attribute.created_at = time::parse(&created);
-            attribute.modified_at = Some(now);
+            // Its createdAt stays in the row's column; modifiedAt is now.
+            let attribute = *instance;
             tx.prepare_cached(
                 "UPDATE attr_instances SET dataset_id = ?2, observed_at = ?3, modified_at = ?4, doc = ?5, num = ?6 \
                  WHERE iid = ?1",
@@ -376,7 +395,7 @@ pub(crate) fn edit(tx: &Transaction<'_>, tenant: &Tenant, edit: TemporalEdit) ->
                 attribute.dataset_id,
                 observed(&attribute),
                 time::format(&now),
-                to_json(&attribute)?,
+                instance_doc(&attribute)?,
                 rollups::number_of(&attribute, false),
             ])?;
             rollups::refresh(tx, series)?;
@@ -519,11 +538,12 @@ fn attribute_names(connection: &Connection, teid: i64) -> StoreResult<Vec<String
     Ok(names)
 }
 
-fn instance_from_row(instance_id: String, doc: &str, deleted_at: Option<String>) -> StoreResult<Instance> {
+fn instance_from_row(row: &rusqlite::Row<'_>) -> StoreResult<Instance> {
+    let text = |i: usize| row.get_ref(i).and_then(|v| Ok(v.as_str_or_null()?)).map_err(sql);
     Ok(Instance {
-        instance_id,
-        attribute: serde_json::from_str(doc).map_err(corrupt("attribute instance"))?,
-        deleted_at: deleted_at.as_deref().and_then(time::parse),
+        instance_id: row.get(0).map_err(sql)?,
+        attribute: attribute_from_row(text(1)?.unwrap_or_default(), text(3)?, text(4)?)?,
+        deleted_at: text(2)?.and_then(time::parse),
     })
 }
 
@@ -553,24 +573,15 @@ fn instances(connection: &Connection, series: Series, query: &TemporalQuery) -> 
     };
     args.push(SqlValue::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
     let statement = format!(
-        "SELECT instance_id, doc, deleted_at FROM attr_instances WHERE {clause} \
+        "SELECT instance_id, doc, deleted_at, created_at, modified_at FROM attr_instances WHERE {clause} \
          ORDER BY {col} {order}, created_at {order}, iid {order} LIMIT ?{}",
         args.len()
     );
     let mut statement = connection.prepare_cached(&statement).map_err(sql)?;
-    let rows = statement
-        .query_map(params_from_iter(args), |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, Option<String>>(2)?,
-            ))
-        })
-        .map_err(sql)?;
+    let mut rows = statement.query(params_from_iter(args)).map_err(sql)?;
     let mut out = Vec::new();
-    for row in rows {
-        let (instance_id, doc, deleted_at) = row.map_err(sql)?;
-        out.push(instance_from_row(instance_id, &doc, deleted_at)?);
+    while let Some(row) = rows.next().map_err(sql)? {
+        out.push(instance_from_row(row)?);
     }
     if query.last_n.is_some() {
         out.reverse();
@@ -631,7 +642,8 @@ fn latest(connection: &Connection, id: &str, header: &Header) -> StoreResult<Ent
     entity.scope = header.scope.clone();
     let mut statement = connection
         .prepare_cached(
-            "SELECT n.name, i.doc, i.deleted_at FROM attr_instances i JOIN value_names n ON n.key = i.attr \
+            "SELECT n.name, i.doc, i.deleted_at, i.created_at, i.modified_at FROM attr_instances i \
+             JOIN value_names n ON n.key = i.attr \
              WHERE i.teid = ?1 ORDER BY i.attr, COALESCE(i.observed_at, i.created_at), i.iid",
         )
         .map_err(sql)?;
@@ -641,12 +653,14 @@ fn latest(connection: &Connection, id: &str, header: &Header) -> StoreResult<Ent
                 r.get::<_, String>(0)?,
                 r.get::<_, String>(1)?,
                 r.get::<_, Option<String>>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
             ))
         })
         .map_err(sql)?;
     for row in rows {
-        let (attr, doc, deleted_at) = row.map_err(sql)?;
-        let attribute: Attribute = serde_json::from_str(&doc).map_err(corrupt("attribute instance"))?;
+        let (attr, doc, deleted_at, created, modified) = row.map_err(sql)?;
+        let attribute = attribute_from_row(&doc, Some(&created), Some(&modified))?;
         let instances = entity.attributes.entry(attr).or_default();
         instances.retain(|i| i.dataset_id != attribute.dataset_id);
         if deleted_at.is_none() {
@@ -826,4 +840,73 @@ pub(crate) fn query(
     }
     result.total = pager.total();
     Ok(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use piazza_ngsild::temporal::TemporalQuery;
+    use piazza_ngsild::{Attribute, AttributeKind};
+    use piazza_store::{Store, TemporalEdit, Tenant};
+    use serde_json::json;
+
+    use crate::EmbeddedStore;
+
+    const ID: &str = "urn:ngsi-ld:R:1";
+    const ATTR: &str = "https://example.org/t";
+
+    async fn only_instance(store: &EmbeddedStore) -> piazza_ngsild::temporal::Instance {
+        let entity = store
+            .temporal_entity(&Tenant::default(), ID, &TemporalQuery::default())
+            .await
+            .expect("read")
+            .expect("entity");
+        let instances = &entity.attributes[ATTR];
+        assert_eq!(instances.len(), 1);
+        instances[0].clone()
+    }
+
+    #[tokio::test]
+    async fn an_instance_keeps_its_system_times_in_its_columns_only() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = EmbeddedStore::open(dir.path()).expect("open");
+        let tenant = Tenant::default();
+        let edit = TemporalEdit::Upsert {
+            id: ID.into(),
+            types: vec!["https://example.org/R".into()],
+            scope: Vec::new(),
+            attributes: vec![(ATTR.into(), vec![Attribute::new(AttributeKind::Property, json!(1))])],
+        };
+        store.temporal_edit(&tenant, edit).await.expect("store").expect("edit");
+        let first = only_instance(&store).await;
+        let created = first.attribute.created_at.expect("createdAt read back");
+        assert_eq!(first.attribute.modified_at, Some(created));
+
+        let modify = TemporalEdit::ModifyInstance {
+            id: ID.into(),
+            attr: ATTR.into(),
+            instance_id: first.instance_id.clone(),
+            instance: Box::new(Attribute::new(AttributeKind::Property, json!(2))),
+        };
+        store
+            .temporal_edit(&tenant, modify)
+            .await
+            .expect("store")
+            .expect("modify");
+        let second = only_instance(&store).await;
+        assert_eq!(second.attribute.value, json!(2));
+        assert_eq!(
+            second.attribute.created_at,
+            Some(created),
+            "createdAt survives a modification"
+        );
+        assert!(second.attribute.modified_at.expect("modifiedAt") > created);
+        let path = store.path().to_owned();
+        drop(store);
+
+        let connection = rusqlite::Connection::open(path).expect("sqlite");
+        let doc: String = connection
+            .query_row("SELECT doc FROM attr_instances", [], |r| r.get(0))
+            .expect("doc");
+        assert!(!doc.contains("created_at") && !doc.contains("modified_at"), "{doc}");
+    }
 }
