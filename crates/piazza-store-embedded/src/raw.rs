@@ -203,7 +203,10 @@ fn record(kind: RawKind, row: &Row<'_>, first: usize) -> StoreResult<RawRecord> 
         RawKind::Instance => RawRecord::Instance(Box::new(RawInstance {
             entity_id: text(0)?,
             attr: text(1)?,
-            instance_id: text(2)?,
+            instance_id: row
+                .get_ref(first + 2)
+                .and_then(crate::temporal::instance_id_of)
+                .map_err(sql)?,
             dataset_id: maybe(3)?,
             observed_at: optional_stamp(maybe(4)?)?,
             created_at: stamp(&text(5)?)?,

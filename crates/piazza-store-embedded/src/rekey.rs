@@ -9,14 +9,17 @@
 //! drops the old table, in one transaction, so that a crash half-way leaves
 //! the old rows where the next open finds them again.
 
-use rusqlite::{Connection, OptionalExtension};
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
 use piazza_store::StoreResult;
 
+use crate::temporal::instance_key;
 use crate::{rollups, sql};
 
-/// `PRAGMA user_version` from which history is keyed by numbers.
-const REKEYED_VERSION: i64 = 6;
+/// `PRAGMA user_version` from which history is keyed by numbers (6) and
+/// our instance ids are stored as the 16 bytes of their UUID (7).
+const REKEYED_VERSION: i64 = 7;
 
 /// Where the text-keyed history waits for [`rekey`].
 const TEXT_KEYED: &str = "attr_instances_by_text";
@@ -101,14 +104,34 @@ pub(crate) fn rekey(connection: &mut Connection) -> StoreResult<()> {
             .map_err(sql)?;
         rollups::rebuild_all(&transaction).map_err(sql)?;
     }
+    let shrunk = shrink_instance_ids(&transaction).map_err(sql)?;
     transaction
         .pragma_update(None, "user_version", REKEYED_VERSION)
         .map_err(sql)?;
     transaction.commit().map_err(sql)?;
-    if moved > 0 {
-        tracing::info!(instances = moved, "history keyed by numbers");
+    if moved > 0 || shrunk > 0 {
+        tracing::info!(instances = moved, ids = shrunk, "history keyed by numbers");
     }
     Ok(())
+}
+
+/// Stores the instance ids kept as text that [`instance_key`] stores as
+/// bytes; returns how many.
+fn shrink_instance_ids(transaction: &Transaction<'_>) -> rusqlite::Result<usize> {
+    let texts: Vec<(i64, String)> = transaction
+        .prepare("SELECT iid, instance_id FROM attr_instances WHERE typeof(instance_id) = 'text'")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut update = transaction.prepare("UPDATE attr_instances SET instance_id = ?2 WHERE iid = ?1")?;
+    let mut shrunk = 0;
+    for (iid, id) in texts {
+        let key = instance_key(&id);
+        if matches!(key, SqlValue::Blob(_)) {
+            update.execute(params![iid, key])?;
+            shrunk += 1;
+        }
+    }
+    Ok(shrunk)
 }
 
 #[cfg(test)]
@@ -169,7 +192,12 @@ mod tests {
              CREATE TABLE text_keyed (iid INTEGER PRIMARY KEY, tenant TEXT NOT NULL, entity_id TEXT NOT NULL, \
                attr TEXT NOT NULL, instance_id TEXT NOT NULL, dataset_id TEXT, observed_at TEXT, \
                created_at TEXT NOT NULL, modified_at TEXT NOT NULL, deleted_at TEXT, doc TEXT NOT NULL, num REAL); \
-             INSERT INTO text_keyed SELECT h.*, i.num FROM history_rows h JOIN attr_instances i ON i.iid = h.iid; \
+             INSERT INTO text_keyed SELECT h.iid, h.tenant, h.entity_id, h.attr, \
+               'urn:ngsi-ld:attribute:instance:' || lower(substr(hex(h.instance_id), 1, 8) || '-' || \
+               substr(hex(h.instance_id), 9, 4) || '-' || substr(hex(h.instance_id), 13, 4) || '-' || \
+               substr(hex(h.instance_id), 17, 4) || '-' || substr(hex(h.instance_id), 21)), \
+               h.dataset_id, h.observed_at, h.created_at, h.modified_at, h.deleted_at, h.doc, i.num \
+               FROM history_rows h JOIN attr_instances i ON i.iid = h.iid; \
              INSERT INTO text_keyed (tenant, entity_id, attr, instance_id, created_at, modified_at, doc) \
                VALUES ('', 'urn:ngsi-ld:R:orphan', 'https://example.org/gone', 'urn:ngsi-ld:attribute:instance:x', \
                '2024-01-02T00:00:00.000000Z', '2024-01-02T00:00:00.000000Z', '{\"kind\":\"Property\",\"value\":null}'); \
@@ -229,6 +257,15 @@ mod tests {
             )
             .expect("tables");
         assert_eq!(left, 0, "the text-keyed table is dropped");
+        let kinds: Vec<(String, i64)> = connection
+            .prepare("SELECT typeof(instance_id), count(*) FROM attr_instances GROUP BY 1 ORDER BY 1")
+            .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+            .expect("ids");
+        assert_eq!(
+            kinds,
+            vec![("blob".to_owned(), 400), ("text".to_owned(), 1)],
+            "our ids as bytes, an id of another form as it was"
+        );
         let stale: i64 = connection
             .query_row("SELECT count(*) FROM attr_rollups WHERE stale = 1", [], |r| r.get(0))
             .expect("rollups");

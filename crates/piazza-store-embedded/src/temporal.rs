@@ -22,12 +22,40 @@ use crate::read::placeholders;
 use crate::values::{self, NameKeys};
 use crate::{rollups, sql};
 
-/// A fresh instance id. Version 7 UUIDs grow with time, so each new id
-/// lands at the right edge of `attr_instances_by_id` instead of on a random
-/// page of it: a random v4 key dirtied (and wrote to the WAL) about one
-/// index page per instance.
-fn new_instance_id() -> String {
-    format!("{INSTANCE_PREFIX}{}", uuid::Uuid::now_v7())
+/// A fresh instance id, as stored (see [`instance_key`]). Version 7 UUIDs
+/// grow with time, so each new id lands at the right edge of
+/// `attr_instances_by_id` instead of on a random page of it: a random v4
+/// key dirtied (and wrote to the WAL) about one index page per instance.
+fn new_instance_key() -> SqlValue {
+    SqlValue::Blob(uuid::Uuid::now_v7().as_bytes().to_vec())
+}
+
+/// How an instance id is stored: the 16 bytes of its UUID when it is one
+/// of ours (the prefix and the canonical text of a UUID, so that it is
+/// written back exactly), the text otherwise (an imported id of another
+/// form). 16 bytes instead of 67 in each row and each `attr_instances_by_id`
+/// entry.
+pub(crate) fn instance_key(id: &str) -> SqlValue {
+    let canonical = id.strip_prefix(INSTANCE_PREFIX).and_then(|text| {
+        uuid::Uuid::try_parse(text)
+            .ok()
+            .filter(|u| u.hyphenated().to_string() == text)
+    });
+    match canonical {
+        Some(uuid) => SqlValue::Blob(uuid.as_bytes().to_vec()),
+        None => SqlValue::Text(id.to_owned()),
+    }
+}
+
+/// An instance id as [`instance_key`] stored it.
+pub(crate) fn instance_id_of(stored: rusqlite::types::ValueRef<'_>) -> rusqlite::Result<String> {
+    use rusqlite::types::ValueRef;
+    match stored {
+        ValueRef::Blob(bytes) => uuid::Uuid::from_slice(bytes)
+            .map(|uuid| format!("{INSTANCE_PREFIX}{uuid}"))
+            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, Box::new(e))),
+        other => Ok(other.as_str()?.to_owned()),
+    }
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> rusqlite::Result<String> {
@@ -97,7 +125,8 @@ fn series_of(connection: &Connection, tenant: &Tenant, id: &str, attr: &str) -> 
 
 /// An instance about to be recorded.
 struct NewInstance<'a> {
-    instance_id: &'a str,
+    /// As stored (see [`instance_key`]).
+    instance_key: SqlValue,
     attribute: &'a Attribute,
     dataset_id: Option<&'a str>,
     /// In its sortable text form.
@@ -116,7 +145,7 @@ fn insert_instance(
     deleted_at: Option<Timestamp>,
 ) -> rusqlite::Result<()> {
     let instance = NewInstance {
-        instance_id: &new_instance_id(),
+        instance_key: new_instance_key(),
         attribute,
         dataset_id: attribute.dataset_id.as_deref(),
         observed_at: observed(attribute),
@@ -145,7 +174,7 @@ pub(crate) fn insert_row(tx: &Transaction<'_>, tenant: &Tenant, row: &RawInstanc
     };
     let attr = values::name_key(tx, tenant, &row.attr, true)?.unwrap_or_default();
     let instance = NewInstance {
-        instance_id: &row.instance_id,
+        instance_key: instance_key(&row.instance_id),
         attribute: &row.attribute,
         dataset_id: row.dataset_id.as_deref(),
         observed_at: row.observed_at.as_ref().map(time::format),
@@ -169,7 +198,7 @@ fn insert(tx: &Transaction<'_>, series: Series, instance: &NewInstance<'_>) -> r
     .execute(params![
         series.teid,
         series.attr,
-        instance.instance_id,
+        instance.instance_key,
         dataset_id,
         observed_at,
         time::format(&instance.created_at),
@@ -379,7 +408,9 @@ pub(crate) fn edit(tx: &Transaction<'_>, tenant: &Tenant, edit: TemporalEdit) ->
             // the time index, which would read the attribute's whole history.
             let iid: Option<i64> = tx
                 .prepare_cached("SELECT iid FROM attr_instances WHERE instance_id = ?1 AND +teid = ?2 AND +attr = ?3")?
-                .query_row(params![instance_id, series.teid, series.attr], |r| r.get(0))
+                .query_row(params![instance_key(&instance_id), series.teid, series.attr], |r| {
+                    r.get(0)
+                })
                 .optional()?;
             let Some(iid) = iid else {
                 return Err(missing().into());
@@ -409,7 +440,7 @@ pub(crate) fn edit(tx: &Transaction<'_>, tenant: &Tenant, edit: TemporalEdit) ->
             };
             let n = tx
                 .prepare_cached("DELETE FROM attr_instances WHERE instance_id = ?1 AND +teid = ?2 AND +attr = ?3")?
-                .execute(params![instance_id, teid, key])?;
+                .execute(params![instance_key(&instance_id), teid, key])?;
             if n == 0 {
                 return Err(missing().into());
             }
@@ -541,7 +572,7 @@ fn attribute_names(connection: &Connection, teid: i64) -> StoreResult<Vec<String
 fn instance_from_row(row: &rusqlite::Row<'_>) -> StoreResult<Instance> {
     let text = |i: usize| row.get_ref(i).and_then(|v| Ok(v.as_str_or_null()?)).map_err(sql);
     Ok(Instance {
-        instance_id: row.get(0).map_err(sql)?,
+        instance_id: row.get_ref(0).and_then(instance_id_of).map_err(sql)?,
         attribute: attribute_from_row(text(1)?.unwrap_or_default(), text(3)?, text(4)?)?,
         deleted_at: text(2)?.and_then(time::parse),
     })
@@ -863,6 +894,36 @@ mod tests {
         let instances = &entity.attributes[ATTR];
         assert_eq!(instances.len(), 1);
         instances[0].clone()
+    }
+
+    #[test]
+    fn our_instance_ids_are_stored_as_16_bytes_and_read_back_exactly() {
+        use rusqlite::types::{Value, ValueRef};
+        let uuid = uuid::Uuid::now_v7();
+        let ours = format!("{}{uuid}", piazza_ngsild::temporal::INSTANCE_PREFIX);
+        let capitals = format!(
+            "{}{}",
+            piazza_ngsild::temporal::INSTANCE_PREFIX,
+            uuid.to_string().to_uppercase()
+        );
+        let key = super::instance_key(&ours);
+        let Value::Blob(bytes) = &key else {
+            panic!("stored as {key:?}")
+        };
+        assert_eq!(bytes.len(), 16);
+        assert_eq!(super::instance_id_of(ValueRef::Blob(bytes)).expect("id"), ours);
+        // Anything else is kept as it came, even a UUID in capitals.
+        for other in [
+            capitals,
+            "urn:ngsi-ld:attribute:instance:x".to_owned(),
+            "urn:x:1".to_owned(),
+        ] {
+            assert_eq!(super::instance_key(&other), Value::Text(other.clone()));
+            assert_eq!(
+                super::instance_id_of(ValueRef::Text(other.as_bytes())).expect("id"),
+                other
+            );
+        }
     }
 
     #[tokio::test]
