@@ -325,7 +325,7 @@ mod tests {
         [
             "SELECT COUNT(*) FROM entities WHERE id = ?1".to_owned(),
             format!("SELECT COUNT(*) FROM entity_types WHERE eid = {eid}"),
-            format!("SELECT COUNT(*) FROM entity_attrs WHERE eid = {eid}"),
+            format!("SELECT COUNT(*) FROM entity_names WHERE eid = {eid}"),
             format!("SELECT COUNT(*) FROM value_numbers WHERE eid = {eid}"),
             format!("SELECT COUNT(*) FROM value_texts WHERE eid = {eid}"),
             format!("SELECT COUNT(*) FROM geo_keys WHERE eid = {eid}"),

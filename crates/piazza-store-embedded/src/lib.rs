@@ -11,7 +11,7 @@
 //! checkpointer copies the WAL back into the database file (`checkpoint`).
 //!
 //! Layout (see `schema.sql`): `entities` holds each entity as JSON (expanded
-//! names), `entity_types` and `entity_attrs` index types and attribute names
+//! names), `entity_types` and `entity_names` index types and attribute names
 //! for type queries and discovery; `contexts` holds @context documents.
 
 use std::collections::BTreeSet;
@@ -129,12 +129,13 @@ impl EmbeddedStore {
         rollups::add_number_column(&connection)?;
         rekey::set_aside(&connection)?;
         connection.execute_batch(SCHEMA).map_err(sql)?;
-        // In the order the indexes were added (`user_version` 3, 4, 5, 6): a
-        // backfill records its version, which marks every earlier one done.
+        // In the order the indexes were added (`user_version` 3, 4, 5, 7, 8):
+        // a backfill records its version, which marks every earlier one done.
         rollups::backfill(&mut connection)?;
         geo::backfill(&mut connection)?;
         values::backfill(&mut connection)?;
         rekey::rekey(&mut connection)?;
+        backfill_names(&mut connection)?;
         // The writer's commits skip the sync; the flusher makes them durable
         // before they are answered (see `flush`). Checkpoints are the
         // checkpointer's (see `checkpoint`). The writer sizes its own page
@@ -488,21 +489,22 @@ fn put<'n>(
             transaction.last_insert_rowid()
         }
     };
-    reindex_names(transaction, tenant, eid, before, entity)?;
+    reindex_names(transaction, tenant, eid, before, entity, keys)?;
     geo::reindex(transaction, eid, before, Some(entity))?;
     values::reindex(transaction, tenant, eid, before, Some(entity), keys)
 }
 
-/// Brings `entity_types` and `entity_attrs` from `before`'s rows to
+/// Brings `entity_types` and `entity_names` from `before`'s rows to
 /// `after`'s, writing only the difference: an update of attribute values
 /// (most writes) touches none of their rows, where rewriting them all cost
 /// four b-trees and a page per attribute name.
-fn reindex_names(
+fn reindex_names<'n>(
     transaction: &Transaction<'_>,
     tenant: &Tenant,
     eid: i64,
-    before: Option<&Entity>,
-    after: &Entity,
+    before: Option<&'n Entity>,
+    after: &'n Entity,
+    keys: &mut values::NameKeys<'n>,
 ) -> rusqlite::Result<()> {
     if before.is_some_and(|before| same_names(before, after)) {
         return Ok(());
@@ -520,16 +522,33 @@ fn reindex_names(
     }
     let (old, new) = (before.map(attribute_kinds).unwrap_or_default(), attribute_kinds(after));
     for (name, kind) in old.difference(&new) {
-        transaction
-            .prepare_cached("DELETE FROM entity_attrs WHERE eid = ?1 AND name = ?2 AND kind = ?3")?
-            .execute(params![eid, name, kind])?;
+        if let Some(key) = keys.get(transaction, tenant, name, false)? {
+            transaction
+                .prepare_cached("DELETE FROM entity_names WHERE eid = ?1 AND key = ?2 AND kind = ?3")?
+                .execute(params![eid, key, kind])?;
+        }
     }
     for (name, kind) in new.difference(&old) {
+        let key = keys.get(transaction, tenant, name, true)?;
         transaction
-            .prepare_cached("INSERT OR IGNORE INTO entity_attrs(eid, tenant, name, kind) VALUES (?1, ?2, ?3, ?4)")?
-            .execute(params![eid, tenant.name(), name, kind])?;
+            .prepare_cached("INSERT OR IGNORE INTO entity_names(eid, key, kind) VALUES (?1, ?2, ?3)")?
+            .execute(params![eid, key, kind])?;
     }
     Ok(())
+}
+
+/// `PRAGMA user_version` from which `entity_names` is complete.
+const NAMES_VERSION: i64 = 8;
+
+/// Builds `entity_names` for a data dir written before it (its names were
+/// kept by text in `entity_attrs`, dropped by the schema).
+fn backfill_names(connection: &mut Connection) -> StoreResult<()> {
+    backfill_entities(
+        connection,
+        NAMES_VERSION,
+        "the attribute name index",
+        |tx, eid, tenant, entity| reindex_names(tx, tenant, eid, None, entity, &mut values::NameKeys::default()),
+    )
 }
 
 /// Whether two versions of an entity have the same types and the same
@@ -552,7 +571,7 @@ fn type_names(entity: &Entity) -> BTreeSet<&str> {
     entity.types.iter().map(String::as_str).collect()
 }
 
-/// The `entity_attrs` rows of an entity: each attribute name with each
+/// The `entity_names` rows of an entity: each attribute name with each
 /// kind its instances have.
 fn attribute_kinds(entity: &Entity) -> BTreeSet<(&str, &'static str)> {
     entity
@@ -567,7 +586,7 @@ fn clear_names(transaction: &Transaction<'_>, eid: i64) -> rusqlite::Result<()> 
         .prepare_cached("DELETE FROM entity_types WHERE eid = ?1")?
         .execute([eid])?;
     transaction
-        .prepare_cached("DELETE FROM entity_attrs WHERE eid = ?1")?
+        .prepare_cached("DELETE FROM entity_names WHERE eid = ?1")?
         .execute([eid])?;
     Ok(())
 }
@@ -964,7 +983,7 @@ mod tests {
         })
     }
 
-    /// The `entity_types` and `entity_attrs` rows, short names, sorted.
+    /// The `entity_types` and `entity_names` rows, short names, sorted.
     fn name_rows(path: &std::path::Path) -> (Vec<String>, Vec<String>) {
         let connection = rusqlite::Connection::open(path).expect("open");
         let short = |s: String| s.rsplit('/').next().unwrap_or_default().to_owned();
@@ -980,8 +999,76 @@ mod tests {
         };
         (
             collect("SELECT type FROM entity_types"),
-            collect("SELECT name || '|' || kind FROM entity_attrs"),
+            collect("SELECT n.name || '|' || a.kind FROM entity_names a JOIN value_names n ON n.key = a.key"),
         )
+    }
+
+    #[tokio::test]
+    async fn an_older_data_dir_gets_its_attribute_name_index_at_open() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = super::EmbeddedStore::open(dir.path()).expect("open store");
+        let tenants = [
+            piazza_store::Tenant::default(),
+            piazza_store::Tenant::parse("acme").expect("tenant"),
+        ];
+        let bodies = [
+            json!({"id": "urn:t:1", "type": "A", "p": {"type": "Property", "value": 1},
+                   "q": {"type": "Relationship", "object": "urn:x:1"}}),
+            json!({"id": "urn:t:2", "type": ["A", "B"], "p": [{"type": "Property", "value": 2},
+                   {"type": "Relationship", "object": "urn:x:3", "datasetId": "urn:d:1"}]}),
+        ];
+        // The second tenant has only the second entity.
+        store
+            .edit(&tenants[0], bodies.iter().cloned().map(replace_with).collect())
+            .await
+            .expect("edit");
+        store
+            .edit(&tenants[1], vec![replace_with(bodies[1].clone())])
+            .await
+            .expect("edit");
+        let mut discovery = Vec::new();
+        for tenant in &tenants {
+            discovery.push(format!(
+                "{:?} {:?}",
+                store.types(tenant).await.expect("types"),
+                store.attributes(tenant).await.expect("attributes")
+            ));
+        }
+        assert_ne!(discovery[0], discovery[1]);
+        let path = store.path().to_owned();
+        let rows = name_rows(&path);
+        drop(store);
+
+        let old = rusqlite::Connection::open(&path).expect("sqlite");
+        old.execute_batch(
+            "DELETE FROM entity_names; \
+             CREATE TABLE entity_attrs (eid INTEGER NOT NULL, tenant TEXT NOT NULL, name TEXT NOT NULL, \
+               kind TEXT NOT NULL, PRIMARY KEY (eid, name, kind)) WITHOUT ROWID; \
+             PRAGMA user_version = 7;",
+        )
+        .expect("age the data dir");
+        drop(old);
+
+        let store = super::EmbeddedStore::open(dir.path()).expect("reopen");
+        for (tenant, before) in tenants.iter().zip(&discovery) {
+            let after = format!(
+                "{:?} {:?}",
+                store.types(tenant).await.expect("types"),
+                store.attributes(tenant).await.expect("attributes")
+            );
+            assert_eq!(&after, before, "discovery of tenant '{tenant}'");
+        }
+        drop(store);
+        assert_eq!(name_rows(&path), rows);
+        let old_table: i64 = rusqlite::Connection::open(&path)
+            .expect("sqlite")
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name = 'entity_attrs'",
+                [],
+                |r| r.get(0),
+            )
+            .expect("tables");
+        assert_eq!(old_table, 0);
     }
 
     #[tokio::test]

@@ -326,10 +326,10 @@ fn write_entity(tx: &Transaction<'_>, tenant: &Tenant, entity: &Entity) -> rusql
 
 /// Every table that holds rows of a tenant, index tables included.
 /// (History is keyed by a tenant's temporal entities, `temporal::clear`,
-/// and the value rows by its numbered names, `values::clear`.)
-const TENANT_TABLES: [&str; 7] = [
+/// the value rows by its numbered names, `values::clear`, and the
+/// entities' names by their rows, cleared first.)
+const TENANT_TABLES: [&str; 6] = [
     "entity_types",
-    "entity_attrs",
     "entities",
     "contexts",
     "resources",
@@ -339,6 +339,8 @@ const TENANT_TABLES: [&str; 7] = [
 
 pub(crate) fn clear(tx: &Transaction<'_>, tenant: &Tenant) -> rusqlite::Result<()> {
     crate::temporal::clear(tx, tenant)?;
+    tx.prepare_cached("DELETE FROM entity_names WHERE eid IN (SELECT eid FROM entities WHERE tenant = ?1)")?
+        .execute([tenant.name()])?;
     crate::values::clear(tx, tenant)?;
     for table in TENANT_TABLES {
         tx.prepare_cached(&format!("DELETE FROM {table} WHERE tenant = ?1"))?

@@ -246,11 +246,12 @@ fn candidates(tenant: &Tenant, query: &EntityQuery, narrowing: &Narrowing) -> Ca
         }
     };
     if !query.attrs.is_empty() {
-        // A probe of the attribute table's primary key per candidate, so the
+        // A probe of the name table's primary key per candidate, so the
         // attribute list never drives (and never sorts) the scan.
         let list = placeholders(&mut args, &query.attrs);
         late.push_str(&format!(
-            " AND EXISTS (SELECT 1 FROM entity_attrs a WHERE a.eid = {key} AND a.name IN ({list}) AND a.tenant = ?1)"
+            " AND EXISTS (SELECT 1 FROM entity_names a WHERE a.eid = {key} \
+             AND a.key IN (SELECT key FROM value_names WHERE tenant = ?1 AND name IN ({list})))"
         ));
     }
     for (i, bound) in narrowing.bounds.iter().enumerate() {
@@ -419,8 +420,8 @@ pub(crate) fn types(connection: &Connection, tenant: &Tenant) -> StoreResult<Vec
     }
     let mut attrs = connection
         .prepare_cached(
-            "SELECT DISTINCT t.type, a.name, a.kind FROM entity_types t JOIN entity_attrs a ON a.eid = t.eid \
-             WHERE t.tenant = ?1 ORDER BY t.type, a.name, a.kind",
+            "SELECT DISTINCT t.type, n.name, a.kind FROM entity_types t JOIN entity_names a ON a.eid = t.eid \
+             JOIN value_names n ON n.key = a.key WHERE t.tenant = ?1 ORDER BY t.type, n.name, a.kind",
         )
         .map_err(sql)?;
     let rows = attrs
@@ -449,7 +450,8 @@ pub(crate) fn attributes(connection: &Connection, tenant: &Tenant) -> StoreResul
     let mut summaries: BTreeMap<String, AttributeSummary> = BTreeMap::new();
     let mut counts = connection
         .prepare_cached(
-            "SELECT name, COUNT(DISTINCT eid), group_concat(DISTINCT kind) FROM entity_attrs WHERE tenant = ?1 GROUP BY name",
+            "SELECT n.name, COUNT(DISTINCT a.eid), group_concat(DISTINCT a.kind) FROM value_names n \
+             JOIN entity_names a ON a.key = n.key WHERE n.tenant = ?1 GROUP BY n.name",
         )
         .map_err(sql)?;
     let rows = counts
@@ -472,8 +474,8 @@ pub(crate) fn attributes(connection: &Connection, tenant: &Tenant) -> StoreResul
     }
     let mut types = connection
         .prepare_cached(
-            "SELECT DISTINCT a.name, t.type FROM entity_attrs a JOIN entity_types t ON t.eid = a.eid \
-             WHERE a.tenant = ?1 ORDER BY a.name, t.type",
+            "SELECT DISTINCT n.name, t.type FROM value_names n JOIN entity_names a ON a.key = n.key \
+             JOIN entity_types t ON t.eid = a.eid WHERE n.tenant = ?1 ORDER BY n.name, t.type",
         )
         .map_err(sql)?;
     let rows = types

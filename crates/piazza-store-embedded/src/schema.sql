@@ -22,14 +22,21 @@ CREATE TABLE IF NOT EXISTS entity_types (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS entity_types_by_type ON entity_types (tenant, type, eid);
 
-CREATE TABLE IF NOT EXISTS entity_attrs (
-    eid    INTEGER NOT NULL,
-    tenant TEXT NOT NULL,
-    name   TEXT NOT NULL,
-    kind   TEXT NOT NULL,
-    PRIMARY KEY (eid, name, kind)
+-- Each entity's attribute names with the kinds of their instances, by the
+-- name's number in `value_names` (one tenant's, like the entity's `eid`):
+-- 12 bytes a row where the tenant and the IRI as text took 60
+-- (BENCHMARKS.md, 2026-12-07, "Attribute names by number"). The by-key
+-- index answers discovery and holds the primary key, kinds included.
+CREATE TABLE IF NOT EXISTS entity_names (
+    eid  INTEGER NOT NULL,
+    key  INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    PRIMARY KEY (eid, key, kind)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS entity_attrs_by_name ON entity_attrs (tenant, name, eid);
+CREATE INDEX IF NOT EXISTS entity_names_by_key ON entity_names (key, eid);
+-- The names by text of data dirs before 2026-12-07; `reindex_names`
+-- builds `entity_names` from the documents.
+DROP TABLE IF EXISTS entity_attrs;
 
 CREATE TABLE IF NOT EXISTS contexts (
     tenant     TEXT NOT NULL,
