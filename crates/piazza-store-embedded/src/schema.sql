@@ -79,7 +79,7 @@ CREATE INDEX IF NOT EXISTS temporal_entities_by_tenant ON temporal_entities (ten
 -- attribute name (`value_names.key`), instead of the tenant, the entity id
 -- and the attribute's IRI as text: 80 bytes less in each row and each time
 -- index entry, and key compares of integers (BENCHMARKS.md, 2026-12-07,
--- "History keyed by numbers"). `teid` belongs to one tenant, so history
+-- "History and attribute names keyed by numbers"). `teid` belongs to one tenant, so history
 -- stays isolated by it. Timestamps are fixed-width RFC 3339 UTC
 -- (microseconds), so text order is time order; `doc` is the attribute.
 CREATE TABLE IF NOT EXISTS attr_instances (

@@ -37,9 +37,8 @@ fn new_instance_key() -> SqlValue {
 /// entry.
 pub(crate) fn instance_key(id: &str) -> SqlValue {
     let canonical = id.strip_prefix(INSTANCE_PREFIX).and_then(|text| {
-        uuid::Uuid::try_parse(text)
-            .ok()
-            .filter(|u| u.hyphenated().to_string() == text)
+        let uuid = uuid::Uuid::try_parse(text).ok()?;
+        (uuid.hyphenated().encode_lower(&mut uuid::Uuid::encode_buffer()) == text).then_some(uuid)
     });
     match canonical {
         Some(uuid) => SqlValue::Blob(uuid.as_bytes().to_vec()),
@@ -51,8 +50,18 @@ pub(crate) fn instance_key(id: &str) -> SqlValue {
 pub(crate) fn instance_id_of(stored: rusqlite::types::ValueRef<'_>) -> rusqlite::Result<String> {
     use rusqlite::types::ValueRef;
     match stored {
+        // Written out by hand: `format!` grew the string twice through the
+        // formatting machinery, a tenth of a plain temporal request's time
+        // (perf, BENCHMARKS.md 2026-12-07).
         ValueRef::Blob(bytes) => uuid::Uuid::from_slice(bytes)
-            .map(|uuid| format!("{INSTANCE_PREFIX}{uuid}"))
+            .map(|uuid| {
+                let mut buffer = uuid::Uuid::encode_buffer();
+                let text = uuid.hyphenated().encode_lower(&mut buffer);
+                let mut id = String::with_capacity(INSTANCE_PREFIX.len() + text.len());
+                id.push_str(INSTANCE_PREFIX);
+                id.push_str(text);
+                id
+            })
             .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, Box::new(e))),
         other => Ok(other.as_str()?.to_owned()),
     }
