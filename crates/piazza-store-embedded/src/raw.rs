@@ -200,20 +200,23 @@ fn record(kind: RawKind, row: &Row<'_>, first: usize) -> StoreResult<RawRecord> 
             modified_at: stamp(&text(4)?)?,
             deleted_at: optional_stamp(maybe(5)?)?,
         }),
-        RawKind::Instance => RawRecord::Instance(Box::new(RawInstance {
-            entity_id: text(0)?,
-            attr: text(1)?,
-            instance_id: row
-                .get_ref(first + 2)
-                .and_then(crate::temporal::instance_id_of)
-                .map_err(sql)?,
-            dataset_id: maybe(3)?,
-            observed_at: optional_stamp(maybe(4)?)?,
-            created_at: stamp(&text(5)?)?,
-            modified_at: stamp(&text(6)?)?,
-            deleted_at: optional_stamp(maybe(7)?)?,
-            attribute: crate::temporal::attribute_from_row(&text(8)?, Some(&text(5)?), Some(&text(6)?))?,
-        })),
+        RawKind::Instance => {
+            let (created_at, modified_at) = (stamp(&text(5)?)?, stamp(&text(6)?)?);
+            RawRecord::Instance(Box::new(RawInstance {
+                entity_id: text(0)?,
+                attr: text(1)?,
+                instance_id: row
+                    .get_ref(first + 2)
+                    .and_then(crate::temporal::instance_id_of)
+                    .map_err(sql)?,
+                dataset_id: maybe(3)?,
+                observed_at: optional_stamp(maybe(4)?)?,
+                created_at,
+                modified_at,
+                deleted_at: optional_stamp(maybe(7)?)?,
+                attribute: crate::temporal::attribute_from_row(&text(8)?, Some(created_at), Some(modified_at))?,
+            }))
+        }
         RawKind::Notice => RawRecord::Notice(RawNotice {
             subscription_id: text(0)?,
             entity_id: text(1)?,

@@ -248,10 +248,9 @@ fn candidates(tenant: &Tenant, query: &EntityQuery, narrowing: &Narrowing) -> Ca
     if !query.attrs.is_empty() {
         // A probe of the name table's primary key per candidate, so the
         // attribute list never drives (and never sorts) the scan.
-        let list = placeholders(&mut args, &query.attrs);
+        let keys = values::keys_of(&mut args, &query.attrs);
         late.push_str(&format!(
-            " AND EXISTS (SELECT 1 FROM entity_names a WHERE a.eid = {key} \
-             AND a.key IN (SELECT key FROM value_names WHERE tenant = ?1 AND name IN ({list})))"
+            " AND EXISTS (SELECT 1 FROM entity_names a WHERE a.eid = {key} AND a.key IN ({keys}))"
         ));
     }
     for (i, bound) in narrowing.bounds.iter().enumerate() {

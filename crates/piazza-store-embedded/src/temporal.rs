@@ -87,14 +87,14 @@ fn instance_doc(attribute: &Attribute) -> rusqlite::Result<String> {
 /// An instance's attribute from its row's `doc`, `created_at` and
 /// `modified_at` (rows written before 2026-12-07 also hold them in `doc`,
 /// with the same values).
-pub(crate) fn attribute_from_row(doc: &str, created: Option<&str>, modified: Option<&str>) -> StoreResult<Attribute> {
+pub(crate) fn attribute_from_row(
+    doc: &str,
+    created: Option<Timestamp>,
+    modified: Option<Timestamp>,
+) -> StoreResult<Attribute> {
     let mut attribute: Attribute = serde_json::from_str(doc).map_err(corrupt("attribute instance"))?;
-    if let Some(created) = created.and_then(time::parse) {
-        attribute.created_at = Some(created);
-    }
-    if let Some(modified) = modified.and_then(time::parse) {
-        attribute.modified_at = Some(modified);
-    }
+    attribute.created_at = created.or(attribute.created_at);
+    attribute.modified_at = modified.or(attribute.modified_at);
     Ok(attribute)
 }
 
@@ -171,15 +171,7 @@ fn insert_instance(
 pub(crate) fn insert_row(tx: &Transaction<'_>, tenant: &Tenant, row: &RawInstance) -> rusqlite::Result<()> {
     let teid = match teid_of(tx, tenant, &row.entity_id)? {
         Some(teid) => teid,
-        None => {
-            let stamp = time::format(&row.created_at);
-            tx.prepare_cached(
-                "INSERT INTO temporal_entities(tenant, id, types, scope, created_at, modified_at) \
-                 VALUES (?1, ?2, '[]', '[]', ?3, ?3)",
-            )?
-            .execute(params![tenant.name(), row.entity_id, stamp])?;
-            tx.last_insert_rowid()
-        }
+        None => upsert_entity(tx, tenant, &row.entity_id, &[], &[], row.created_at)?.0,
     };
     let attr = values::name_key(tx, tenant, &row.attr, true)?.unwrap_or_default();
     let instance = NewInstance {
@@ -297,33 +289,23 @@ pub(crate) fn record<'n>(
     };
     if let Some(after) = after {
         for (name, instances) in &after.attributes {
-            let mut key = None;
             for instance in instances {
                 let previous = before.and_then(|b| b.instance(name, instance.dataset_id.as_deref()));
                 if previous != Some(instance) {
                     let at = instance.modified_at.unwrap_or(now);
-                    let series = match key {
-                        Some(series) => series,
-                        None => *key.insert(series(name)?),
-                    };
-                    insert_instance(tx, series, instance, at, None)?;
+                    insert_instance(tx, series(name)?, instance, at, None)?;
                 }
             }
         }
     }
     if let Some(before) = before {
         for (name, instances) in &before.attributes {
-            let mut key = None;
             for instance in instances {
                 let remains = after.is_some_and(|a| a.instance(name, instance.dataset_id.as_deref()).is_some());
                 if !remains {
                     let mut gone = Attribute::new(instance.kind, serde_json::Value::Null);
                     gone.dataset_id = instance.dataset_id.clone();
-                    let series = match key {
-                        Some(series) => series,
-                        None => *key.insert(series(name)?),
-                    };
-                    insert_instance(tx, series, &gone, now, Some(now))?;
+                    insert_instance(tx, series(name)?, &gone, now, Some(now))?;
                 }
             }
         }
@@ -554,10 +536,10 @@ fn header(connection: &Connection, tenant: &Tenant, id: &str) -> StoreResult<Opt
     .transpose()
 }
 
-/// The names of the attributes with history, by name: the name numbers
-/// found by skipping through the instance index one number at a time (a
+/// The attributes with history, by name, with their numbers: the numbers
+/// found by skipping through the instance index one at a time (a
 /// `DISTINCT` would read every instance of a long history).
-fn attribute_names(connection: &Connection, teid: i64) -> StoreResult<Vec<String>> {
+fn attribute_names(connection: &Connection, teid: i64) -> StoreResult<Vec<(String, i64)>> {
     let mut next = connection
         .prepare_cached("SELECT attr FROM attr_instances WHERE teid = ?1 AND attr > ?2 ORDER BY attr LIMIT 1")
         .map_err(sql)?;
@@ -572,7 +554,7 @@ fn attribute_names(connection: &Connection, teid: i64) -> StoreResult<Vec<String
         .map_err(sql)?
     {
         after = key;
-        names.push(name.query_row([key], |r| r.get::<_, String>(0)).map_err(sql)?);
+        names.push((name.query_row([key], |r| r.get::<_, String>(0)).map_err(sql)?, key));
     }
     names.sort_unstable();
     Ok(names)
@@ -582,7 +564,11 @@ fn instance_from_row(row: &rusqlite::Row<'_>) -> StoreResult<Instance> {
     let text = |i: usize| row.get_ref(i).and_then(|v| Ok(v.as_str_or_null()?)).map_err(sql);
     Ok(Instance {
         instance_id: row.get_ref(0).and_then(instance_id_of).map_err(sql)?,
-        attribute: attribute_from_row(text(1)?.unwrap_or_default(), text(3)?, text(4)?)?,
+        attribute: attribute_from_row(
+            text(1)?.unwrap_or_default(),
+            text(3)?.and_then(time::parse),
+            text(4)?.and_then(time::parse),
+        )?,
         deleted_at: text(2)?.and_then(time::parse),
     })
 }
@@ -651,13 +637,19 @@ pub(crate) fn entity(
         summaries: IndexMap::new(),
     };
     let names = match requested_attrs(query) {
-        Some(names) => names,
+        // A name never recorded in the tenant has no number, and no history.
+        Some(names) => {
+            let mut numbered = Vec::with_capacity(names.len());
+            for name in names {
+                if let Some(key) = values::name_key(connection, tenant, &name, false).map_err(sql)? {
+                    numbered.push((name, key));
+                }
+            }
+            numbered
+        }
         None => attribute_names(connection, header.teid)?,
     };
-    for name in names {
-        let Some(attr) = values::name_key(connection, tenant, &name, false).map_err(sql)? else {
-            continue;
-        };
+    for (name, attr) in names {
         let series = Series {
             teid: header.teid,
             attr,
@@ -700,7 +692,7 @@ fn latest(connection: &Connection, id: &str, header: &Header) -> StoreResult<Ent
         .map_err(sql)?;
     for row in rows {
         let (attr, doc, deleted_at, created, modified) = row.map_err(sql)?;
-        let attribute = attribute_from_row(&doc, Some(&created), Some(&modified))?;
+        let attribute = attribute_from_row(&doc, time::parse(&created), time::parse(&modified))?;
         let instances = entity.attributes.entry(attr).or_default();
         instances.retain(|i| i.dataset_id != attribute.dataset_id);
         if deleted_at.is_none() {
@@ -744,14 +736,6 @@ fn has_history(connection: &Connection, tenant: &Tenant, teid: i64, attr: &str) 
         .map_err(sql)
 }
 
-/// The SQL list of the name numbers of `names` (in the tenant of `?1`).
-fn name_keys(args: &mut Vec<SqlValue>, names: &[String]) -> String {
-    format!(
-        "SELECT key FROM value_names WHERE tenant = ?1 AND name IN ({})",
-        placeholders(args, names)
-    )
-}
-
 /// The `SELECT` of the ids of the tenant's temporal entities that SQL
 /// finds for `entities` (its ids, a plain list of types, its attributes
 /// with any history, any history in the time range of `query`), in the
@@ -770,7 +754,7 @@ fn history_in(rel: TimeRel, query: &TemporalQuery, args: &mut Vec<SqlValue>) -> 
     let col = column(query.timeproperty);
     let mut clause = String::new();
     if !query.attrs.is_empty() {
-        clause.push_str(&format!(" AND h.attr IN ({})", name_keys(args, &query.attrs)));
+        clause.push_str(&format!(" AND h.attr IN ({})", values::keys_of(args, &query.attrs)));
     }
     let (lo, hi) = rel.bounds();
     for (bound, op) in [(lo, ">="), (hi, "<")] {
@@ -801,7 +785,7 @@ fn candidates(tenant: &Tenant, entities: &EntityQuery, query: &TemporalQuery) ->
         // One probe of the (teid, attr, …) index per name.
         filter.push_str(&format!(
             " AND EXISTS (SELECT 1 FROM attr_instances a WHERE a.teid = te.teid AND a.attr IN ({}))",
-            name_keys(&mut args, &entities.attrs)
+            values::keys_of(&mut args, &entities.attrs)
         ));
     }
     if let Some(rel) = query.timerel {

@@ -120,6 +120,15 @@ impl<'n> NameKeys<'n> {
     }
 }
 
+/// The SQL list of the numbers of `names` in the tenant of `?1`, their
+/// values appended to `args`.
+pub(crate) fn keys_of(args: &mut Vec<SqlValue>, names: &[String]) -> String {
+    format!(
+        "SELECT key FROM value_names WHERE tenant = ?1 AND name IN ({})",
+        crate::read::placeholders(args, names)
+    )
+}
+
 /// The tenant's number for the attribute name `name` (value rows and
 /// history both carry it), made when `create` and missing.
 pub(crate) fn name_key(
