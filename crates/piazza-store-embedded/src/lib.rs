@@ -129,13 +129,14 @@ impl EmbeddedStore {
         rollups::add_number_column(&connection)?;
         rekey::set_aside(&connection)?;
         connection.execute_batch(SCHEMA).map_err(sql)?;
-        // In the order the indexes were added (`user_version` 3, 4, 5, 7, 8):
+        // In the order the indexes were added (`user_version` 3, 4, 5, 7, 8, 9):
         // a backfill records its version, which marks every earlier one done.
         rollups::backfill(&mut connection)?;
         geo::backfill(&mut connection)?;
         values::backfill(&mut connection)?;
         rekey::rekey(&mut connection)?;
         backfill_names(&mut connection)?;
+        rollups::prune(&mut connection)?;
         // The writer's commits skip the sync; the flusher makes them durable
         // before they are answered (see `flush`). Checkpoints are the
         // checkpointer's (see `checkpoint`). The writer sizes its own page
@@ -794,7 +795,8 @@ impl Store for EmbeddedStore {
         query: &TemporalQuery,
     ) -> StoreResult<Option<TemporalEntity>> {
         let (tenant, id, query) = (tenant.clone(), id.to_owned(), query.clone());
-        self.read(move |c| temporal::entity(c, &tenant, &id, &query)).await
+        self.read_rolling_up(move |c, to_roll_up| temporal::entity(c, &tenant, &id, &query, to_roll_up))
+            .await
     }
 
     async fn temporal_query(
@@ -805,7 +807,7 @@ impl Store for EmbeddedStore {
         page: Page,
     ) -> StoreResult<TemporalQueryResult> {
         let (tenant, query) = (tenant.clone(), query.clone());
-        self.read(move |c| temporal::query(c, &tenant, &entities, &query, page))
+        self.read_rolling_up(move |c, to_roll_up| temporal::query(c, &tenant, &entities, &query, page, to_roll_up))
             .await
     }
 
@@ -896,6 +898,38 @@ impl Store for EmbeddedStore {
 }
 
 impl EmbeddedStore {
+    /// Runs a history read. When it met aggregations over long histories
+    /// that have no rollups yet (and left them out), has the writer roll
+    /// them up, then reads again in full: from the new rollups or, should
+    /// rolling up have failed, from the instances.
+    async fn read_rolling_up<T: Send + 'static>(
+        &self,
+        run: impl Fn(&Connection, Option<&mut Vec<temporal::Series>>) -> StoreResult<T> + Send + Sync + 'static,
+    ) -> StoreResult<T> {
+        let run = Arc::new(run);
+        let first = run.clone();
+        let (answer, to_roll_up) = self
+            .read(move |c| {
+                let mut to_roll_up = Vec::new();
+                Ok((first(c, Some(&mut to_roll_up))?, to_roll_up))
+            })
+            .await?;
+        if to_roll_up.is_empty() {
+            return Ok(answer);
+        }
+        let rolled = self
+            .exec(move |tx| {
+                to_roll_up
+                    .into_iter()
+                    .try_for_each(|series| rollups::roll_up(tx, series))
+            })
+            .await;
+        if let Err(e) = rolled {
+            tracing::warn!(error = %e, "cannot roll up a long history; it is aggregated from its instances");
+        }
+        self.read(move |c| run(c, None)).await
+    }
+
     /// Runs a write that answers a value, on the writer.
     async fn exec_returning<T: Send + 'static>(
         &self,

@@ -136,7 +136,9 @@ fn shrink_instance_ids(transaction: &Transaction<'_>) -> rusqlite::Result<usize>
 
 #[cfg(test)]
 mod tests {
-    use piazza_ngsild::temporal::{AggrMethod, Aggregation, Duration, TemporalEntity, TemporalQuery, TimeRel};
+    use piazza_ngsild::temporal::{
+        AggrMethod, Aggregation, Duration, TemporalEntity, TemporalQuery, TimeRel, MIN_SUMMARISED,
+    };
     use piazza_ngsild::time;
     use piazza_ngsild::{Attribute, AttributeKind};
     use piazza_store::{RawKind, Store, TemporalEdit, Tenant};
@@ -189,6 +191,7 @@ mod tests {
         let old = rusqlite::Connection::open(path).expect("sqlite");
         old.execute_batch(
             "DROP TRIGGER attr_rollups_deleted; DROP TRIGGER attr_rollups_changed; DROP TABLE attr_rollups; \
+             DROP TABLE rolled_up; \
              CREATE TABLE text_keyed (iid INTEGER PRIMARY KEY, tenant TEXT NOT NULL, entity_id TEXT NOT NULL, \
                attr TEXT NOT NULL, instance_id TEXT NOT NULL, dataset_id TEXT, observed_at TEXT, \
                created_at TEXT NOT NULL, modified_at TEXT NOT NULL, deleted_at TEXT, doc TEXT NOT NULL, num REAL); \
@@ -220,18 +223,25 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let tenants = [Tenant::default(), Tenant::parse("acme").expect("tenant")];
         let store = EmbeddedStore::open(dir.path()).expect("open");
-        // The same entity id in two tenants, with histories that differ.
-        for (tenant, offset) in tenants.iter().zip([0.0, 1000.0]) {
+        // The same entity id in two tenants, with histories that differ: a
+        // long one, aggregated from rollups, and a short one.
+        let long = i64::try_from(MIN_SUMMARISED).expect("small") + 200;
+        for (tenant, (n, offset)) in tenants.iter().zip([(long, 0.0), (200, 1000.0)]) {
             let edit = TemporalEdit::Upsert {
                 id: ID.into(),
                 types: vec!["https://example.org/R".into()],
                 scope: Vec::new(),
-                attributes: vec![(ATTR.into(), instances(200, offset))],
+                attributes: vec![(ATTR.into(), instances(n, offset))],
             };
             store.temporal_edit(tenant, edit).await.expect("store").expect("edit");
         }
         let before = histories(&store, &tenants).await;
         assert!(before.iter().all(Option::is_some));
+        let summarised = |h: &Option<TemporalEntity>| h.as_ref().is_some_and(|h| !h.summaries.is_empty());
+        assert_eq!(
+            before.iter().map(summarised).collect::<Vec<_>>(),
+            [false, true, false, false]
+        );
         assert_ne!(before[0], before[2], "the tenants' histories differ");
         let path = store.path().to_owned();
         drop(store);
@@ -240,7 +250,11 @@ mod tests {
         let store = EmbeddedStore::open(dir.path()).expect("reopen");
         assert_eq!(histories(&store, &tenants).await, before);
         let counts = store.raw_counts(&tenants[0]).await.expect("counts");
-        assert_eq!(counts[&RawKind::Instance], 201, "the orphan instance is kept");
+        assert_eq!(
+            counts[&RawKind::Instance],
+            u64::try_from(long).expect("positive") + 1,
+            "the orphan instance is kept"
+        );
         assert_eq!(counts[&RawKind::TemporalEntity], 2, "under a bare temporal row");
         drop(store);
 
@@ -263,7 +277,7 @@ mod tests {
             .expect("ids");
         assert_eq!(
             kinds,
-            vec![("blob".to_owned(), 400), ("text".to_owned(), 1)],
+            vec![("blob".to_owned(), long + 200), ("text".to_owned(), 1)],
             "our ids as bytes, an id of another form as it was"
         );
         let stale: i64 = connection
@@ -272,6 +286,7 @@ mod tests {
         let hours: i64 = connection
             .query_row("SELECT count(*) FROM attr_rollups", [], |r| r.get(0))
             .expect("rollups");
-        assert_eq!((stale, hours), (0, 2 * 4 * 2), "two tenants, four hours, two datasets");
+        // 2,200 minutes: 37 hours of the long history, in two datasets.
+        assert_eq!((stale, hours), (0, 37 * 2), "the long history's hours only");
     }
 }

@@ -3,6 +3,12 @@
 //! `aggregatedValues` request over a long numeric history reads one row per
 //! hour instead of decoding every instance.
 //!
+//! Only the histories in `rolled_up` have summaries. A history is rolled up
+//! the first time an aggregation reads at least `MIN_SUMMARISED` of its
+//! instances (the reader asks the writer: [`roll_up`]), and from then on
+//! every instance recorded is counted into its hour. Short histories, most
+//! of them, cost their writes no summary.
+//!
 //! A summary only ever stands for instances: an hour that is stale, or that
 //! a period boundary or the query's range cuts, is read from the instances
 //! themselves; a range holding anything but live numbers (a deletion record,
@@ -26,8 +32,78 @@ use crate::temporal::Series;
 /// `PRAGMA user_version` from which the rollups are complete.
 const ROLLUP_VERSION: i64 = 3;
 
+/// `PRAGMA user_version` from which only the histories in `rolled_up` have rollups.
+const ROLLED_UP_VERSION: i64 = 9;
+
 /// Whether an instance row counts as a number (its `num`, set by the writer).
 const IS_NUMBER: &str = "(num IS NOT NULL AND deleted_at IS NULL)";
+
+/// The attributes of a temporal entity whose histories are rolled up.
+pub(crate) fn rolled_up(connection: &Connection, teid: i64) -> rusqlite::Result<Vec<i64>> {
+    connection
+        .prepare_cached("SELECT attr FROM rolled_up WHERE teid = ?1")?
+        .query_map([teid], |r| r.get(0))?
+        .collect()
+}
+
+/// Whether the history of `key` is rolled up.
+pub(crate) fn is_rolled_up(connection: &Connection, key: Series) -> rusqlite::Result<bool> {
+    connection
+        .prepare_cached("SELECT 1 FROM rolled_up WHERE teid = ?1 AND attr = ?2")?
+        .exists(params![key.teid, key.attr])
+}
+
+/// Whether `query` aggregates enough of `key`'s history to be answered
+/// from rollups the history does not have yet: `MIN_SUMMARISED` instances
+/// in its range, counted in the time index without reading them.
+pub(crate) fn worth_rolling_up(connection: &Connection, key: Series, query: &TemporalQuery) -> StoreResult<bool> {
+    if summarisable(query).is_none() || is_rolled_up(connection, key).map_err(sql)? {
+        return Ok(false);
+    }
+    let (lo, hi) = query.timerel.map_or((None, None), |rel| rel.bounds());
+    let found: i64 = connection
+        .prepare_cached(
+            "SELECT count(*) FROM (SELECT 1 FROM attr_instances WHERE teid = ?1 AND attr = ?2 \
+             AND (?3 IS NULL OR observed_at >= ?3) AND (?4 IS NULL OR observed_at < ?4) LIMIT ?5)",
+        )
+        .and_then(|mut s| {
+            s.query_row(
+                params![
+                    key.teid,
+                    key.attr,
+                    lo.as_ref().map(time::format),
+                    hi.as_ref().map(time::format),
+                    i64::try_from(MIN_SUMMARISED).unwrap_or(i64::MAX)
+                ],
+                |r| r.get(0),
+            )
+        })
+        .map_err(sql)?;
+    Ok(u64::try_from(found).unwrap_or(0) >= MIN_SUMMARISED)
+}
+
+/// Builds the rollups of a history from its instances and keeps them from
+/// then on (a history already rolled up is left as it is).
+pub(crate) fn roll_up(tx: &Transaction<'_>, key: Series) -> rusqlite::Result<()> {
+    if is_rolled_up(tx, key)? {
+        return Ok(());
+    }
+    // Rows left by the triggers for a history that was not rolled up.
+    forget(tx, key.teid, Some(key.attr))?;
+    let hours: Vec<String> = tx
+        .prepare_cached(
+            "SELECT DISTINCT substr(observed_at, 1, 13) FROM attr_instances \
+             WHERE teid = ?1 AND attr = ?2 AND observed_at IS NOT NULL",
+        )?
+        .query_map(params![key.teid, key.attr], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for hour in &hours {
+        rebuild(tx, key, hour)?;
+    }
+    tx.prepare_cached("INSERT INTO rolled_up (teid, attr) VALUES (?1, ?2)")?
+        .execute(params![key.teid, key.attr])?;
+    Ok(())
+}
 
 /// The number an instance contributes to aggregations, stored as its
 /// `num`: the value of a live Property when it is a number or a boolean
@@ -147,6 +223,9 @@ pub(crate) fn summarised(
     let Some(aggregation) = summarisable(query) else {
         return Ok(None);
     };
+    if !is_rolled_up(connection, key).map_err(sql)? {
+        return Ok(None);
+    }
     let (lo, hi) = query.timerel.map_or((None, None), |rel| rel.bounds());
     // Without a range, instances without observedAt are aggregated at
     // their createdAt; the rollups do not hold them.
@@ -340,8 +419,12 @@ fn hour_points(
 }
 
 /// Rebuilds the stale hours of one attribute's history from its instances
-/// (after an instance was changed or deleted).
+/// (after an instance was changed or deleted); a history not rolled up
+/// loses the rows the triggers made for it.
 pub(crate) fn refresh(tx: &Transaction<'_>, key: Series) -> rusqlite::Result<()> {
+    if !is_rolled_up(tx, key)? {
+        return forget(tx, key.teid, Some(key.attr));
+    }
     let stale: Vec<String> = tx
         .prepare_cached("SELECT DISTINCT hour FROM attr_rollups WHERE teid = ?1 AND attr = ?2 AND stale = 1")?
         .query_map(params![key.teid, key.attr], |r| r.get(0))?
@@ -352,16 +435,19 @@ pub(crate) fn refresh(tx: &Transaction<'_>, key: Series) -> rusqlite::Result<()>
     Ok(())
 }
 
-/// Forgets the rollups of a history that is gone (`attr` `None`: every attribute).
+/// Forgets the rollups of a history (`attr` `None`: every attribute), and
+/// that it was rolled up: it is rolled up again when found long again.
 pub(crate) fn forget(tx: &Transaction<'_>, teid: i64, attr: Option<i64>) -> rusqlite::Result<()> {
-    match attr {
-        Some(attr) => tx
-            .prepare_cached("DELETE FROM attr_rollups WHERE teid = ?1 AND attr = ?2")?
-            .execute(params![teid, attr])?,
-        None => tx
-            .prepare_cached("DELETE FROM attr_rollups WHERE teid = ?1")?
-            .execute([teid])?,
-    };
+    for table in ["attr_rollups", "rolled_up"] {
+        match attr {
+            Some(attr) => tx
+                .prepare_cached(&format!("DELETE FROM {table} WHERE teid = ?1 AND attr = ?2"))?
+                .execute(params![teid, attr])?,
+            None => tx
+                .prepare_cached(&format!("DELETE FROM {table} WHERE teid = ?1"))?
+                .execute([teid])?,
+        };
+    }
     Ok(())
 }
 
@@ -453,8 +539,41 @@ pub(crate) fn backfill(connection: &mut Connection) -> StoreResult<()> {
     Ok(())
 }
 
+/// Keeps the rollups of a data dir written when every history had them
+/// only for the long histories (`MIN_SUMMARISED` instances or more), which
+/// are marked rolled up.
+pub(crate) fn prune(connection: &mut Connection) -> StoreResult<()> {
+    if crate::filled_to(connection)? >= ROLLED_UP_VERSION {
+        return Ok(());
+    }
+    let transaction = connection.transaction().map_err(sql)?;
+    transaction
+        .execute(
+            "INSERT OR IGNORE INTO rolled_up (teid, attr) SELECT teid, attr FROM attr_instances \
+             GROUP BY teid, attr HAVING count(*) >= ?1",
+            [i64::try_from(MIN_SUMMARISED).unwrap_or(i64::MAX)],
+        )
+        .map_err(sql)?;
+    let pruned = transaction
+        .execute(
+            "DELETE FROM attr_rollups WHERE NOT EXISTS \
+             (SELECT 1 FROM rolled_up r WHERE r.teid = attr_rollups.teid AND r.attr = attr_rollups.attr)",
+            [],
+        )
+        .map_err(sql)?;
+    transaction
+        .pragma_update(None, "user_version", ROLLED_UP_VERSION)
+        .map_err(sql)?;
+    transaction.commit().map_err(sql)?;
+    if pruned > 0 {
+        tracing::info!(pruned, "rollups of short histories dropped");
+    }
+    Ok(())
+}
+
 /// Sets the `num` of every instance and rebuilds every rollup from the
-/// instances; returns the number of hours built.
+/// instances (of every history: data dirs before `rolled_up` are pruned by
+/// [`prune`] after); returns the number of hours built.
 pub(crate) fn rebuild_all(tx: &Transaction<'_>) -> rusqlite::Result<usize> {
     let hours: Vec<(i64, i64, String)> = tx
         .prepare(
@@ -563,13 +682,31 @@ mod tests {
             .expect("count")
     }
 
+    /// The rollup rows, and the histories rolled up, of the data dir.
+    fn rolled(dir: &Path) -> (i64, i64) {
+        let connection = Connection::open(dir.join("piazza.sqlite")).expect("open");
+        let count = |table: &str| {
+            connection
+                .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get::<_, i64>(0))
+                .expect("count")
+        };
+        (count("attr_rollups"), count("rolled_up"))
+    }
+
     #[tokio::test]
     async fn long_numeric_histories_are_answered_from_rollups() {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = EmbeddedStore::open(dir.path()).expect("store");
         let tenant = Tenant::default();
         load(&store, &tenant, numbers(3_000)).await;
+        assert_eq!(
+            rolled(dir.path()),
+            (0, 0),
+            "no history is rolled up before it is aggregated"
+        );
+        // Rolled up by the first aggregation, which answers from the rollups.
         assert_eq!(daily_counts(&store, &tenant).await, Some(vec![1440, 1440, 120]));
+        assert_eq!(rolled(dir.path()), (50, 1), "50 hours of one history");
 
         // A changed and a deleted instance leave no stale hour behind.
         let all = store
@@ -610,6 +747,20 @@ mod tests {
             .expect("entity");
         assert_eq!(entity.summaries[ATTR][0].periods[0].2.max, 99.0);
 
+        // An instance recorded after the roll-up is counted into its hour.
+        let mut late = Attribute::new(AttributeKind::Property, json!(5));
+        late.observed_at = Some(time::format(&minute(3_000)));
+        let append = TemporalEdit::Append {
+            id: ID.into(),
+            attributes: vec![(ATTR.into(), vec![late])],
+        };
+        store
+            .temporal_edit(&tenant, append)
+            .await
+            .expect("store")
+            .expect("append");
+        assert_eq!(daily_counts(&store, &tenant).await, Some(vec![1440, 1439, 121]));
+
         // A string among the numbers: the instances answer.
         let mut text = Attribute::new(AttributeKind::Property, json!("warm"));
         text.observed_at = Some(time::format(&minute(2_000)));
@@ -637,6 +788,37 @@ mod tests {
         )
         .await;
         assert_eq!(daily_counts(&store, &tenant).await, None);
+        assert_eq!(rolled(dir.path()), (0, 0), "a short history is not rolled up");
+    }
+
+    #[tokio::test]
+    async fn an_older_data_dir_keeps_the_rollups_of_its_long_histories_only() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let tenant = Tenant::default();
+        {
+            let store = EmbeddedStore::open(dir.path()).expect("store");
+            load(&store, &tenant, numbers(3_000)).await;
+            let short = TemporalEdit::Upsert {
+                id: "urn:r:short".into(),
+                types: vec!["https://example.org/R".into()],
+                scope: Vec::new(),
+                attributes: vec![(ATTR.into(), numbers(10))],
+            };
+            store.temporal_edit(&tenant, short).await.expect("store").expect("edit");
+        }
+        {
+            // Before `rolled_up`, every history had rollups.
+            let mut connection = Connection::open(dir.path().join("piazza.sqlite")).expect("open");
+            let tx = connection.transaction().expect("transaction");
+            rebuild_all(&tx).expect("rollups");
+            tx.execute_batch("DELETE FROM rolled_up; PRAGMA user_version = 8;")
+                .expect("make it a data dir of before rolled_up");
+            tx.commit().expect("commit");
+        }
+        assert_eq!(rolled(dir.path()), (50 + 1, 0));
+        let store = Arc::new(EmbeddedStore::open(dir.path()).expect("reopen"));
+        assert_eq!(rolled(dir.path()), (50, 1), "the long history's rollups, kept");
+        assert_eq!(daily_counts(&store, &tenant).await, Some(vec![1440, 1440, 120]));
     }
 
     #[tokio::test]

@@ -181,12 +181,18 @@ DROP TABLE IF EXISTS attr_texts;
 -- Hourly summaries of numeric histories (`rollups.rs`), so that an
 -- aggregation over a long history reads one row per hour instead of every
 -- instance. Keyed by the hour of `observedAt` as text ('YYYY-MM-DDTHH').
+-- Kept only for the histories listed in `rolled_up`: those an aggregation
+-- once found long enough to be read from summaries (MIN_SUMMARISED
+-- instances). Summarising every history cost each recorded instance a
+-- rollup upsert, a seventh of the writer's instructions per create, for
+-- summaries that short histories are never answered from (BENCHMARKS.md,
+-- 2026-12-07, "Rollups for long histories only").
 -- `count` and the figures cover the live instances with a `num` (set by the
 -- writer for a Property holding a number or boolean); `others` counts every
 -- other instance (deletion records, other values), which sends a query back
 -- to the instances. The one function that inserts instances
--- (`temporal::insert_row`) counts each into its hour (a trigger doing the
--- same cost twice as much per insert); a changed or deleted instance only
+-- (`temporal::insert`) counts each instance of a rolled-up history into its
+-- hour (a trigger doing the same cost twice as much per insert); a changed or deleted instance only
 -- marks its hour `stale` through the triggers below (min and max cannot be
 -- taken back), and a stale hour is read from the instances until rebuilt.
 CREATE TABLE IF NOT EXISTS attr_rollups (
@@ -205,6 +211,13 @@ CREATE TABLE IF NOT EXISTS attr_rollups (
     first_at  TEXT,
     last_at   TEXT,
     PRIMARY KEY (teid, attr, hour, dataset)
+) WITHOUT ROWID;
+
+-- The histories whose every hour `attr_rollups` holds (stale or not).
+CREATE TABLE IF NOT EXISTS rolled_up (
+    teid INTEGER NOT NULL,
+    attr INTEGER NOT NULL,
+    PRIMARY KEY (teid, attr)
 ) WITHOUT ROWID;
 
 CREATE TRIGGER IF NOT EXISTS attr_rollups_deleted AFTER DELETE ON attr_instances

@@ -145,10 +145,12 @@ struct NewInstance<'a> {
     deleted_at: Option<Timestamp>,
 }
 
-/// Records one instance of `series` as of `at`.
+/// Records one instance of `series` as of `at` (`rolled_up`: whether the
+/// history's rollups are kept).
 fn insert_instance(
     tx: &Transaction<'_>,
     series: Series,
+    rolled_up: bool,
     attribute: &Attribute,
     at: Timestamp,
     deleted_at: Option<Timestamp>,
@@ -162,7 +164,7 @@ fn insert_instance(
         modified_at: at,
         deleted_at,
     };
-    insert(tx, series, &instance)
+    insert(tx, series, rolled_up, &instance)
 }
 
 /// Records an instance read from an export, under its entity's temporal
@@ -173,7 +175,10 @@ pub(crate) fn insert_row(tx: &Transaction<'_>, tenant: &Tenant, row: &RawInstanc
         Some(teid) => teid,
         None => upsert_entity(tx, tenant, &row.entity_id, &[], &[], row.created_at)?.0,
     };
-    let attr = values::name_key(tx, tenant, &row.attr, true)?.unwrap_or_default();
+    let series = Series {
+        teid,
+        attr: values::name_key(tx, tenant, &row.attr, true)?.unwrap_or_default(),
+    };
     let instance = NewInstance {
         instance_key: instance_key(&row.instance_id),
         attribute: &row.attribute,
@@ -183,13 +188,14 @@ pub(crate) fn insert_row(tx: &Transaction<'_>, tenant: &Tenant, row: &RawInstanc
         modified_at: row.modified_at,
         deleted_at: row.deleted_at,
     };
-    insert(tx, Series { teid, attr }, &instance)
+    insert(tx, series, rollups::is_rolled_up(tx, series)?, &instance)
 }
 
-/// Inserts one instance row and counts it into its hour's rollup: the one
-/// way instances enter `attr_instances` (edits, the temporal API and raw
-/// imports alike), so that the rollups miss none.
-fn insert(tx: &Transaction<'_>, series: Series, instance: &NewInstance<'_>) -> rusqlite::Result<()> {
+/// Inserts one instance row and, if its history is rolled up, counts it
+/// into its hour's rollup: the one way instances enter `attr_instances`
+/// (edits, the temporal API and raw imports alike), so that the rollups
+/// miss none.
+fn insert(tx: &Transaction<'_>, series: Series, rolled_up: bool, instance: &NewInstance<'_>) -> rusqlite::Result<()> {
     let number = rollups::number_of(instance.attribute, instance.deleted_at.is_some());
     let (dataset_id, observed_at) = (instance.dataset_id, &instance.observed_at);
     tx.prepare_cached(
@@ -208,7 +214,7 @@ fn insert(tx: &Transaction<'_>, series: Series, instance: &NewInstance<'_>) -> r
         instance_doc(instance.attribute)?,
         number,
     ])?;
-    if let Some(observed_at) = observed_at {
+    if let (true, Some(observed_at)) = (rolled_up, observed_at) {
         rollups::count(tx, series, dataset_id, observed_at, number)?;
     }
     Ok(())
@@ -275,17 +281,22 @@ pub(crate) fn record<'n>(
     let Some(id) = after.or(before).map(|e| e.id.as_str()) else {
         return Ok(());
     };
-    let teid = match after {
-        Some(after) => upsert_entity(tx, tenant, id, &after.types, &after.scope, now)?.0,
+    let (teid, created) = match after {
+        Some(after) => upsert_entity(tx, tenant, id, &after.types, &after.scope, now)?,
         // An entity deleted after its history was: nothing to record it in.
         None => match teid_of(tx, tenant, id)? {
-            Some(teid) => teid,
+            Some(teid) => (teid, false),
             None => return Ok(()),
         },
     };
-    let mut series = |name: &'n str| -> rusqlite::Result<Series> {
+    let rolled_up = if created {
+        Vec::new()
+    } else {
+        rollups::rolled_up(tx, teid)?
+    };
+    let mut series = |name: &'n str| -> rusqlite::Result<(Series, bool)> {
         let attr = keys.get(tx, tenant, name, true)?.unwrap_or_default();
-        Ok(Series { teid, attr })
+        Ok((Series { teid, attr }, rolled_up.contains(&attr)))
     };
     if let Some(after) = after {
         for (name, instances) in &after.attributes {
@@ -293,7 +304,8 @@ pub(crate) fn record<'n>(
                 let previous = before.and_then(|b| b.instance(name, instance.dataset_id.as_deref()));
                 if previous != Some(instance) {
                     let at = instance.modified_at.unwrap_or(now);
-                    insert_instance(tx, series(name)?, instance, at, None)?;
+                    let (series, rolled_up) = series(name)?;
+                    insert_instance(tx, series, rolled_up, instance, at, None)?;
                 }
             }
         }
@@ -305,7 +317,8 @@ pub(crate) fn record<'n>(
                 if !remains {
                     let mut gone = Attribute::new(instance.kind, serde_json::Value::Null);
                     gone.dataset_id = instance.dataset_id.clone();
-                    insert_instance(tx, series(name)?, &gone, now, Some(now))?;
+                    let (series, rolled_up) = series(name)?;
+                    insert_instance(tx, series, rolled_up, &gone, now, Some(now))?;
                 }
             }
         }
@@ -450,8 +463,10 @@ fn add_instances(
 ) -> rusqlite::Result<()> {
     for (name, instances) in attributes {
         let attr = values::name_key(tx, tenant, name, true)?.unwrap_or_default();
+        let series = Series { teid, attr };
+        let rolled_up = rollups::is_rolled_up(tx, series)?;
         for instance in instances {
-            insert_instance(tx, Series { teid, attr }, instance, now, None)?;
+            insert_instance(tx, series, rolled_up, instance, now, None)?;
         }
     }
     Ok(())
@@ -459,7 +474,7 @@ fn add_instances(
 
 /// Deletes a tenant's history (before its names, which key it, are gone).
 pub(crate) fn clear(tx: &Transaction<'_>, tenant: &Tenant) -> rusqlite::Result<()> {
-    for table in ["attr_rollups", "attr_instances"] {
+    for table in ["attr_rollups", "rolled_up", "attr_instances"] {
         tx.prepare_cached(&format!(
             "DELETE FROM {table} WHERE teid IN (SELECT teid FROM temporal_entities WHERE tenant = ?1)"
         ))?
@@ -615,12 +630,15 @@ fn instances(connection: &Connection, series: Series, query: &TemporalQuery) -> 
     Ok(out)
 }
 
-/// The history of one entity.
+/// The history of one entity. With `to_roll_up`, an aggregation over a long
+/// history that has no rollups yet is left out of the answer and the
+/// history added there, to be rolled up and read again.
 pub(crate) fn entity(
     connection: &Connection,
     tenant: &Tenant,
     id: &str,
     query: &TemporalQuery,
+    mut to_roll_up: Option<&mut Vec<Series>>,
 ) -> StoreResult<Option<TemporalEntity>> {
     let Some(header) = header(connection, tenant, id)? else {
         return Ok(None);
@@ -657,6 +675,12 @@ pub(crate) fn entity(
         if let Some(groups) = rollups::summarised(connection, series, query)? {
             entity.summaries.insert(name, groups);
             continue;
+        }
+        if let Some(to_roll_up) = to_roll_up.as_deref_mut() {
+            if rollups::worth_rolling_up(connection, series, query)? {
+                to_roll_up.push(series);
+                continue;
+            }
         }
         let found = instances(connection, series, query)?;
         if !found.is_empty() {
@@ -809,12 +833,14 @@ fn candidates(tenant: &Tenant, entities: &EntityQuery, query: &TemporalQuery) ->
     }
 }
 
+/// The histories of a page of entities (`to_roll_up`: as for [`entity`]).
 pub(crate) fn query(
     connection: &Connection,
     tenant: &Tenant,
     entities: &EntityQuery,
     query: &TemporalQuery,
     page: Page,
+    mut to_roll_up: Option<&mut Vec<Series>>,
 ) -> StoreResult<TemporalQueryResult> {
     // One snapshot for the candidates and their histories.
     let snapshot = connection.unchecked_transaction().map_err(sql)?;
@@ -851,7 +877,7 @@ pub(crate) fn query(
             PageStep::Stop => break,
             PageStep::Skip => pager.counted(false),
             PageStep::Take => {
-                let Some(history) = entity(connection, tenant, &id, query)? else {
+                let Some(history) = entity(connection, tenant, &id, query, to_roll_up.as_deref_mut())? else {
                     continue;
                 };
                 if !history.has_attributes() && (query.timerel.is_some() || !query.attrs.is_empty()) {
