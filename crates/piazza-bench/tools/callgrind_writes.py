@@ -9,8 +9,9 @@ change of a few per cent on the write path shows.
 
 runs `piazza serve` under `valgrind --tool=callgrind` on a fresh data dir,
 sends N creates of the harness's template entity, then M single-attribute
-PATCHes of random ones (8 connections), and dumps the profile after each
-phase (/tmp/cg.1: creates, /tmp/cg.2: PATCHes). Then
+PATCHes of random ones (8 connections), then N new entities again as batch
+upserts of 100, and dumps the profile after each phase (/tmp/cg.1:
+creates, /tmp/cg.2: PATCHes, /tmp/cg.3: batch upserts). Then
 
     callgrind_annotate --inclusive=yes /tmp/cg.2 | grep 'group::run_group \['
 
@@ -64,6 +65,9 @@ rng = random.Random(7)
 run([("PATCH", "/ngsi-ld/v1/entities/urn:ngsi-ld:BeeHive:cg%06d/attrs/weight" % rng.randrange(n_create),
       {"type": "Property", "value": rng.randrange(4000) / 100.0, "unitCode": "KGM", "observedAt": "2024-05-02T10:00:00Z"}) for _ in range(n_patch)])
 subprocess.run(["callgrind_control", "--dump=patch", str(proc.pid)], stdout=subprocess.DEVNULL)
+run([("POST", "/ngsi-ld/v1/entityOperations/upsert", [body(i) for i in range(start, min(start + 100, 2 * n_create))])
+     for start in range(n_create, 2 * n_create, 100)])
+subprocess.run(["callgrind_control", "--dump=upsert", str(proc.pid)], stdout=subprocess.DEVNULL)
 proc.send_signal(signal.SIGINT); proc.wait()
 shutil.rmtree(data, ignore_errors=True)
 
@@ -75,5 +79,7 @@ def writer_instructions(profile):
             return int(line.split()[0].replace(",", ""))
     return 0
 
-for phase, dump, count in (("create", out + ".1", n_create), ("PATCH", out + ".2", n_patch)):
-    print("%s: %.0fk writer instructions per request" % (phase, writer_instructions(dump) / max(count, 1) / 1000))
+for phase, dump, count in (("create", out + ".1", n_create), ("PATCH", out + ".2", n_patch),
+                           ("batch upsert", out + ".3", n_create)):
+    unit = "entity" if phase == "batch upsert" else "request"
+    print("%s: %.0fk writer instructions per %s" % (phase, writer_instructions(dump) / max(count, 1) / 1000, unit))

@@ -37,6 +37,7 @@ pub(crate) fn run_group(connection: &mut Connection, group: Vec<WriteJob>) -> Ve
         savepoints: group.iter().any(|job| matches!(job, WriteJob::Exec { .. })),
         written: Vec::new(),
         pending: Vec::with_capacity(group.len()),
+        keys: NameKeys::default(),
     };
     let mut jobs = group.into_iter();
     while let Some(job) = jobs.next() {
@@ -68,6 +69,8 @@ struct Group<'c> {
     written: Vec<Written>,
     /// The answers of the jobs done, in order.
     pending: Vec<Pending>,
+    /// The name numbers the group's edits looked up.
+    keys: NameKeys,
 }
 
 /// An edit's write, run without a savepoint: its outcome is in its job's
@@ -109,6 +112,8 @@ impl Group<'_> {
             }
             WriteJob::Exec { run, reply } => {
                 let result = in_savepoint(self.transaction, |tx| run(tx)).map_err(crate::sql);
+                // It may have deleted names, or rolled back ones it made.
+                self.keys.clear();
                 self.pending.push(Pending::Exec(reply, result));
             }
         }
@@ -126,10 +131,13 @@ impl Group<'_> {
             return Ok(Ok(change.applied));
         }
         if self.savepoints {
-            let wrote = in_savepoint(self.transaction, |tx| change.write(tx, tenant));
+            let wrote = in_savepoint(self.transaction, |tx| change.write(tx, tenant, &mut self.keys));
+            if wrote.is_err() {
+                self.keys.clear();
+            }
             return Ok(wrote.map(|()| change.applied).map_err(storage_failure));
         }
-        match change.write(self.transaction, tenant) {
+        match change.write(self.transaction, tenant, &mut self.keys) {
             Ok(()) => {
                 self.written.push(Written {
                     tenant: tenant.clone(),
@@ -158,6 +166,7 @@ impl Group<'_> {
         if !tx.is_autocommit() {
             tx.execute_batch("ROLLBACK").map_err(|e| e.to_string())?;
         }
+        self.keys.clear();
         tx.execute_batch("BEGIN IMMEDIATE").map_err(|e| e.to_string())?;
         for written in std::mem::take(&mut self.written) {
             let results = match self.pending.get(written.job) {
@@ -175,7 +184,16 @@ impl Group<'_> {
             let eid = load(tx, &written.tenant, id)
                 .map_err(|e| e.to_string())?
                 .map(|(eid, _)| eid);
-            write_change(tx, &written.tenant, eid, before, after, &written.entries).map_err(|e| e.to_string())?;
+            write_change(
+                tx,
+                &written.tenant,
+                eid,
+                before,
+                after,
+                &written.entries,
+                &mut self.keys,
+            )
+            .map_err(|e| e.to_string())?;
         }
         Ok(())
     }
@@ -216,7 +234,7 @@ fn decide(transaction: &Transaction<'_>, tenant: &Tenant, edit: Edit) -> Result<
 }
 
 impl Change {
-    fn write(&self, tx: &Transaction<'_>, tenant: &Tenant) -> rusqlite::Result<()> {
+    fn write(&self, tx: &Transaction<'_>, tenant: &Tenant, keys: &mut NameKeys) -> rusqlite::Result<()> {
         write_change(
             tx,
             tenant,
@@ -224,6 +242,7 @@ impl Change {
             self.applied.before.as_ref(),
             self.applied.after.as_ref(),
             &self.entries,
+            keys,
         )
     }
 }
@@ -237,14 +256,14 @@ fn write_change(
     before: Option<&Entity>,
     after: Option<&Entity>,
     entries: &[OutboxEntry],
+    keys: &mut NameKeys,
 ) -> rusqlite::Result<()> {
-    let mut keys = NameKeys::default();
     match (after, eid) {
-        (Some(entity), _) => put(tx, tenant, eid, before, entity, &mut keys)?,
+        (Some(entity), _) => put(tx, tenant, eid, before, entity, keys)?,
         (None, Some(eid)) => delete(tx, tenant, eid)?,
         (None, None) => return Ok(()),
     }
-    temporal::record(tx, tenant, before, after, &mut keys)?;
+    temporal::record(tx, tenant, before, after, keys)?;
     outbox::enqueue(tx, tenant, entries)
 }
 
@@ -402,6 +421,46 @@ mod tests {
         // The store goes on writing, without savepoints again.
         store.edit(&tenant, vec![observed(b, 5.0)]).await.expect("edit");
         assert_eq!(history_of(&path, b), [3.0, 5.0]);
+    }
+
+    /// The names an edit made before it failed are rolled back with it: the
+    /// edits after it in the group make them again rather than trust the
+    /// numbers the group looked up.
+    #[tokio::test]
+    async fn names_made_by_a_failed_edit_are_made_again_by_the_edits_after_it() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = EmbeddedStore::open(dir.path()).expect("open");
+        let tenant = Tenant::default();
+        let path = store.path().to_owned();
+        poison(&path);
+        let b = "urn:ngsi-ld:T:b";
+        let with_fresh = |id: &str, value: f64| {
+            let mut body = body(id, value);
+            body["fresh"] = json!({"type": "Property", "value": value});
+            replace_with(body)
+        };
+        let results = store
+            .edit(&tenant, vec![with_fresh(POISON, 9.0), with_fresh(b, 3.0)])
+            .await
+            .expect("batch");
+        assert_eq!(results.iter().map(Result::is_err).collect::<Vec<_>>(), [true, false]);
+        // Both read through `value_names`: a number without its name row
+        // would lose the history and the name.
+        let history: Vec<f64> = column(
+            &path,
+            "SELECT i.num FROM attr_instances i JOIN history_rows h ON h.iid = i.iid \
+             WHERE h.entity_id = ?1 AND h.attr LIKE '%/fresh'",
+            b,
+        );
+        assert_eq!(history, [3.0]);
+        let names: Vec<String> = column(
+            &path,
+            "SELECT v.name FROM entity_names n JOIN value_names v ON v.key = n.key \
+             WHERE n.eid = (SELECT eid FROM entities WHERE id = ?1) ORDER BY v.name",
+            b,
+        );
+        assert_eq!(names.len(), 4, "{names:?}");
+        assert!(names.iter().any(|n| n.ends_with("/fresh")), "{names:?}");
     }
 
     /// Many writers at once, one of them failing: jobs grouped with it in

@@ -459,13 +459,13 @@ fn load(transaction: &Transaction<'_>, tenant: &Tenant, id: &str) -> StoreResult
 
 /// Writes an entity and its index rows; `before` is what the row held, as
 /// far as it is known (an expired entity's rows are replaced whole).
-fn put<'n>(
+fn put(
     transaction: &Transaction<'_>,
     tenant: &Tenant,
     eid: Option<i64>,
-    before: Option<&'n Entity>,
-    entity: &'n Entity,
-    keys: &mut values::NameKeys<'n>,
+    before: Option<&Entity>,
+    entity: &Entity,
+    keys: &mut values::NameKeys,
 ) -> rusqlite::Result<()> {
     let doc = serde_json::to_string(entity).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
     let eid = match eid {
@@ -499,13 +499,13 @@ fn put<'n>(
 /// `after`'s, writing only the difference: an update of attribute values
 /// (most writes) touches none of their rows, where rewriting them all cost
 /// four b-trees and a page per attribute name.
-fn reindex_names<'n>(
+fn reindex_names(
     transaction: &Transaction<'_>,
     tenant: &Tenant,
     eid: i64,
-    before: Option<&'n Entity>,
-    after: &'n Entity,
-    keys: &mut values::NameKeys<'n>,
+    before: Option<&Entity>,
+    after: &Entity,
+    keys: &mut values::NameKeys,
 ) -> rusqlite::Result<()> {
     if before.is_some_and(|before| same_names(before, after)) {
         return Ok(());

@@ -270,12 +270,12 @@ fn upsert_entity(
 /// Records what an entity edit changed: every instance that is new or
 /// differs from before, a deletion record for every instance that
 /// disappeared, and the deletion of the entity itself.
-pub(crate) fn record<'n>(
+pub(crate) fn record(
     tx: &Transaction<'_>,
     tenant: &Tenant,
-    before: Option<&'n Entity>,
-    after: Option<&'n Entity>,
-    keys: &mut NameKeys<'n>,
+    before: Option<&Entity>,
+    after: Option<&Entity>,
+    keys: &mut NameKeys,
 ) -> rusqlite::Result<()> {
     let now = after.and_then(|a| a.modified_at).unwrap_or_else(time::now);
     let Some(id) = after.or(before).map(|e| e.id.as_str()) else {
@@ -294,7 +294,7 @@ pub(crate) fn record<'n>(
     } else {
         rollups::rolled_up(tx, teid)?
     };
-    let mut series = |name: &'n str| -> rusqlite::Result<(Series, bool)> {
+    let mut series = |name: &str| -> rusqlite::Result<(Series, bool)> {
         let attr = keys.get(tx, tenant, name, true)?.unwrap_or_default();
         Ok((Series { teid, attr }, rolled_up.contains(&attr)))
     };

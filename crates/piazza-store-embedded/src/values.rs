@@ -2,7 +2,7 @@
 //! `value_names`): kept with every write, built once for data dirs from
 //! before them, and turned into candidate filters for `q`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use piazza_ngsild::query::q::{attribute_indexed_values, indexed_values, IndexedValue, ValueBound, ValueTest};
 use piazza_ngsild::Entity;
@@ -21,13 +21,13 @@ const INDEXED_VERSION: i64 = 5;
 /// Brings the value indexes of `entity` (row `eid`) from what `before` had
 /// to what `after` has; `before` is `None` when the stored rows are
 /// unknown (a new or expired entity), then they are all replaced.
-pub(crate) fn reindex<'n>(
+pub(crate) fn reindex(
     transaction: &Transaction<'_>,
     tenant: &Tenant,
     eid: i64,
-    before: Option<&'n Entity>,
-    after: Option<&'n Entity>,
-    keys: &mut NameKeys<'n>,
+    before: Option<&Entity>,
+    after: Option<&Entity>,
+    keys: &mut NameKeys,
 ) -> rusqlite::Result<()> {
     let (old, new) = match (before, after) {
         (Some(before), Some(after)) => changed_values(before, after),
@@ -95,28 +95,39 @@ fn changed_values<'e>(before: &'e Entity, after: &'e Entity) -> (Values<'e>, Val
     (old, new)
 }
 
-/// The numbers of the names one edit touches: its value rows and its
-/// history share a handful of names, each looked up once.
+/// The numbers of the names a write group touches, by tenant: an edit's
+/// name rows, value rows and history share a handful of names, and the
+/// edits of a group (a batch, concurrent creates) mostly the same ones,
+/// each looked up once. Valid within one transaction only: whoever rolls
+/// back part of it, or runs a job that may delete names, clears it.
 #[derive(Default)]
-pub(crate) struct NameKeys<'n>(Vec<(&'n str, i64)>);
+pub(crate) struct NameKeys(HashMap<String, HashMap<String, i64>>);
 
-impl<'n> NameKeys<'n> {
+impl NameKeys {
     /// The number of (`tenant`, `name`), made when `create` and missing.
     pub(crate) fn get(
         &mut self,
         transaction: &Transaction<'_>,
         tenant: &Tenant,
-        name: &'n str,
+        name: &str,
         create: bool,
     ) -> rusqlite::Result<Option<i64>> {
-        if let Some((_, key)) = self.0.iter().find(|(n, _)| *n == name) {
+        if let Some(key) = self.0.get(tenant.name()).and_then(|names| names.get(name)) {
             return Ok(Some(*key));
         }
         let key = name_key(transaction, tenant, name, create)?;
         if let Some(key) = key {
-            self.0.push((name, key));
+            self.0
+                .entry(tenant.name().to_owned())
+                .or_default()
+                .insert(name.to_owned(), key);
         }
         Ok(key)
+    }
+
+    /// Forgets every number (see the type's doc).
+    pub(crate) fn clear(&mut self) {
+        self.0.clear();
     }
 }
 
