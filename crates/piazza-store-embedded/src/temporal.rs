@@ -632,7 +632,8 @@ fn instances(connection: &Connection, series: Series, query: &TemporalQuery) -> 
 
 /// The history of one entity. With `to_roll_up`, an aggregation over a long
 /// history that has no rollups yet is left out of the answer and the
-/// history added there, to be rolled up and read again.
+/// history added there, to be rolled up and read again (up to
+/// `ROLL_UPS_PER_READ` of them).
 pub(crate) fn entity(
     connection: &Connection,
     tenant: &Tenant,
@@ -676,7 +677,10 @@ pub(crate) fn entity(
             entity.summaries.insert(name, groups);
             continue;
         }
-        if let Some(to_roll_up) = to_roll_up.as_deref_mut() {
+        if let Some(to_roll_up) = to_roll_up
+            .as_deref_mut()
+            .filter(|s| s.len() < rollups::ROLL_UPS_PER_READ)
+        {
             if rollups::worth_rolling_up(connection, series, query)? {
                 to_roll_up.push(series);
                 continue;
