@@ -277,7 +277,7 @@ pub(crate) fn backfill_entities(
     connection: &mut Connection,
     version: i64,
     what: &str,
-    index: impl Fn(&Transaction<'_>, i64, &Tenant, &Entity) -> rusqlite::Result<()>,
+    mut index: impl FnMut(&Transaction<'_>, i64, &Tenant, &Entity) -> rusqlite::Result<()>,
 ) -> StoreResult<()> {
     if filled_to(connection)? >= version {
         return Ok(());
@@ -544,11 +544,13 @@ const NAMES_VERSION: i64 = 8;
 /// Builds `entity_names` for a data dir written before it (its names were
 /// kept by text in `entity_attrs`, dropped by the schema).
 fn backfill_names(connection: &mut Connection) -> StoreResult<()> {
+    // One transaction: the names' numbers hold throughout.
+    let mut keys = values::NameKeys::default();
     backfill_entities(
         connection,
         NAMES_VERSION,
         "the attribute name index",
-        |tx, eid, tenant, entity| reindex_names(tx, tenant, eid, None, entity, &mut values::NameKeys::default()),
+        |tx, eid, tenant, entity| reindex_names(tx, tenant, eid, None, entity, &mut keys),
     )
 }
 

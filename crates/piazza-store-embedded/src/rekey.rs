@@ -66,7 +66,8 @@ pub(crate) fn set_aside(connection: &Connection) -> StoreResult<()> {
 
 /// After the schema and every earlier backfill: copies a set-aside history
 /// into the numbered table, in recording order and with its instance
-/// numbers, and rebuilds the rollups from it. An instance whose entity has
+/// numbers, and gives it its numbers (`rollups::prune` rolls up the long
+/// histories after it). An instance whose entity has
 /// no temporal row (its history was deleted before the entity was) gets a
 /// bare one, as an import does: nothing stored is dropped.
 pub(crate) fn rekey(connection: &mut Connection) -> StoreResult<()> {
@@ -102,7 +103,8 @@ pub(crate) fn rekey(connection: &mut Connection) -> StoreResult<()> {
         transaction
             .execute_batch(&format!("DROP TABLE {TEXT_KEYED};"))
             .map_err(sql)?;
-        rollups::rebuild_all(&transaction).map_err(sql)?;
+        // Their rollups are rebuilt by `rollups::prune`, for the long ones.
+        rollups::set_numbers(&transaction).map_err(sql)?;
     }
     let shrunk = shrink_instance_ids(&transaction).map_err(sql)?;
     transaction

@@ -60,13 +60,10 @@ pub(crate) fn is_rolled_up(connection: &Connection, key: Series) -> rusqlite::Re
         .exists(params![key.teid, key.attr])
 }
 
-/// Whether `query` aggregates enough of `key`'s history to be answered
-/// from rollups the history does not have yet: `MIN_SUMMARISED` instances
-/// in its range, counted in the time index without reading them.
-pub(crate) fn worth_rolling_up(connection: &Connection, key: Series, query: &TemporalQuery) -> StoreResult<bool> {
-    if summarisable(query).is_none() || is_rolled_up(connection, key).map_err(sql)? {
-        return Ok(false);
-    }
+/// Whether `query`'s range holds enough of `key`'s history to be answered
+/// from rollups: `MIN_SUMMARISED` instances, counted in the time index
+/// without reading them.
+pub(crate) fn long_in_range(connection: &Connection, key: Series, query: &TemporalQuery) -> StoreResult<bool> {
     let (lo, hi) = query.timerel.map_or((None, None), |rel| rel.bounds());
     let found: i64 = connection
         .prepare_cached(
@@ -218,21 +215,40 @@ impl Range {
     }
 }
 
-/// The periods of `attr`'s history summarised per datasetId, or `None` when
-/// the instances must be read instead: no summarisable aggregation asked
-/// for, another time property or `lastN`, a short history, or anything but
-/// live numbers in the range.
-pub(crate) fn summarised(
+/// How one attribute's history answers a query.
+pub(crate) enum Summarised {
+    /// Its periods summarised per datasetId, from the rollups.
+    Groups(Vec<SummarisedGroup>),
+    /// Its instances: no summarisable aggregation asked for (another time
+    /// property, `lastN`), a short range, or anything but live numbers in it.
+    Instances,
+    /// Its instances, for a summarisable aggregation over a history without
+    /// rollups: to be rolled up if the range is long ([`long_in_range`]).
+    NotRolledUp,
+}
+
+/// How `key`'s history answers `query` (see [`Summarised`]).
+pub(crate) fn summarised(connection: &Connection, key: Series, query: &TemporalQuery) -> StoreResult<Summarised> {
+    let Some(aggregation) = summarisable(query) else {
+        return Ok(Summarised::Instances);
+    };
+    if !is_rolled_up(connection, key).map_err(sql)? {
+        return Ok(Summarised::NotRolledUp);
+    }
+    Ok(match from_rollups(connection, key, query, aggregation)? {
+        Some(groups) => Summarised::Groups(groups),
+        None => Summarised::Instances,
+    })
+}
+
+/// The periods of a rolled-up history, or `None` when its instances must
+/// be read instead (see [`Summarised::Instances`]).
+fn from_rollups(
     connection: &Connection,
     key: Series,
     query: &TemporalQuery,
+    aggregation: &Aggregation,
 ) -> StoreResult<Option<Vec<SummarisedGroup>>> {
-    let Some(aggregation) = summarisable(query) else {
-        return Ok(None);
-    };
-    if !is_rolled_up(connection, key).map_err(sql)? {
-        return Ok(None);
-    }
     let (lo, hi) = query.timerel.map_or((None, None), |rel| rel.bounds());
     // Without a range, instances without observedAt are aggregated at
     // their createdAt; the rollups do not hold them.
@@ -529,38 +545,43 @@ fn rebuild(tx: &Transaction<'_>, key: Series, hour: &str) -> rusqlite::Result<()
     Ok(())
 }
 
-/// Builds the rollups of a data dir written before they existed.
+/// Gives the instances of a data dir written before `num` existed their
+/// numbers (its long histories are rolled up by [`prune`]).
 pub(crate) fn backfill(connection: &mut Connection) -> StoreResult<()> {
     if crate::filled_to(connection)? >= ROLLUP_VERSION {
         return Ok(());
     }
     let transaction = connection.transaction().map_err(sql)?;
-    let hours = rebuild_all(&transaction).map_err(sql)?;
+    set_numbers(&transaction).map_err(sql)?;
     transaction
         .pragma_update(None, "user_version", ROLLUP_VERSION)
         .map_err(sql)?;
-    transaction.commit().map_err(sql)?;
-    if hours > 0 {
-        tracing::info!(hours, "history rollups built for an older data dir");
-    }
-    Ok(())
+    transaction.commit().map_err(sql)
 }
 
-/// Keeps the rollups of a data dir written when every history had them
-/// only for the long histories (`MIN_SUMMARISED` instances or more), which
-/// are marked rolled up.
+/// Rolls up the long histories (`MIN_SUMMARISED` instances or more) of a
+/// data dir written before `rolled_up`, when every history had rollups or
+/// none had, and drops every other rollup.
 pub(crate) fn prune(connection: &mut Connection) -> StoreResult<()> {
     if crate::filled_to(connection)? >= ROLLED_UP_VERSION {
         return Ok(());
     }
     let transaction = connection.transaction().map_err(sql)?;
-    transaction
-        .execute(
-            "INSERT OR IGNORE INTO rolled_up (teid, attr) SELECT teid, attr FROM attr_instances \
-             GROUP BY teid, attr HAVING count(*) >= ?1",
-            [i64::try_from(MIN_SUMMARISED).unwrap_or(i64::MAX)],
-        )
+    let long: Vec<Series> = transaction
+        .prepare("SELECT teid, attr FROM attr_instances GROUP BY teid, attr HAVING count(*) >= ?1")
+        .and_then(|mut s| {
+            s.query_map([i64::try_from(MIN_SUMMARISED).unwrap_or(i64::MAX)], |r| {
+                Ok(Series {
+                    teid: r.get(0)?,
+                    attr: r.get(1)?,
+                })
+            })?
+            .collect()
+        })
         .map_err(sql)?;
+    for &series in &long {
+        roll_up(&transaction, series).map_err(sql)?;
+    }
     let pruned = transaction
         .execute(
             "DELETE FROM attr_rollups WHERE NOT EXISTS \
@@ -572,39 +593,23 @@ pub(crate) fn prune(connection: &mut Connection) -> StoreResult<()> {
         .pragma_update(None, "user_version", ROLLED_UP_VERSION)
         .map_err(sql)?;
     transaction.commit().map_err(sql)?;
-    if pruned > 0 {
-        tracing::info!(pruned, "rollups of short histories dropped");
+    if !long.is_empty() || pruned > 0 {
+        tracing::info!(
+            histories = long.len(),
+            pruned,
+            "long histories rolled up, other rollups dropped"
+        );
     }
     Ok(())
 }
 
-/// Sets the `num` of every instance and rebuilds every rollup from the
-/// instances (of every history: data dirs before `rolled_up` are pruned by
-/// [`prune`] after); returns the number of hours built.
-pub(crate) fn rebuild_all(tx: &Transaction<'_>) -> rusqlite::Result<usize> {
-    let hours: Vec<(i64, i64, String)> = tx
-        .prepare(
-            "SELECT DISTINCT teid, attr, substr(observed_at, 1, 13) FROM attr_instances WHERE observed_at IS NOT NULL",
-        )?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-        .collect::<rusqlite::Result<_>>()?;
+/// Sets the `num` of every instance from its document.
+pub(crate) fn set_numbers(tx: &Transaction<'_>) -> rusqlite::Result<()> {
     tx.execute_batch(
         "UPDATE attr_instances SET num = json_extract(doc, '$.value') * 1.0 \
          WHERE deleted_at IS NULL AND json_extract(doc, '$.kind') IS 'Property' \
-         AND coalesce(json_type(doc, '$.value') IN ('integer', 'real', 'true', 'false'), 0); \
-         DELETE FROM attr_rollups;",
-    )?;
-    for (teid, attr, hour) in &hours {
-        rebuild(
-            tx,
-            Series {
-                teid: *teid,
-                attr: *attr,
-            },
-            hour,
-        )?;
-    }
-    Ok(hours.len())
+         AND coalesce(json_type(doc, '$.value') IN ('integer', 'real', 'true', 'false'), 0);",
+    )
 }
 
 #[cfg(test)]
@@ -647,6 +652,21 @@ mod tests {
             };
             store.temporal_edit(tenant, edit).await.expect("store").expect("edit");
         }
+    }
+
+    /// Appends one instance of `value` observed at `minute(at)`.
+    async fn append(store: &EmbeddedStore, tenant: &Tenant, value: serde_json::Value, at: i64) {
+        let mut instance = Attribute::new(AttributeKind::Property, value);
+        instance.observed_at = Some(time::format(&minute(at)));
+        let append = TemporalEdit::Append {
+            id: ID.into(),
+            attributes: vec![(ATTR.into(), vec![instance])],
+        };
+        store
+            .temporal_edit(tenant, append)
+            .await
+            .expect("store")
+            .expect("append");
     }
 
     fn daily() -> TemporalQuery {
@@ -755,31 +775,11 @@ mod tests {
         assert_eq!(entity.summaries[ATTR][0].periods[0].2.max, 99.0);
 
         // An instance recorded after the roll-up is counted into its hour.
-        let mut late = Attribute::new(AttributeKind::Property, json!(5));
-        late.observed_at = Some(time::format(&minute(3_000)));
-        let append = TemporalEdit::Append {
-            id: ID.into(),
-            attributes: vec![(ATTR.into(), vec![late])],
-        };
-        store
-            .temporal_edit(&tenant, append)
-            .await
-            .expect("store")
-            .expect("append");
+        append(&store, &tenant, json!(5), 3_000).await;
         assert_eq!(daily_counts(&store, &tenant).await, Some(vec![1440, 1439, 121]));
 
         // A string among the numbers: the instances answer.
-        let mut text = Attribute::new(AttributeKind::Property, json!("warm"));
-        text.observed_at = Some(time::format(&minute(2_000)));
-        let append = TemporalEdit::Append {
-            id: ID.into(),
-            attributes: vec![(ATTR.into(), vec![text])],
-        };
-        store
-            .temporal_edit(&tenant, append)
-            .await
-            .expect("store")
-            .expect("append");
+        append(&store, &tenant, json!("warm"), 2_000).await;
         assert_eq!(daily_counts(&store, &tenant).await, None);
     }
 
@@ -860,7 +860,13 @@ mod tests {
             // Before `rolled_up`, every history had rollups.
             let mut connection = Connection::open(dir.path().join("piazza.sqlite")).expect("open");
             let tx = connection.transaction().expect("transaction");
-            rebuild_all(&tx).expect("rollups");
+            let all: Vec<(i64, i64)> = tx
+                .prepare("SELECT DISTINCT teid, attr FROM attr_instances")
+                .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+                .expect("histories");
+            for (teid, attr) in all {
+                roll_up(&tx, Series { teid, attr }).expect("rollups");
+            }
             tx.execute_batch("DELETE FROM rolled_up; PRAGMA user_version = 8;")
                 .expect("make it a data dir of before rolled_up");
             tx.commit().expect("commit");

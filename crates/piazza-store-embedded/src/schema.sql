@@ -79,8 +79,8 @@ CREATE INDEX IF NOT EXISTS temporal_entities_by_tenant ON temporal_entities (ten
 -- attribute name (`value_names.key`), instead of the tenant, the entity id
 -- and the attribute's IRI as text: 80 bytes less in each row and each time
 -- index entry, and key compares of integers (BENCHMARKS.md, 2026-12-07,
--- "History and attribute names keyed by numbers"). `teid` belongs to one tenant, so history
--- stays isolated by it. Timestamps are fixed-width RFC 3339 UTC
+-- "History and attribute names keyed by numbers"). `teid` belongs to one
+-- tenant, so history stays isolated by it. Timestamps are fixed-width RFC 3339 UTC
 -- (microseconds), so text order is time order; `doc` is the attribute.
 CREATE TABLE IF NOT EXISTS attr_instances (
     iid         INTEGER PRIMARY KEY,
@@ -192,8 +192,8 @@ DROP TABLE IF EXISTS attr_texts;
 -- other instance (deletion records, other values), which sends a query back
 -- to the instances. The one function that inserts instances
 -- (`temporal::insert`) counts each instance of a rolled-up history into its
--- hour (a trigger doing the same cost twice as much per insert); a changed or deleted instance only
--- marks its hour `stale` through the triggers below (min and max cannot be
+-- hour (a trigger doing the same cost twice as much per insert); a changed
+-- or deleted instance only marks its hour `stale` through the triggers below (min and max cannot be
 -- taken back), and a stale hour is read from the instances until rebuilt.
 CREATE TABLE IF NOT EXISTS attr_rollups (
     teid      INTEGER NOT NULL,

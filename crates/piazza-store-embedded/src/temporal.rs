@@ -19,8 +19,9 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Transaction};
 
 use crate::read::placeholders;
+use crate::rollups::{self, Summarised};
+use crate::sql;
 use crate::values::{self, NameKeys};
-use crate::{rollups, sql};
 
 /// A fresh instance id, as stored (see [`instance_key`]). Version 7 UUIDs
 /// grow with time, so each new id lands at the right edge of
@@ -673,18 +674,23 @@ pub(crate) fn entity(
             teid: header.teid,
             attr,
         };
-        if let Some(groups) = rollups::summarised(connection, series, query)? {
-            entity.summaries.insert(name, groups);
-            continue;
-        }
-        if let Some(to_roll_up) = to_roll_up
-            .as_deref_mut()
-            .filter(|s| s.len() < rollups::ROLL_UPS_PER_READ)
-        {
-            if rollups::worth_rolling_up(connection, series, query)? {
-                to_roll_up.push(series);
+        match rollups::summarised(connection, series, query)? {
+            Summarised::Groups(groups) => {
+                entity.summaries.insert(name, groups);
                 continue;
             }
+            Summarised::NotRolledUp => {
+                let room = to_roll_up
+                    .as_deref_mut()
+                    .filter(|s| s.len() < rollups::ROLL_UPS_PER_READ);
+                if let Some(to_roll_up) = room {
+                    if rollups::long_in_range(connection, series, query)? {
+                        to_roll_up.push(series);
+                        continue;
+                    }
+                }
+            }
+            Summarised::Instances => {}
         }
         let found = instances(connection, series, query)?;
         if !found.is_empty() {

@@ -178,13 +178,13 @@ pub(crate) fn backfill(connection: &mut Connection) -> StoreResult<()> {
     connection
         .execute_batch("DELETE FROM value_numbers; DELETE FROM value_texts;")
         .map_err(sql)?;
+    // One transaction: the names' numbers hold throughout.
+    let mut keys = NameKeys::default();
     crate::backfill_entities(
         connection,
         INDEXED_VERSION,
         "value indexes",
-        |transaction, eid, tenant, entity| {
-            reindex(transaction, tenant, eid, None, Some(entity), &mut NameKeys::default())
-        },
+        |transaction, eid, tenant, entity| reindex(transaction, tenant, eid, None, Some(entity), &mut keys),
     )
 }
 
