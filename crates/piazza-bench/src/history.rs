@@ -21,8 +21,8 @@ const START: &str = "2024-01-01T00:00:00Z";
 
 impl Bench {
     pub(crate) async fn temporal(&mut self) -> anyhow::Result<()> {
-        self.load_history().await?;
         let n = self.cli.temporal_instances;
+        self.load_history(TENANT, n).await?;
         let base = format!("{API}/temporal/entities/{ENTITY}?attrs=temperature&timerel=after&timeAt={START}");
         let evolutions = [
             ("temporal-plain", String::new()),
@@ -67,10 +67,9 @@ impl Bench {
         Ok(())
     }
 
-    /// Creates the temporal entity with `temporal_instances` observations.
-    async fn load_history(&mut self) -> anyhow::Result<()> {
+    /// Creates the temporal entity in `tenant` with `n` observations.
+    pub(crate) async fn load_history(&mut self, tenant: &'static str, n: u64) -> anyhow::Result<()> {
         let addr = self.broker().await?;
-        let n = self.cli.temporal_instances;
         eprintln!("   loading {n} attribute instances of one entity");
         let mut next = 0;
         while next < n {
@@ -83,7 +82,7 @@ impl Bench {
                 let body = json!({"temperature": instances});
                 (Method::POST, format!("{API}/temporal/entities/{ENTITY}/attrs"), body)
             };
-            let req = Req::with_body(method, uri, serde_json::to_vec(&body)?.into()).tenant(TENANT);
+            let req = Req::with_body(method, uri, serde_json::to_vec(&body)?.into()).tenant(tenant);
             let (status, _, answer) = load::once(addr, req).await?;
             if !status.is_success() {
                 bail!("loading history: HTTP {status}: {}", String::from_utf8_lossy(&answer));

@@ -80,7 +80,8 @@ struct Cli {
     #[arg(long, default_value = "testdata/gtfs/cap-prato-2016.gtfs.zip")]
     gtfs_feed: PathBuf,
     /// Run the broker on PostgreSQL (`piazza serve --database`): the URL of
-    /// an empty database. Footprint figures then describe the process only.
+    /// an empty database. Footprint's peak RSS is then the broker process's
+    /// only, and its bytes PostgreSQL's `pg_database_size`.
     #[arg(long)]
     database: Option<String>,
     /// With `--database`: the broker's `--postgis`.
@@ -142,7 +143,8 @@ enum Scenario {
     DeepPage,
     /// A bare axum route in this process returning a retrieve-sized payload.
     Ceiling,
-    /// Peak RSS of the broker (VmHWM) and bytes on disk per entity.
+    /// Peak RSS of the broker (VmHWM), bytes on disk per entity and per
+    /// attribute instance of history.
     Footprint,
     /// Stop, restart on the same data, time from spawn to /health 200.
     ColdStart,
@@ -648,36 +650,56 @@ impl Bench {
         let broker = self.broker.take().context("broker running")?;
         let rss = broker.peak_rss()?;
         broker.stop()?;
-        if let Some(url) = &self.cli.database {
-            let disk = database_size(url).await?;
-            let mut row = Row::unmeasured("footprint");
-            row.note = format!(
-                "peak RSS {:.0} MiB (the broker process); {:.0} B/entity in PostgreSQL ({:.1} MiB, pg_database_size, {} entities)",
-                rss as f64 / 1048576.0,
-                disk as f64 / self.stored.max(1) as f64,
-                disk as f64 / 1048576.0,
-                self.stored
-            );
-            row.peak_rss = Some(rss);
-            self.rows.push(row);
-            return Ok(());
-        }
-        let disk = broker::dir_size(&self.data_dir)?;
-        // The WAL keeps its high-water size after a checkpoint, so say how
-        // much of the total it is.
+        let disk = self.disk_size().await?;
+        // Taken before the history below grows it: the WAL keeps its
+        // high-water size after a checkpoint, so say how much of the total it is.
         let wal = std::fs::metadata(self.data_dir.join("piazza.sqlite-wal")).map_or(0, |m| m.len());
+        let per_instance = self.bytes_per_instance(disk).await?;
         let per_entity = disk as f64 / self.stored.max(1) as f64;
         let mut row = Row::unmeasured("footprint");
-        row.note = format!(
-            "peak RSS {:.0} MiB; {per_entity:.0} B/entity on disk ({:.1} MiB of which WAL {:.1} MiB, {} entities)",
-            rss as f64 / 1048576.0,
-            disk as f64 / 1048576.0,
-            wal as f64 / 1048576.0,
-            self.stored
-        );
+        let history =
+            format!("{per_instance:.0} B per attribute instance of history ({FOOTPRINT_INSTANCES} more of one entity)");
+        row.note = if self.cli.database.is_some() {
+            format!(
+                "peak RSS {:.0} MiB (the broker process); {per_entity:.0} B/entity in PostgreSQL ({:.1} MiB, pg_database_size, {} entities); {history}",
+                rss as f64 / 1048576.0,
+                disk as f64 / 1048576.0,
+                self.stored
+            )
+        } else {
+            format!(
+                "peak RSS {:.0} MiB; {per_entity:.0} B/entity on disk ({:.1} MiB of which WAL {:.1} MiB, {} entities); {history}",
+                rss as f64 / 1048576.0,
+                disk as f64 / 1048576.0,
+                wal as f64 / 1048576.0,
+                self.stored
+            )
+        };
         row.peak_rss = Some(rss);
         self.rows.push(row);
         Ok(())
+    }
+
+    /// What the store grows by per attribute instance of history:
+    /// `FOOTPRINT_INSTANCES` observations appended to one entity of a tenant
+    /// of their own, the size (`before`) taken with the broker stopped, as
+    /// it is again after. An entity's bytes above include its first
+    /// instances; this is what each later change of an attribute costs.
+    async fn bytes_per_instance(&mut self, before: u64) -> anyhow::Result<f64> {
+        self.load_history("bench-footprint", FOOTPRINT_INSTANCES).await?;
+        if let Some(broker) = self.broker.take() {
+            broker.stop()?;
+        }
+        let after = self.disk_size().await?;
+        Ok(after.saturating_sub(before) as f64 / FOOTPRINT_INSTANCES as f64)
+    }
+
+    /// The store's size on disk (the data dir, or PostgreSQL's database).
+    async fn disk_size(&self) -> anyhow::Result<u64> {
+        match &self.cli.database {
+            Some(url) => database_size(url).await,
+            None => broker::dir_size(&self.data_dir),
+        }
     }
 
     async fn cold_start(&mut self) -> anyhow::Result<()> {
@@ -761,6 +783,9 @@ async fn ceiling_server(payload: Bytes) -> anyhow::Result<(std::net::SocketAddr,
 }
 
 /// The bytes PostgreSQL uses for the database at `url` (tables, indexes, TOAST).
+/// Attribute instances the footprint appends to measure history's bytes.
+const FOOTPRINT_INSTANCES: u64 = 20_000;
+
 async fn database_size(url: &str) -> anyhow::Result<u64> {
     let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
