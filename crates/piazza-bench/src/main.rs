@@ -782,10 +782,10 @@ async fn ceiling_server(payload: Bytes) -> anyhow::Result<(std::net::SocketAddr,
     Ok((addr, task))
 }
 
-/// The bytes PostgreSQL uses for the database at `url` (tables, indexes, TOAST).
 /// Attribute instances the footprint appends to measure history's bytes.
 const FOOTPRINT_INSTANCES: u64 = 20_000;
 
+/// The bytes PostgreSQL uses for the database at `url` (tables, indexes, TOAST).
 async fn database_size(url: &str) -> anyhow::Result<u64> {
     let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
