@@ -995,7 +995,7 @@ fn is_linear_ring(value: &Value) -> bool {
 }
 
 mod stored;
-pub use stored::decode_keeping;
+pub use stored::{decode, decode_keeping, encode};
 
 #[cfg(test)]
 mod tests;

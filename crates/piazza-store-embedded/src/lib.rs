@@ -467,7 +467,8 @@ fn put(
     entity: &Entity,
     keys: &mut values::NameKeys,
 ) -> rusqlite::Result<()> {
-    let doc = serde_json::to_string(entity).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+    let doc =
+        piazza_ngsild::entity::encode(entity).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
     let eid = match eid {
         Some(eid) => {
             transaction
@@ -605,7 +606,7 @@ fn delete(transaction: &Transaction<'_>, tenant: &Tenant, eid: i64) -> rusqlite:
 }
 
 fn decode(doc: &str) -> StoreResult<Entity> {
-    serde_json::from_str(doc).map_err(|e| StoreError::Corrupt(format!("entity document: {e}")))
+    piazza_ngsild::entity::decode(doc).map_err(|e| StoreError::Corrupt(format!("entity document: {e}")))
 }
 
 /// `doc` with only the attributes in `keep` (see `decode_keeping`).
@@ -1105,6 +1106,48 @@ mod tests {
             )
             .expect("tables");
         assert_eq!(old_table, 0);
+    }
+
+    /// Documents leave out the attributes' system times that are the
+    /// entity's; the store reads every one back.
+    #[tokio::test]
+    async fn attribute_times_come_back_whole_from_their_shorter_documents() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = super::EmbeddedStore::open(dir.path()).expect("open store");
+        let tenant = piazza_store::Tenant::default();
+        let body = json!({"id": "urn:t:1", "type": "A",
+            "p": {"type": "Property", "value": 1, "accuracy": {"type": "Property", "value": 0.5}},
+            "q": {"type": "Relationship", "object": "urn:x:1"}});
+        store.edit(&tenant, vec![replace_with(body)]).await.expect("create");
+        let created = store.get(&tenant, "urn:t:1").await.expect("get").expect("stored");
+        let p = ActiveContext::core().expand("p");
+        let later = created.created_at.expect("stamped") + chrono::Duration::seconds(1);
+        let name = p.clone();
+        let update = Edit::new("urn:t:1", move |before| {
+            let mut entity = before.cloned().expect("stored");
+            let instance = &mut entity.attributes.get_mut(&name).expect("p")[0];
+            instance.value = json!(2);
+            instance.modified_at = Some(later);
+            entity.modified_at = Some(later);
+            Ok(EditOutcome::put(entity, UpdateOutcome::default()))
+        });
+        store.edit(&tenant, vec![update]).await.expect("update");
+
+        let got = store.get(&tenant, "urn:t:1").await.expect("get").expect("stored");
+        let (t0, p_now) = (created.created_at, &got.attributes[&p][0]);
+        assert_eq!((got.created_at, got.modified_at), (t0, Some(later)));
+        assert_eq!((p_now.created_at, p_now.modified_at), (t0, Some(later)));
+        let q_now = &got.attributes[&ActiveContext::core().expand("q")][0];
+        assert_eq!((q_now.created_at, q_now.modified_at), (t0, t0));
+        let accuracy = p_now.sub.values().next().expect("sub-attribute");
+        assert_eq!((accuracy.created_at, accuracy.modified_at), (t0, t0));
+        let doc: String = rusqlite::Connection::open(store.path())
+            .and_then(|c| c.query_row("SELECT doc FROM entities", [], |r| r.get(0)))
+            .expect("document");
+        // The entity's two; only `q` and the sub-attribute were modified at
+        // another time than the entity.
+        assert_eq!(doc.matches("\"created_at\"").count(), 1, "{doc}");
+        assert_eq!(doc.matches("\"modified_at\"").count(), 3, "{doc}");
     }
 
     #[tokio::test]

@@ -4,7 +4,9 @@ CREATE TABLE IF NOT EXISTS tenants (
     name TEXT PRIMARY KEY
 ) WITHOUT ROWID;
 
--- One row per entity; `doc` is the entity as JSON with expanded names.
+-- One row per entity; `doc` is the entity as JSON with expanded names, in
+-- the stored form of `piazza_ngsild::entity::encode` (attributes' system
+-- timestamps left out where they are the entity's).
 CREATE TABLE IF NOT EXISTS entities (
     eid    INTEGER PRIMARY KEY,
     tenant TEXT NOT NULL,
