@@ -644,14 +644,19 @@ mod tests {
 
     async fn load(store: &EmbeddedStore, tenant: &Tenant, instances: Vec<Attribute>) {
         for chunk in instances.chunks(1000) {
-            let edit = TemporalEdit::Upsert {
-                id: ID.into(),
-                types: vec!["https://example.org/R".into()],
-                scope: Vec::new(),
-                attributes: vec![(ATTR.into(), chunk.to_vec())],
-            };
-            store.temporal_edit(tenant, edit).await.expect("store").expect("edit");
+            upsert(store, tenant, ID, chunk.to_vec()).await;
         }
+    }
+
+    /// Adds `instances` to the history of `id` (made if missing).
+    async fn upsert(store: &EmbeddedStore, tenant: &Tenant, id: &str, instances: Vec<Attribute>) {
+        let edit = TemporalEdit::Upsert {
+            id: id.into(),
+            types: vec!["https://example.org/R".into()],
+            scope: Vec::new(),
+            attributes: vec![(ATTR.into(), instances)],
+        };
+        store.temporal_edit(tenant, edit).await.expect("store").expect("edit");
     }
 
     /// Appends one instance of `value` observed at `minute(at)`.
@@ -808,13 +813,7 @@ mod tests {
         let tenant = Tenant::default();
         let n = i64::try_from(MIN_SUMMARISED).expect("small");
         for k in 0..ROLL_UPS_PER_READ + 2 {
-            let edit = TemporalEdit::Upsert {
-                id: format!("urn:r:{k}"),
-                types: vec!["https://example.org/R".into()],
-                scope: Vec::new(),
-                attributes: vec![(ATTR.into(), numbers(n))],
-            };
-            store.temporal_edit(&tenant, edit).await.expect("store").expect("edit");
+            upsert(&store, &tenant, &format!("urn:r:{k}"), numbers(n)).await;
         }
         let page = piazza_store::Page {
             offset: 0,
@@ -848,13 +847,7 @@ mod tests {
         {
             let store = EmbeddedStore::open(dir.path()).expect("store");
             load(&store, &tenant, numbers(3_000)).await;
-            let short = TemporalEdit::Upsert {
-                id: "urn:r:short".into(),
-                types: vec!["https://example.org/R".into()],
-                scope: Vec::new(),
-                attributes: vec![(ATTR.into(), numbers(10))],
-            };
-            store.temporal_edit(&tenant, short).await.expect("store").expect("edit");
+            upsert(&store, &tenant, "urn:r:short", numbers(10)).await;
         }
         {
             // Before `rolled_up`, every history had rollups.

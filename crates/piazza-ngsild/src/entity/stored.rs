@@ -17,7 +17,7 @@
 use std::fmt;
 
 use serde::de::{DeserializeSeed, Error as _, IgnoredAny, MapAccess, SeqAccess, Visitor};
-use serde::ser::{Serialize, SerializeMap, SerializeStruct, Serializer};
+use serde::ser::{Serialize, SerializeStruct, Serializer};
 use serde::Deserialize;
 
 use super::{Attribute, Entity, Members};
@@ -84,11 +84,12 @@ struct StoredAttributes<'a>(&'a Entity);
 impl Serialize for StoredAttributes<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let entity = self.0;
-        let mut out = serializer.serialize_map(Some(entity.attributes.len()))?;
-        for (name, instances) in &entity.attributes {
-            out.serialize_entry(name, &StoredInstances { instances, entity })?;
-        }
-        out.end()
+        serializer.collect_map(
+            entity
+                .attributes
+                .iter()
+                .map(|(name, instances)| (name, StoredInstances { instances, entity })),
+        )
     }
 }
 
