@@ -32,7 +32,7 @@ use template::{Rng, ENTITY_TYPE};
 /// The broker's allocator, so that the ceiling (a bare route in this
 /// process) is measured as the broker would run it.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// Benchmark harness for the Piazza NGSI-LD broker.
 ///

@@ -210,10 +210,10 @@ impl EmbeddedStore {
 
     /// Runs a read that decodes a page of entities on the calling worker
     /// thread (`block_in_place`), so that the caller renders and frees them
-    /// on the thread that allocated them. Freed from another thread,
-    /// mimalloc takes its blocks back one by one at the next allocations
-    /// there: 15 % of query-q's time when the blocking pool decoded
-    /// (BENCHMARKS.md, "Query pages decoded in place"). The other reads
+    /// on the thread that allocated them. Freed from another thread, the
+    /// blocks went back across cores: with mimalloc, 15 % of query-q's time
+    /// when the blocking pool decoded (BENCHMARKS.md, "Query pages decoded
+    /// in place"). The other reads
     /// (one entity, history, aggregates) stay on the pool, where they
     /// measured as fast or faster. A current-thread runtime (tests, CLI
     /// commands) cannot block in place.

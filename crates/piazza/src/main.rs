@@ -17,12 +17,16 @@ use tokio::net::TcpListener;
 mod dump;
 mod import;
 
-/// mimalloc rather than the system allocator: a request allocates and frees
+/// jemalloc rather than the system allocator: a request allocates and frees
 /// thousands of small strings and maps (JSON documents decoded and rendered),
 /// and glibc's bins and consolidation took a fifth of the broker's time under
-/// the query benchmark (BENCHMARKS.md, "Allocator").
+/// the query benchmark (BENCHMARKS.md, "Allocator"). jemalloc rather than
+/// mimalloc: its thread caches hand back the blocks freed last, still in
+/// the core's cache, where mimalloc's free lists hand out blocks last
+/// touched long ago (a cache miss on a tenth of query-q's samples); query-q
+/// needs 9 % less CPU per request (BENCHMARKS.md, "jemalloc").
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// Piazza: a regional smart-city data platform speaking ETSI NGSI-LD.
 #[derive(Parser)]
