@@ -11,6 +11,9 @@ use crate::entity::{Attribute, AttributeKind, Entity};
 use crate::jsonld::ActiveContext;
 use crate::time;
 
+mod stored;
+pub use stored::{write_stored, writes_stored};
+
 /// The representation a requester asked for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Format {
@@ -159,16 +162,16 @@ fn system_members<M: SerializeMap>(
 }
 
 /// Entity types: one string, or an array for several.
-struct TypesView<'a> {
-    types: &'a [String],
+struct TypesView<'a, T> {
+    types: &'a [T],
     context: &'a ActiveContext,
 }
 
-impl Serialize for TypesView<'_> {
+impl<T: AsRef<str>> Serialize for TypesView<'_, T> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match self.types {
-            [one] => serializer.serialize_str(&self.context.compact_ref(one)),
-            several => serializer.collect_seq(several.iter().map(|t| self.context.compact_ref(t))),
+            [one] => serializer.serialize_str(&self.context.compact_ref(one.as_ref())),
+            several => serializer.collect_seq(several.iter().map(|t| self.context.compact_ref(t.as_ref()))),
         }
     }
 }
