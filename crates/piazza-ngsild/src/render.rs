@@ -11,9 +11,6 @@ use crate::entity::{Attribute, AttributeKind, Entity};
 use crate::jsonld::ActiveContext;
 use crate::time;
 
-mod stored;
-pub use stored::{write_stored, writes_stored};
-
 /// The representation a requester asked for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Format {
@@ -162,16 +159,16 @@ fn system_members<M: SerializeMap>(
 }
 
 /// Entity types: one string, or an array for several.
-struct TypesView<'a, T> {
-    types: &'a [T],
+struct TypesView<'a> {
+    types: &'a [String],
     context: &'a ActiveContext,
 }
 
-impl<T: AsRef<str>> Serialize for TypesView<'_, T> {
+impl Serialize for TypesView<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match self.types {
-            [one] => serializer.serialize_str(&self.context.compact_ref(one.as_ref())),
-            several => serializer.collect_seq(several.iter().map(|t| self.context.compact_ref(t.as_ref()))),
+            [one] => serializer.serialize_str(&self.context.compact_ref(one)),
+            several => serializer.collect_seq(several.iter().map(|t| self.context.compact_ref(t))),
         }
     }
 }
