@@ -341,6 +341,11 @@ impl View {
                     body.push(b',');
                 }
                 self.write_entity(&mut body, entity)?;
+                if i == 0 {
+                    // Room for the rest at the first one's size, rather
+                    // than the body copied at each doubling.
+                    body.reserve(body.len().saturating_mul(entities.len() - 1));
+                }
             }
             body.push(b']');
             return Ok(self.responder.send_json(StatusCode::OK, body));

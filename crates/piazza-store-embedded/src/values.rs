@@ -273,10 +273,16 @@ pub(crate) fn eids_meeting(
 ) -> StoreResult<Option<Vec<i64>>> {
     let (rows, args) = rows_of(tenant, bound, limit, "v.eid");
     let mut statement = connection.prepare_cached(&rows).map_err(sql)?;
-    let eids: Vec<i64> = statement
-        .query_map(rusqlite::params_from_iter(args), |r| r.get(0))
-        .and_then(|rows| rows.collect())
-        .map_err(sql)?;
+    for (i, arg) in args.iter().enumerate() {
+        statement.raw_bind_parameter(i + 1, arg).map_err(sql)?;
+    }
+    // Rows read as they are, without `query_map`'s per-row conversion: a
+    // driving list is up to thousands of rows.
+    let mut rows = statement.raw_query();
+    let mut eids = Vec::new();
+    while let Some(row) = rows.next().map_err(sql)? {
+        eids.push(row.get_ref(0).and_then(|v| Ok(v.as_i64()?)).map_err(sql)?);
+    }
     Ok(driving_list(eids, limit))
 }
 
