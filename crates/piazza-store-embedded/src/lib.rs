@@ -209,25 +209,23 @@ impl EmbeddedStore {
     }
 
     /// Runs a read that decodes a page of entities on the calling worker
-    /// thread (`block_in_place`), so that the caller renders and frees them
-    /// on the thread that allocated them. Freed from another thread, the
-    /// blocks went back across cores: with mimalloc, 15 % of query-q's time
-    /// when the blocking pool decoded (BENCHMARKS.md, "Query pages decoded
-    /// in place"). The other reads
-    /// (one entity, history, aggregates) stay on the pool, where they
-    /// measured as fast or faster. A current-thread runtime (tests, CLI
-    /// commands) cannot block in place.
+    /// thread, so that the caller renders and frees them on the thread
+    /// that allocated them (with mimalloc, blocks freed from another thread
+    /// were 15 % of query-q's time: BENCHMARKS.md, "Query pages decoded in
+    /// place"). `run` moves work that may be long off the runtime's core
+    /// through the `OffCore` it is given. A current-thread runtime (tests,
+    /// CLI commands) cannot block in place: the read runs on the pool.
     async fn read_page<T: Send + 'static>(
         &self,
-        run: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+        run: impl FnOnce(&Connection, OffCore) -> StoreResult<T> + Send + 'static,
     ) -> StoreResult<T> {
         let multi_thread = tokio::runtime::Handle::try_current()
             .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
         if !multi_thread {
-            return self.read(run).await;
+            return self.read(move |c| run(c, OffCore { multi_thread })).await;
         }
         let _permit = self.read_permit().await?;
-        tokio::task::block_in_place(|| with_reader(&self.readers, &self.path, run))
+        with_reader(&self.readers, &self.path, |c| run(c, OffCore { multi_thread }))
     }
 
     /// One of the `READERS` reads that may run at once.
@@ -237,6 +235,29 @@ impl EmbeddedStore {
             .acquire_owned()
             .await
             .map_err(|_| backend("the store is closed"))
+    }
+}
+
+/// How a read running on a runtime worker moves work off the worker's core.
+/// A short query page runs inline: handing the core to another thread
+/// (`block_in_place`) for every request cost a thread wake-up and a
+/// context switch each, 15-25 % of a short query's CPU (BENCHMARKS.md,
+/// "Query pages inline"). Work that may be long goes through `run`, so that
+/// it never holds up the runtime's other tasks for long.
+#[derive(Clone, Copy)]
+pub(crate) struct OffCore {
+    multi_thread: bool,
+}
+
+impl OffCore {
+    /// `work`, with the worker's core handed to another thread meanwhile
+    /// where there is one to hand over.
+    pub(crate) fn run<R>(self, work: impl FnOnce() -> R) -> R {
+        if self.multi_thread {
+            tokio::task::block_in_place(work)
+        } else {
+            work()
+        }
     }
 }
 
@@ -645,7 +666,8 @@ impl Store for EmbeddedStore {
 
     async fn query(&self, tenant: &Tenant, query: Arc<EntityQuery>, page: Page) -> StoreResult<QueryResult> {
         let tenant = tenant.clone();
-        self.read_page(move |c| read::query(c, &tenant, &query, page)).await
+        self.read_page(move |c, off_core| read::query(c, &tenant, &query, page, off_core))
+            .await
     }
 
     async fn tenants(&self) -> StoreResult<Vec<Tenant>> {
@@ -1208,6 +1230,67 @@ mod tests {
         assert_eq!(name_rows(&path), (Vec::new(), Vec::new()));
     }
 
+    /// On a multi-thread runtime a query page runs inline while short and
+    /// moves off the worker's core when it may be long (a count, a deep
+    /// page, a scan no driving list bounds, more than `INLINE_DOCUMENTS`
+    /// documents); each way gives the page the query asks for.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn query_pages_are_right_inline_and_off_the_core() {
+        use std::sync::Arc;
+
+        use piazza_ngsild::query::{EntityQuery, Query};
+        use piazza_store::{Page, Tenant};
+
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = super::EmbeddedStore::open(dir.path()).expect("open store");
+        let tenant = Tenant::parse("offcore").expect("tenant");
+        let parity = |i: usize| if i.is_multiple_of(2) { "even" } else { "odd" };
+        let edits = (0..600)
+            .map(|i| {
+                replace_with(json!({"id": format!("urn:q:{i:04}"), "type": "T",
+                    "n": {"type": "Property", "value": i}, "s": {"type": "Property", "value": parity(i)}}))
+            })
+            .collect();
+        store.edit(&tenant, edits).await.expect("create");
+        let id = |i: usize| format!("urn:q:{i:04}");
+        let page = |offset, limit, count| Page { offset, limit, count };
+        let cases: Vec<(&str, Page, Vec<String>, Option<u64>)> = vec![
+            // A selective bound drives: a few documents, inline.
+            ("n>=590", page(0, 20, false), (590..600).map(id).collect(), None),
+            // Past `INLINE_DOCUMENTS` documents examined (the 280 evens
+            // skipped, then five), the rest off the core.
+            (
+                "s==\"even\"",
+                page(280, 5, false),
+                (560..570).step_by(2).map(id).collect(),
+                None,
+            ),
+            // A count: off the core from the start.
+            ("n>=0", page(0, 5, true), (0..5).map(id).collect(), Some(600)),
+            // No bound selective enough to drive.
+            (
+                "n<600;s==\"odd\"",
+                page(0, 5, false),
+                (1..10).step_by(2).map(id).collect(),
+                None,
+            ),
+            // Every entity a candidate, 600 documents examined.
+            ("n>=0", page(595, 10, false), (595..600).map(id).collect(), None),
+            // Deeper than `INLINE_OFFSET`: off the core from the start.
+            ("n>=0", page(1_001, 5, false), Vec::new(), None),
+        ];
+        for (q, page, expected, total) in cases {
+            let query = EntityQuery {
+                q: Some(Query::parse(q, &ActiveContext::core()).expect("q")),
+                ..Default::default()
+            };
+            let found = store.query(&tenant, Arc::new(query), page).await.expect("query");
+            let ids: Vec<String> = found.entities.into_iter().map(|e| e.id).collect();
+            assert_eq!(ids, expected, "{q}");
+            assert_eq!(found.total, total, "{q}");
+        }
+    }
+
     /// Many reads at once share `READERS` connections: the others wait
     /// instead of each opening (and dropping) a connection of its own.
     /// Reads on the pool and query pages in place share the same bound.
@@ -1235,7 +1318,7 @@ mod tests {
                     if i % 2 == 0 {
                         store.read(read).await
                     } else {
-                        store.read_page(read).await
+                        store.read_page(move |c, off_core| off_core.run(|| read(c))).await
                     }
                 })
             })

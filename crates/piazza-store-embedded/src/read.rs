@@ -11,7 +11,7 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::vtab::array::Array;
 use rusqlite::{params, Connection, OptionalExtension, Statement};
 
-use crate::{context_kind, decode, decode_keeping, geo, kind_of, sql, values};
+use crate::{context_kind, decode, decode_keeping, geo, kind_of, sql, values, OffCore};
 
 pub(crate) fn get(connection: &Connection, tenant: &Tenant, id: &str) -> StoreResult<Option<Entity>> {
     let doc: Option<String> = connection
@@ -302,11 +302,38 @@ fn page_sql(c: &Candidates) -> String {
     )
 }
 
+/// Pages this deep, and counts, read up to every candidate: they run off
+/// the runtime's core from the start.
+const INLINE_OFFSET: usize = 1_000;
+
+/// Documents a page examines on the calling worker before the rest of its
+/// scan moves off the runtime's core: a few milliseconds at most.
+const INLINE_DOCUMENTS: usize = 256;
+
+/// A page of `query`. Short work runs on the calling thread; work that may
+/// be long (a count, a deep offset, a scan no driving list bounds, more
+/// than `INLINE_DOCUMENTS` documents) runs through `off_core`.
 pub(crate) fn query(
     connection: &Connection,
     tenant: &Tenant,
     query: &EntityQuery,
     page: Page,
+    off_core: OffCore,
+) -> StoreResult<QueryResult> {
+    if page.count || page.offset > INLINE_OFFSET {
+        return off_core.run(|| page_of(connection, tenant, query, page, None));
+    }
+    page_of(connection, tenant, query, page, Some(off_core))
+}
+
+/// `query`'s page; `inline` is how to move off the runtime's core while
+/// still on it.
+fn page_of(
+    connection: &Connection,
+    tenant: &Tenant,
+    query: &EntityQuery,
+    page: Page,
+    mut inline: Option<OffCore>,
 ) -> StoreResult<QueryResult> {
     // One snapshot for the driving bound's eids, the count and the
     // documents: a write between them cannot make a page of neither state.
@@ -314,19 +341,42 @@ pub(crate) fn query(
     let narrowing = Narrowing::of(&snapshot, tenant, query, page)?;
     let candidates = candidates(tenant, query, &narrowing);
     if candidates.exact {
+        // An index walk of at most `INLINE_OFFSET` + limit rows here.
         return exact_page(&snapshot, candidates, page);
     }
-    let mut statement = snapshot.prepare_cached(&docs_sql(&candidates)).map_err(sql)?;
+    if narrowing.driver.is_none() {
+        if let Some(off_core) = inline.take() {
+            // No driving list bounds the scan: it may walk every entity.
+            return off_core.run(|| filtered_page(&snapshot, &candidates, query, page, None));
+        }
+    }
+    filtered_page(&snapshot, &candidates, query, page, inline)
+}
+
+/// The page of candidates Rust still tests; after `INLINE_DOCUMENTS`
+/// documents, the rest of the scan runs through `inline` when given.
+fn filtered_page(
+    snapshot: &Connection,
+    candidates: &Candidates,
+    query: &EntityQuery,
+    page: Page,
+    inline: Option<OffCore>,
+) -> StoreResult<QueryResult> {
+    let mut statement = snapshot.prepare_cached(&docs_sql(candidates)).map_err(sql)?;
     candidates.bind(&mut statement, &[])?;
     let mut rows = statement.raw_query();
     let mut result = QueryResult::default();
     let mut matched: u64 = 0;
     let now = time::now();
     let read = query.attributes_read();
-    while let Some(row) = rows.next().map_err(sql)? {
+    // One document examined; false once the scan is over.
+    let mut examine = || -> StoreResult<bool> {
+        let Some(row) = rows.next().map_err(sql)? else {
+            return Ok(false);
+        };
         let full = result.entities.len() >= page.limit;
         if full && !page.count {
-            break;
+            return Ok(false);
         }
         let doc = row.get_ref(0).and_then(|v| Ok(v.as_str()?)).map_err(sql)?;
         if matched as usize >= page.offset && !full {
@@ -339,6 +389,18 @@ pub(crate) fn query(
             // Skipped by the offset or only counted: the attributes the
             // test reads decide it.
             matched += 1;
+        }
+        Ok(true)
+    };
+    let mut examined = 0;
+    while examine()? {
+        examined += 1;
+        if let Some(off_core) = inline.filter(|_| examined == INLINE_DOCUMENTS) {
+            off_core.run(|| {
+                while examine()? {}
+                Ok::<_, StoreError>(())
+            })?;
+            break;
         }
     }
     if page.count {
