@@ -1278,6 +1278,8 @@ mod tests {
             ("n>=0", page(595, 10, false), (595..600).map(id).collect(), None),
             // Deeper than `INLINE_OFFSET`: off the core from the start.
             ("n>=0", page(1_001, 5, false), Vec::new(), None),
+            // Longer than `INLINE_DOCUMENTS`: likewise.
+            ("n>=300", page(0, 1_000, false), (300..600).map(id).collect(), None),
         ];
         for (q, page, expected, total) in cases {
             let query = EntityQuery {

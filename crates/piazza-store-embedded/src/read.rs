@@ -303,7 +303,8 @@ fn page_sql(c: &Candidates) -> String {
 }
 
 /// Pages this deep, and counts, read up to every candidate: they run off
-/// the runtime's core from the start.
+/// the runtime's core from the start, as do pages longer than
+/// `INLINE_DOCUMENTS`.
 const INLINE_OFFSET: usize = 1_000;
 
 /// Documents a page examines on the calling worker before the rest of its
@@ -311,8 +312,8 @@ const INLINE_OFFSET: usize = 1_000;
 const INLINE_DOCUMENTS: usize = 256;
 
 /// A page of `query`. Short work runs on the calling thread; work that may
-/// be long (a count, a deep offset, a scan no driving list bounds, more
-/// than `INLINE_DOCUMENTS` documents) runs through `off_core`.
+/// be long (a count, a deep offset, a long page, a scan no driving list
+/// bounds, more than `INLINE_DOCUMENTS` documents) runs through `off_core`.
 pub(crate) fn query(
     connection: &Connection,
     tenant: &Tenant,
@@ -320,7 +321,7 @@ pub(crate) fn query(
     page: Page,
     off_core: OffCore,
 ) -> StoreResult<QueryResult> {
-    if page.count || page.offset > INLINE_OFFSET {
+    if page.count || page.offset > INLINE_OFFSET || page.limit > INLINE_DOCUMENTS {
         return off_core.run(|| page_of(connection, tenant, query, page, None));
     }
     page_of(connection, tenant, query, page, Some(off_core))
