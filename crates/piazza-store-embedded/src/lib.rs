@@ -241,7 +241,7 @@ impl EmbeddedStore {
 /// How a read running on a runtime worker moves work off the worker's core.
 /// A short query page runs inline: handing the core to another thread
 /// (`block_in_place`) for every request cost a thread wake-up and a
-/// context switch each, 15-25 % of a short query's CPU (BENCHMARKS.md,
+/// context switch each, 10-25 % of a short query's CPU (BENCHMARKS.md,
 /// "Query pages inline"). Work that may be long goes through `run`, so that
 /// it never holds up the runtime's other tasks for long.
 #[derive(Clone, Copy)]
