@@ -208,13 +208,15 @@ impl EmbeddedStore {
         .map_err(|e| backend(format!("read task failed: {e}")))?
     }
 
-    /// Runs a read that decodes a page of entities on the calling worker
-    /// thread, so that the caller renders and frees them on the thread
-    /// that allocated them (with mimalloc, blocks freed from another thread
-    /// were 15 % of query-q's time: BENCHMARKS.md, "Query pages decoded in
-    /// place"). `run` moves work that may be long off the runtime's core
-    /// through the `OffCore` it is given. A current-thread runtime (tests,
-    /// CLI commands) cannot block in place: the read runs on the pool.
+    /// Runs a read that decodes entities (a query page, one entity) on the
+    /// calling worker thread, so that the caller renders and frees them on
+    /// the thread that allocated them (with mimalloc, blocks freed from
+    /// another thread were 15 % of query-q's time: BENCHMARKS.md, "Query
+    /// pages decoded in place"), and no thread is woken for a short read
+    /// (BENCHMARKS.md, "Query pages inline"). `run` moves work that may be
+    /// long off the runtime's core through the `OffCore` it is given. A
+    /// current-thread runtime (tests, CLI commands) cannot block in place:
+    /// the read runs on the pool.
     async fn read_page<T: Send + 'static>(
         &self,
         run: impl FnOnce(&Connection, OffCore) -> StoreResult<T> + Send + 'static,
@@ -661,7 +663,8 @@ impl Store for EmbeddedStore {
 
     async fn get(&self, tenant: &Tenant, id: &str) -> StoreResult<Option<Entity>> {
         let (tenant, id) = (tenant.clone(), id.to_owned());
-        self.read(move |c| read::get(c, &tenant, &id)).await
+        // One index seek and one document: short enough to run inline.
+        self.read_page(move |c, _| read::get(c, &tenant, &id)).await
     }
 
     async fn query(&self, tenant: &Tenant, query: Arc<EntityQuery>, page: Page) -> StoreResult<QueryResult> {
@@ -1233,7 +1236,8 @@ mod tests {
     /// On a multi-thread runtime a query page runs inline while short and
     /// moves off the worker's core when it may be long (a count, a deep
     /// page, a scan no driving list bounds, more than `INLINE_DOCUMENTS`
-    /// documents); each way gives the page the query asks for.
+    /// documents); each way gives the page the query asks for. One entity
+    /// by id is read inline too.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn query_pages_are_right_inline_and_off_the_core() {
         use std::sync::Arc;
@@ -1291,6 +1295,10 @@ mod tests {
             assert_eq!(ids, expected, "{q}");
             assert_eq!(found.total, total, "{q}");
         }
+        // One entity, inline too.
+        let one = store.get(&tenant, &id(7)).await.expect("get").expect("found");
+        assert_eq!(one.id, id(7));
+        assert!(store.get(&tenant, "urn:q:none").await.expect("get").is_none());
     }
 
     /// Many reads at once share `READERS` connections: the others wait
