@@ -650,31 +650,31 @@ impl Bench {
         let broker = self.broker.take().context("broker running")?;
         let rss = broker.peak_rss()?;
         broker.stop()?;
+        let mib = |bytes: u64| bytes as f64 / 1048576.0;
         let disk = self.disk_size().await?;
-        // Taken before the history below grows it: the WAL keeps its
-        // high-water size after a checkpoint, so say how much of the total it is.
-        let wal = std::fs::metadata(self.data_dir.join("piazza.sqlite-wal")).map_or(0, |m| m.len());
+        let (process, store) = if self.cli.database.is_some() {
+            (
+                " (the broker process)",
+                format!("in PostgreSQL ({:.1} MiB, pg_database_size", mib(disk)),
+            )
+        } else {
+            // Taken before the history below grows it: the WAL keeps its
+            // high-water size after a checkpoint, so say how much of the total it is.
+            let wal = std::fs::metadata(self.data_dir.join("piazza.sqlite-wal")).map_or(0, |m| m.len());
+            (
+                "",
+                format!("on disk ({:.1} MiB of which WAL {:.1} MiB", mib(disk), mib(wal)),
+            )
+        };
         let per_instance = self.bytes_per_instance(disk).await?;
         let per_entity = disk as f64 / self.stored.max(1) as f64;
         let mut row = Row::unmeasured("footprint");
-        let history =
-            format!("{per_instance:.0} B per attribute instance of history ({FOOTPRINT_INSTANCES} more of one entity)");
-        row.note = if self.cli.database.is_some() {
-            format!(
-                "peak RSS {:.0} MiB (the broker process); {per_entity:.0} B/entity in PostgreSQL ({:.1} MiB, pg_database_size, {} entities); {history}",
-                rss as f64 / 1048576.0,
-                disk as f64 / 1048576.0,
-                self.stored
-            )
-        } else {
-            format!(
-                "peak RSS {:.0} MiB; {per_entity:.0} B/entity on disk ({:.1} MiB of which WAL {:.1} MiB, {} entities); {history}",
-                rss as f64 / 1048576.0,
-                disk as f64 / 1048576.0,
-                wal as f64 / 1048576.0,
-                self.stored
-            )
-        };
+        row.note = format!(
+            "peak RSS {:.0} MiB{process}; {per_entity:.0} B/entity {store}, {} entities); \
+             {per_instance:.0} B per attribute instance of history ({FOOTPRINT_INSTANCES} more of one entity)",
+            mib(rss),
+            self.stored
+        );
         row.peak_rss = Some(rss);
         self.rows.push(row);
         Ok(())

@@ -273,12 +273,9 @@ pub(crate) fn eids_meeting(
 ) -> StoreResult<Option<Vec<i64>>> {
     let (rows, args) = rows_of(tenant, bound, limit, "v.eid");
     let mut statement = connection.prepare_cached(&rows).map_err(sql)?;
-    for (i, arg) in args.iter().enumerate() {
-        statement.raw_bind_parameter(i + 1, arg).map_err(sql)?;
-    }
     // Rows read as they are, without `query_map`'s per-row conversion: a
     // driving list is up to thousands of rows.
-    let mut rows = statement.raw_query();
+    let mut rows = statement.query(rusqlite::params_from_iter(args)).map_err(sql)?;
     let mut eids = Vec::new();
     while let Some(row) = rows.next().map_err(sql)? {
         eids.push(row.get_ref(0).and_then(|v| Ok(v.as_i64()?)).map_err(sql)?);
