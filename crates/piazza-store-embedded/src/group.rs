@@ -15,11 +15,11 @@
 //! throughout.
 
 use piazza_ngsild::{Entity, NgsiError};
-use piazza_store::{Applied, NewState, OutboxEntry, Tenant};
+use piazza_store::{Applied, Edit, NewState, OutboxEntry, Tenant};
 use rusqlite::{Connection, Transaction};
 
 use crate::values::NameKeys;
-use crate::{delete, eid_of, fail_group, load, outbox, put, temporal, Pending, QueuedEdit, WriteJob};
+use crate::{delete, fail_group, load, outbox, put, temporal, Pending, WriteJob};
 
 /// Runs `group` in one transaction and commits it; returns the answers to
 /// send once the commit is durable (none if it failed: those are answered
@@ -122,12 +122,7 @@ impl Group<'_> {
 
     /// Decides and writes one edit; `done` are the answers of its job's
     /// earlier edits. An error abandons the group.
-    fn edit(
-        &mut self,
-        tenant: &Tenant,
-        edit: QueuedEdit,
-        done: &Answers,
-    ) -> Result<Result<Applied, NgsiError>, String> {
+    fn edit(&mut self, tenant: &Tenant, edit: Edit, done: &Answers) -> Result<Result<Applied, NgsiError>, String> {
         let change = match decide(self.transaction, tenant, edit) {
             Ok(change) => change,
             Err(refused) => return Ok(Err(refused)),
@@ -186,7 +181,9 @@ impl Group<'_> {
             let Some(id) = after.or(before).map(|e| e.id.as_str()) else {
                 continue;
             };
-            let eid = eid_of(tx, &written.tenant, id).map_err(|e| e.to_string())?;
+            let eid = load(tx, &written.tenant, id)
+                .map_err(|e| e.to_string())?
+                .map(|(eid, _)| eid);
             write_change(
                 tx,
                 &written.tenant,
@@ -207,9 +204,8 @@ type Answers = Vec<Result<Applied, NgsiError>>;
 
 /// Loads the entity, runs the edit's closure and, when it writes, its
 /// observer: everything but the write. A refused edit is its error.
-fn decide(transaction: &Transaction<'_>, tenant: &Tenant, queued: QueuedEdit) -> Result<Change, NgsiError> {
-    let QueuedEdit { edit, stored } = queued;
-    let stored = load(transaction, tenant, &edit.entity_id, stored).map_err(|e| NgsiError::internal(e.to_string()))?;
+fn decide(transaction: &Transaction<'_>, tenant: &Tenant, edit: Edit) -> Result<Change, NgsiError> {
+    let stored = load(transaction, tenant, &edit.entity_id).map_err(|e| NgsiError::internal(e.to_string()))?;
     let (eid, before) = match stored {
         Some((eid, entity)) => (Some(eid), entity),
         None => (None, None),

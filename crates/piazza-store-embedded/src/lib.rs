@@ -67,33 +67,10 @@ type EditResults = StoreResult<Vec<Result<Applied, NgsiError>>>;
 /// A write that is not an entity edit (contexts), run in the writer's transaction.
 type ExecFn = Box<dyn FnOnce(&Transaction<'_>) -> rusqlite::Result<()> + Send>;
 
-/// How many edits a request may hold for their entities to be read and
-/// decoded on the calling worker before they are queued (see
-/// [`EmbeddedStore::prefetch`]): enough for every single-entity request,
-/// few enough that the worker is not held up by a batch.
-const PREFETCH_EDITS: usize = 4;
-
-/// An edit as queued for the writer, with its entity as a reader found it.
-pub(crate) struct QueuedEdit {
-    edit: Edit,
-    stored: Option<Prefetched>,
-}
-
-/// An entity's document as a reader found it before its edit was queued,
-/// and that document decoded. The writer, which every write waits on,
-/// takes the decoding when the stored document is still the same text
-/// instead of decoding it again: decoding was a quarter of its
-/// instructions per PATCH (BENCHMARKS.md, "Entities decoded before their
-/// edits are queued").
-pub(crate) struct Prefetched {
-    doc: String,
-    entity: Entity,
-}
-
 enum WriteJob {
     Edits {
         tenant: Tenant,
-        edits: Vec<QueuedEdit>,
+        edits: Vec<Edit>,
         reply: oneshot::Sender<EditResults>,
     },
     Exec {
@@ -244,55 +221,13 @@ impl EmbeddedStore {
         &self,
         run: impl FnOnce(&Connection, OffCore) -> StoreResult<T> + Send + 'static,
     ) -> StoreResult<T> {
-        let multi_thread = on_multi_thread_runtime();
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
         if !multi_thread {
             return self.read(move |c| run(c, OffCore { multi_thread })).await;
         }
         let _permit = self.read_permit().await?;
         with_reader(&self.readers, &self.path, |c| run(c, OffCore { multi_thread }))
-    }
-
-    /// The edits with their entities read and decoded here, on the calling
-    /// worker, while the writer thread is busy with other writes: the
-    /// writer then only checks that each document is unchanged. Only for a
-    /// few edits on a multi-thread runtime (a read cannot run inline on a
-    /// current-thread one); a failed read is left to the writer, which
-    /// reads every entity anyway.
-    async fn prefetch(&self, tenant: &Tenant, edits: Vec<Edit>) -> Vec<QueuedEdit> {
-        let unread = |edits: Vec<Edit>| {
-            edits
-                .into_iter()
-                .map(|edit| QueuedEdit { edit, stored: None })
-                .collect()
-        };
-        if edits.len() > PREFETCH_EDITS || !on_multi_thread_runtime() {
-            return unread(edits);
-        }
-        let Ok(_permit) = self.read_permit().await else {
-            return unread(edits);
-        };
-        let read = |connection: &Connection, id: &str| -> StoreResult<Option<Prefetched>> {
-            let Some(doc) = read::stored_doc(connection, tenant, id)? else {
-                return Ok(None);
-            };
-            let entity = decode(&doc)?;
-            Ok(Some(Prefetched { doc, entity }))
-        };
-        let found: Vec<Option<Prefetched>> = with_reader(&self.readers, &self.path, |connection| {
-            Ok(edits
-                .iter()
-                .map(|edit| read(connection, &edit.entity_id).ok().flatten())
-                .collect())
-        })
-        .unwrap_or_default();
-        let mut found = found.into_iter();
-        edits
-            .into_iter()
-            .map(|edit| QueuedEdit {
-                edit,
-                stored: found.next().flatten(),
-            })
-            .collect()
     }
 
     /// One of the `READERS` reads that may run at once.
@@ -303,13 +238,6 @@ impl EmbeddedStore {
             .await
             .map_err(|_| backend("the store is closed"))
     }
-}
-
-/// Whether the caller runs on a multi-thread runtime's worker, where a
-/// short read may run inline (`block_in_place` is there when needed).
-fn on_multi_thread_runtime() -> bool {
-    tokio::runtime::Handle::try_current()
-        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
 }
 
 /// How a read running on a runtime worker moves work off the worker's core.
@@ -540,14 +468,7 @@ fn fail_group(group: Vec<WriteJob>, why: &str) {
 
 /// The stored row of an entity: its key, and the entity unless it expired
 /// (an expired entity is absent, and its id may be created afresh).
-/// `prefetched` is taken instead of decoding the document when it is the
-/// decoding of the very text stored now.
-fn load(
-    transaction: &Transaction<'_>,
-    tenant: &Tenant,
-    id: &str,
-    prefetched: Option<Prefetched>,
-) -> StoreResult<Option<(i64, Option<Entity>)>> {
+fn load(transaction: &Transaction<'_>, tenant: &Tenant, id: &str) -> StoreResult<Option<(i64, Option<Entity>)>> {
     let row: Option<(i64, String)> = transaction
         .prepare_cached("SELECT eid, doc FROM entities WHERE tenant = ?1 AND id = ?2")
         .and_then(|mut s| {
@@ -555,22 +476,8 @@ fn load(
                 .optional()
         })
         .map_err(sql)?;
-    let Some((eid, doc)) = row else {
-        return Ok(None);
-    };
-    let entity = match prefetched {
-        Some(p) if p.doc == doc => p.entity,
-        _ => decode(&doc)?,
-    };
-    Ok(Some((eid, entity.live(time::now()))))
-}
-
-/// The key of an entity's stored row, if it has one.
-fn eid_of(transaction: &Transaction<'_>, tenant: &Tenant, id: &str) -> StoreResult<Option<i64>> {
-    transaction
-        .prepare_cached("SELECT eid FROM entities WHERE tenant = ?1 AND id = ?2")
-        .and_then(|mut s| s.query_row(params![tenant.name(), id], |r| r.get(0)).optional())
-        .map_err(sql)
+    row.map(|(eid, doc)| Ok((eid, decode(&doc)?.live(time::now()))))
+        .transpose()
 }
 
 /// Writes an entity and its index rows; `before` is what the row held, as
@@ -745,7 +652,6 @@ fn kind_of(name: &str) -> StoreResult<AttributeKind> {
 #[async_trait]
 impl Store for EmbeddedStore {
     async fn edit(&self, tenant: &Tenant, edits: Vec<Edit>) -> StoreResult<Vec<Result<Applied, NgsiError>>> {
-        let edits = self.prefetch(tenant, edits).await;
         let (reply, answer) = oneshot::channel();
         self.send(WriteJob::Edits {
             tenant: tenant.clone(),
@@ -1438,14 +1344,13 @@ mod tests {
     /// A job of `n` edits that would each write nothing.
     fn job_of(n: usize) -> super::WriteJob {
         let edits = (0..n)
-            .map(|i| super::QueuedEdit {
-                edit: Edit::new(format!("urn:g:{i}"), |_| {
+            .map(|i| {
+                Edit::new(format!("urn:g:{i}"), |_| {
                     Ok(EditOutcome {
                         state: piazza_store::NewState::Keep,
                         report: UpdateOutcome::default(),
                     })
-                }),
-                stored: None,
+                })
             })
             .collect();
         let (reply, _) = tokio::sync::oneshot::channel();

@@ -14,16 +14,11 @@ use rusqlite::{params, Connection, OptionalExtension, Statement};
 use crate::{context_kind, decode, decode_keeping, geo, kind_of, sql, values, OffCore};
 
 pub(crate) fn get(connection: &Connection, tenant: &Tenant, id: &str) -> StoreResult<Option<Entity>> {
-    let doc = stored_doc(connection, tenant, id)?;
-    Ok(doc.map(|d| decode(&d)).transpose()?.and_then(|e| e.live(time::now())))
-}
-
-/// The stored document of entity `id`, expired or not.
-pub(crate) fn stored_doc(connection: &Connection, tenant: &Tenant, id: &str) -> StoreResult<Option<String>> {
-    connection
+    let doc: Option<String> = connection
         .prepare_cached("SELECT doc FROM entities WHERE tenant = ?1 AND id = ?2")
         .and_then(|mut s| s.query_row(params![tenant.name(), id], |r| r.get(0)).optional())
-        .map_err(sql)
+        .map_err(sql)?;
+    Ok(doc.map(|d| decode(&d)).transpose()?.and_then(|e| e.live(time::now())))
 }
 
 /// The part of a query SQL can answer: tenant, ids, type alternatives and
