@@ -260,7 +260,7 @@ fn write_change(
 ) -> rusqlite::Result<()> {
     match (after, eid) {
         (Some(entity), _) => put(tx, tenant, eid, before, entity, keys)?,
-        (None, Some(eid)) => delete(tx, tenant, eid)?,
+        (None, Some(eid)) => delete(tx, eid)?,
         (None, None) => return Ok(()),
     }
     temporal::record(tx, tenant, before, after, keys)?;

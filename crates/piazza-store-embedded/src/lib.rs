@@ -501,13 +501,12 @@ fn put(
                 // An expired entity created afresh: its rows are still there.
                 clear_names(transaction, eid)?;
                 geo::clear(transaction, eid)?;
+                values::clear_entity(transaction, eid)?;
             }
             eid
         }
         None => {
-            transaction
-                .prepare_cached("INSERT OR IGNORE INTO tenants(name) VALUES (?1)")?
-                .execute([tenant.name()])?;
+            keys.ensure_tenant(transaction, tenant)?;
             transaction
                 .prepare_cached("INSERT INTO entities(tenant, id, doc) VALUES (?1, ?2, ?3)")?
                 .execute(params![tenant.name(), entity.id, doc])?;
@@ -618,8 +617,8 @@ fn clear_names(transaction: &Transaction<'_>, eid: i64) -> rusqlite::Result<()> 
     Ok(())
 }
 
-fn delete(transaction: &Transaction<'_>, tenant: &Tenant, eid: i64) -> rusqlite::Result<()> {
-    values::reindex(transaction, tenant, eid, None, None, &mut values::NameKeys::default())?;
+fn delete(transaction: &Transaction<'_>, eid: i64) -> rusqlite::Result<()> {
+    values::clear_entity(transaction, eid)?;
     geo::clear(transaction, eid)?;
     clear_names(transaction, eid)?;
     transaction
@@ -773,8 +772,7 @@ impl Store for EmbeddedStore {
                     .execute(params![tenant.name(), kind.name(), id, text])?
             };
             if changed > 0 {
-                tx.prepare_cached("INSERT OR IGNORE INTO tenants(name) VALUES (?1)")?
-                    .execute([tenant.name()])?;
+                tenants::ensure(tx, &tenant)?;
             }
             Ok(changed > 0)
         })

@@ -237,8 +237,7 @@ fn format_opt(stamp: Option<&Timestamp>) -> Option<String> {
 /// Writes `records` in the caller's savepoint; returns how many.
 pub(crate) fn write(tx: &Transaction<'_>, tenant: &Tenant, records: Vec<RawRecord>) -> rusqlite::Result<u64> {
     let t = tenant.name();
-    tx.prepare_cached("INSERT OR IGNORE INTO tenants(name) VALUES (?1)")?
-        .execute([t])?;
+    crate::tenants::ensure(tx, tenant)?;
     let mut written = 0u64;
     for record in records {
         match record {

@@ -174,7 +174,10 @@ fn insert_instance(
 pub(crate) fn insert_row(tx: &Transaction<'_>, tenant: &Tenant, row: &RawInstance) -> rusqlite::Result<()> {
     let teid = match teid_of(tx, tenant, &row.entity_id)? {
         Some(teid) => teid,
-        None => upsert_entity(tx, tenant, &row.entity_id, &[], &[], row.created_at)?.0,
+        None => {
+            let keys = &mut NameKeys::default();
+            upsert_entity(tx, tenant, &row.entity_id, &[], &[], row.created_at, keys)?.0
+        }
     };
     let series = Series {
         teid,
@@ -199,6 +202,13 @@ pub(crate) fn insert_row(tx: &Transaction<'_>, tenant: &Tenant, row: &RawInstanc
 fn insert(tx: &Transaction<'_>, series: Series, rolled_up: bool, instance: &NewInstance<'_>) -> rusqlite::Result<()> {
     let number = rollups::number_of(instance.attribute, instance.deleted_at.is_some());
     let (dataset_id, observed_at) = (instance.dataset_id, &instance.observed_at);
+    // An instance is mostly created and modified at once: formatted once.
+    let created_at = time::format(&instance.created_at);
+    let modified_at = if instance.modified_at == instance.created_at {
+        created_at.clone()
+    } else {
+        time::format(&instance.modified_at)
+    };
     tx.prepare_cached(
         "INSERT INTO attr_instances(teid, attr, instance_id, dataset_id, observed_at, created_at, \
          modified_at, deleted_at, doc, num) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
@@ -209,8 +219,8 @@ fn insert(tx: &Transaction<'_>, series: Series, rolled_up: bool, instance: &NewI
         instance.instance_key,
         dataset_id,
         observed_at,
-        time::format(&instance.created_at),
-        time::format(&instance.modified_at),
+        created_at,
+        modified_at,
         instance.deleted_at.as_ref().map(time::format),
         instance_doc(instance.attribute)?,
         number,
@@ -231,6 +241,7 @@ fn upsert_entity(
     types: &[String],
     scope: &[String],
     now: Timestamp,
+    keys: &mut NameKeys,
 ) -> rusqlite::Result<(i64, bool)> {
     let existing: Option<(i64, String)> = tx
         .prepare_cached("SELECT teid, types FROM temporal_entities WHERE tenant = ?1 AND id = ?2")?
@@ -239,8 +250,7 @@ fn upsert_entity(
     let stamp = time::format(&now);
     let types_json = to_json(&types)?;
     let Some((teid, known)) = existing else {
-        tx.prepare_cached("INSERT OR IGNORE INTO tenants(name) VALUES (?1)")?
-            .execute([tenant.name()])?;
+        keys.ensure_tenant(tx, tenant)?;
         tx.prepare_cached(
             "INSERT INTO temporal_entities(tenant, id, types, scope, created_at, modified_at) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
@@ -283,7 +293,7 @@ pub(crate) fn record(
         return Ok(());
     };
     let (teid, created) = match after {
-        Some(after) => upsert_entity(tx, tenant, id, &after.types, &after.scope, now)?,
+        Some(after) => upsert_entity(tx, tenant, id, &after.types, &after.scope, now, keys)?,
         // An entity deleted after its history was: nothing to record it in.
         None => match teid_of(tx, tenant, id)? {
             Some(teid) => (teid, false),
@@ -350,7 +360,8 @@ pub(crate) fn edit(tx: &Transaction<'_>, tenant: &Tenant, edit: TemporalEdit) ->
             scope,
             attributes,
         } => {
-            let (teid, created) = upsert_entity(tx, tenant, &id, &types, &scope, now)?;
+            let keys = &mut NameKeys::default();
+            let (teid, created) = upsert_entity(tx, tenant, &id, &types, &scope, now, keys)?;
             add_instances(tx, tenant, teid, &attributes, now)?;
             Ok(created)
         }

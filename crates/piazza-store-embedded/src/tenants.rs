@@ -95,3 +95,11 @@ mod tests {
         assert!(known.contains(&a));
     }
 }
+
+/// Adds `tenant` to the `tenants` table unless it is there.
+pub(crate) fn ensure(connection: &rusqlite::Connection, tenant: &Tenant) -> rusqlite::Result<()> {
+    connection
+        .prepare_cached("INSERT OR IGNORE INTO tenants(name) VALUES (?1)")?
+        .execute([tenant.name()])?;
+    Ok(())
+}

@@ -19,8 +19,8 @@ use crate::sql;
 const INDEXED_VERSION: i64 = 5;
 
 /// Brings the value indexes of `entity` (row `eid`) from what `before` had
-/// to what `after` has; `before` is `None` when the stored rows are
-/// unknown (a new or expired entity), then they are all replaced.
+/// to what `after` has; `before` is `None` when the entity has no rows (a
+/// new row, or one whose rows `clear_entity` dropped).
 pub(crate) fn reindex(
     transaction: &Transaction<'_>,
     tenant: &Tenant,
@@ -36,36 +36,33 @@ pub(crate) fn reindex(
             after.map(indexed_values).unwrap_or_default(),
         ),
     };
-    let old: HashSet<(&str, IndexedValue)> = old.into_iter().collect();
-    let new: HashSet<(&str, IndexedValue)> = new.into_iter().collect();
-    if before.is_none() {
-        for table in ["value_numbers", "value_texts"] {
-            transaction
-                .prepare_cached(&format!("DELETE FROM {table} WHERE eid = ?1"))?
-                .execute([eid])?;
-        }
-    }
+    let old: FastSet<(&str, IndexedValue)> = old.into_iter().collect();
+    let new: FastSet<(&str, IndexedValue)> = new.into_iter().collect();
     for (name, value) in old.iter().filter(|entry| !new.contains(entry)) {
         let Some(key) = keys.get(transaction, tenant, name, false)? else {
             continue;
         };
-        let (table, value) = row(value);
+        let (statements, value) = row(value);
         transaction
-            .prepare_cached(&format!(
-                "DELETE FROM {table} WHERE key = ?1 AND value = ?2 AND eid = ?3"
-            ))?
+            .prepare_cached(statements.delete)?
             .execute(params![key, value, eid])?;
     }
     for (name, value) in new.iter().filter(|entry| !old.contains(entry)) {
         let Some(key) = keys.get(transaction, tenant, name, true)? else {
             continue;
         };
-        let (table, value) = row(value);
+        let (statements, value) = row(value);
         transaction
-            .prepare_cached(&format!(
-                "INSERT OR IGNORE INTO {table}(key, value, eid) VALUES (?1, ?2, ?3)"
-            ))?
+            .prepare_cached(statements.insert)?
             .execute(params![key, value, eid])?;
+    }
+    Ok(())
+}
+
+/// Drops every value row of row `eid`.
+pub(crate) fn clear_entity(transaction: &Transaction<'_>, eid: i64) -> rusqlite::Result<()> {
+    for statements in [&NUMBERS, &TEXTS] {
+        transaction.prepare_cached(statements.clear)?.execute([eid])?;
     }
     Ok(())
 }
@@ -100,8 +97,23 @@ fn changed_values<'e>(before: &'e Entity, after: &'e Entity) -> (Values<'e>, Val
 /// edits of a group (a batch, concurrent creates) mostly the same ones,
 /// each looked up once. Valid within one transaction only: whoever rolls
 /// back part of it, or runs a job that may delete names, clears it.
+/// It also remembers which tenants' rows in `tenants` the transaction has
+/// made sure of, so that a group of creates writes that row once.
 #[derive(Default)]
-pub(crate) struct NameKeys(HashMap<String, HashMap<String, i64>>);
+pub(crate) struct NameKeys(Vec<TenantKeys>);
+
+/// One tenant's part of [`NameKeys`]. A group rarely holds more than one
+/// tenant, so tenants are found by a scan; names hash with foldhash, as
+/// SipHash over IRIs of some fifty bytes was most of a lookup's cost.
+#[derive(Default)]
+struct TenantKeys {
+    tenant: String,
+    has_row: bool,
+    names: HashMap<String, i64, foldhash::fast::RandomState>,
+}
+
+/// A set hashed with foldhash (see [`TenantKeys`]).
+type FastSet<T> = HashSet<T, foldhash::fast::RandomState>;
 
 impl NameKeys {
     /// The number of (`tenant`, `name`), made when `create` and missing.
@@ -112,22 +124,47 @@ impl NameKeys {
         name: &str,
         create: bool,
     ) -> rusqlite::Result<Option<i64>> {
-        if let Some(key) = self.0.get(tenant.name()).and_then(|names| names.get(name)) {
+        if let Some(key) = self.find(tenant).and_then(|keys| keys.names.get(name)) {
             return Ok(Some(*key));
         }
         let key = name_key(transaction, tenant, name, create)?;
         if let Some(key) = key {
-            self.0
-                .entry(tenant.name().to_owned())
-                .or_default()
-                .insert(name.to_owned(), key);
+            self.entry(tenant).names.insert(name.to_owned(), key);
         }
         Ok(key)
+    }
+
+    /// Makes sure `tenants` lists `tenant` (every entity row needs it).
+    pub(crate) fn ensure_tenant(&mut self, transaction: &Transaction<'_>, tenant: &Tenant) -> rusqlite::Result<()> {
+        if self.find(tenant).is_some_and(|keys| keys.has_row) {
+            return Ok(());
+        }
+        crate::tenants::ensure(transaction, tenant)?;
+        self.entry(tenant).has_row = true;
+        Ok(())
     }
 
     /// Forgets every number (see the type's doc).
     pub(crate) fn clear(&mut self) {
         self.0.clear();
+    }
+
+    fn find(&self, tenant: &Tenant) -> Option<&TenantKeys> {
+        self.0.iter().find(|keys| keys.tenant == tenant.name())
+    }
+
+    fn entry(&mut self, tenant: &Tenant) -> &mut TenantKeys {
+        match self.0.iter().position(|keys| keys.tenant == tenant.name()) {
+            Some(at) => &mut self.0[at],
+            None => {
+                self.0.push(TenantKeys {
+                    tenant: tenant.name().to_owned(),
+                    ..TenantKeys::default()
+                });
+                let last = self.0.len() - 1;
+                &mut self.0[last]
+            }
+        }
     }
 }
 
@@ -161,10 +198,31 @@ pub(crate) fn name_key(
     Ok(Some(connection.last_insert_rowid()))
 }
 
-fn row(value: &IndexedValue) -> (&'static str, SqlValue) {
+/// The statements that write one value table, spelled out once: the
+/// statement cache finds a statement by its text, and text built per row
+/// cost an allocation and a format for each.
+struct RowStatements {
+    insert: &'static str,
+    delete: &'static str,
+    clear: &'static str,
+}
+
+const NUMBERS: RowStatements = RowStatements {
+    insert: "INSERT OR IGNORE INTO value_numbers(key, value, eid) VALUES (?1, ?2, ?3)",
+    delete: "DELETE FROM value_numbers WHERE key = ?1 AND value = ?2 AND eid = ?3",
+    clear: "DELETE FROM value_numbers WHERE eid = ?1",
+};
+
+const TEXTS: RowStatements = RowStatements {
+    insert: "INSERT OR IGNORE INTO value_texts(key, value, eid) VALUES (?1, ?2, ?3)",
+    delete: "DELETE FROM value_texts WHERE key = ?1 AND value = ?2 AND eid = ?3",
+    clear: "DELETE FROM value_texts WHERE eid = ?1",
+};
+
+fn row(value: &IndexedValue) -> (&'static RowStatements, SqlValue) {
     match value {
-        IndexedValue::Number(n) => ("value_numbers", SqlValue::Real(*n)),
-        IndexedValue::Text(t) => ("value_texts", SqlValue::Text(t.clone())),
+        IndexedValue::Number(n) => (&NUMBERS, SqlValue::Real(*n)),
+        IndexedValue::Text(t) => (&TEXTS, SqlValue::Text(t.clone())),
     }
 }
 
@@ -555,5 +613,56 @@ mod tests {
             assert!(!expected.is_empty());
             assert_eq!(rows, expected, "after version {step}");
         }
+    }
+
+    /// A row whose entity expired keeps its value rows until the id is
+    /// created afresh; they must then give way to the new entity's (a new
+    /// row has none to drop, a reused one does), and a deleted entity
+    /// leaves none.
+    #[tokio::test]
+    async fn an_entity_created_over_an_expired_one_or_deleted_leaves_no_stale_value_rows() {
+        use piazza_ngsild::entity::{parse_entity, ParseOptions};
+        use piazza_ngsild::update::UpdateOutcome;
+        use piazza_store::{Edit, EditOutcome, NewState};
+        let dir = tempfile::tempdir().expect("temp dir");
+        let tenant = Tenant::parse("expiry").expect("tenant");
+        let store = EmbeddedStore::open(dir.path()).expect("open");
+        let body = json!({"id": "urn:x:1", "type": "T", "n": {"type": "Property", "value": 1},
+            "s": {"type": "Property", "value": "old"}});
+        let mut expired = parse_entity(&body, &ActiveContext::core(), ParseOptions::CREATE).expect("entity");
+        expired.stamp_new(piazza_ngsild::time::now());
+        expired.expires_at = Some("2000-01-01T00:00:00Z".into());
+        let put = Edit::new("urn:x:1", move |_| {
+            Ok(EditOutcome::put(expired, UpdateOutcome::default()))
+        });
+        store.edit(&tenant, vec![put]).await.expect("edit");
+        assert_eq!(all_value_rows(&store), 2, "the expired entity's rows are stored");
+
+        let fresh = json!({"id": "urn:x:1", "type": "T", "n": {"type": "Property", "value": 2}});
+        create(&store, &tenant, std::iter::once(fresh)).await;
+        let (rows, expected) = value_rows(&store, &tenant, "urn:x:1").await;
+        assert_eq!(rows, expected);
+        assert_eq!(all_value_rows(&store), 1, "only the new entity's value");
+
+        let delete = Edit::new("urn:x:1", |_| {
+            Ok(EditOutcome {
+                state: NewState::Delete,
+                report: UpdateOutcome::default(),
+            })
+        });
+        store.edit(&tenant, vec![delete]).await.expect("delete");
+        assert_eq!(all_value_rows(&store), 0, "a deleted entity leaves no value rows");
+    }
+
+    /// Every value row of the store, of any tenant.
+    fn all_value_rows(store: &EmbeddedStore) -> i64 {
+        let check = rusqlite::Connection::open(store.path()).expect("sqlite");
+        check
+            .query_row(
+                "SELECT (SELECT count(*) FROM value_numbers) + (SELECT count(*) FROM value_texts)",
+                [],
+                |r| r.get(0),
+            )
+            .expect("count")
     }
 }
