@@ -62,6 +62,14 @@ impl KnownTenants {
     }
 }
 
+/// Adds `tenant` to the `tenants` table unless it is there.
+pub(crate) fn ensure(connection: &rusqlite::Connection, tenant: &Tenant) -> rusqlite::Result<()> {
+    connection
+        .prepare_cached("INSERT OR IGNORE INTO tenants(name) VALUES (?1)")?
+        .execute([tenant.name()])?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,12 +102,4 @@ mod tests {
         known.remember(&a, known.ticket());
         assert!(known.contains(&a));
     }
-}
-
-/// Adds `tenant` to the `tenants` table unless it is there.
-pub(crate) fn ensure(connection: &rusqlite::Connection, tenant: &Tenant) -> rusqlite::Result<()> {
-    connection
-        .prepare_cached("INSERT OR IGNORE INTO tenants(name) VALUES (?1)")?
-        .execute([tenant.name()])?;
-    Ok(())
 }
