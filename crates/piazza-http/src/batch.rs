@@ -19,8 +19,8 @@ use crate::AppState;
 /// The entities of a batch, each read with its own context. Items whose
 /// context is wrong fail alone (they are returned as errors), but a body
 /// that is not a non-empty array of objects fails the whole request.
-async fn payloads(state: &AppState, meta: &Meta, body: &JsonBody) -> ApiResult<(Vec<Payload>, Vec<BatchItem>)> {
-    let Value::Array(items) = &body.value else {
+async fn payloads(state: &AppState, meta: &Meta, mut body: JsonBody) -> ApiResult<(Vec<Payload>, Vec<BatchItem>)> {
+    let Value::Array(items) = std::mem::take(&mut body.value) else {
         return Err(ApiError::bad_request(
             "a batch operation needs a JSON array of entities",
         ));
@@ -39,10 +39,12 @@ async fn payloads(state: &AppState, meta: &Meta, body: &JsonBody) -> ApiResult<(
     let mut payloads = Vec::with_capacity(items.len());
     let mut failed = Vec::new();
     for item in items {
-        match payload(state, meta, body, item).await {
+        // Kept for the error: the item itself moves into its payload.
+        let id = item.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
+        match payload(state, meta, &body, item).await {
             Ok(payload) => payloads.push(payload),
             Err(ApiError(BrokerError::Ngsi(error))) => failed.push(BatchItem {
-                entity_id: item.get("id").and_then(Value::as_str).unwrap_or_default().to_owned(),
+                entity_id: id,
                 result: Err(error),
             }),
             Err(other) => return Err(other),
@@ -87,7 +89,7 @@ fn no_content_or_207(items: &[BatchItem]) -> Response {
 }
 
 pub async fn create(State(state): State<Arc<AppState>>, meta: Meta, body: JsonBody) -> ApiResult<Response> {
-    let (payloads, failed) = payloads(&state, &meta, &body).await?;
+    let (payloads, failed) = payloads(&state, &meta, body).await?;
     let mut items = state.broker.batch_create(&meta.tenant, payloads).await?;
     items.extend(failed);
     if has_errors(&items) {
@@ -105,7 +107,7 @@ pub async fn upsert(
 ) -> ApiResult<Response> {
     let params = Params::parse(raw.as_deref())?;
     let replace = !params.has_option("update");
-    let (payloads, failed) = payloads(&state, &meta, &body).await?;
+    let (payloads, failed) = payloads(&state, &meta, body).await?;
     let mut items = state.broker.batch_upsert(&meta.tenant, payloads, replace).await?;
     items.extend(failed);
     if has_errors(&items) {
@@ -131,14 +133,14 @@ pub async fn update(
 ) -> ApiResult<Response> {
     let params = Params::parse(raw.as_deref())?;
     let no_overwrite = params.has_option("noOverwrite");
-    let (payloads, failed) = payloads(&state, &meta, &body).await?;
+    let (payloads, failed) = payloads(&state, &meta, body).await?;
     let mut items = state.broker.batch_update(&meta.tenant, payloads, no_overwrite).await?;
     items.extend(failed);
     Ok(no_content_or_207(&items))
 }
 
 pub async fn merge(State(state): State<Arc<AppState>>, meta: Meta, body: JsonBody) -> ApiResult<Response> {
-    let (payloads, failed) = payloads(&state, &meta, &body).await?;
+    let (payloads, failed) = payloads(&state, &meta, body).await?;
     let mut items = state.broker.batch_merge(&meta.tenant, payloads).await?;
     items.extend(failed);
     Ok(no_content_or_207(&items))

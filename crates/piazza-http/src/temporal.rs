@@ -16,7 +16,7 @@ use piazza_ngsild::{ActiveContext, ErrorKind};
 use serde_json::{Map, Value};
 
 use crate::batch;
-use crate::entities::payload;
+use crate::entities::body_payload;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{link_context, JsonBody, Meta};
 use crate::params::{self, Params};
@@ -485,13 +485,13 @@ pub async fn upsert(
             "the body must be a JSON object (one temporal entity)",
         ));
     }
-    let payload = payload(&state, &meta, &body, &body.value).await?;
     let id = body
         .value
         .get("id")
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_owned();
+    let payload = body_payload(&state, &meta, body).await?;
     if state.broker.upsert_temporal(&meta.tenant, payload).await? {
         Ok(created(&format!("{TEMPORAL_PATH}{id}")))
     } else {
@@ -510,7 +510,7 @@ pub async fn append(
     if !body.value.is_object() {
         return Err(ApiError::bad_request("the body must be a JSON object"));
     }
-    let payload = payload(&state, &meta, &body, &body.value).await?;
+    let payload = body_payload(&state, &meta, body).await?;
     state.broker.append_temporal(&meta.tenant, &id, payload).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -552,7 +552,7 @@ pub async fn modify_instance(
     body: JsonBody,
 ) -> ApiResult<Response> {
     Params::parse(raw.as_deref())?.allow_only(&["local"])?;
-    let payload = payload(&state, &meta, &body, &body.value).await?;
+    let payload = body_payload(&state, &meta, body).await?;
     state
         .broker
         .modify_temporal_instance(&meta.tenant, &id, &attr, &instance_id, payload)
