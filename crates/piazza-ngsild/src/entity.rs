@@ -406,12 +406,21 @@ pub fn is_uri(text: &str) -> bool {
     chars.next().is_some_and(|c| c.is_ascii_alphabetic())
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
         && !rest.is_empty()
-        && !text.chars().any(|c| {
-            c.is_whitespace()
-                || c.is_control()
-                || is_deceptive(c)
-                || matches!(c, '<' | '>' | '"' | '{' | '}' | '|' | '\\' | '^' | '`')
-        })
+        && !has_forbidden_char(text)
+}
+
+/// Whether `text` holds a character no URI may: whitespace, controls,
+/// invisible look-alikes, or the delimiters RFC 3986 excludes. ASCII text
+/// (nearly every id) is checked byte by byte: decoding each character and
+/// testing it against the Unicode tables was 2 % of a create.
+fn has_forbidden_char(text: &str) -> bool {
+    let excluded = |c: char| matches!(c, '<' | '>' | '"' | '{' | '}' | '|' | '\\' | '^' | '`');
+    if text.is_ascii() {
+        // ASCII whitespace and controls are exactly the bytes up to space, and DEL.
+        return text.bytes().any(|b| b <= b' ' || b == 0x7F || excluded(char::from(b)));
+    }
+    text.chars()
+        .any(|c| c.is_whitespace() || c.is_control() || is_deceptive(c) || excluded(c))
 }
 
 /// Whether a term is acceptable as an attribute or type name (clause 4.6.2:
@@ -723,12 +732,12 @@ fn parse_instance(name: &str, value: &Value, context: &ActiveContext, mode: Mode
         // Concise form: a plain value is a Property.
         plain => return bare(Attribute::new(AttributeKind::Property, plain.clone())),
     };
-    if members.contains_key("@context") {
+    if member(members, "@context").is_some() {
         return Err(NgsiError::bad_request(format!(
             "attribute '{name}' must not embed an @context"
         )));
     }
-    let declared_kind = match members.get("type") {
+    let declared_kind = match member(members, "type") {
         Some(Value::String(t)) => AttributeKind::from_name(t),
         _ => None,
     };
@@ -736,14 +745,14 @@ fn parse_instance(name: &str, value: &Value, context: &ActiveContext, mode: Mode
     let kind = match declared_kind {
         Some(kind) => kind,
         None if is_geometry(value) => return bare(Attribute::new(AttributeKind::GeoProperty, value.clone())),
-        None if members.contains_key("type") => {
+        None if member(members, "type").is_some() => {
             return Err(NgsiError::bad_request(format!(
                 "attribute '{name}' has an unknown type {}",
                 members["type"]
             )))
         }
         None => match members.keys().find_map(|k| AttributeKind::from_value_key(k)) {
-            Some(AttributeKind::Property) if members.get("value").is_some_and(is_geometry) => {
+            Some(AttributeKind::Property) if member(members, "value").is_some_and(is_geometry) => {
                 AttributeKind::GeoProperty
             }
             Some(kind) => kind,
@@ -755,13 +764,13 @@ fn parse_instance(name: &str, value: &Value, context: &ActiveContext, mode: Mode
             None => return bare(Attribute::new(AttributeKind::Property, value.clone())),
         },
     };
-    if let Some(bad) = prohibited_members(kind).find(|m| members.contains_key(*m)) {
+    if let Some(bad) = prohibited_members(kind).find(|m| member(members, m).is_some()) {
         return Err(NgsiError::bad_request(format!(
             "a {} must not have a '{bad}' member ('{name}')",
             kind.name()
         )));
     }
-    let raw = members.get(kind.value_key());
+    let raw = member(members, kind.value_key());
     let mut attribute = Attribute::new(kind, Value::Null);
     let has_value = raw.is_some();
     attribute.value = match raw {
@@ -792,6 +801,17 @@ fn parse_instance(name: &str, value: &Value, context: &ActiveContext, mode: Mode
         has_kind,
         has_value,
     })
+}
+
+/// A member of an attribute's object. An attribute has a handful of
+/// members, and comparing them is cheaper than hashing the key (the map
+/// hashes with SipHash): lookups were 5 % of a create's instructions.
+fn member<'a>(members: &'a serde_json::Map<String, Value>, key: &str) -> Option<&'a Value> {
+    const SCANNED: usize = 12;
+    if members.len() > SCANNED {
+        return members.get(key);
+    }
+    members.iter().find_map(|(k, v)| (k == key).then_some(v))
 }
 
 fn parse_member(

@@ -205,3 +205,19 @@ fn an_entity_view_writes_what_render_entity_builds_with_the_trailer_last() {
     assert_eq!(key_values["type"], json!(["T", "U"]));
     assert_eq!(key_values["scope"], json!(["/a", "/b"]));
 }
+
+/// ASCII text is judged byte by byte, other text character by character:
+/// both must agree on every ASCII character (a non-ASCII letter that is
+/// allowed sends the same character down the slow path).
+#[test]
+fn uri_characters_are_judged_alike_byte_by_byte_and_by_character() {
+    for byte in 0u8..128 {
+        let c = char::from(byte);
+        let fast = has_forbidden_char(&format!("urn:x:{c}"));
+        let slow = has_forbidden_char(&format!("urn:x:é{c}"));
+        assert_eq!(fast, slow, "character {byte:#04x}");
+    }
+    assert!(has_forbidden_char("urn:x:a b") && has_forbidden_char("urn:x:\u{7f}") && has_forbidden_char("urn:x:`"));
+    assert!(!has_forbidden_char("urn:ngsi-ld:Building:001~!$&'()*+,;=:@/?#[]%-._"));
+    assert!(has_forbidden_char("urn:x:a\u{200B}b") && has_forbidden_char("urn:x:\u{A0}"));
+}
