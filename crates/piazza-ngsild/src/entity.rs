@@ -1015,7 +1015,7 @@ fn is_linear_ring(value: &Value) -> bool {
 }
 
 mod stored;
-pub use stored::{decode, decode_keeping, encode};
+pub use stored::{decode, decode_keeping, encode, encode_instance};
 
 #[cfg(test)]
 mod tests;
