@@ -32,6 +32,8 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde_json::Value;
 use tokio::sync::oneshot;
 
+use crate::rows::MultiRowInsert;
+
 mod cache;
 mod checkpoint;
 mod flush;
@@ -42,6 +44,7 @@ mod raw;
 mod read;
 mod rekey;
 mod rollups;
+mod rows;
 mod temporal;
 mod tenants;
 mod values;
@@ -552,12 +555,13 @@ fn reindex_names(
                 .execute(params![eid, key, kind])?;
         }
     }
-    for (name, kind) in new.difference(&old) {
-        let key = keys.get(transaction, tenant, name, true)?;
-        transaction
-            .prepare_cached("INSERT OR IGNORE INTO entity_names(eid, key, kind) VALUES (?1, ?2, ?3)")?
-            .execute(params![eid, key, kind])?;
-    }
+    static INSERT_NAMES: MultiRowInsert =
+        MultiRowInsert::new("INSERT OR IGNORE INTO entity_names(eid, key, kind) VALUES", 3);
+    let added = new
+        .difference(&old)
+        .map(|(name, kind)| Ok((eid, keys.get(transaction, tenant, name, true)?, *kind)))
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    INSERT_NAMES.run(transaction, &added, |(eid, key, kind)| [eid, key, kind])?;
     Ok(())
 }
 

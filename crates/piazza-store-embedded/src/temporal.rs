@@ -20,6 +20,7 @@ use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Transact
 
 use crate::read::placeholders;
 use crate::rollups::{self, Summarised};
+use crate::rows::MultiRowInsert;
 use crate::sql;
 use crate::values::{self, NameKeys};
 
@@ -199,61 +200,39 @@ pub(crate) fn insert_row(tx: &Transaction<'_>, tenant: &Tenant, row: &RawInstanc
 /// Inserts instance rows and counts those of rolled-up histories into
 /// their hours' rollups: the one way instances enter `attr_instances`
 /// (edits, the temporal API and raw imports alike), so that the rollups
-/// miss none. Up to `ROWS_PER_INSERT` rows go in one statement: a create's
-/// ten instances in ten statements spent a fifth of their cost on the
-/// statements themselves (their cache, their start and end in SQLite).
+/// miss none.
 fn insert(tx: &Transaction<'_>, rows: &[Insert<'_>]) -> rusqlite::Result<()> {
-    for chunk in rows.chunks(ROWS_PER_INSERT) {
-        let cells = chunk
-            .iter()
-            .map(|row| InstanceCells::of(&row.instance))
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        let params = chunk.iter().zip(&cells).flat_map(|(row, cells)| {
-            let instance = &row.instance;
-            [
-                &row.series.teid as &dyn rusqlite::ToSql,
-                &row.series.attr,
-                &instance.instance_key,
-                &instance.dataset_id,
-                &instance.observed_at,
-                &cells.created_at,
-                &cells.modified_at,
-                &cells.deleted_at,
-                &cells.doc,
-                &cells.number,
-            ]
-        });
-        tx.prepare_cached(insert_statement(chunk.len()))?
-            .execute(rusqlite::params_from_iter(params))?;
-        for (row, cells) in chunk.iter().zip(&cells) {
-            if let (true, Some(observed_at)) = (row.rolled_up, &row.instance.observed_at) {
-                rollups::count(tx, row.series, row.instance.dataset_id, observed_at, cells.number)?;
-            }
+    static INSERT: MultiRowInsert = MultiRowInsert::new(
+        "INSERT INTO attr_instances(teid, attr, instance_id, dataset_id, observed_at, created_at, \
+         modified_at, deleted_at, doc, num) VALUES",
+        10,
+    );
+    let cells = rows
+        .iter()
+        .map(|row| InstanceCells::of(&row.instance))
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let rows: Vec<(&Insert<'_>, &InstanceCells)> = rows.iter().zip(&cells).collect();
+    INSERT.run(tx, &rows, |(row, cells)| {
+        let instance = &row.instance;
+        [
+            &row.series.teid,
+            &row.series.attr,
+            &instance.instance_key,
+            &instance.dataset_id,
+            &instance.observed_at,
+            &cells.created_at,
+            &cells.modified_at,
+            &cells.deleted_at,
+            &cells.doc,
+            &cells.number,
+        ]
+    })?;
+    for (row, cells) in rows {
+        if let (true, Some(observed_at)) = (row.rolled_up, &row.instance.observed_at) {
+            rollups::count(tx, row.series, row.instance.dataset_id, observed_at, cells.number)?;
         }
     }
     Ok(())
-}
-
-/// The most instance rows one INSERT takes (each holds ten parameters).
-const ROWS_PER_INSERT: usize = 16;
-
-/// The INSERT of `rows` instance rows (1 to `ROWS_PER_INSERT`), its text
-/// made once per size.
-fn insert_statement(rows: usize) -> &'static str {
-    static STATEMENTS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
-    let statements = STATEMENTS.get_or_init(|| {
-        (1..=ROWS_PER_INSERT)
-            .map(|n| {
-                let row = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
-                format!(
-                    "INSERT INTO attr_instances(teid, attr, instance_id, dataset_id, observed_at, created_at, \
-                     modified_at, deleted_at, doc, num) VALUES {}",
-                    vec![row; n].join(", ")
-                )
-            })
-            .collect()
-    });
-    &statements[rows.clamp(1, ROWS_PER_INSERT) - 1]
 }
 
 /// The cells of an instance's row that are made from it.

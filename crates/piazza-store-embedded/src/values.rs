@@ -10,6 +10,7 @@ use piazza_store::{StoreResult, Tenant};
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
+use crate::rows::MultiRowInsert;
 use crate::sql;
 
 /// `PRAGMA user_version` from which the value indexes are complete in their
@@ -47,15 +48,22 @@ pub(crate) fn reindex(
             .prepare_cached(statements.delete)?
             .execute(params![key, value, eid])?;
     }
+    let (mut numbers, mut texts) = (Vec::new(), Vec::new());
     for (name, value) in new.iter().filter(|entry| !old.contains(entry)) {
         let Some(key) = keys.get(transaction, tenant, name, true)? else {
             continue;
         };
-        let (statements, value) = row(value);
-        transaction
-            .prepare_cached(statements.insert)?
-            .execute(params![key, value, eid])?;
+        match value {
+            IndexedValue::Number(n) => numbers.push((key, *n, eid)),
+            IndexedValue::Text(t) => texts.push((key, t.as_str(), eid)),
+        }
     }
+    NUMBERS
+        .insert
+        .run(transaction, &numbers, |(key, value, eid)| [key, value, eid])?;
+    TEXTS
+        .insert
+        .run(transaction, &texts, |(key, value, eid)| [key, value, eid])?;
     Ok(())
 }
 
@@ -202,19 +210,19 @@ pub(crate) fn name_key(
 /// statement cache finds a statement by its text, and text built per row
 /// cost an allocation and a format for each.
 struct RowStatements {
-    insert: &'static str,
+    insert: MultiRowInsert,
     delete: &'static str,
     clear: &'static str,
 }
 
-const NUMBERS: RowStatements = RowStatements {
-    insert: "INSERT OR IGNORE INTO value_numbers(key, value, eid) VALUES (?1, ?2, ?3)",
+static NUMBERS: RowStatements = RowStatements {
+    insert: MultiRowInsert::new("INSERT OR IGNORE INTO value_numbers(key, value, eid) VALUES", 3),
     delete: "DELETE FROM value_numbers WHERE key = ?1 AND value = ?2 AND eid = ?3",
     clear: "DELETE FROM value_numbers WHERE eid = ?1",
 };
 
-const TEXTS: RowStatements = RowStatements {
-    insert: "INSERT OR IGNORE INTO value_texts(key, value, eid) VALUES (?1, ?2, ?3)",
+static TEXTS: RowStatements = RowStatements {
+    insert: MultiRowInsert::new("INSERT OR IGNORE INTO value_texts(key, value, eid) VALUES", 3),
     delete: "DELETE FROM value_texts WHERE key = ?1 AND value = ?2 AND eid = ?3",
     clear: "DELETE FROM value_texts WHERE eid = ?1",
 };
