@@ -4,8 +4,8 @@
 //! a handful at a time. One statement per row spent a fifth of each row's
 //! cost on the statement itself: finding it in the statement cache and
 //! handing it back, starting and ending it in SQLite (BENCHMARKS.md,
-//! "Rows inserted several to a statement"). The rows of one edit and table
-//! now go in one statement of up to `MAX_ROWS` rows.
+//! "Writes: fewer statements and copies per edit"). The rows of one edit
+//! and table now go in one statement of up to `MAX_ROWS` rows.
 
 use std::sync::OnceLock;
 
