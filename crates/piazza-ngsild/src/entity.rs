@@ -737,7 +737,8 @@ fn parse_instance(name: &str, value: &Value, context: &ActiveContext, mode: Mode
             "attribute '{name}' must not embed an @context"
         )));
     }
-    let declared_kind = match member(members, "type") {
+    let declared_type = member(members, "type");
+    let declared_kind = match declared_type {
         Some(Value::String(t)) => AttributeKind::from_name(t),
         _ => None,
     };
@@ -745,10 +746,9 @@ fn parse_instance(name: &str, value: &Value, context: &ActiveContext, mode: Mode
     let kind = match declared_kind {
         Some(kind) => kind,
         None if is_geometry(value) => return bare(Attribute::new(AttributeKind::GeoProperty, value.clone())),
-        None if member(members, "type").is_some() => {
+        None if let Some(declared) = declared_type => {
             return Err(NgsiError::bad_request(format!(
-                "attribute '{name}' has an unknown type {}",
-                members["type"]
+                "attribute '{name}' has an unknown type {declared}"
             )))
         }
         None => match members.keys().find_map(|k| AttributeKind::from_value_key(k)) {

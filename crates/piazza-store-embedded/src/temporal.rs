@@ -1071,18 +1071,15 @@ mod tests {
             }
             body
         };
-        store
-            .edit(&tenant, vec![crate::tests::replace_with(body(40))])
-            .await
-            .expect("store")
-            .remove(0)
-            .expect("create");
-        store
-            .edit(&tenant, vec![crate::tests::replace_with(body(20))])
-            .await
-            .expect("store")
-            .remove(0)
-            .expect("replace");
+        // Created with 40 attributes, then replaced by its first 20.
+        for attributes in [40, 20] {
+            store
+                .edit(&tenant, vec![crate::tests::replace_with(body(attributes))])
+                .await
+                .expect("store")
+                .remove(0)
+                .expect("edit");
+        }
         let entity = store
             .temporal_entity(&tenant, ID, &TemporalQuery::default())
             .await
