@@ -162,17 +162,18 @@ unsafe fn flush(file: *mut ffi::sqlite3_file) -> c_int {
 
 unsafe extern "C" fn write(file: *mut ffi::sqlite3_file, data: *const c_void, amount: c_int, offset: i64) -> c_int {
     let real = real(file);
-    let Ok(length) = usize::try_from(amount) else {
-        return ffi::SQLITE_IOERR_WRITE;
-    };
-    let bytes = std::slice::from_raw_parts(data.cast::<u8>(), length);
-    match (*file.cast::<File>()).gathered.as_deref_mut() {
-        Some(gathered) => gathered.write(bytes, offset, &mut Real(real)),
-        None => match methods(real).xWrite {
+    let Some(gathered) = (*file.cast::<File>()).gathered.as_deref_mut() else {
+        return match methods(real).xWrite {
             Some(write) => write(real, data, amount, offset),
             None => ffi::SQLITE_IOERR_WRITE,
-        },
-    }
+        };
+    };
+    let bytes = match usize::try_from(amount) {
+        Ok(0) => return ffi::SQLITE_OK,
+        Ok(length) => std::slice::from_raw_parts(data.cast::<u8>(), length),
+        Err(_) => return ffi::SQLITE_IOERR_WRITE,
+    };
+    gathered.write(bytes, offset, &mut Real(real))
 }
 
 unsafe extern "C" fn close(file: *mut ffi::sqlite3_file) -> c_int {
