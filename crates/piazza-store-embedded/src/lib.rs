@@ -506,9 +506,7 @@ fn put(
                 .execute(params![doc, eid])?;
             if before.is_none() {
                 // An expired entity created afresh: its rows are still there.
-                clear_names(transaction, eid)?;
-                geo::clear(transaction, eid)?;
-                values::clear_entity(transaction, eid)?;
+                clear_index_rows(transaction, eid)?;
             }
             eid
         }
@@ -615,20 +613,20 @@ fn attribute_kinds(entity: &Entity) -> BTreeSet<(&str, &'static str)> {
         .collect()
 }
 
-fn clear_names(transaction: &Transaction<'_>, eid: i64) -> rusqlite::Result<()> {
+/// Drops every index row of row `eid`: types, names, spatial keys, values.
+fn clear_index_rows(transaction: &Transaction<'_>, eid: i64) -> rusqlite::Result<()> {
     transaction
         .prepare_cached("DELETE FROM entity_types WHERE eid = ?1")?
         .execute([eid])?;
     transaction
         .prepare_cached("DELETE FROM entity_names WHERE eid = ?1")?
         .execute([eid])?;
-    Ok(())
+    geo::clear(transaction, eid)?;
+    values::clear_entity(transaction, eid)
 }
 
 fn delete(transaction: &Transaction<'_>, eid: i64) -> rusqlite::Result<()> {
-    values::clear_entity(transaction, eid)?;
-    geo::clear(transaction, eid)?;
-    clear_names(transaction, eid)?;
+    clear_index_rows(transaction, eid)?;
     transaction
         .prepare_cached("DELETE FROM entities WHERE eid = ?1")?
         .execute([eid])?;

@@ -188,98 +188,105 @@ unsafe extern "C" fn close(file: *mut ffi::sqlite3_file) -> c_int {
     }
 }
 
-unsafe extern "C" fn read(file: *mut ffi::sqlite3_file, data: *mut c_void, amount: c_int, offset: i64) -> c_int {
-    let rc = flush(file);
-    if rc != ffi::SQLITE_OK {
-        return rc;
-    }
+/// The default VFS's real file of `file` and its methods, handed to `call`.
+///
+/// SAFETY: `file` must be a file opened by [`open`].
+unsafe fn forward<T>(
+    file: *mut ffi::sqlite3_file,
+    call: impl FnOnce(*mut ffi::sqlite3_file, &ffi::sqlite3_io_methods) -> T,
+) -> T {
     let real = real(file);
-    methods(real)
-        .xRead
-        .map_or(ffi::SQLITE_IOERR_READ, |read| read(real, data, amount, offset))
+    call(real, methods(real))
+}
+
+/// As [`forward`], once what `file` has gathered is written: nothing else
+/// touches a WAL file before its gathered bytes are in it.
+///
+/// SAFETY: as [`forward`].
+unsafe fn forward_flushed(
+    file: *mut ffi::sqlite3_file,
+    call: impl FnOnce(*mut ffi::sqlite3_file, &ffi::sqlite3_io_methods) -> c_int,
+) -> c_int {
+    match flush(file) {
+        ffi::SQLITE_OK => forward(file, call),
+        failed => failed,
+    }
+}
+
+// The methods below pass each call on. A method missing from the default
+// VFS's table answers as SQLite does for it; the shared-memory and
+// memory-map ones exist from versions 2 and 3 of the table only.
+
+unsafe extern "C" fn read(file: *mut ffi::sqlite3_file, data: *mut c_void, amount: c_int, offset: i64) -> c_int {
+    forward_flushed(file, |real, m| {
+        m.xRead
+            .map_or(ffi::SQLITE_IOERR_READ, |read| read(real, data, amount, offset))
+    })
 }
 
 unsafe extern "C" fn truncate(file: *mut ffi::sqlite3_file, size: i64) -> c_int {
-    let rc = flush(file);
-    if rc != ffi::SQLITE_OK {
-        return rc;
-    }
-    let real = real(file);
-    methods(real)
-        .xTruncate
-        .map_or(ffi::SQLITE_IOERR_TRUNCATE, |truncate| truncate(real, size))
+    forward_flushed(file, |real, m| {
+        m.xTruncate
+            .map_or(ffi::SQLITE_IOERR_TRUNCATE, |truncate| truncate(real, size))
+    })
 }
 
 unsafe extern "C" fn sync(file: *mut ffi::sqlite3_file, flags: c_int) -> c_int {
-    let rc = flush(file);
-    if rc != ffi::SQLITE_OK {
-        return rc;
-    }
-    let real = real(file);
-    methods(real)
-        .xSync
-        .map_or(ffi::SQLITE_IOERR_FSYNC, |sync| sync(real, flags))
+    forward_flushed(file, |real, m| {
+        m.xSync.map_or(ffi::SQLITE_IOERR_FSYNC, |sync| sync(real, flags))
+    })
 }
 
 unsafe extern "C" fn file_size(file: *mut ffi::sqlite3_file, size: *mut i64) -> c_int {
-    let rc = flush(file);
-    if rc != ffi::SQLITE_OK {
-        return rc;
-    }
-    let real = real(file);
-    methods(real)
-        .xFileSize
-        .map_or(ffi::SQLITE_IOERR_FSTAT, |file_size| file_size(real, size))
-}
-
-unsafe extern "C" fn lock(file: *mut ffi::sqlite3_file, level: c_int) -> c_int {
-    let real = real(file);
-    methods(real)
-        .xLock
-        .map_or(ffi::SQLITE_IOERR_LOCK, |lock| lock(real, level))
-}
-
-unsafe extern "C" fn unlock(file: *mut ffi::sqlite3_file, level: c_int) -> c_int {
-    let real = real(file);
-    methods(real)
-        .xUnlock
-        .map_or(ffi::SQLITE_IOERR_UNLOCK, |unlock| unlock(real, level))
-}
-
-unsafe extern "C" fn check_reserved_lock(file: *mut ffi::sqlite3_file, out: *mut c_int) -> c_int {
-    let real = real(file);
-    methods(real)
-        .xCheckReservedLock
-        .map_or(ffi::SQLITE_IOERR_CHECKRESERVEDLOCK, |check| check(real, out))
+    forward_flushed(file, |real, m| {
+        m.xFileSize
+            .map_or(ffi::SQLITE_IOERR_FSTAT, |file_size| file_size(real, size))
+    })
 }
 
 unsafe extern "C" fn file_control(file: *mut ffi::sqlite3_file, op: c_int, argument: *mut c_void) -> c_int {
-    let rc = flush(file);
-    if rc != ffi::SQLITE_OK {
-        return rc;
-    }
-    let real = real(file);
-    methods(real)
-        .xFileControl
-        .map_or(ffi::SQLITE_NOTFOUND, |control| control(real, op, argument))
+    forward_flushed(file, |real, m| {
+        m.xFileControl
+            .map_or(ffi::SQLITE_NOTFOUND, |control| control(real, op, argument))
+    })
+}
+
+unsafe extern "C" fn fetch(file: *mut ffi::sqlite3_file, offset: i64, amount: c_int, out: *mut *mut c_void) -> c_int {
+    forward_flushed(file, |real, m| match m.xFetch {
+        Some(fetch) if m.iVersion >= 3 => fetch(real, offset, amount, out),
+        _ => {
+            // No memory map: SQLite reads the page instead.
+            *out = ptr::null_mut();
+            ffi::SQLITE_OK
+        }
+    })
+}
+
+unsafe extern "C" fn lock(file: *mut ffi::sqlite3_file, level: c_int) -> c_int {
+    forward(file, |real, m| {
+        m.xLock.map_or(ffi::SQLITE_IOERR_LOCK, |lock| lock(real, level))
+    })
+}
+
+unsafe extern "C" fn unlock(file: *mut ffi::sqlite3_file, level: c_int) -> c_int {
+    forward(file, |real, m| {
+        m.xUnlock.map_or(ffi::SQLITE_IOERR_UNLOCK, |unlock| unlock(real, level))
+    })
+}
+
+unsafe extern "C" fn check_reserved_lock(file: *mut ffi::sqlite3_file, out: *mut c_int) -> c_int {
+    forward(file, |real, m| {
+        m.xCheckReservedLock
+            .map_or(ffi::SQLITE_IOERR_CHECKRESERVEDLOCK, |check| check(real, out))
+    })
 }
 
 unsafe extern "C" fn sector_size(file: *mut ffi::sqlite3_file) -> c_int {
-    let real = real(file);
-    methods(real).xSectorSize.map_or(4096, |size| size(real))
+    forward(file, |real, m| m.xSectorSize.map_or(4096, |size| size(real)))
 }
 
 unsafe extern "C" fn device_characteristics(file: *mut ffi::sqlite3_file) -> c_int {
-    let real = real(file);
-    methods(real)
-        .xDeviceCharacteristics
-        .map_or(0, |characteristics| characteristics(real))
-}
-
-/// The shared-memory and memory-map methods exist from version 2 and 3
-/// of the default VFS's table: read only if it has them.
-unsafe fn version(real: *mut ffi::sqlite3_file) -> c_int {
-    methods(real).iVersion
+    forward(file, |real, m| m.xDeviceCharacteristics.map_or(0, |get| get(real)))
 }
 
 unsafe extern "C" fn shm_map(
@@ -289,58 +296,38 @@ unsafe extern "C" fn shm_map(
     extend: c_int,
     out: *mut *mut c_void,
 ) -> c_int {
-    let real = real(file);
-    match methods(real).xShmMap {
-        Some(map) if version(real) >= 2 => map(real, region, size, extend, out),
+    forward(file, |real, m| match m.xShmMap {
+        Some(map) if m.iVersion >= 2 => map(real, region, size, extend, out),
         _ => ffi::SQLITE_IOERR_SHMMAP,
-    }
+    })
 }
 
 unsafe extern "C" fn shm_lock(file: *mut ffi::sqlite3_file, offset: c_int, n: c_int, flags: c_int) -> c_int {
-    let real = real(file);
-    match methods(real).xShmLock {
-        Some(lock) if version(real) >= 2 => lock(real, offset, n, flags),
+    forward(file, |real, m| match m.xShmLock {
+        Some(lock) if m.iVersion >= 2 => lock(real, offset, n, flags),
         _ => ffi::SQLITE_IOERR_SHMLOCK,
-    }
+    })
 }
 
 unsafe extern "C" fn shm_barrier(file: *mut ffi::sqlite3_file) {
-    let real = real(file);
-    if let Some(barrier) = methods(real).xShmBarrier.filter(|_| version(real) >= 2) {
-        barrier(real);
-    }
+    forward(file, |real, m| match m.xShmBarrier {
+        Some(barrier) if m.iVersion >= 2 => barrier(real),
+        _ => {}
+    })
 }
 
 unsafe extern "C" fn shm_unmap(file: *mut ffi::sqlite3_file, delete: c_int) -> c_int {
-    let real = real(file);
-    match methods(real).xShmUnmap {
-        Some(unmap) if version(real) >= 2 => unmap(real, delete),
+    forward(file, |real, m| match m.xShmUnmap {
+        Some(unmap) if m.iVersion >= 2 => unmap(real, delete),
         _ => ffi::SQLITE_OK,
-    }
-}
-
-unsafe extern "C" fn fetch(file: *mut ffi::sqlite3_file, offset: i64, amount: c_int, out: *mut *mut c_void) -> c_int {
-    let rc = flush(file);
-    if rc != ffi::SQLITE_OK {
-        return rc;
-    }
-    let real = real(file);
-    match methods(real).xFetch {
-        Some(fetch) if version(real) >= 3 => fetch(real, offset, amount, out),
-        _ => {
-            // No memory map: SQLite reads the page instead.
-            *out = ptr::null_mut();
-            ffi::SQLITE_OK
-        }
-    }
+    })
 }
 
 unsafe extern "C" fn unfetch(file: *mut ffi::sqlite3_file, offset: i64, page: *mut c_void) -> c_int {
-    let real = real(file);
-    match methods(real).xUnfetch {
-        Some(unfetch) if version(real) >= 3 => unfetch(real, offset, page),
+    forward(file, |real, m| match m.xUnfetch {
+        Some(unfetch) if m.iVersion >= 3 => unfetch(real, offset, page),
         _ => ffi::SQLITE_OK,
-    }
+    })
 }
 
 static METHODS: ffi::sqlite3_io_methods = ffi::sqlite3_io_methods {

@@ -28,6 +28,24 @@ fn insert(connection: &mut Connection, first: i64, rows: i64) -> rusqlite::Resul
     transaction.commit()
 }
 
+/// What a crash of the process leaves, opened from scratch: the database
+/// file and the WAL as the kernel has them, copied while the writer is
+/// still open, no shared memory. The directory lives as long as the copy.
+fn recover_copy(dir: &std::path::Path) -> (tempfile::TempDir, Connection) {
+    let copy = tempfile::tempdir().expect("tempdir");
+    for file in ["db.sqlite", "db.sqlite-wal"] {
+        std::fs::copy(dir.join(file), copy.path().join(file)).expect("copy");
+    }
+    let recovered = Connection::open(copy.path().join("db.sqlite")).expect("open copy");
+    (copy, recovered)
+}
+
+fn integrity(connection: &Connection) -> String {
+    connection
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .expect("integrity check")
+}
+
 fn count(connection: &Connection) -> i64 {
     connection
         .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
@@ -49,10 +67,7 @@ fn each_commit_is_visible_to_a_connection_on_the_default_vfs() {
             .expect("by index");
         assert_eq!(indexed, (round + 1) * 25);
     }
-    let check: String = reader
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .expect("check");
-    assert_eq!(check, "ok");
+    assert_eq!(integrity(&reader), "ok");
 }
 
 #[test]
@@ -63,17 +78,10 @@ fn the_wal_on_disk_recovers_every_commit_without_the_writer_closing() {
     for round in 0..10 {
         insert(&mut writer, round * 40, 40).expect("insert");
     }
-    // What a crash of the process would leave: the database file and the
-    // WAL as the kernel has them, no shared memory, the writer never closed.
-    let copy = tempfile::tempdir().expect("tempdir");
-    std::fs::copy(&path, copy.path().join("db.sqlite")).expect("copy db");
-    std::fs::copy(dir.path().join("db.sqlite-wal"), copy.path().join("db.sqlite-wal")).expect("copy wal");
-    let recovered = Connection::open(copy.path().join("db.sqlite")).expect("open copy");
+    // The writer is never closed.
+    let (_copy, recovered) = recover_copy(dir.path());
     assert_eq!(count(&recovered), 400);
-    let check: String = recovered
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .expect("check");
-    assert_eq!(check, "ok");
+    assert_eq!(integrity(&recovered), "ok");
     drop(writer);
 }
 
@@ -106,10 +114,7 @@ fn a_spilled_transaction_rolled_back_leaves_nothing_and_the_next_commits() {
     drop(reader);
     let reopened = open_gathering(&path);
     assert_eq!(count(&reopened), 20);
-    let check: String = reopened
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .expect("check");
-    assert_eq!(check, "ok");
+    assert_eq!(integrity(&reopened), "ok");
 }
 
 #[test]
@@ -143,15 +148,9 @@ fn a_spilled_transaction_that_commits_is_recovered_whole_from_the_files() {
     // before the commit returns, or recovery stops at the first of them.
     writer.execute_batch("PRAGMA cache_size=20").expect("cache");
     insert(&mut writer, 1_000, 3_000).expect("spilled insert");
-    let copy = tempfile::tempdir().expect("tempdir");
-    std::fs::copy(&path, copy.path().join("db.sqlite")).expect("copy db");
-    std::fs::copy(dir.path().join("db.sqlite-wal"), copy.path().join("db.sqlite-wal")).expect("copy wal");
-    let recovered = Connection::open(copy.path().join("db.sqlite")).expect("open copy");
+    let (_copy, recovered) = recover_copy(dir.path());
     assert_eq!(count(&recovered), 3_010);
-    let check: String = recovered
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .expect("check");
-    assert_eq!(check, "ok");
+    assert_eq!(integrity(&recovered), "ok");
     drop(writer);
 }
 
@@ -272,13 +271,9 @@ mod random {
                 run(&mut writer, step, &mut next_id, &mut model);
                 prop_assert_eq!(summary(&reader), expected(&model), "after {:?}", step);
             }
-            let copy = tempfile::tempdir().expect("tempdir");
-            std::fs::copy(&path, copy.path().join("db.sqlite")).expect("copy db");
-            std::fs::copy(dir.path().join("db.sqlite-wal"), copy.path().join("db.sqlite-wal")).expect("copy wal");
-            let recovered = Connection::open(copy.path().join("db.sqlite")).expect("open copy");
+            let (_copy, recovered) = recover_copy(dir.path());
             prop_assert_eq!(summary(&recovered), expected(&model));
-            let check: String = recovered.query_row("PRAGMA integrity_check", [], |r| r.get(0)).expect("check");
-            prop_assert_eq!(check, "ok");
+            prop_assert_eq!(integrity(&recovered), "ok");
         }
     }
 }
